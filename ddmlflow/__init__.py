@@ -1,0 +1,6 @@
+"""ddmlflow: domain-decomposition training of CNNs, tracked in MLflow.
+
+Reference implementation of Klawonn, Lanser & Weber (CNN-DNN, SISC 2024; transfer
+learning follow-up) and Gu, Zhang, Liu & Cai (ETNA 2022).
+"""
+__version__ = "0.1.0"
