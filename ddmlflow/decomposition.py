@@ -1,0 +1,351 @@
+"""Cut images (H, W, C) and volumes (H, W, D, C) into subdomains (boxes).
+
+Klawonn, Lanser & Weber (SISC 2024, sec. 3.1, Fig. 3) and Gu, Zhang, Liu & Cai
+(ETNA 2022, sec. 2.1) train one small CNN per sub-image. A ``Decomposition`` is
+just the list of boxes: half-open index ranges on the spatial axes (channels are
+never cut). Boxes together cover every pixel and may overlap. Local networks see
+``x[:, box]``, a numpy view, so the data set is stored once and sliced on the fly.
+
+Kinds:
+  * ``"A"``  p x p (2D) or p x p x q (3D) tiles grown by ``overlap`` (delta).
+  * ``"B"``  the 3 x 3 tiles plus 4 strongly overlapping boxes on the grid corners.
+  * ``"explicit"``  any list of boxes, e.g. from a JSON file.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ddmlflow.errors import InputError, require
+
+KINDS = ("A", "B", "explicit")
+SPECS = ('"PxP" (2D), "PxPxQ" (3D; "PxP" means PxPx1), "typeB", '
+         'a JSON string or a .json file with {"boxes": [...]}')
+
+
+@dataclass(frozen=True)
+class Box:
+    """Pixels ``start[a] <= i < stop[a]`` on every spatial axis ``a``."""
+
+    start: tuple[int, ...]
+    stop: tuple[int, ...]
+
+    def __post_init__(self):  # accept lists / numpy ints, store plain int tuples
+        object.__setattr__(self, "start", tuple(int(v) for v in self.start))
+        object.__setattr__(self, "stop", tuple(int(v) for v in self.stop))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(b - a for a, b in zip(self.start, self.stop))
+
+    @property
+    def slices(self) -> tuple[slice, ...]:
+        return tuple(slice(a, b) for a, b in zip(self.start, self.stop))
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    """Boxes over the spatial axes of ``image_shape`` (spatial + channels).
+
+    Construction validates: every box lies in the image, is non-empty and the
+    boxes cover every pixel. Box order is row-major over the tile grid (last
+    spatial axis fastest); this order is the subdomain index used everywhere.
+    """
+
+    image_shape: tuple[int, ...]
+    boxes: tuple[Box, ...]
+    kind: str = "explicit"
+    spec: str = "explicit"
+    overlap: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "image_shape", _check_image_shape(self.image_shape))
+        object.__setattr__(self, "boxes", tuple(self.boxes))
+        require(self.kind in KINDS, "decomposition", self.kind, f"kind must be one of {KINDS}")
+        _check_overlap(self.overlap)
+        _check_boxes(self.image_shape[:-1], self.boxes)
+
+    @property
+    def n(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def spatial_ndim(self) -> int:
+        return len(self.image_shape) - 1
+
+    def input_shape(self, i: int) -> tuple[int, ...]:
+        """Input shape of local network ``i``: box shape plus all channels."""
+        return self.boxes[i].shape + (self.image_shape[-1],)
+
+    def crop(self, x: np.ndarray, i: int) -> np.ndarray:
+        """Sub-images of box ``i`` for a batch ``x`` of shape (n, *image_shape); a view."""
+        shape = tuple(x.shape[1:])
+        require(shape == self.image_shape, "x", tuple(x.shape),
+                f"a batch of shape (n, {', '.join(map(str, self.image_shape))})")
+        return x[(slice(None),) + self.boxes[i].slices]
+
+    def split(self, x: np.ndarray) -> list[np.ndarray]:
+        """All sub-image batches, one view per box (no copies)."""
+        return [self.crop(x, i) for i in range(self.n)]
+
+    # -- serialisation ---------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {"image_shape": list(self.image_shape), "kind": self.kind, "spec": self.spec,
+                "overlap": self.overlap,
+                "boxes": [{"start": list(b.start), "stop": list(b.stop)} for b in self.boxes]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Decomposition:
+        require(isinstance(d, dict) and "boxes" in d and "image_shape" in d, "decomposition",
+                d, 'a dict with "image_shape" and "boxes" (and optionally kind, spec, overlap)')
+        shape = _check_image_shape(d["image_shape"])
+        return cls(shape, _parse_boxes(d["boxes"], len(shape) - 1), d.get("kind", "explicit"),
+                   str(d.get("spec", "explicit")), d.get("overlap", 0))
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """JSON text; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=1)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | os.PathLike) -> Decomposition:
+        return cls.from_dict(_load_json(text_or_path))
+
+    # -- picture -----------------------------------------------------------------------
+
+    def draw(self, image: np.ndarray, path: str | os.PathLike) -> None:
+        """PNG of one image with every box outlined and numbered in its own colour.
+
+        A volume shows its middle depth slice and the boxes that contain it.
+        """
+        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas
+        from matplotlib.patches import Rectangle
+
+        img = np.asarray(image, dtype=float)
+        require(img.shape == self.image_shape, "image", img.shape,
+                f"one image of shape {self.image_shape}")
+        shown = list(enumerate(self.boxes))
+        title = f"{self.kind}: {self.spec}, overlap {self.overlap}, {self.n} boxes"
+        if self.spatial_ndim == 3:
+            k = img.shape[2] // 2
+            img = img[:, :, k]
+            shown = [(i, b) for i, b in shown if b.start[2] <= k < b.stop[2]]
+            title += f"\ndepth slice {k}: {len(shown)} boxes shown"
+        lo, hi = img.min(), img.max()
+        img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+        img = img if img.shape[-1] == 3 else img[..., 0]
+
+        h, w = img.shape[:2]
+        scale = 6.0 / max(h, w)
+        fig = Figure(figsize=(w * scale + 1.0, h * scale + 1.2), dpi=100)
+        ax = fig.add_subplot()
+        ax.imshow(img, cmap="gray", interpolation="nearest", vmin=0, vmax=1)
+        cmap = matplotlib.colormaps["tab10" if self.n <= 10 else "tab20" if self.n <= 20 else "hsv"]
+        inset = 0.01 * max(h, w)  # so that the shared edges of neighbours both show
+        for i, b in shown:
+            colour = cmap(i) if self.n <= 20 else cmap(i / self.n)
+            (r0, c0), (r1, c1) = b.start[:2], b.stop[:2]
+            ax.add_patch(Rectangle((c0 - 0.5 + inset, r0 - 0.5 + inset), c1 - c0 - 2 * inset,
+                                   r1 - r0 - 2 * inset, fill=False, edgecolor=colour, lw=2))
+            ax.text((c0 + c1 - 1) / 2, (r0 + r1 - 1) / 2, str(i), color=colour, ha="center",
+                    va="center", fontsize=10, fontweight="bold",
+                    bbox=dict(facecolor="white", alpha=0.8, edgecolor=colour, pad=1.5))
+        ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+
+
+# -- constructors ----------------------------------------------------------------------
+
+
+def make(spec: str, image_shape: Sequence[int], overlap: int = 0) -> Decomposition:
+    """Decomposition from a user string: "2x2", "4x4x2", "typeB"/"B", JSON text or file."""
+    s = str(spec).strip()
+    if re.fullmatch(r"(type[ _-]?)?b", s, re.I):
+        return type_b(image_shape, overlap)
+    if re.fullmatch(r"\d+(\s*x\s*\d+)+", s, re.I):
+        return type_a(image_shape, [int(p) for p in re.split(r"\s*x\s*", s, flags=re.I)], overlap)
+    if s.startswith(("{", "[")) or s.lower().endswith(".json") or os.path.isfile(s):
+        d = _load_json(s)
+        d = {"boxes": d} if isinstance(d, list) else d
+        require(isinstance(d, dict) and "boxes" in d, "decomposition", spec,
+                'JSON must be {"boxes": [[start..., stop...] or {"start": [...], "stop": [...]}, ...]}')
+        shape = _check_image_shape(image_shape)
+        if "image_shape" in d:
+            require(tuple(d["image_shape"]) == shape, "decomposition", spec,
+                    f"its image_shape {tuple(d['image_shape'])} must match the data {shape}")
+        require(overlap == 0, "overlap", overlap,
+                "must be 0 with explicit boxes (put the overlap into the boxes)")
+        return Decomposition.from_dict(d) if "image_shape" in d else explicit(shape, d["boxes"])
+    raise InputError("decomposition", spec, f"allowed: {SPECS}")
+
+
+def type_a(image_shape: Sequence[int], parts: Sequence[int], overlap: int = 0) -> Decomposition:
+    """Type A: a p x p (x q) grid of tiles, each grown by ``overlap`` towards its neighbours.
+
+    Tiles follow ``numpy.array_split`` (sizes differ by at most one pixel, larger
+    first). Each tile then grows by ``overlap`` pixels on every side that faces a
+    neighbour (clipped at the image border), so neighbours share 2*overlap pixels:
+    CIFAR-10 32x32, 2x2, overlap 4 gives four 20x20 boxes (Gu et al.). For volumes,
+    two numbers "p x p" mean p x p x 1 (the depth is not cut), as in KLW Table 10.
+    """
+    shape = _check_image_shape(image_shape)
+    space, nd = shape[:-1], len(shape) - 1
+    parts = tuple(parts)
+    spec = "x".join(map(str, parts))
+    require(all(isinstance(p, (int, np.integer)) for p in parts), "decomposition", spec,
+            "parts must be integers")
+    require(len(parts) != 3 or nd == 3, "decomposition", spec,
+            f"PxPxQ needs 3D data (H, W, D, C); image_shape {shape} is 2D: use PxP")
+    if nd == 3 and len(parts) == 2:
+        parts += (1,)
+    require(len(parts) == nd, "decomposition", spec, f"allowed: {SPECS}")
+    spec = "x".join(map(str, parts))
+    require(all(p >= 1 for p in parts), "decomposition", spec, "every part count must be >= 1")
+    require(all(p <= n for p, n in zip(parts, space)), "decomposition", spec,
+            f"more parts than pixels on an axis of the image {space}; each part needs >= 1 pixel")
+    require(any(p > 1 for p in parts), "decomposition", spec,
+            "at least one axis must be cut into 2 or more parts")
+    grid = itertools.product(*(_split(n, p) for n, p in zip(space, parts)))
+    tiles = [Box(*zip(*ranges)) for ranges in grid]
+    return Decomposition(shape, _grow(tiles, space, overlap), "A", spec, overlap)
+
+
+def type_b(image_shape: Sequence[int], overlap: int = 0) -> Decomposition:
+    """Type B (KLW Fig. 3 right, Table 6 last row): 3x3 tiles + 2x2 overlapping boxes.
+
+    Our reading of the figure: boxes 0-8 are the 3 x 3 type A tiles (row-major);
+    boxes 9-12 have the size of the middle tile and are centred on the four
+    interior corners of the 3 x 3 grid, so each covers a quarter of four tiles.
+    That is 13 equally sized boxes when 3 divides H and W. For volumes the depth
+    is not cut (like "PxP" meaning PxPx1): 13 boxes of full depth. ``overlap`` > 0
+    grows all boxes as in type A.
+    """
+    shape = _check_image_shape(image_shape)
+    space = shape[:-1]
+    require(all(n >= 3 for n in space[:2]), "decomposition", "typeB",
+            f"type B cuts H and W into 3 parts; image {space} needs H, W >= 3")
+    tiles_ax, extras_ax = [], []
+    for axis, n in enumerate(space):
+        if axis >= 2:  # depth stays whole
+            tiles_ax.append([(0, n)])
+            extras_ax.append([(0, n)])
+        else:
+            t = _split(n, 3)
+            size = t[1][1] - t[1][0]
+            tiles_ax.append(t)
+            extras_ax.append([(c - size // 2, c - size // 2 + size) for c in (t[0][1], t[1][1])])
+    tiles = [Box(*zip(*r)) for r in itertools.product(*tiles_ax)]
+    tiles += [Box(*zip(*r)) for r in itertools.product(*extras_ax)]
+    return Decomposition(shape, _grow(tiles, space, overlap), "B", "typeB", overlap)
+
+
+def explicit(image_shape: Sequence[int], boxes: Sequence[Any]) -> Decomposition:
+    """Any boxes: ``Box``, ``[start..., stop...]`` or ``{"start": [...], "stop": [...]}``."""
+    shape = _check_image_shape(image_shape)
+    return Decomposition(shape, _parse_boxes(boxes, len(shape) - 1), "explicit", "explicit", 0)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def _split(n: int, p: int) -> list[tuple[int, int]]:
+    """``numpy.array_split`` bounds of range(n) into p parts: the first n % p get one more."""
+    q, r = divmod(n, p)
+    edges = np.cumsum([0] + [q + 1] * r + [q] * (p - r))
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _check_overlap(overlap: Any) -> None:
+    ok = isinstance(overlap, (int, np.integer)) and not isinstance(overlap, bool) and overlap >= 0
+    require(ok, "overlap", overlap, "an integer >= 0 (pixels added on each side facing a neighbour)")
+
+
+def _grow(tiles: list[Box], space: tuple[int, ...], overlap: int) -> list[Box]:
+    """Grow every tile by ``overlap`` on each side, clipped to the image.
+
+    A side on the image border cannot grow, so only sides facing a neighbour do.
+    Rejects overlaps at which some box would become the whole image.
+    """
+    _check_overlap(overlap)
+    # a tile covers the image once overlap >= its distance to the border on every side
+    limit = min(max(max(a, n - b) for a, b, n in zip(t.start, t.stop, space)) for t in tiles)
+    require(overlap < limit, "overlap", overlap,
+            f"must be < {limit}: from {limit} on a box covers the whole image (pointless)")
+    return [Box(tuple(max(0, a - overlap) for a in t.start),
+                tuple(min(n, b + overlap) for b, n in zip(t.stop, space))) for t in tiles]
+
+
+def _check_image_shape(image_shape: Any) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in image_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    require(len(shape) in (3, 4) and all(v >= 1 for v in shape), "image_shape", image_shape,
+            "(H, W, C) for images or (H, W, D, C) for volumes, all >= 1")
+    return shape
+
+
+def _check_boxes(space: tuple[int, ...], boxes: tuple[Box, ...]) -> None:
+    nd = len(space)
+    require(len(boxes) > 0, "decomposition", [], "at least one box")
+    for i, b in enumerate(boxes):
+        value = [list(b.start), list(b.stop)]
+        require(len(b.start) == nd and len(b.stop) == nd, "decomposition", value,
+                f"box {i}: a {nd}D image needs {nd} start and {nd} stop coordinates")
+        require(all(a < z for a, z in zip(b.start, b.stop)), "decomposition", value,
+                f"box {i}: start must be < stop on every axis")
+        require(all(0 <= a and z <= n for a, z, n in zip(b.start, b.stop, space)),
+                "decomposition", value, f"box {i} must lie inside the image {space}")
+    covered = np.zeros(space, dtype=bool)
+    for b in boxes:
+        covered[b.slices] = True
+    missing = covered.size - int(covered.sum())
+    require(missing == 0, "decomposition", f"{len(boxes)} boxes",
+            f"boxes must cover every pixel; {missing} of {covered.size} pixels are uncovered")
+
+
+def _parse_boxes(items: Any, nd: int) -> list[Box]:
+    fmt = f'{nd}D boxes as [start x{nd}, stop x{nd}] or {{"start": [..{nd}], "stop": [..{nd}]}}'
+    require(isinstance(items, (list, tuple)) and len(items) > 0, "decomposition", items,
+            f"a non-empty list of {fmt}")
+    boxes = []
+    for i, item in enumerate(items):
+        if isinstance(item, Box):
+            boxes.append(item)
+            continue
+        if isinstance(item, dict):
+            ok = set(item) == {"start", "stop"} and all(
+                isinstance(item[k], (list, tuple)) and len(item[k]) == nd for k in item)
+            coords = list(item["start"]) + list(item["stop"]) if ok else []
+        else:
+            coords = list(item) if isinstance(item, (list, tuple)) else []
+            ok = len(coords) == 2 * nd
+        require(ok, "decomposition", item, f"box {i}: wrong number of coordinates; {fmt}")
+        require(all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in coords),
+                "decomposition", item, f"box {i}: coordinates must be integers")
+        boxes.append(Box(tuple(coords[:nd]), tuple(coords[nd:])))
+    return boxes
+
+
+def _load_json(text_or_path: str | os.PathLike) -> Any:
+    s = str(text_or_path).strip()
+    if not s.startswith(("{", "[")):
+        require(os.path.isfile(s), "decomposition", s, "JSON text or the path of a .json file")
+        with open(s) as f:
+            s = f.read()
+    try:
+        return json.loads(s)
+    except json.JSONDecodeError as e:
+        raise InputError("decomposition", str(text_or_path)[:80], f"invalid JSON ({e})") from None

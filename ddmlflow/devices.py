@@ -1,0 +1,60 @@
+"""GPU discovery and k mod G pinning, without importing TensorFlow in the parent.
+
+TensorFlow reads ``CUDA_VISIBLE_DEVICES`` once, at import: a local training
+process must have it set before it starts, so the parent finds the GPUs with
+``nvidia-smi`` and gives each child its own variable.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from .errors import require
+
+
+def discover_gpus() -> list[str]:
+    """GPU indices from ``nvidia-smi`` (or NVML); [] when there is none."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20, check=True).stdout
+            return [line.strip() for line in out.splitlines() if line.strip()]
+        except (subprocess.SubprocessError, OSError):
+            pass
+    try:
+        import pynvml  # optional
+        pynvml.nvmlInit()
+        return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    except Exception:  # noqa: BLE001 - no NVML means no GPU for us
+        return []
+
+
+def parse_gpus(value: str) -> list[str]:
+    """``auto`` discovers; ``none`` (or empty) means CPU; ``0,1,2`` names them."""
+    v = str(value).strip().lower()
+    if v in ("auto", ""):
+        return discover_gpus()
+    if v in ("none", "cpu", "-1"):
+        return []
+    ids = [s.strip() for s in v.split(",") if s.strip()]
+    require(all(s.isdigit() for s in ids), "gpus", value, "auto, none, or comma-separated GPU indices like 0,1,2,3")
+    return ids
+
+
+def pin(k: int, gpus: list[str]) -> str:
+    """``CUDA_VISIBLE_DEVICES`` for local k: GPU k mod G, or '' (hidden: CPU) without GPUs."""
+    return gpus[k % len(gpus)] if gpus else ""
+
+
+def configure_tensorflow() -> str:
+    """In a training process: memory growth on every visible GPU; returns the device used."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for g in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(g, True)
+        except RuntimeError:  # already initialised
+            pass
+    return f"GPU:{os.environ.get('CUDA_VISIBLE_DEVICES', '0')}" if gpus else "CPU"

@@ -1,0 +1,29 @@
+"""Step 1 (KLW sec. 3.1): load the data, cut it into boxes, log both once."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import mlflow
+
+from .. import data
+from ..config import RunConfig
+from ..decomposition import make
+from ..tracking import log_params, retry
+from .prepared import log_prepared
+
+
+def decompose(cfg: RunConfig) -> None:
+    """In the active run: the prepared data set, ``decomposition.json`` and ``boxes.png``."""
+    log_params(cfg.params())
+    ds = data.load(**cfg.data_args())
+    decomposition = make(cfg.decomposition, ds.input_shape, cfg.overlap)
+    log_prepared(ds, decomposition)
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp, "boxes.png")
+        decomposition.draw(ds.x_train[0], png)
+        retry(mlflow.log_artifact, str(png))
+    retry(mlflow.log_params, {"image_shape": "x".join(map(str, ds.input_shape)), "n_boxes": decomposition.n,
+                              "train_size": len(ds.y_train), "val_size": len(ds.y_val),
+                              "cache_key": ds.provenance.get("cache_key", "")})
+    mlflow.set_tags({"num_classes": ds.num_classes, "class_names": ",".join(ds.class_names)[:5000]})

@@ -1,0 +1,98 @@
+"""Step 4: compare the CNN-DNN with the global CNN and the cheap aggregations; register it.
+
+Everything is computed from the probabilities the training runs logged, so no
+network is evaluated twice. The composed CNN-DNN is logged as a pyfunc that
+takes whole images and registered (alias ``latest``; ``champion`` unless worse).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+
+from .. import aggregate, report
+from ..config import RunConfig
+from ..serving import log_cnn_dnn, register
+from ..tracking import get_run, log_params, retry, say, work_dir
+from ..training import accuracy
+from .prepared import load_prepared
+from .train import load_keras, load_probs
+
+
+def _metric(run_id: str, key: str) -> float:
+    return float(get_run(run_id).data.metrics.get(key, float("nan")))
+
+
+def compare(y: np.ndarray, local: list[np.ndarray], cnn_dnn: np.ndarray, glob: np.ndarray | None,
+            extra: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Accuracy of every way to classify one split (labels ``y``)."""
+    accs = [accuracy(p, y) for p in local]
+    out = {"local_mean": float(np.mean(accs)), "local_min": float(np.min(accs)), "local_max": float(np.max(accs)),
+           "cnn_dnn": accuracy(cnn_dnn, y), "avg_prob": accuracy(aggregate.average_probability(local), y),
+           "majority_vote": float(np.mean(aggregate.majority_vote(local) == y))}
+    if glob is not None:
+        out["global"] = accuracy(glob, y)
+    for name, p in (extra or {}).items():
+        out[name] = accuracy(p, y)
+    return out
+
+
+def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_run: str,
+             global_run: str | None = None, registered_model_name: str = "",
+             strategy_runs: dict[str, str] | None = None) -> dict:
+    """In the active run: metrics, ``results.json``, table, figures, registered pyfunc."""
+    log_params({**cfg.params(), "decompose_run": decompose_run, "local_runs": ",".join(local_runs),
+                "coarse_run": coarse_run, "global_run": global_run or ""})
+    prep = load_prepared(decompose_run)
+    y, yv = np.asarray(prep.y_train), np.asarray(prep.y_val)
+    local = [load_probs(r) for r in local_runs]
+    coarse = load_probs(coarse_run)
+    glob = load_probs(global_run) if global_run else None
+    extra = {s: load_probs(r) for s, r in (strategy_runs or {}).items()}
+    results: dict[str, float] = {}
+    for split, labels, j in (("train_accuracy", y, 0), ("val_accuracy", yv, 1)):
+        accs = compare(labels, [p[j] for p in local], coarse[j], None if glob is None else glob[j],
+                       {s: p[j] for s, p in extra.items()})
+        results.update({f"{split}/{k}": v for k, v in accs.items()})
+    times = {"slowest local": max(_metric(r, "train_time_s") for r in local_runs),
+             "coarse": _metric(coarse_run, "train_time_s")}
+    times["CNN-DNN"] = times["slowest local"] + times["coarse"]
+    if global_run:
+        times = {"global CNN": _metric(global_run, "train_time_s"), **times}
+        results["speedup"] = times["global CNN"] / times["CNN-DNN"]
+    retry(mlflow.log_metrics, results)
+    art = Path(tempfile.mkdtemp(dir=work_dir("tmp")))
+    table = report.results_table(results, f"{prep.decomposition.spec}, overlap {prep.decomposition.overlap}",
+                                 tuple(extra))
+    (art / "results.md").write_text(table)
+    (art / "results.json").write_text(json.dumps({"results": results, "train_times_s": times}, indent=1))
+    report.training_times_chart(times, art / "training_times.png")
+    report.local_predictions_figure(np.asarray(prep.x_val[:4]), yv[:4], prep.decomposition,
+                                    [p[1][:4] for p in local], prep.class_names, art / "local_predictions.png")
+    for f in ("results.md", "results.json", "training_times.png", "local_predictions.png"):
+        retry(mlflow.log_artifact, str(art / f))
+    print(table)
+    registered = {}
+    if registered_model_name != "-":
+        registered = _log_and_register(prep, local_runs, coarse_run, registered_model_name or f"ddmlflow-{prep.dataset}",
+                                       results["val_accuracy/cnn_dnn"], art)
+    return {"results": results, "registered": registered}
+
+
+def _log_and_register(prep, local_runs, coarse_run, name: str, val_acc: float, art: Path) -> dict:
+    paths = []
+    for i, r in enumerate(local_runs):
+        paths.append(art / f"local_{i:02d}.keras")
+        load_keras(r).save(paths[-1])
+    coarse_path = art / "coarse.keras"
+    load_keras(coarse_run).save(coarse_path)
+    uri = log_cnn_dnn(paths, coarse_path, prep.decomposition, prep.class_names, np.asarray(prep.x_val[:2]), art)
+    reg = register(uri, name, val_acc)
+    mlflow.set_tags({"registered_model": name, "registered_version": reg["version"], "cnn_dnn_model_uri": uri})
+    say(f"registered {name} version {reg['version']}" + (" (champion)" if reg["champion"] else ""))
+    keras.backend.clear_session()
+    return reg

@@ -1,0 +1,83 @@
+"""Steps 2 (KLW sec. 3.1, 5): the global baseline CNN and the N local CNNs.
+
+One function trains either: ``box=None`` is the global net on whole images,
+``box=i`` the local net of box i, its widths divided by ``width_divisor``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+from .. import models, profiling
+from ..config import RunConfig
+from ..devices import configure_tensorflow
+from ..tracking import log_params, logged_steps, retry, work_dir
+from ..training import FitConfig, fit, predict_probs, seed_everything
+from .prepared import load_prepared
+
+
+def fit_config(cfg: RunConfig, seed: int, augment: str | None) -> FitConfig:
+    return FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                     optimizer=cfg.optimizer, patience=cfg.patience, seed=seed, augment=augment)
+
+
+def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
+    """In the active run: fit, then log metrics, profile, probabilities and the model."""
+    run_id = mlflow.active_run().info.run_id
+    device = configure_tensorflow()
+    mlflow.set_tags({"device": device, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+                     "subdomain": "global" if box is None else str(box)})
+    seed = cfg.seed + (0 if box is None else 1 + box)
+    seed_everything(seed)
+    prep = load_prepared(decompose_run)
+    x, y, xv, yv = prep.box(box)
+    divisor = 1 if box is None else cfg.width_divisor
+    name = "global" if box is None else f"local_{box:02d}"
+    net = models.build(cfg.model, x.shape[1:], prep.num_classes, width_divisor=divisor, name=name)
+    log_params({**cfg.params(), "decompose_run": decompose_run, "box": "global" if box is None else box,
+                "input_shape": "x".join(map(str, x.shape[1:])), "effective_width_divisor": divisor,
+                "box_bounds": "global" if box is None else str(prep.decomposition.boxes[box])})
+    summary = fit(net, (x, y, xv, yv), prep.num_classes, fit_config(cfg, seed, prep.augment),
+                  checkpoint_dir=work_dir("checkpoints", run_id), skip_epochs=logged_steps(run_id, "loss"))
+    p_train, p_val = predict_probs(net, x), predict_probs(net, xv)
+    prof = profiling.profile(net, batch_size=min(cfg.batch_size, len(xv)), repeats=3)
+    retry(mlflow.log_metrics, {
+        "params_count": prof["params"], "trainable_params": prof["trainable_params"], "flops": prof["flops"],
+        "paper_mflops": prof["paper_mflops"], "eval_time_ms": prof["tteval_ms"],
+        "train_time_s": summary["train_time_s"], "epochs_run": summary["epochs_run"],
+        "final_train_accuracy": float(np.mean(p_train.argmax(1) == y)),
+        "final_val_accuracy": float(np.mean(p_val.argmax(1) == yv))})
+    log_probs(p_train, p_val)
+    from mlflow.models import infer_signature
+
+    example = np.asarray(x[:2], dtype="float32")
+    info = mlflow.keras.log_model(net, name="model", signature=infer_signature(example, net.predict(example, verbose=0)),
+                                  input_example=example)
+    mlflow.set_tag("model_uri", info.model_uri)
+
+
+def log_probs(p_train: np.ndarray, p_val: np.ndarray) -> None:
+    """Class probabilities on train and val data, so later steps need no model in memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp, "probs.npz"), train=p_train, val=p_val)
+        retry(mlflow.log_artifact, str(Path(tmp, "probs.npz")))
+
+
+def load_probs(run_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) class probabilities a training run logged."""
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="probs.npz",
+                                               dst_path=tempfile.mkdtemp(dir=work_dir("tmp")))
+    with np.load(path) as z:
+        return z["train"], z["val"]
+
+
+def load_keras(run_id: str):
+    """The Keras model a training run logged (through ``mlflow.keras``)."""
+    from ..tracking import get_run
+
+    return mlflow.keras.load_model(get_run(run_id).data.tags["model_uri"])
+

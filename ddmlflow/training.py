@@ -1,0 +1,111 @@
+"""Fitting one network the way every step does: same loss, same early stopping, same logging.
+
+Each finished epoch is checkpointed (Keras ``BackupAndRestore``) in a work
+folder keyed by the MLflow run, so a killed process resumes from its last
+finished epoch; the MLflow callback skips epochs a previous attempt already
+logged, so the history holds every epoch exactly once.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .models import loss_for, to_probabilities
+
+EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str = "adam"
+    patience: int = 15
+    seed: int = 0
+    augment: str | None = None
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Same seed, same numbers: Python, NumPy, TF seeds and (on the CPU) deterministic ops."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def compile_model(model: keras.Model, num_classes: int, cfg: FitConfig) -> keras.Model:
+    opt = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
+           "rmsprop": keras.optimizers.RMSprop}[cfg.optimizer](learning_rate=cfg.learning_rate)
+    model.compile(optimizer=opt, loss=loss_for(num_classes), metrics=["accuracy"])
+    return model
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs Keras' epoch metrics with step=epoch, once per epoch even across resumes."""
+
+    def __init__(self, skip: set[int] = frozenset()):
+        super().__init__()
+        self.skip = set(skip)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import mlflow
+
+        from .tracking import retry
+
+        if epoch in self.skip:
+            return
+        metrics = {k: float(v) for k, v in (logs or {}).items() if k in EPOCH_METRICS}
+        retry(mlflow.log_metrics, metrics, step=epoch)
+
+
+class _Augmented(keras.utils.PyDataset):
+    """Training batches with a random augmentation applied on the fly (train only)."""
+
+    def __init__(self, x, y, batch_size, kind, seed):
+        super().__init__()
+        self.x, self.y, self.bs, self.kind = x, y, batch_size, kind
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return int(np.ceil(len(self.x) / self.bs))
+
+    def __getitem__(self, i):
+        from .data import augment_batch
+
+        sl = slice(i * self.bs, (i + 1) * self.bs)
+        return augment_batch(self.kind, np.asarray(self.x[sl]), self.rng), self.y[sl]
+
+
+def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
+        checkpoint_dir: Path | None = None, log_to_mlflow: bool = True, skip_epochs: set[int] = frozenset()) -> dict:
+    """Train with early stopping on val_accuracy (best weights restored); returns a summary."""
+    x, y, xv, yv = data
+    compile_model(model, num_classes, cfg)
+    callbacks: list = [keras.callbacks.EarlyStopping("val_accuracy", patience=max(cfg.patience, 1),
+                                                     mode="max", restore_best_weights=True)]
+    if checkpoint_dir is not None:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir), save_freq="epoch"))
+    if log_to_mlflow:
+        callbacks.insert(0, MlflowEpochLogger(skip_epochs))
+    train = _Augmented(x, y, cfg.batch_size, cfg.augment, cfg.seed) if cfg.augment else x
+    kw = {} if cfg.augment else {"y": y, "batch_size": cfg.batch_size, "shuffle": True}
+    t0 = time.perf_counter()
+    hist = model.fit(train, validation_data=(xv, yv), epochs=cfg.epochs, callbacks=callbacks, verbose=2, **kw)
+    train_time = time.perf_counter() - t0
+    epochs_run = len(hist.epoch) and hist.epoch[-1] + 1
+    return {"train_time_s": train_time, "epochs_run": epochs_run}
+
+
+def predict_probs(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (n, K), also for the one-sigmoid binary nets."""
+    return to_probabilities(model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.argmax(probs, axis=1) == np.asarray(y)))

@@ -1,0 +1,156 @@
+"""The papers' networks: exact parameter counts (KLW Table 2), shapes, 2D/3D, K = 2."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from ddmlflow import models  # noqa: E402
+from ddmlflow.errors import InputError  # noqa: E402
+
+
+def trainable(model: keras.Model) -> int:
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def layer_types(model: keras.Model, cls) -> list:
+    return [layer for layer in model.layers if isinstance(layer, cls)]
+
+
+@pytest.mark.parametrize("model,shape,k,wd,count", [
+    ("vgg3", (32, 32, 3), 10, 1, 550_570),       # CIFAR-10 global (Table 2: 0.5506M)
+    ("vgg3", (16, 16, 3), 10, 2, 89_178),        # CIFAR-10 2x2 local (0.0892M)
+    ("vgg3", (60, 60, 3), 5, 2, 273_173),        # TF-Flowers 3x3 local (0.2732M)
+    ("vgg3", (48, 42, 1), 38, 2, 197_206),       # Yale B 4x4 local (0.1972M)
+    ("vgg9", (32, 32, 3), 10, 1, 4_786_794),     # CIFAR-10 global (4.7868M)
+    ("vgg9", (180, 180, 3), 5, 1, 6_359_333),    # TF-Flowers global (6.3593M)
+    ("vgg9", (16, 16, 3), 10, 2, 1_197_626),     # documented deviation (paper 1.1959M)
+    ("cnn3d", (128, 128, 64, 1), 2, 1, 1_352_897),  # CT global (1.3529M)
+    ("cnn3d", (64, 64, 64, 1), 2, 2, 339_553),   # CT 2x2x1 local (0.3396M)
+])
+def test_total_parameter_counts_match_klw_table2(model, shape, k, wd, count):
+    assert models.build(model, shape, k, width_divisor=wd).count_params() == count
+
+
+@pytest.mark.parametrize("shape,wd,count", [((32, 32, 3), 1, 273_066), ((16, 16, 3), 2, 69_082)])
+def test_resnet20_trainable_counts(shape, wd, count):
+    net = models.build("resnet20", shape, 10, width_divisor=wd)
+    assert trainable(net) == count
+    assert net.count_params() > count  # BN moving statistics are not trainable
+
+
+@pytest.mark.parametrize("model", models.MODELS)
+@pytest.mark.parametrize("shape", [(16, 16, 3), (8, 8, 8, 1)])
+def test_2d_and_3d_forward_shapes(model, shape):
+    net = models.build(model, shape, 5, width_divisor=8)
+    x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+    probs = np.asarray(net(x, training=False))
+    assert probs.shape == (2, 5)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    conv_cls = keras.layers.Conv2D if len(shape) == 3 else keras.layers.Conv3D
+    assert layer_types(net, conv_cls)
+
+
+def test_probs_is_the_activation_of_logits():
+    net = models.build("vgg3", (16, 16, 3), 4, width_divisor=4)
+    assert isinstance(net.get_layer("logits"), keras.layers.Dense)
+    assert isinstance(net.get_layer("probs"), keras.layers.Activation)
+    logits = keras.Model(net.input, net.get_layer("logits").output)
+    x = np.random.default_rng(1).random((3, 16, 16, 3), dtype=np.float32)
+    z = np.asarray(logits(x))
+    expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(net(x)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_binary_problem_has_one_sigmoid_unit_and_two_probability_columns():
+    net = models.build("vgg3", (16, 16, 1), 2, width_divisor=4)
+    assert net.output_shape == (None, 1)
+    assert net.get_layer("probs").get_config()["activation"] == "sigmoid"
+    p = np.asarray(net(np.random.default_rng(2).random((4, 16, 16, 1), dtype=np.float32)))
+    probs = models.to_probabilities(p)
+    assert probs.shape == (4, 2)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(probs[:, 1], p[:, 0])
+    assert models.output_units(2) == 1 and models.output_units(7) == 7
+    assert models.loss_for(2) == "binary_crossentropy"
+    assert models.loss_for(10) == "sparse_categorical_crossentropy"
+
+
+def test_to_probabilities_keeps_multiclass_rows():
+    p = np.array([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]])
+    np.testing.assert_array_equal(models.to_probabilities(p), p)
+
+
+@pytest.mark.parametrize("model,layer,attr,full", [
+    ("vgg3", "conv1_1", "filters", 32), ("vgg3", "dense1", "units", 128),
+    ("vgg9", "conv5_2", "filters", 512), ("resnet20", "stem_conv", "filters", 16),
+    ("resnet20", "s3b3_conv2", "filters", 64), ("cnn3d", "conv4", "filters", 256),
+    ("cnn3d", "dense1", "units", 512),
+])
+def test_width_divisor_halves_widths_not_outputs(model, layer, attr, full):
+    shape = (32, 32, 32, 1) if model == "cnn3d" else (32, 32, 3)
+    glob = models.build(model, shape, 10)
+    local = models.build(model, shape, 10, width_divisor=2)
+    assert getattr(glob.get_layer(layer), attr) == full
+    assert getattr(local.get_layer(layer), attr) == full // 2
+    assert local.get_layer("logits").units == glob.get_layer("logits").units == 10
+
+
+def test_dropout_default_and_override():
+    rates = lambda net: {layer.rate for layer in layer_types(net, keras.layers.Dropout)}  # noqa: E731
+    assert rates(models.build("vgg3", (16, 16, 3), 10)) == {0.2}
+    assert rates(models.build("vgg3", (16, 16, 3), 10, dropout=0.5)) == {0.5}
+    assert rates(models.build("cnn3d", (16, 16, 16, 1), 2)) == {0.3}
+    assert rates(models.build("cnn3d", (16, 16, 16, 1), 2, dropout=0.1)) == {0.1}
+    assert rates(models.build("resnet20", (16, 16, 3), 10)) == set()
+
+
+def test_cnn3d_adapts_to_small_boxes_and_says_so():
+    glob = models.build("cnn3d", (128, 128, 64, 1), 2)
+    assert list(glob.adaptations) == [] and glob.name == "cnn3d"
+    local = models.build("cnn3d", (32, 32, 32, 1), 2, width_divisor=2)  # 4x4x2 of 128x128x64
+    assert local.name == "cnn3d_adapted"
+    assert any("conv4" in note and "same" in note for note in local.adaptations)
+    assert local.count_params() == models.build("cnn3d", (64, 64, 64, 1), 2, 2).count_params()
+    x = np.random.default_rng(3).random((1, 32, 32, 32, 1), dtype=np.float32)
+    p = np.asarray(local(x, training=False))
+    assert p.shape == (1, 1) and 0.0 < p[0, 0] < 1.0
+    tiny = models.build("cnn3d", (8, 8, 8, 1), 2, width_divisor=8)
+    assert any("skipped" in note for note in tiny.adaptations)
+    assert np.asarray(tiny(np.zeros((1, 8, 8, 8, 1), np.float32))).shape == (1, 1)
+
+
+def test_custom_name():
+    assert models.build("vgg3", (16, 16, 3), 10, 2, name="local_03").name == "local_03"
+
+
+@pytest.mark.parametrize("kwargs,param", [
+    ({"model": "vgg16"}, "model"),
+    ({"num_classes": 1}, "num_classes"),
+    ({"input_shape": (32, 3)}, "input_shape"),
+    ({"width_divisor": 0}, "width_divisor"),
+    ({"dropout": 1.5}, "dropout"),
+])
+def test_bad_input_raises_input_error(kwargs, param):
+    args = {"model": "vgg3", "input_shape": (16, 16, 3), "num_classes": 10} | kwargs
+    with pytest.raises(InputError) as err:
+        models.build(**args)
+    assert err.value.param == param
+
+
+def test_coarse_net_counts_and_io():
+    net = models.build_coarse(4, 10)
+    assert net.input_shape == (None, 40) and net.output_shape == (None, 10)
+    assert net.count_params() == 40 * 128 + 128 + 128 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
+    assert net.get_layer("probs").get_config()["activation"] == "softmax"
+    binary = models.build_coarse(9, 2, hidden=(64, 32, 16), dropout=0.4)
+    assert binary.input_shape == (None, 9) and binary.output_shape == (None, 1)
+    assert binary.get_layer("probs").get_config()["activation"] == "sigmoid"
+    assert [d.rate for d in layer_types(binary, keras.layers.Dropout)] == [0.4] * 3
+    assert not layer_types(net, keras.layers.Dropout)
+    with pytest.raises(InputError):
+        models.build_coarse(0, 10)
