@@ -12,7 +12,9 @@ model-profiler applies that 2D formula to ``Conv3D`` too: it reads axes 1, 2 of 
 ``c_in``/``c_out``, and ignores the kernel depth. The paper's 3D CNN numbers (chest CT,
 11.9684 "MFLOPs") are exactly this, so ``flops(model)`` reproduces it; pass
 ``exact=True`` for the same convention applied over every spatial axis, which is what
-a 3D convolution really costs (identical for 2D nets).
+a 3D convolution really costs (identical for 2D nets). The one Table 2 entry we do not
+reproduce is the 3D local net (2x2x1: paper 0.8069, model-profiler 2.8867, exact 19.7993
+with the parameter count matching); we found no plausible input size that gives 0.8069.
 
 model-profiler's "MFLOPs" are units of 1e8 FLOPs (its ``multiplier['MFLOPs']``), hence
 ``paper_mflops``. The paper's "# params" column is ``model.count_params()``, batch-norm

@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 
-from .tracking import retry
+from .tracking import pip_requirements, retry
 
 PACKAGE_DIR = Path(__file__).parent
 
@@ -83,32 +83,19 @@ def log_cnn_dnn(local_paths: list[Path], coarse_path: Path, decomposition, class
     info = mlflow.pyfunc.log_model(
         name="cnn_dnn", python_model=str(PACKAGE_DIR / "pyfunc_model.py"), artifacts=artifacts,
         code_paths=[str(PACKAGE_DIR)], signature=signature, input_example=example,
-        pip_requirements=_requirements())
+        pip_requirements=pip_requirements())
     return info.model_uri
 
 
-def _requirements() -> list[str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    reqs = []
-    for pkg in ("mlflow", "keras", "numpy", "scipy", "nibabel", "pillow"):
-        try:
-            reqs.append(f"{pkg}=={version(pkg)}")
-        except PackageNotFoundError:
-            pass
-    try:
-        reqs.append(f"tensorflow=={version('tensorflow')}")
-    except PackageNotFoundError:
-        reqs.append(f"tensorflow-cpu=={version('tensorflow-cpu')}")
-    return reqs
-
-
 def register(model_uri: str, name: str, val_accuracy: float) -> dict:
-    """Register a version; alias ``latest`` always, ``champion`` unless it is worse than the current one."""
+    """Register a version; alias ``champion`` unless it is worse than the current champion.
+
+    MLflow reserves the alias name ``latest``: the newest version is always
+    ``models:/NAME/latest``, so no alias is needed (or allowed) for it.
+    """
     client = MlflowClient()
     mv = retry(mlflow.register_model, model_uri, name)
     retry(client.set_model_version_tag, name, mv.version, "val_accuracy", f"{val_accuracy:.6f}")
-    retry(client.set_registered_model_alias, name, "latest", mv.version)
     try:
         champ = client.get_model_version_by_alias(name, "champion")
         best = float(champ.tags.get("val_accuracy", "-1"))

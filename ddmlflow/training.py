@@ -87,8 +87,10 @@ def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
     """Train with early stopping on val_accuracy (best weights restored); returns a summary."""
     x, y, xv, yv = data
     compile_model(model, num_classes, cfg)
-    callbacks: list = [keras.callbacks.EarlyStopping("val_accuracy", patience=max(cfg.patience, 1),
-                                                     mode="max", restore_best_weights=True)]
+    callbacks: list = []
+    if cfg.patience > 0:  # 0: no early stopping (KLW trains some nets a fixed 500 epochs)
+        callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.patience, mode="max",
+                                                       restore_best_weights=True))
     if checkpoint_dir is not None:
         callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir), save_freq="epoch"))
     if log_to_mlflow:

@@ -101,7 +101,9 @@ def test_width_divisor_halves_widths_not_outputs(model, layer, attr, full):
 
 
 def test_dropout_default_and_override():
-    rates = lambda net: {layer.rate for layer in layer_types(net, keras.layers.Dropout)}  # noqa: E731
+    def rates(net):
+        return {layer.rate for layer in layer_types(net, keras.layers.Dropout)}
+
     assert rates(models.build("vgg3", (16, 16, 3), 10)) == {0.2}
     assert rates(models.build("vgg3", (16, 16, 3), 10, dropout=0.5)) == {0.5}
     assert rates(models.build("cnn3d", (16, 16, 16, 1), 2)) == {0.3}

@@ -53,4 +53,6 @@ def to_probabilities(outputs: np.ndarray) -> np.ndarray:
 
 def loss_for(num_classes: int) -> str:
     """Keras loss for integer labels: binary for one sigmoid unit, else sparse categorical."""
-    return "binary_crossentropy" if output_units(num_classes) == 1 else "sparse_categorical_crossentropy"
+    if output_units(num_classes) == 1:
+        return "binary_crossentropy"
+    return "sparse_categorical_crossentropy"

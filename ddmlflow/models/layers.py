@@ -16,10 +16,9 @@ from keras import layers
 
 from ..errors import require
 
-_CONV = {1: layers.Conv1D, 2: layers.Conv2D, 3: layers.Conv3D}
-_POOL = {1: layers.MaxPooling1D, 2: layers.MaxPooling2D, 3: layers.MaxPooling3D}
-_GAP = {1: layers.GlobalAveragePooling1D, 2: layers.GlobalAveragePooling2D,
-        3: layers.GlobalAveragePooling3D}
+_CONV = {2: layers.Conv2D, 3: layers.Conv3D}
+_POOL = {2: layers.MaxPooling2D, 3: layers.MaxPooling3D}
+_GAP = {2: layers.GlobalAveragePooling2D, 3: layers.GlobalAveragePooling3D}
 
 
 def check_input(input_shape: Sequence[int], num_classes: int, width_divisor: int,
@@ -103,7 +102,10 @@ def head(x, num_classes: int) -> keras.KerasTensor:
 
 
 def finish(inputs, outputs, name: str, adaptations: list[str]) -> keras.Model:
-    """The ``keras.Model``, with ``adaptations`` attached and flagged in its name."""
+    """The ``keras.Model``, with ``adaptations`` attached and flagged in its name.
+
+    The attribute is not saved with the model; the ``_adapted`` name is.
+    """
     if adaptations:
         name = f"{name}_adapted"
     model = keras.Model(inputs, outputs, name=name)

@@ -7,7 +7,7 @@ import numpy as np
 from ..config import RunConfig
 from ..models import build_coarse
 from ..models.cnn_dnn import coarse_features
-from ..tracking import get_run, log_params, logged_steps, retry, work_dir
+from ..tracking import get_run, log_keras_model, log_params, logged_steps, retry, work_dir
 from ..training import FitConfig, fit, predict_probs, seed_everything
 from .train import load_probs, log_probs
 
@@ -33,11 +33,7 @@ def train_coarse(cfg: RunConfig, local_runs: list[str]) -> None:
                                "final_train_accuracy": float(np.mean(p_train.argmax(1) == y)),
                                "final_val_accuracy": float(np.mean(p_val.argmax(1) == yv))})
     log_probs(p_train, p_val)
-    from mlflow.models import infer_signature
-
-    info = mlflow.keras.log_model(net, name="model", signature=infer_signature(fv[:2], p_val[:2]),
-                                  input_example=fv[:2])
-    mlflow.set_tag("model_uri", info.model_uri)
+    log_keras_model(net, fv[:2])
 
 
 def _labels(decompose_run: str) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import numpy as np
 from .. import models, profiling
 from ..config import RunConfig
 from ..devices import configure_tensorflow
-from ..tracking import log_params, logged_steps, retry, work_dir
+from ..tracking import log_keras_model, log_params, logged_steps, retry, work_dir
 from ..training import FitConfig, fit, predict_probs, seed_everything
 from .prepared import load_prepared
 
@@ -52,12 +52,7 @@ def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
         "final_train_accuracy": float(np.mean(p_train.argmax(1) == y)),
         "final_val_accuracy": float(np.mean(p_val.argmax(1) == yv))})
     log_probs(p_train, p_val)
-    from mlflow.models import infer_signature
-
-    example = np.asarray(x[:2], dtype="float32")
-    info = mlflow.keras.log_model(net, name="model", signature=infer_signature(example, net.predict(example, verbose=0)),
-                                  input_example=example)
-    mlflow.set_tag("model_uri", info.model_uri)
+    log_keras_model(net, np.asarray(x[:2], dtype="float32"))
 
 
 def log_probs(p_train: np.ndarray, p_val: np.ndarray) -> None:

@@ -1,0 +1,73 @@
+"""The further strategies end to end on a real sqlite MLflow store: coherent, transfer, compose."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import mlflow  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from ddmlflow import config  # noqa: E402
+from ddmlflow.errors import InputError  # noqa: E402
+from ddmlflow.pipeline import strategies  # noqa: E402
+
+STANDARD = ("train_time_s", "epochs_run", "params_count", "final_train_accuracy", "final_val_accuracy")
+
+
+def _run(fn, *args) -> str:
+    with mlflow.start_run() as r:
+        fn(*args)
+    return r.info.run_id
+
+
+def test_strategies_log_what_evaluate_needs(mlflow_env):
+    from ddmlflow.pipeline.coarse import train_coarse
+    from ddmlflow.pipeline.decompose import decompose
+    from ddmlflow.pipeline.prepared import load_prepared
+    from ddmlflow.pipeline.train import load_keras, load_probs, train_network
+    from ddmlflow.training import accuracy, predict_probs
+
+    cfg = config.resolve("", dataset="shapes2d", n_train="64", n_val="32", epochs="1", coarse_epochs="1")
+    dec = _run(decompose, cfg)
+    prep = load_prepared(dec)
+    n, yv = prep.decomposition.n, np.asarray(prep.y_val)
+    local_runs = [_run(train_network, cfg, dec, i) for i in range(n)]
+    coarse = _run(train_coarse, cfg, local_runs)
+    two_step_val = accuracy(load_probs(coarse)[1], yv)
+
+    runs = {s: _run(strategies.run, s, cfg, dec, local_runs, coarse) for s in strategies.STRATEGIES}
+    m = {s: mlflow.get_run(r).data.metrics for s, r in runs.items()}
+    for s, r in runs.items():
+        assert all(k in m[s] for k in STANDARD), s
+        assert mlflow.get_run(r).data.params["strategy"] == s
+        p_train, p_val = load_probs(r)  # evaluate reads these
+        assert p_train.shape == (64, prep.num_classes) and p_val.shape == (32, prep.num_classes)
+        assert accuracy(p_val, yv) == pytest.approx(m[s]["final_val_accuracy"])
+        assert [h.step for h in mlflow.tracking.MlflowClient().get_metric_history(r, "val_accuracy")] == [0]
+
+    # CNN-DNN-transfer starts as the two-step CNN-DNN: the same validation accuracy, exactly
+    assert m["transfer"]["val_accuracy_init"] == two_step_val == m["transfer"]["val_accuracy_two_step"]
+    coherent = load_keras(runs["coherent"])  # BoxCrop loads back; one model on whole images
+    assert coherent.input_shape[1:] == prep.decomposition.image_shape
+    np.testing.assert_allclose(predict_probs(coherent, np.asarray(prep.x_val)), load_probs(runs["coherent"])[1],
+                               atol=1e-5)
+    assert m["coherent"]["params_count"] == m["transfer"]["params_count"]
+
+    c = m["compose"]  # GC: GNet-T, GNet-T-trained, GNet-R
+    for k in ("val_accuracy_composed", "theorem_max_abs_err", "val_accuracy_gnet_r", "train_time_parallel_s"):
+        assert np.isfinite(c[k]), k
+    assert c["theorem_max_abs_err"] > 0  # same padding: Theorem 2.1 holds only approximately
+    assert c["train_time_s"] >= c["train_time_parallel_s"] > 0
+    history = mlflow.tracking.MlflowClient().get_metric_history(runs["compose"], "subnet_val_accuracy")
+    assert sorted(h.step for h in history) == list(range(n))
+    params = mlflow.get_run(runs["compose"]).data.params
+    assert params["sub_width_divisor"] == str(n) and params["nonoverlapping"] == "True"
+    assert params["gnet_r_epochs"] == "2"
+
+
+def test_unknown_strategy_is_an_input_error():
+    cfg = config.resolve("", dataset="shapes2d")
+    with pytest.raises(InputError, match="strategy='ensemble'"):
+        strategies.run("ensemble", cfg, "x", [], None)
