@@ -158,14 +158,19 @@ def _predict(a: argparse.Namespace) -> int:
         raise InputError("model", a.model, f"a loadable MLflow model URI ({type(e).__name__})") from None
     inner = model.unwrap_python_model()
     shape = tuple(inner.decomposition.image_shape)
-    x = np.stack([read_input(f, shape) for f in a.files])
+    names, arrays = [], []
+    for f in a.files:  # a .npy may hold a batch
+        x = read_input(f, shape)
+        batch = x if x.shape != shape else x[None]
+        names += [f] if batch is not x else [f"{f}[{i}]" for i in range(len(batch))]
+        arrays.append(batch)
     from .serving import check_input
 
     try:
-        probs = inner.predict(None, check_input(x, shape))
+        probs = inner.predict(None, check_input(np.concatenate(arrays), shape))
     except mlflow.exceptions.MlflowException as e:
-        raise InputError("files", ",".join(a.files), e.message) from None
-    for f, p in zip(a.files, probs):
+        raise InputError("files", " ".join(a.files), e.message) from None
+    for f, p in zip(names, probs):
         k = int(p.argmax())
         print(f"{f}\t{inner.class_names[k]}\t{p[k]:.4f}")
     return 0

@@ -3,11 +3,15 @@
 ``coarse_features`` is the one definition of the coarse net's input (the
 concatenated raw local outputs: K probabilities per local, or the single
 sigmoid probability when K = 2), shared by training, evaluation and serving.
+``build_coherent`` wires the same nets into one Keras model (KLW-TL's
+CNN-DNN-coherent and CNN-DNN-transfer); its ``BoxCrop`` layer is registered
+when this module is imported, so import it before loading such a model.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import keras
 import numpy as np
 
 
@@ -27,8 +31,6 @@ def predict_two_step(local_models: Sequence, coarse, decomposition, x: np.ndarra
 
 
 # -- the CNN-DNN as one Keras model (KLW-TL sec. 2.1 "coherent", 2.2 "transfer") ----------------------
-
-import keras  # noqa: E402
 
 
 @keras.saving.register_keras_serializable(package="ddmlflow")

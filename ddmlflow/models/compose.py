@@ -65,10 +65,10 @@ def compose(sub_models: Sequence[keras.Model], decomposition, global_model: kera
             continue
         weights = [np.array(w) for w in layer.get_weights()]
         parts = [_sub_layer(m, layer.name).get_weights() for m in sub_models]
-        if layer.name == "logits":
+        if layer.name == first_fc:  # may be ``logits`` itself when no hidden dense layer follows flatten
+            weights = _first_dense(weights, parts, geometry, head=layer.name == "logits")
+        elif layer.name == "logits":
             weights = _stack_head(weights, parts)
-        elif layer.name == first_fc:
-            weights = _first_dense(weights, parts, geometry)
         else:
             weights = _block_diagonal(weights, parts, layer.name)
         layer.set_weights(weights)
@@ -162,15 +162,22 @@ def _first_fc(global_model, sub_models, decomposition):
     return readers[0].name, (field, sub_fields, regions)
 
 
-def _first_dense(weights, parts, geometry):
-    """Block k reads only (box k's field in the feature map) x (channel block k) (eq. 2.13)."""
+def _first_dense(weights, parts, geometry, head: bool = False):
+    """Block k reads only (box k's field in the feature map) x (channel block k) (eq. 2.13).
+
+    As the ``logits`` layer (``head``) every sub-network writes all outputs, which add up.
+    """
     field, sub_fields, regions = geometry
     kernel = weights[0]
     grid = kernel.reshape(*field, kernel.shape[-1])  # Flatten is row-major over (spatial..., channels)
     chans = _blocks([f[-1] for f in sub_fields], field[-1], "flatten channels")
-    outs = _blocks([p[0].shape[-1] for p in parts], kernel.shape[-1], "first dense outputs")
-    for c, o, region, f, p in zip(chans, outs, regions, sub_fields, parts):
+    outs = ([slice(None)] * len(parts) if head
+            else _blocks([p[0].shape[-1] for p in parts], kernel.shape[-1], "first dense outputs"))
+    for o in outs:
         grid[..., o] = 0.0
+    for c, o, region, f, p in zip(chans, outs, regions, sub_fields, parts):
         grid[region + (c, o)] = p[0].reshape(*f, p[0].shape[-1])
+    if head:
+        return [grid.reshape(kernel.shape), np.sum([p[1] for p in parts], axis=0)]
     _per_channel(weights, parts, outs)
     return [grid.reshape(kernel.shape), *weights[1:]]
