@@ -9,6 +9,7 @@ metric history continue).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -31,8 +32,9 @@ STEP_TAG = "ddmlflow.step"
 REASON_TAG = "failure_reason"
 
 
+@functools.cache
 def code_version() -> str:
-    """Hash of the package's source, so changed code never reuses stale runs."""
+    """Hash of the package's source, so changed code never reuses stale runs (once per process)."""
     h = hashlib.sha1()
     for p in sorted(Path(__file__).parent.rglob("*.py")):
         h.update(p.read_bytes())

@@ -64,6 +64,24 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         retry(mlflow.log_metrics, metrics, step=epoch)
 
 
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' epoch checkpoint, written atomically: a process killed while saving
+    (SIGKILL, out of memory) leaves the previous checkpoint intact, not a torn HDF5 file."""
+
+    def _save_model(self):
+        import json
+        import os
+
+        os.makedirs(self.backup_dir, exist_ok=True)
+        tmp = os.path.join(self.backup_dir, "saving.weights.h5")
+        self.model.save_weights(tmp, overwrite=True)
+        meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        with open(tmp + ".json", "w") as f:
+            f.write(json.dumps(meta))
+        os.replace(tmp, self._weights_path)
+        os.replace(tmp + ".json", self._training_metadata_path)
+
+
 class _Augmented(keras.utils.PyDataset):
     """Training batches with a random augmentation applied on the fly (train only)."""
 
@@ -92,7 +110,7 @@ def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.patience, mode="max",
                                                        restore_best_weights=True))
     if checkpoint_dir is not None:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(checkpoint_dir), save_freq="epoch"))
+        callbacks.append(AtomicBackupAndRestore(str(checkpoint_dir), save_freq="epoch"))
     if log_to_mlflow:
         callbacks.insert(0, MlflowEpochLogger(skip_epochs))
     train = _Augmented(x, y, cfg.batch_size, cfg.augment, cfg.seed) if cfg.augment else x

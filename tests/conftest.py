@@ -24,6 +24,7 @@ def mlflow_env(tmp_path, monkeypatch):
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(var, raising=False)
     mlflow.set_tracking_uri(uri)
+    mlflow.MlflowClient().search_experiments()  # create the store now: concurrent creation corrupts it
     yield uri
     while mlflow.active_run():
         mlflow.end_run()

@@ -79,20 +79,23 @@ def tiny_valid_net(shape, k, divisor=1, stacks=((8, 8), (16,)), dense=16, name="
 
 
 @pytest.mark.parametrize("shape,spec,k,stacks,dense", [
-    ((24, 24, 2), "2x2", 3, ((8, 8), (16,)), 16),   # 12x12 boxes: 12-2-2=8, pool 4, -2=2, pool 1
-    ((16, 16, 8, 1), "2x2x2", 2, ((8,),), 16),      # 8x8x4 boxes, one sigmoid unit
+    ((24, 24, 2), "2x2", 3, ((16, 16), (32,)), 32),  # 12x12 boxes: 12-2-2=8, pool 4, -2=2, pool 1
+    ((16, 16, 8, 1), "2x2x2", 2, ((16,),), 32),     # 8x8x4 boxes, one sigmoid unit
     ((24, 24, 2), "2x2", 3, ((8,),), 0),            # flatten straight into the logits
 ])
 def test_theorem_2_1_composed_logits_are_the_sum(shape, spec, k, stacks, dense):
     d = make(spec, shape)
     subs = [randomize(tiny_valid_net(d.input_shape(i), k, d.n, stacks, dense), i) for i in range(d.n)]
     glob = randomize(tiny_valid_net(shape, k, 1, stacks, dense), 123)
-    x = images(shape, 4)
+    x = images(shape, 4) * np.arange(1, 5, dtype=np.float32).reshape(-1, *[1] * len(shape))  # varied contrast
     before = theorem_error(subs, glob, d, x)
     composed = compose(subs, d, glob)
     assert composed is glob
     assert before > 1e-2  # a random global net does not satisfy it
     after = theorem_error(subs, composed, d, x)
+    logits = composed.get_layer("logits").output
+    spread = np.ptp(np.asarray(keras.Model(composed.inputs[0], logits)(x)), axis=0).min()
+    assert spread > 0.1  # the logits depend on the image: the check is not vacuous
     print(f"Theorem 2.1 {shape}: max abs err {before:.3g} -> {after:.3g}")
     assert after < 1e-4
 

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from ..errors import InputError
+from . import cnn_dnn  # noqa: F401 - registers BoxCrop, so saved coherent models load anywhere
 from .cnn3d import build_cnn3d
 from .coarse import build_coarse
 from .layers import output_units

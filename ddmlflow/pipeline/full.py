@@ -95,7 +95,13 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
             jobs.append(Job(name, python_argv(*sub, "--run-id", run_id, "--decompose-run", dec, *cfg_args(cfg)),
                             device, work_dir("logs", run_id) / "train.log",
                             env={"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}))
-    _train_all(jobs, opts)
+    try:
+        _train_all(jobs, opts)
+    except KeyboardInterrupt:  # Ctrl-C: children were terminated; close the runs they left open
+        for run_id in runs.values():
+            if retry(mlflow.get_run, run_id).info.status == "RUNNING":
+                end_run(run_id, "KILLED", "interrupted (Ctrl-C in the parent)")
+        raise
     local_runs = [runs[f"train_local/{i:02d}"] for i in range(n)]
     from .coarse import train_coarse
     from .evaluate import evaluate

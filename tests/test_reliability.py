@@ -1,0 +1,142 @@
+"""Reliability: resume after SIGKILL, failure isolation, Ctrl-C, determinism, 16 concurrent writers."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ddmlflow.cli import main
+
+SMALL = ["--n-train", "480", "--n-val", "96", "--epochs", "4", "--coarse-epochs", "2", "--global", "false",
+         "--patience", "0", "--registered-model-name", "-"]
+
+
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def _runs(name_prefix: str = "") -> list:
+    return [r for r in _client().search_runs(["0"], max_results=500) if r.info.run_name.startswith(name_prefix)]
+
+
+def _pid_of(run_id: str) -> int | None:
+    """The training process started for this run (its command line names the run id)."""
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if run_id in (p / "cmdline").read_bytes().decode(errors="ignore"):
+                    return int(p.name)
+            except OSError:
+                pass
+    return None
+
+
+def _full(extra=()) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ddmlflow.cli", "full", *SMALL, *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for_epoch(run_name: str, step: int, proc: subprocess.Popen, timeout: float = 300):
+    """Poll the store until ``run_name`` has logged epoch ``step``; returns the run."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        for r in _runs(run_name):
+            if any(m.step >= step for m in _client().get_metric_history(r.info.run_id, "loss")):
+                return r
+        time.sleep(0.2)
+    raise AssertionError(f"{run_name} never reached epoch {step}")
+
+
+@pytest.mark.slow
+def test_sigkilled_local_is_isolated_then_resumed(mlflow_env):
+    proc = _full()
+    victim = _wait_for_epoch("train_local/00", 1, proc)
+    os.kill(_pid_of(victim.info.run_id), signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1
+    assert "1 of 4 trainings failed: train_local/00: killed by SIGKILL" in err
+    assert "Rerun the same command to resume" in err and "Traceback" not in err
+    c = _client()
+    killed = c.get_run(victim.info.run_id)
+    assert killed.info.status == "FAILED" and "SIGKILL" in killed.data.tags["failure_reason"]
+    assert [r.info.status for r in _runs("train_local/0") if r.info.run_id != victim.info.run_id] == ["FINISHED"] * 3
+    assert _runs("train_coarse") == [] and _runs("evaluate") == []  # nothing ran on an incomplete set
+    assert len(c.get_metric_history(victim.info.run_id, "loss")) >= 2
+
+    again = _full()
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    assert f"train_local/00: resuming unfinished run {victim.info.run_id}" in err
+    assert len(_runs("train_local/")) == 4  # the three finished ones were reused, none retrained
+    resumed = c.get_run(victim.info.run_id)
+    assert resumed.info.status == "FINISHED" and resumed.data.metrics["epochs_run"] == 4
+    for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        steps = sorted(m.step for m in c.get_metric_history(victim.info.run_id, metric))
+        assert steps == [0, 1, 2, 3], (metric, steps)
+    log = (Path(os.environ["DDMLFLOW_WORK"]) / "logs" / victim.info.run_id / "train.log").read_text()
+    assert log.count("Epoch 1/4") == 1  # the second attempt started from its last finished epoch
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_children_and_marks_runs_killed(mlflow_env):
+    proc = _full()
+    _wait_for_epoch("train_local/00", 0, proc)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    statuses = {r.info.run_name: r.info.status for r in _runs()}
+    assert statuses["full"] == "KILLED"
+    assert statuses["train_local/00"] == "KILLED"
+    assert "RUNNING" not in statuses.values(), statuses
+    assert _pid_of(_runs("train_local/00")[0].info.run_id) is None
+
+
+def test_same_seed_same_metrics(mlflow_env, capsys):
+    assert main(["decompose", "--n-train", "64", "--n-val", "32"]) == 0
+    dec = _runs("decompose")[0].info.run_id
+    for _ in range(2):
+        assert main(["train-local", "--decompose-run", dec, "--box", "1", "--epochs", "2", "--n-train", "64",
+                     "--n-val", "32", "--seed", "7"]) == 0
+    a, b = (r.info.run_id for r in _runs("train_local/01"))
+    for metric in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        ha = [(m.step, m.value) for m in sorted(_client().get_metric_history(a, metric), key=lambda m: m.step)]
+        hb = [(m.step, m.value) for m in sorted(_client().get_metric_history(b, metric), key=lambda m: m.step)]
+        assert ha == hb and len(ha) == 2
+
+
+WRITER = """
+import sys, mlflow
+from ddmlflow.tracking import retry
+mlflow.start_run(run_id=sys.argv[1])
+for step in range(40):
+    retry(mlflow.log_metric, "loss", 1.0 / (step + 1), step=step)
+retry(mlflow.log_params, {"writer": sys.argv[1][:8]})
+mlflow.end_run()
+"""
+
+
+def test_sixteen_concurrent_writers_lose_nothing(mlflow_env):
+    from ddmlflow.tracking import create_child, setup
+
+    exp = setup()  # the parent creates the store and experiment before any child starts
+    parent = create_child(exp, None, "full", "full", "")
+    ids = [create_child(exp, parent, f"train_local/{k:02d}", "train_local", "") for k in range(16)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, i], env=env, stderr=subprocess.PIPE, text=True)
+             for i in ids]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 16, errs
+    assert not any("locked" in e for e in errs)
+    c = _client()
+    for i in ids:
+        r = c.get_run(i)
+        assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent
+        assert sorted(m.step for m in c.get_metric_history(i, "loss")) == list(range(40))
