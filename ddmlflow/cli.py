@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(a, required=True)
     s.add_argument("--global-run", default="")
     s.add_argument("--registered-model-name", default="")
+    for cmd, what in (("train-coherent", "the CNN-DNN as one model from random weights (KLW-TL)"),
+                      ("transfer", "the CNN-DNN as one model from the trained locals, trained further (KLW-TL)"),
+                      ("compose", "Gu-Cai: sub-networks on the boxes composed into the global net, trained further")):
+        s = sub.add_parser(cmd, help=what)
+        _config_args(s)
+        s.add_argument("--decompose-run", required=True)
+        if cmd == "transfer":
+            s.add_argument("--local-runs", required=True)
+            s.add_argument("--coarse-run", default="")
     s = sub.add_parser("full", help="every step under one parent run")
     _config_args(s)
     s.add_argument("--global", dest="run_global", default="true")
@@ -112,6 +121,13 @@ def _run_step(a: argparse.Namespace) -> int:
     elif cmd == "train-coarse":
         run_id = _open_run(a, "train_coarse", "train_coarse")
         fn = lambda: coarse.train_coarse(cfg, _ids("local_runs", a.local_runs))  # noqa: E731
+    elif cmd in ("train-coherent", "transfer", "compose"):
+        from .pipeline import strategies
+
+        name = {"train-coherent": "coherent"}.get(cmd, cmd)
+        run_id = _open_run(a, name, name)
+        local = _ids("local_runs", a.local_runs) if cmd == "transfer" else []
+        fn = lambda: strategies.run(name, cfg, a.decompose_run, local, getattr(a, "coarse_run", "") or None)  # noqa: E731
     else:
         run_id = _open_run(a, "evaluate", "evaluate")
         fn = lambda: evaluate.evaluate(cfg, a.decompose_run, _ids("local_runs", a.local_runs),  # noqa: E731

@@ -16,7 +16,7 @@ from . import presets
 from .errors import InputError, require
 
 DATASETS = ("shapes2d", "shapes3d", "cifar10", "tf_flowers", "yale_b", "mosmed", "folder")
-MODELS = ("vgg3", "vgg9", "resnet20", "cnn3d")
+MODELS = ("vgg3", "vgg9", "resnet20", "resnet20a", "cnn3d")  # ddmlflow.models.MODELS, without importing Keras
 STRATEGIES = ("cnn_dnn", "coherent", "transfer", "compose")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 

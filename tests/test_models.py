@@ -156,3 +156,25 @@ def test_coarse_net_counts_and_io():
     assert not layer_types(net, keras.layers.Dropout)
     with pytest.raises(InputError):
         models.build_coarse(0, 10)
+
+
+@pytest.mark.parametrize("shape,k,wd,params,mflops", [
+    ((32, 32, 3), 10, 1, 271_786, 0.8110), ((16, 16, 3), 10, 2, 69_082, 0.0513),
+    ((180, 180, 3), 5, 1, 271_461, 25.6608), ((60, 60, 3), 5, 2, 68_917, 0.7206)])
+def test_resnet20a_reproduces_klw_table2_exactly(shape, k, wd, params, mflops):
+    from ddmlflow import profiling
+
+    net = models.build("resnet20a", shape, k, width_divisor=wd)
+    assert net.count_params() == params  # Table 2: 0.2718M, 0.0691M, 0.2715M, 0.0689M
+    assert profiling.paper_mflops(profiling.flops(net)) == mflops
+    assert not [w for w in net.weights if "_proj" in w.path]  # parameter-free shortcuts
+
+
+def test_resnet20a_saves_and_loads_safely(tmp_path):
+    import keras
+
+    net = models.build("resnet20a", (8, 8, 3), 3, width_divisor=2)
+    net.save(tmp_path / "r.keras")
+    again = keras.saving.load_model(tmp_path / "r.keras", safe_mode=True)
+    x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    assert np.allclose(net.predict(x, verbose=0), again.predict(x, verbose=0))

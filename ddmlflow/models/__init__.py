@@ -18,13 +18,14 @@ from . import cnn_dnn  # noqa: F401 - registers BoxCrop, so saved coherent model
 from .cnn3d import build_cnn3d
 from .coarse import build_coarse
 from .layers import output_units
-from .resnet import build_resnet20
+from .resnet import build_resnet20, build_resnet20a
 from .vgg import build_vgg3, build_vgg9
 
-MODELS: tuple[str, ...] = ("vgg3", "vgg9", "resnet20", "cnn3d")
+MODELS: tuple[str, ...] = ("vgg3", "vgg9", "resnet20", "resnet20a", "cnn3d")
 
 _BUILDERS: dict[str, Callable[..., keras.Model]] = {
-    "vgg3": build_vgg3, "vgg9": build_vgg9, "resnet20": build_resnet20, "cnn3d": build_cnn3d,
+    "vgg3": build_vgg3, "vgg9": build_vgg9, "resnet20": build_resnet20, "resnet20a": build_resnet20a,
+    "cnn3d": build_cnn3d,
 }
 
 __all__ = ["MODELS", "build", "build_coarse", "loss_for", "output_units", "to_probabilities"]

@@ -59,6 +59,9 @@ def compose(sub_models: Sequence[keras.Model], decomposition, global_model: kera
     for i, m in enumerate(sub_models):
         require(tuple(m.input_shape[1:]) == decomposition.input_shape(i), "sub_models",
                 f"#{i}: input {tuple(m.input_shape[1:])}", f"a net on box {i}: {decomposition.input_shape(i)}")
+    require(not any(layer.name.endswith("_pad") for layer in global_model.layers), "model", global_model.name,
+            "vgg3, vgg9, resnet20 (projection shortcuts) or cnn3d: option-A zero-padded shortcuts "
+            "(resnet20a) do not keep the channel blocks apart")
     first_fc, geometry = _first_fc(global_model, sub_models, decomposition)
     for layer in global_model.layers:
         if not layer.weights:
