@@ -129,6 +129,7 @@ class Decomposition:
         A volume shows its middle depth slice and the boxes that contain it.
         """
         import matplotlib
+        from matplotlib import patheffects
         from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas
         from matplotlib.patches import Rectangle
 
@@ -151,13 +152,15 @@ class Decomposition:
         fig = Figure(figsize=(w * scale + 1.0, h * scale + 1.2), dpi=100)
         ax = fig.add_subplot()
         ax.imshow(img, cmap="gray", interpolation="nearest", vmin=0, vmax=1)
-        cmap = matplotlib.colormaps["tab10" if self.n <= 10 else "tab20" if self.n <= 20 else "hsv"]
+        tab20, hsv = matplotlib.colormaps["tab20"], matplotlib.colormaps["hsv"]
+        halo = [patheffects.Stroke(linewidth=4, foreground="white"), patheffects.Normal()]
         inset = 0.01 * max(h, w)  # so that the shared edges of neighbours both show
-        for i, b in shown:
-            colour = cmap(i) if self.n <= 20 else cmap(i / self.n)
+        for i, b in shown:  # tab20: the 10 dark colours first, then their pale twins
+            colour = tab20((2 * i) % 20 + (2 * i) // 20) if self.n <= 20 else hsv(i / self.n)
             (r0, c0), (r1, c1) = b.start[:2], b.stop[:2]
             ax.add_patch(Rectangle((c0 - 0.5 + inset, r0 - 0.5 + inset), c1 - c0 - 2 * inset,
-                                   r1 - r0 - 2 * inset, fill=False, edgecolor=colour, lw=2))
+                                   r1 - r0 - 2 * inset, fill=False, edgecolor=colour, lw=2,
+                                   path_effects=halo))
             ax.text((c0 + c1 - 1) / 2, (r0 + r1 - 1) / 2, str(i), color=colour, ha="center",
                     va="center", fontsize=10, fontweight="bold",
                     bbox=dict(facecolor="white", alpha=0.8, edgecolor=colour, pad=1.5))
