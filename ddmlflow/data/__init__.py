@@ -67,8 +67,11 @@ def load(name: str, data_dir: str | None = None, seed: int = 0, cache_dir: str |
 
 
 def read_input(path: str, input_shape: tuple[int, ...] | None = None) -> np.ndarray:
-    """One file for prediction, float32 in [0, 1]: an image -> (H, W, C), resized to input_shape
-    if given; a .npy -> as stored; a NIfTI scan -> (H, W, D, 1) by the CT preprocessing."""
+    """One file for prediction, float32 in [0, 1], read as the loaders read theirs.
+
+    An image -> (H, W, C); a NIfTI scan -> (H, W, D, 1) by the CT preprocessing; both
+    resized to input_shape when given. A .npy -> as stored (one sample or a batch).
+    """
     p = Path(path)
     require(p.is_file(), "file", str(path), "an existing file")
     name = p.name.lower()

@@ -8,7 +8,10 @@ A local net that sees one quadrant learns at best "circle, so circle+circle,
 circle+square or circle+triangle", an empty quadrant tells it nothing; so
 averaging the local probabilities ties between pairs and majority vote is
 swayed by the empty quadrants, while the coarse net can combine what the
-locals saw. A global CNN learns the pairs directly.
+locals saw. A global CNN learns the pairs directly. Measured (seed 0, VGG3, 5
+epochs, 2x2 half-width locals, Adam 1e-3): global 0.99, each local 0.32-0.33
+(the best possible is 1/3), average probability 0.68, majority vote 0.45,
+coarse net on the local probabilities 1.00.
 
 shapes3d is a binary CT-like task written as real NIfTI files in Hounsfield
 units and read back through exactly the MosMed path, so the whole 3D pipeline
@@ -37,6 +40,7 @@ KINDS = ("circle", "square", "triangle")
 PAIRS = [(i, j) for i in range(len(KINDS)) for j in range(i, len(KINDS))]
 SHAPES2D_CLASSES = [f"{KINDS[i]}+{KINDS[j]}" for i, j in PAIRS]
 SHAPES3D_CLASSES = ["normal", "abnormal"]
+BACKGROUND_MAX = 0.2  # every shape pixel is brighter than this (max over channels >= ~0.8)
 SHAPES3D_RAW = (40, 40, 20)  # the NIfTI files; resized to image_size on reading, as MosMed
 
 
@@ -75,16 +79,18 @@ def shapes2d_arrays(n: int, size: tuple[int, int], rng: np.random.Generator) -> 
     quadrant = np.argsort(rng.random((n, 4)), axis=1)[:, :2]  # two different quadrants
     masks = shape_masks(kinds.ravel(), qh, qw, rng).reshape(n, 2, qh, qw)
     colour = rng.uniform(0.1, 1.0, (n, 2, 3))
-    colour *= rng.uniform(0.75, 1.0, (n, 2, 1)) / colour.max(-1, keepdims=True)  # bright, any hue
+    colour *= rng.uniform(0.85, 1.0, (n, 2, 1)) / colour.max(-1, keepdims=True)  # bright, any hue
     coarse = rng.random((n, 3, 5, 5))
     texture = (_lerp(5, h) @ coarse @ _lerp(5, w).T).transpose(0, 2, 3, 1)
-    x = rng.uniform(0.0, 0.25, (n, 1, 1, 1)) + 0.12 * texture + rng.normal(0, 0.03, (n, h, w, 3))
-    x = np.clip(x, 0, 0.45)  # the background stays darker than any shape
+    x = rng.uniform(0.0, 0.08, (n, 1, 1, 1)) + 0.06 * texture + rng.normal(0, 0.02, (n, h, w, 3))
+    # A dark background: with a brighter one (up to 0.45) plain VGG3 sometimes sat on
+    # the ln(6) plateau for all 5 epochs; at <= 0.2 it leaves it in 1-3 epochs.
+    x = np.clip(x, 0, BACKGROUND_MAX)
     for q in range(4):
         r0, c0 = (q // 2) * qh, (q % 2) * qw
         for s in range(2):
             sel = quadrant[:, s] == q
-            ink = colour[sel, s][:, None, None, :] + rng.normal(0, 0.03, (int(sel.sum()), qh, qw, 3))
+            ink = colour[sel, s][:, None, None, :] + rng.normal(0, 0.02, (int(sel.sum()), qh, qw, 3))
             region = x[sel, r0:r0 + qh, c0:c0 + qw]
             x[sel, r0:r0 + qh, c0:c0 + qw] = np.where(masks[sel, s][..., None], ink, region)
     return np.clip(x, 0, 1).astype(np.float32), y.astype(np.int64)
@@ -102,7 +108,8 @@ def shapes2d(a: LoadArgs) -> Dataset:
                    provenance("generated (ddmlflow.data.generated.shapes2d)", None, a.seed, params))
 
 
-def ct_volume(abnormal: bool, rng: np.random.Generator, shape: tuple[int, int, int] = SHAPES3D_RAW) -> np.ndarray:
+def ct_volume(abnormal: bool, rng: np.random.Generator,
+              shape: tuple[int, int, int] = SHAPES3D_RAW) -> np.ndarray:
     """A chest-like volume in HU: air, body, two lungs, a spine; 1-2 lesions if abnormal."""
     h, w, d = shape
     i, j, k = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, np.arange(d) + 0.5, indexing="ij")
@@ -123,7 +130,8 @@ def ct_volume(abnormal: bool, rng: np.random.Generator, shape: tuple[int, int, i
             c, rad = lungs[rng.integers(2)]
             centre = (c + rng.uniform(-0.45, 0.45, 3) * rad + 1) / 2 * np.array(shape)  # in voxels
             r = rng.uniform(0.07, 0.1) * h
-            vol[(i - centre[0]) ** 2 + (j - centre[1]) ** 2 + (k - centre[2]) ** 2 <= r**2] = rng.uniform(-200, 50)
+            ball = (i - centre[0]) ** 2 + (j - centre[1]) ** 2 + (k - centre[2]) ** 2 <= r**2
+            vol[ball] = rng.uniform(-200, 50)  # ground glass to consolidation
     vol += rng.normal(0, 25, shape)
     return np.clip(vol, -1024, 3071).astype(np.int16)
 
@@ -136,7 +144,8 @@ def write_shapes3d(root: Path, seed: int, n_train: int, n_val: int) -> dict[str,
     items: dict[str, list[tuple[Path, int]]] = {}
     for part, n in (("train", n_train), ("val", n_val)):
         labels = np.random.default_rng([seed, 2 if part == "train" else 3]).permutation(np.arange(n) % 2)
-        items[part] = [(root / folders[lab] / f"{part}_{i:04d}.nii.gz", int(lab)) for i, lab in enumerate(labels)]
+        items[part] = [(root / folders[lab] / f"{part}_{i:04d}.nii.gz", int(lab))
+                       for i, lab in enumerate(labels)]
     if root.is_dir():
         return items
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -166,6 +175,7 @@ def shapes3d(a: LoadArgs) -> Dataset:
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
     root = cache_root(a.cache_dir) / "shapes3d-nifti" / key
     items = write_shapes3d(root, a.seed, n_train, n_val)
-    return load_items("shapes3d", SHAPES3D_CLASSES, items["train"], items["val"], partial(read_volume, size=size),
+    return load_items("shapes3d", SHAPES3D_CLASSES, items["train"], items["val"],
+                      partial(read_volume, size=size),
                       {"image_size": size, "n_train": n_train, "n_val": n_val, "hu_clip": [-1000, 400]},
                       replace(a, n_train=None, n_val=None), root, augment="rotate3d")

@@ -23,7 +23,7 @@ from .images import CIFAR10_CLASSES, cifar_batch_files, cifar_class_names, read_
 from .tree import load_items, tree_items
 
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
-MOSMED_URLS = {
+MOSMED_URLS = {  # the links of keras-io's "3D image classification from CT scans"
     "CT-0": "https://github.com/hasibzunair/3D-image-classification-tutorial/releases/download/v0.2/CT-0.zip",
     "CT-23": "https://github.com/hasibzunair/3D-image-classification-tutorial/releases/download/v0.2/CT-23.zip",
 }
@@ -52,35 +52,44 @@ def _from_arrays(name: str, x_tr, y_tr, x_va, y_va, names: list[str], a: LoadArg
     return Dataset(name, x_tr[i], y_tr[i], x_va[j], y_va[j], names, provenance(source, key, a.seed, params))
 
 
+def keras_cifar10():
+    """keras.datasets.cifar10.load_data(): downloads once to ~/.keras/datasets."""
+    from keras.datasets import cifar10 as keras_data  # TensorFlow loads only when this runs
+
+    return keras_data.load_data()
+
+
 def cifar10(a: LoadArgs) -> Dataset:
     """Keras' download, a `cifar-10-batches-py` folder, or a train/ + test/ image tree."""
     size = a.size(2, None)
     if a.data_dir is None:
-        try:
-            from keras.datasets import cifar10 as keras_cifar10
-
-            (x_tr, y_tr), (x_va, y_va) = keras_cifar10.load_data()
-        except Exception as e:
-            raise _offline("CIFAR-10", e, "a cifar-10-batches-py folder or a train/ test/ image tree") from None
-        x_tr, x_va = x_tr.astype(np.float32) / 255, x_va.astype(np.float32) / 255
         require(size is None or tuple(size) == (32, 32), "image_size", size, "(32, 32) or a data_dir")
-        return _from_arrays("cifar10", x_tr, y_tr.ravel().astype(np.int64), x_va, y_va.ravel().astype(np.int64),
-                            list(CIFAR10_CLASSES), a, "keras.datasets.cifar10", None, {})
+        try:
+            (x_tr, y_tr), (x_va, y_va) = keras_cifar10()
+        except Exception as e:
+            raise _offline("CIFAR-10", e, "a cifar-10-batches-py folder or a train/ test/ image tree") \
+                from None
+        x_tr, x_va = x_tr.astype(np.float32) / 255, x_va.astype(np.float32) / 255
+        y_tr, y_va = y_tr.ravel().astype(np.int64), y_va.ravel().astype(np.int64)
+        return _from_arrays("cifar10", x_tr, y_tr, x_va, y_va, list(CIFAR10_CLASSES), a,
+                            "keras.datasets.cifar10", None, {})
     root = _root(a)
     if (root / "cifar-10-batches-py").is_dir():
         root = root / "cifar-10-batches-py"
     if (root / "data_batch_1").is_file():
-        require(size is None or tuple(size) == (32, 32), "image_size", size, "(32, 32) for the pickled batches")
+        require(size is None or tuple(size) == (32, 32), "image_size", size,
+                "(32, 32) for the pickled batches")
         train, test = cifar_batch_files(root)
         key = cache_key(train + [test], {"dataset": "cifar10", "format": "pickle"})
 
         def build() -> dict[str, np.ndarray]:
             (x_tr, y_tr), (x_va, y_va) = read_cifar_batches(train), read_cifar_batches([test])
-            return {"x_train": x_tr, "y_train": y_tr, "x_val": x_va, "y_val": y_va}
+            return {"x_train": x_tr, "y_train": y_tr, "x_val": x_va, "y_val": y_va,
+                    "class_names": np.array(cifar_class_names(root))}
 
         arr = load_or_build(cache_root(a.cache_dir), "cifar10", key, build)
         return _from_arrays("cifar10", arr["x_train"], arr["y_train"], arr["x_val"], arr["y_val"],
-                            cifar_class_names(root), a, root.resolve(), key, {"format": "pickle"})
+                            arr["class_names"].tolist(), a, root.resolve(), key, {"format": "pickle"})
     names, train, val, split = tree_items(root, 1 / 6, a.seed)  # 50,000 / 10,000 if not split
     return load_items("cifar10", names, train, val, partial(read_image, size=size, channels=3),
                       {"image_size": size, "split": split}, a, root.resolve())

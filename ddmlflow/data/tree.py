@@ -39,7 +39,8 @@ def scan(root: Path, skip: Callable[[Path], bool] | None = None,
     if folders:
         dirs = [(name, root / sub) for sub, name in folders.items()]
         missing = [sub for sub, _ in folders.items() if not (root / sub).is_dir()]
-        require(not missing, "data_dir", str(root), f"a folder with sub-folders {list(folders)}; missing {missing}")
+        require(not missing, "data_dir", str(root),
+                f"a folder with sub-folders {list(folders)}; missing {missing}")
     else:
         dirs = [(d.name, d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
     classes = {}

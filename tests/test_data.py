@@ -1,0 +1,496 @@
+"""ddmlflow.data on files the tests write: every loader, every user error, the cache."""
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+import ddmlflow.data as data
+from ddmlflow.data import DATASETS, Dataset, augment_batch, load, read_input
+from ddmlflow.data.cache import Progress
+from ddmlflow.data.generated import BACKGROUND_MAX, KINDS, SHAPES2D_CLASSES
+from ddmlflow.errors import InputError
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """Never touch ~/.cache: the default cache is a temp folder."""
+    monkeypatch.setenv("DDMLFLOW_CACHE", str(tmp_path / "default-cache"))
+
+
+def png(path: Path, size=(12, 10), mode="RGB", seed=0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shape = (size[0], size[1], 3) if mode == "RGB" else size
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+    return path
+
+
+def tree(root: Path, per_class=(5, 5), size=(12, 10), suffix=".png") -> Path:
+    for c, n in enumerate(per_class):
+        for i in range(n):
+            png(root / f"class{c}" / f"{i}{suffix}", size, seed=10 * c + i)
+    return root
+
+
+def nifti(path: Path, vol: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(path))
+    return path
+
+
+def cache_files(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.rglob("*") if p.is_file()) if cache.exists() else []
+
+
+# --- shapes2d: the default ---------------------------------------------------------------
+
+def quadrant_kinds(img: np.ndarray) -> dict[int, str]:
+    """Non-empty quadrants and the kind of their shape, told by how it fills its bounding box."""
+    h, w = img.shape[0] // 2, img.shape[1] // 2
+    found = {}
+    for q in range(4):
+        ink = img[(q // 2) * h:(q // 2 + 1) * h, (q % 2) * w:(q % 2 + 1) * w].max(-1) > 0.5
+        if ink.sum() >= 10:
+            rows, cols = np.nonzero(ink)
+            fill = ink.sum() / ((np.ptp(rows) + 1) * (np.ptp(cols) + 1))
+            found[q] = "square" if fill > 0.9 else "circle" if fill > 0.63 else "triangle"
+    return found
+
+
+def test_shapes2d_defaults_fast_balanced():
+    t = time.perf_counter()
+    ds = load("shapes2d")
+    assert time.perf_counter() - t < 2.0
+    assert isinstance(ds, Dataset) and ds.name == "shapes2d"
+    assert ds.x_train.shape == (1500, 32, 32, 3) and ds.x_val.shape == (500, 32, 32, 3)
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
+    assert 0 <= ds.x_train.min() and ds.x_train.max() <= 1
+    assert ds.input_shape == (32, 32, 3) and ds.num_classes == 6 and ds.spatial_ndim == 2
+    assert ds.class_names == SHAPES2D_CLASSES and len(set(ds.class_names)) == 6
+    assert ds.augment is None and ds.provenance["seed"] == 0
+    for y in (ds.y_train, ds.y_val):
+        per_class = np.bincount(y, minlength=6)
+        assert per_class.max() - per_class.min() <= 1
+    assert ds.provenance["counts"]["train_per_class"] == [250] * 6
+
+
+def test_shapes2d_deterministic_by_seed_and_overridable():
+    a, b, c = load("shapes2d", seed=3, n_train=60, n_val=30), load("shapes2d", seed=3, n_train=60, n_val=30), \
+        load("shapes2d", seed=4, n_train=60, n_val=30)
+    assert np.array_equal(a.x_train, b.x_train) and np.array_equal(a.y_val, b.y_val)
+    assert not np.array_equal(a.x_train, c.x_train)
+    assert a.x_train.shape == (60, 32, 32, 3) and a.x_val.shape == (30, 32, 32, 3)
+    big = load("shapes2d", n_train=12, n_val=6, image_size=(48, 40))
+    assert big.input_shape == (48, 40, 3)
+    # the validation set does not depend on n_train
+    assert np.array_equal(load("shapes2d", seed=3, n_train=6, n_val=30).x_val, a.x_val)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (64, 64)])
+def test_shapes2d_two_shapes_in_two_quadrants_match_the_label(size):
+    ds = load("shapes2d", n_train=300, n_val=6, image_size=size)
+    for img, y in zip(ds.x_train, ds.y_train):
+        found = quadrant_kinds(img)
+        assert len(found) == 2  # exactly two quadrants hold a shape, the other two are empty
+        assert "+".join(sorted(found.values(), key=KINDS.index)) == ds.class_names[y]
+    # empty quadrants are pure background
+    for img in ds.x_train[:50]:
+        h = img.shape[0] // 2
+        quads = [img[:h, :h], img[:h, h:], img[h:, :h], img[h:, h:]]
+        assert sum(q.max() <= BACKGROUND_MAX for q in quads) == 2
+
+
+# --- shapes3d: NIfTI round trip ------------------------------------------------------------
+
+def test_shapes3d_writes_nifti_in_hu_and_reads_it_through_the_ct_path(tmp_path):
+    cache = tmp_path / "c"
+    ds = load("shapes3d", cache_dir=str(cache), n_train=8, n_val=4, progress=False)
+    assert ds.x_train.shape == (8, 32, 32, 16, 1) and ds.x_val.shape == (4, 32, 32, 16, 1)
+    assert ds.class_names == ["normal", "abnormal"] and ds.spatial_ndim == 3 and ds.augment == "rotate3d"
+    files = sorted(cache.rglob("*.nii.gz"))
+    assert len(files) == 12 and {f.parent.name for f in files} == {"CT-0", "CT-23"}
+    hu = nib.load(str(files[0])).get_fdata()
+    assert hu.min() <= -1000 and hu.max() > 1000  # raw Hounsfield units: air and bone
+    # every sample is exactly what the MosMed reader makes of one of the files, label from its folder
+    made = {f: data.ct.read_volume(f, (32, 32, 16)) for f in files}
+    for x, y in zip(np.concatenate([ds.x_train, ds.x_val]), np.concatenate([ds.y_train, ds.y_val])):
+        match = [f for f, v in made.items() if np.array_equal(v, x)]
+        assert len(match) == 1 and match[0].parent.name == ("CT-0", "CT-23")[y]
+    again = load("shapes3d", cache_dir=str(cache), n_train=8, n_val=4, image_size=(16, 16, 8))
+    assert again.input_shape == (16, 16, 8, 1)
+
+
+# --- mosmed: the keras-io preprocessing ---------------------------------------------------------
+
+def test_ct_preprocessing_clips_scales_rotates_and_resizes(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(-2000, 3000, (20, 20, 10)).astype(np.float32)
+    raw[0, 0, :], raw[0, 1, :], raw[0, 2, :] = -1024, 2000, -300  # below, above, inside the window
+    got = read_input(str(nifti(tmp_path / "scan.nii.gz", raw)))
+    expect = ndimage.rotate((np.clip(raw, -1000, 400) + 1000) / 1400, 90, reshape=False)
+    assert got.shape == (20, 20, 10, 1) and got.dtype == np.float32
+    np.testing.assert_allclose(got[..., 0], np.clip(expect, 0, 1), atol=1e-5)
+    unrotated = np.rot90(got[..., 0], k=-1, axes=(0, 1))  # 90 degrees on a square grid is exact
+    assert unrotated[0, 0, 0] == pytest.approx(0) and unrotated[0, 1, 0] == pytest.approx(1)
+    assert unrotated[0, 2, 0] == pytest.approx(0.5, abs=1e-6)
+    resized = read_input(str(tmp_path / "scan.nii.gz"), input_shape=(8, 8, 4, 1))
+    assert resized.shape == (8, 8, 4, 1) and 0 <= resized.min() and resized.max() <= 1
+
+
+def test_ct_preprocessed_volume_is_left_alone(tmp_path):
+    vol = np.random.default_rng(1).uniform(0, 1, (16, 12, 8)).astype(np.float32)  # not square: rotation would show
+    got = read_input(str(nifti(tmp_path / "v.nii", vol)), input_shape=(16, 12, 8, 1))
+    np.testing.assert_array_equal(got[..., 0], vol)
+    assert read_input(str(tmp_path / "v.nii"), input_shape=(8, 6, 4, 1)).shape == (8, 6, 4, 1)
+
+
+def test_mosmed_loads_ct0_ct23_with_split_and_augment(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder, n in (("CT-0", 6), ("CT-23", 4)):
+        for i in range(n):
+            nifti(tmp_path / "MosMedData" / folder / f"study_{i}.nii.gz",
+                  rng.uniform(-1024, 2000, (16, 16, 8)).astype(np.int16))
+    ds = load("mosmed", data_dir=str(tmp_path), image_size=(8, 8, 4), cache_dir=str(tmp_path / "c"))
+    assert (len(ds.x_train), len(ds.x_val)) == (7, 3)  # 70/30 as 140/60
+    assert ds.input_shape == (8, 8, 4, 1) and ds.class_names == ["normal", "abnormal"]
+    assert ds.augment == "rotate3d" and sum(ds.provenance["counts"]["train_per_class"]) == 7
+    assert np.bincount(np.concatenate([ds.y_train, ds.y_val])).tolist() == [6, 4]
+    other = load("mosmed", data_dir=str(tmp_path), image_size=(8, 8, 4), seed=1, cache_dir=str(tmp_path / "c"))
+    assert not np.array_equal(np.sort(ds.x_val.ravel()), np.sort(other.x_val.ravel()))
+
+
+def test_augment_rotate3d_and_identity():
+    x = np.zeros((2, 16, 16, 4, 1), np.float32)
+    x[:, 2:6, 6:10] = 1.0  # an off-centre block: any rotation moves it
+    assert augment_batch(None, x, np.random.default_rng(0)) is x
+    a = augment_batch("rotate3d", x, np.random.default_rng(0))
+    b = augment_batch("rotate3d", x, np.random.default_rng(0))
+    assert a.shape == x.shape and np.array_equal(a, b) and not np.allclose(a, x)
+    assert 0 <= a.min() and a.max() <= 1
+    np.testing.assert_allclose(a[:, :, :, 0], a[:, :, :, 3])  # rotation in the H-W plane only
+    with pytest.raises(InputError, match="augment"):
+        augment_batch("flip", x, np.random.default_rng(0))
+
+
+# --- cifar10 -----------------------------------------------------------------------------------
+
+def fake_cifar(root: Path, n=4, labels=None) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 b"labels": list(labels if labels is not None else rng.integers(0, 10, n))}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}))
+    return folder
+
+
+def test_cifar10_pickled_batches(tmp_path):
+    folder = fake_cifar(tmp_path)
+    ds = load("cifar10", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))  # the parent works too
+    assert ds.x_train.shape == (20, 32, 32, 3) and ds.x_val.shape == (4, 32, 32, 3)
+    assert ds.class_names[0] == "airplane" and ds.num_classes == 10
+    test = pickle.loads((folder / "test_batch").read_bytes())
+    planes = test[b"data"].reshape(-1, 3, 32, 32)
+    for x, y in zip(ds.x_val, ds.y_val):  # shuffled, so find each image by its red plane
+        i = [k for k in range(4) if np.array_equal(np.round(x[..., 0] * 255), planes[k, 0])][0]
+        np.testing.assert_array_equal(np.round(x * 255).astype(np.uint8), planes[i].transpose(1, 2, 0))
+        assert y == test[b"labels"][i]
+    sub = load("cifar10", data_dir=str(folder), n_train=5, n_val=2, cache_dir=str(tmp_path / "c"))
+    assert (len(sub.x_train), len(sub.x_val)) == (5, 2)
+    with pytest.raises(InputError, match="n_train"):
+        load("cifar10", data_dir=str(folder), n_train=21, cache_dir=str(tmp_path / "c"))
+
+
+def test_cifar10_labels_out_of_range(tmp_path):
+    fake_cifar(tmp_path, labels=[0, 3, 12, 1])
+    with pytest.raises(InputError, match="out of range"):
+        load("cifar10", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+
+
+def test_cifar10_image_tree_with_train_and_test(tmp_path):
+    for part, n in (("train", 3), ("test", 2)):
+        for c in ("cat", "dog"):
+            for i in range(n):
+                png(tmp_path / part / c / f"{i}.jpg", (32, 32), seed=i)
+    ds = load("cifar10", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    assert ds.class_names == ["cat", "dog"] and (len(ds.x_train), len(ds.x_val)) == (6, 4)
+    assert ds.input_shape == (32, 32, 3) and np.bincount(ds.y_val).tolist() == [2, 2]
+
+
+def test_cifar10_offline_download_names_data_dir(monkeypatch):
+    def offline():  # what keras.datasets.cifar10.load_data raises offline
+        raise Exception("URL fetch failure on https://www.cs.toronto.edu/...: None -- no network")
+
+    monkeypatch.setattr(data.papers, "keras_cifar10", offline)
+    with pytest.raises(InputError, match="data_dir"):
+        load("cifar10")
+
+
+# --- tf_flowers, yale_b, folder ---------------------------------------------------------
+
+def test_tf_flowers_resized_to_180_and_split_80_20(tmp_path, monkeypatch):
+    root = tmp_path / "flower_photos"
+    for c in ("daisy", "roses"):
+        for i in range(5):
+            png(root / c / f"{i}.jpg", (20 + i, 30), seed=i)  # JPEGs of different sizes
+    ds = load("tf_flowers", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    assert ds.input_shape == (180, 180, 3) and (len(ds.x_train), len(ds.x_val)) == (8, 2)
+    assert ds.class_names == ["daisy", "roses"]
+
+    def offline(*a, **k):
+        raise OSError("no network")
+
+    monkeypatch.setattr(data.papers, "download", offline)
+    with pytest.raises(InputError, match="data_dir"):
+        load("tf_flowers", cache_dir=str(tmp_path / "c"))
+
+
+def test_yale_b_pgm_tree_skips_ambient_and_bad(tmp_path):
+    root = tmp_path / "CroppedYale"
+    for p in range(3):
+        for i in range(4):
+            png(root / f"yaleB{p + 1:02d}" / f"yaleB{p + 1:02d}_P00A+0{i}0E+00.pgm", (24, 21), "L", seed=i)
+        (root / f"yaleB{p + 1:02d}" / f"yaleB{p + 1:02d}_P00_Ambient.pgm").write_bytes(b"garbage")
+        png(root / f"yaleB{p + 1:02d}" / "x.pgm", (24, 21), "L").rename(root / f"yaleB{p + 1:02d}" / "x.pgm.bad")
+    ds = load("yale_b", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    assert ds.num_classes == 3 and ds.class_names[0] == "yaleB01"
+    assert (len(ds.x_train), len(ds.x_val)) == (8, 4)  # 12 kept files, 70/30 as 1687/723
+    assert ds.input_shape == (24, 21, 1)
+    with pytest.raises(InputError, match="data_dir"):
+        load("yale_b")
+
+
+def test_folder_random_split_and_explicit_split(tmp_path):
+    ds = load("folder", data_dir=str(tree(tmp_path / "a", (6, 4))), cache_dir=str(tmp_path / "c"))
+    assert (len(ds.x_train), len(ds.x_val)) == (8, 2) and ds.class_names == ["class0", "class1"]
+    again = load("folder", data_dir=str(tmp_path / "a"), cache_dir=str(tmp_path / "c"))
+    assert np.array_equal(ds.x_val, again.x_val)
+    other = load("folder", data_dir=str(tmp_path / "a"), seed=5, cache_dir=str(tmp_path / "c"))
+    assert not np.array_equal(np.sort(ds.x_val.ravel()), np.sort(other.x_val.ravel()))
+    tree(tmp_path / "b" / "train", (3, 3))
+    tree(tmp_path / "b" / "val", (1, 2))
+    ds = load("folder", data_dir=str(tmp_path / "b"), image_size=(8, 8), cache_dir=str(tmp_path / "c"))
+    assert (len(ds.x_train), len(ds.x_val)) == (6, 3) and ds.input_shape == (8, 8, 3)
+    assert np.bincount(ds.y_val).tolist() == [1, 2] and ds.provenance["cache_key"]
+
+
+def test_folder_grey_and_rgb_mix_and_nifti_volumes(tmp_path):
+    png(tmp_path / "m" / "a" / "0.png", (8, 8), "L")
+    png(tmp_path / "m" / "a" / "1.png", (8, 8))
+    png(tmp_path / "m" / "b" / "2.png", (8, 8), "L")
+    ds = load("folder", data_dir=str(tmp_path / "m"), cache_dir=str(tmp_path / "c"))
+    assert ds.input_shape == (8, 8, 3)
+    for c in ("x", "y"):
+        for i in range(3):
+            nifti(tmp_path / "v" / c / f"{i}.nii.gz", np.full((6, 6, 4), -500.0 if c == "x" else 300.0, np.float32))
+    vol = load("folder", data_dir=str(tmp_path / "v"), cache_dir=str(tmp_path / "c"))
+    assert vol.input_shape == (6, 6, 4, 1) and vol.spatial_ndim == 3
+    for x, y in zip(vol.x_train, vol.y_train):
+        assert x.mean() == pytest.approx(500 / 1400 if y == 0 else 1300 / 1400, abs=1e-5)
+
+
+# --- read_input ---------------------------------------------------------------------------------
+
+def test_read_input_images_npy_and_errors(tmp_path):
+    rgb = read_input(str(png(tmp_path / "a.png", (12, 10))))
+    assert rgb.shape == (12, 10, 3) and rgb.dtype == np.float32 and rgb.max() <= 1
+    assert read_input(str(tmp_path / "a.png"), input_shape=(6, 5, 3)).shape == (6, 5, 3)
+    grey = png(tmp_path / "g.pgm", (12, 10), "L")
+    assert read_input(str(grey)).shape == (12, 10, 1)
+    g3 = read_input(str(grey), input_shape=(12, 10, 3))
+    assert g3.shape == (12, 10, 3) and np.array_equal(g3[..., 0], g3[..., 2])
+    arr = np.random.default_rng(0).random((4, 4, 2)).astype(np.float64)
+    np.save(tmp_path / "x.npy", arr)
+    got = read_input(str(tmp_path / "x.npy"))
+    assert got.dtype == np.float32 and np.allclose(got, arr)
+    with pytest.raises(InputError, match="x.npy"):
+        read_input(str(tmp_path / "x.npy"), input_shape=(5, 5, 2))
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(InputError, match="bad.jpg"):
+        read_input(str(tmp_path / "bad.jpg"))
+    (tmp_path / "t.txt").write_text("x")
+    with pytest.raises(InputError, match="t.txt"):
+        read_input(str(tmp_path / "t.txt"))
+    with pytest.raises(InputError, match="missing.png"):
+        read_input(str(tmp_path / "missing.png"))
+
+
+# --- user errors ----------------------------------------------------------------------------------
+
+def test_errors_name_parameter_and_value(tmp_path):
+    with pytest.raises(InputError, match="dataset='mnist'") as e:
+        load("mnist")
+    assert all(name in str(e.value) for name in DATASETS) and "\n" not in str(e.value)
+    with pytest.raises(InputError, match="data_dir=.*nowhere.*existing folder"):
+        load("folder", data_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(InputError, match="data_dir"):
+        load("folder")
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(InputError, match="found none"):
+        load("folder", data_dir=str(tmp_path / "empty"))
+    with pytest.raises(InputError, match="at least two classes"):
+        load("folder", data_dir=str(tree(tmp_path / "one", (3,))))
+    with pytest.raises(InputError, match="data_dir"):
+        load("shapes2d", data_dir=str(tmp_path))
+    with pytest.raises(InputError, match="image_size"):
+        load("shapes2d", image_size=(32, 32, 8))
+    with pytest.raises(InputError, match="seed"):
+        load("shapes2d", seed=-1)
+    with pytest.raises(InputError, match="n_val"):
+        load("shapes2d", n_val=0)
+
+
+def test_corrupt_files_are_named(tmp_path):
+    tree(tmp_path / "img", (2, 2))
+    (tmp_path / "img" / "class1" / "broken.png").write_bytes(b"\x89PNG garbage")
+    with pytest.raises(InputError, match="broken.png.*unreadable image"):
+        load("folder", data_dir=str(tmp_path / "img"), cache_dir=str(tmp_path / "c"))
+    for c in ("CT-0", "CT-23"):
+        nifti(tmp_path / "ct" / c / "ok.nii.gz", np.zeros((4, 4, 4), np.int16))
+    (tmp_path / "ct" / "CT-23" / "torn.nii.gz").write_bytes(b"\x1f\x8b torn")
+    with pytest.raises(InputError, match="torn.nii.gz.*unreadable NIfTI"):
+        load("mosmed", data_dir=str(tmp_path / "ct"), cache_dir=str(tmp_path / "c"))
+
+
+def test_mixed_shapes_need_image_size(tmp_path):
+    png(tmp_path / "a" / "0.png", (8, 8))
+    png(tmp_path / "a" / "1.png", (8, 8))
+    png(tmp_path / "b" / "2.png", (9, 8))
+    with pytest.raises(InputError, match="image_size.*2.png"):
+        load("folder", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    assert load("folder", data_dir=str(tmp_path), image_size=(8, 8), cache_dir=str(tmp_path / "c")).input_shape \
+        == (8, 8, 3)
+
+
+def test_labels_out_of_range(tmp_path):
+    tree(tmp_path / "train", (2, 2))
+    png(tmp_path / "val" / "class7" / "0.png")
+    with pytest.raises(InputError, match="out of range"):
+        load("folder", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
+    x = np.zeros((2, 4, 4, 1), np.float32)
+    with pytest.raises(InputError, match="out of range"):
+        Dataset("d", x, np.array([0, 2]), x, np.array([0, 1]), ["a", "b"], {})
+
+
+# --- cache ---------------------------------------------------------------------------------------
+
+def test_second_load_reads_no_source_file(tmp_path, monkeypatch):
+    root, cache = tree(tmp_path / "t", (4, 4)), tmp_path / "c"
+    first = load("folder", data_dir=str(root), cache_dir=str(cache))
+    assert len([f for f in cache_files(cache) if f.endswith(".npz")]) == 1
+
+    def no_reading(*a, **k):
+        raise AssertionError("a source file was read")
+
+    monkeypatch.setattr(data.images.Image, "open", no_reading)
+    second = load("folder", data_dir=str(root), cache_dir=str(cache))
+    assert second.provenance["cache_key"] == first.provenance["cache_key"]
+    assert np.array_equal(first.x_train, second.x_train) and np.array_equal(first.y_val, second.y_val)
+    assert second.x_train.dtype == np.float32
+    monkeypatch.undo()
+    png(root / "class0" / "0.png", seed=99)  # a changed file means a new key
+    third = load("folder", data_dir=str(root), cache_dir=str(cache))
+    assert third.provenance["cache_key"] != first.provenance["cache_key"]
+
+
+def test_cached_ct_and_pickles_read_nothing(tmp_path, monkeypatch):
+    fake_cifar(tmp_path / "cif")
+    for c in ("CT-0", "CT-23"):
+        for i in range(2):
+            nifti(tmp_path / "ct" / c / f"{i}.nii", np.full((6, 6, 4), -200.0, np.float32))
+    kw = dict(cache_dir=str(tmp_path / "c"))
+    a, b = load("cifar10", data_dir=str(tmp_path / "cif"), **kw), load("mosmed", data_dir=str(tmp_path / "ct"),
+                                                                         image_size=(6, 6, 4), **kw)
+
+    def no_reading(*a, **k):
+        raise AssertionError("a source file was read")
+
+    monkeypatch.setattr(data.images, "_unpickle", no_reading)
+    monkeypatch.setattr(nib, "load", no_reading)
+    assert np.array_equal(load("cifar10", data_dir=str(tmp_path / "cif"), **kw).x_train, a.x_train)
+    assert np.array_equal(load("mosmed", data_dir=str(tmp_path / "ct"), image_size=(6, 6, 4), **kw).x_val,
+                          b.x_val)
+
+
+def test_failed_preparation_leaves_no_cache_file(tmp_path):
+    tree(tmp_path / "t", (3, 3))
+    (tmp_path / "t" / "class0" / "z.png").write_bytes(b"not an image")
+    cache = tmp_path / "c"
+    with pytest.raises(InputError):
+        load("folder", data_dir=str(tmp_path / "t"), cache_dir=str(cache))
+    assert cache_files(cache) == []
+
+
+def test_progress_bar_only_when_slow_and_enabled(capsys):
+    bar = Progress(10, "preparing x", enabled=True, delay=0.0)
+    for _ in range(10):
+        bar.update()
+    bar.close()
+    err = capsys.readouterr().err
+    assert "preparing x" in err and "10/10" in err
+    quiet = Progress(10, "preparing y", enabled=False, delay=0.0)
+    quiet.update(10)
+    quiet.close()
+    fast = Progress(10, "preparing z", enabled=True, delay=60.0)
+    fast.update(10)
+    fast.close()
+    assert capsys.readouterr().err == ""
+
+
+# --- downloads (file:// URLs stand in for the real ones) -----------------------------------------
+
+def test_tf_flowers_download_and_extract(tmp_path, monkeypatch):
+    import tarfile
+
+    tree(tmp_path / "src" / "flower_photos", (3, 2), suffix=".jpg")
+    tgz = tmp_path / "flower_photos.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "flower_photos", arcname="flower_photos")
+    monkeypatch.setattr(data.papers, "FLOWERS_URL", tgz.as_uri())
+    ds = load("tf_flowers", image_size=(16, 16), cache_dir=str(tmp_path / "c"))
+    assert ds.class_names == ["class0", "class1"] and len(ds.x_train) + len(ds.x_val) == 5
+    assert (tmp_path / "c" / "downloads" / "flower_photos.tgz").is_file()
+
+
+def test_mosmed_download_and_extract(tmp_path, monkeypatch):
+    import zipfile
+
+    for folder in ("CT-0", "CT-23"):
+        with zipfile.ZipFile(tmp_path / f"{folder}.zip", "w") as z:
+            for i in range(2):
+                f = nifti(tmp_path / "src" / folder / f"study_{i}.nii.gz", np.full((6, 6, 4), -1000, np.int16))
+                z.write(f, f"{folder}/{f.name}")
+        monkeypatch.setitem(data.papers.MOSMED_URLS, folder, (tmp_path / f"{folder}.zip").as_uri())
+    ds = load("mosmed", image_size=(6, 6, 4), cache_dir=str(tmp_path / "c"))
+    assert len(ds.x_train) + len(ds.x_val) == 4 and ds.x_train.max() == 0  # -1000 HU is 0
+    assert sorted(p.name for p in (tmp_path / "c" / "downloads" / "MosMedData").iterdir()) == ["CT-0", "CT-23"]
+
+
+def test_real_urls_are_the_papers():
+    assert data.papers.FLOWERS_URL == \
+        "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
+    assert data.papers.MOSMED_URLS["CT-23"].endswith("3D-image-classification-tutorial/releases/download/v0.2/CT-23.zip")
+
+
+def test_interrupted_cache_write_leaves_nothing_and_still_loads(tmp_path, monkeypatch):
+    root, cache = tree(tmp_path / "t", (3, 3)), tmp_path / "c"
+
+    def torn_savez(f, **arrays):
+        f.write(b"PK half an npz")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(data.cache.np, "savez", torn_savez)
+    with pytest.warns(UserWarning, match="disk full"):
+        ds = load("folder", data_dir=str(root), cache_dir=str(cache))
+    assert len(ds.x_train) + len(ds.x_val) == 6
+    assert cache_files(cache) == []
