@@ -23,3 +23,29 @@ def test_presets_list_and_show(capsys):
     assert "decomposition: 4x4x2" in shown and "learning_rate: 0.0001" in shown
     assert main(["presets", "nope"]) == 2
     assert "preset" in capsys.readouterr().err
+
+
+def test_each_step_runs_alone_given_its_inputs(mlflow_env, capsys):
+    import mlflow
+
+    tiny = ["--n-train", "48", "--n-val", "24", "--epochs", "1", "--coarse-epochs", "2"]
+    c = mlflow.MlflowClient()
+
+    def newest(name):
+        return next(r for r in c.search_runs(["0"], order_by=["attributes.start_time DESC"])
+                    if r.info.run_name == name).info.run_id
+
+    assert main(["decompose", *tiny]) == 0
+    dec = newest("decompose")
+    for k in range(4):
+        assert main(["train-local", "--decompose-run", dec, "--box", str(k), *tiny]) == 0
+    local = ",".join(newest(f"train_local/{k:02d}") for k in range(4))
+    assert main(["train-coarse", "--local-runs", local, *tiny]) == 0
+    coarse = newest("train_coarse")
+    assert main(["evaluate", "--decompose-run", dec, "--local-runs", local, "--coarse-run", coarse,
+                 "--registered-model-name", "alone", *tiny]) == 0
+    ev = c.get_run(newest("evaluate"))
+    assert ev.info.status == "FINISHED" and "val_accuracy/cnn_dnn" in ev.data.metrics
+    assert "val_accuracy/global" not in ev.data.metrics  # no global run was given
+    assert int(c.get_model_version_by_alias("alone", "champion").version) == 1
+    assert "| 2x2, overlap 0 |" in capsys.readouterr().out

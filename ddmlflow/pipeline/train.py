@@ -71,8 +71,8 @@ def load_probs(run_id: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_keras(run_id: str):
-    """The Keras model a training run logged (through ``mlflow.keras``)."""
+    """The Keras model a training run logged (a ``.keras`` archive, loaded with ``safe_mode``)."""
     from ..tracking import get_run
 
-    return mlflow.keras.load_model(get_run(run_id).data.tags["model_uri"])
+    return mlflow.keras.load_model(get_run(run_id).data.tags["model_uri"], load_model_kwargs={"safe_mode": True})
 
