@@ -3,50 +3,19 @@ from __future__ import annotations
 
 import pickle
 import time
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from PIL import Image
 from scipy import ndimage
 
 import ddmlflow.data as data
-from ddmlflow.data import DATASETS, Dataset, augment_batch, load, read_input
-from ddmlflow.data.cache import Progress
+from ddmlflow.data import Dataset, augment_batch, load, read_input
 from ddmlflow.data.generated import BACKGROUND_MAX, KINDS, SHAPES2D_CLASSES
 from ddmlflow.errors import InputError
+from datafiles import _cache, cache_files, fake_cifar, nifti, png, tree  # noqa: F401 - _cache is an autouse fixture
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    """Never touch ~/.cache: the default cache is a temp folder."""
-    monkeypatch.setenv("DDMLFLOW_CACHE", str(tmp_path / "default-cache"))
-
-
-def png(path: Path, size=(12, 10), mode="RGB", seed=0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    shape = (size[0], size[1], 3) if mode == "RGB" else size
-    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
-    return path
-
-
-def tree(root: Path, per_class=(5, 5), size=(12, 10), suffix=".png") -> Path:
-    for c, n in enumerate(per_class):
-        for i in range(n):
-            png(root / f"class{c}" / f"{i}{suffix}", size, seed=10 * c + i)
-    return root
-
-
-def nifti(path: Path, vol: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(path))
-    return path
-
-
-def cache_files(cache: Path) -> list[str]:
-    return sorted(p.name for p in cache.rglob("*") if p.is_file()) if cache.exists() else []
 
 
 # --- shapes2d: the default ---------------------------------------------------------------
@@ -181,19 +150,6 @@ def test_augment_rotate3d_and_identity():
 
 # --- cifar10 -----------------------------------------------------------------------------------
 
-def fake_cifar(root: Path, n=4, labels=None) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": list(labels if labels is not None else rng.integers(0, 10, n))}
-        (folder / name).write_bytes(pickle.dumps(batch))
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}))
-    return folder
-
-
 def test_cifar10_pickled_batches(tmp_path):
     folder = fake_cifar(tmp_path)
     ds = load("cifar10", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))  # the parent works too
@@ -325,172 +281,3 @@ def test_read_input_images_npy_and_errors(tmp_path):
         read_input(str(tmp_path / "missing.png"))
 
 
-# --- user errors ----------------------------------------------------------------------------------
-
-def test_errors_name_parameter_and_value(tmp_path):
-    with pytest.raises(InputError, match="dataset='mnist'") as e:
-        load("mnist")
-    assert all(name in str(e.value) for name in DATASETS) and "\n" not in str(e.value)
-    with pytest.raises(InputError, match="data_dir=.*nowhere.*existing folder"):
-        load("folder", data_dir=str(tmp_path / "nowhere"))
-    with pytest.raises(InputError, match="data_dir"):
-        load("folder")
-    (tmp_path / "empty" / "a").mkdir(parents=True)
-    with pytest.raises(InputError, match="found none"):
-        load("folder", data_dir=str(tmp_path / "empty"))
-    with pytest.raises(InputError, match="at least two classes"):
-        load("folder", data_dir=str(tree(tmp_path / "one", (3,))))
-    with pytest.raises(InputError, match="data_dir"):
-        load("shapes2d", data_dir=str(tmp_path))
-    with pytest.raises(InputError, match="image_size"):
-        load("shapes2d", image_size=(32, 32, 8))
-    with pytest.raises(InputError, match="seed"):
-        load("shapes2d", seed=-1)
-    with pytest.raises(InputError, match="n_val"):
-        load("shapes2d", n_val=0)
-
-
-def test_corrupt_files_are_named(tmp_path):
-    tree(tmp_path / "img", (2, 2))
-    (tmp_path / "img" / "class1" / "broken.png").write_bytes(b"\x89PNG garbage")
-    with pytest.raises(InputError, match="broken.png.*unreadable image"):
-        load("folder", data_dir=str(tmp_path / "img"), cache_dir=str(tmp_path / "c"))
-    for c in ("CT-0", "CT-23"):
-        nifti(tmp_path / "ct" / c / "ok.nii.gz", np.zeros((4, 4, 4), np.int16))
-    (tmp_path / "ct" / "CT-23" / "torn.nii.gz").write_bytes(b"\x1f\x8b torn")
-    with pytest.raises(InputError, match="torn.nii.gz.*unreadable NIfTI"):
-        load("mosmed", data_dir=str(tmp_path / "ct"), cache_dir=str(tmp_path / "c"))
-
-
-def test_mixed_shapes_need_image_size(tmp_path):
-    png(tmp_path / "a" / "0.png", (8, 8))
-    png(tmp_path / "a" / "1.png", (8, 8))
-    png(tmp_path / "b" / "2.png", (9, 8))
-    with pytest.raises(InputError, match="image_size.*2.png"):
-        load("folder", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
-    assert load("folder", data_dir=str(tmp_path), image_size=(8, 8), cache_dir=str(tmp_path / "c")).input_shape \
-        == (8, 8, 3)
-
-
-def test_labels_out_of_range(tmp_path):
-    tree(tmp_path / "train", (2, 2))
-    png(tmp_path / "val" / "class7" / "0.png")
-    with pytest.raises(InputError, match="out of range"):
-        load("folder", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
-    x = np.zeros((2, 4, 4, 1), np.float32)
-    with pytest.raises(InputError, match="out of range"):
-        Dataset("d", x, np.array([0, 2]), x, np.array([0, 1]), ["a", "b"], {})
-
-
-# --- cache ---------------------------------------------------------------------------------------
-
-def test_second_load_reads_no_source_file(tmp_path, monkeypatch):
-    root, cache = tree(tmp_path / "t", (4, 4)), tmp_path / "c"
-    first = load("folder", data_dir=str(root), cache_dir=str(cache))
-    assert len([f for f in cache_files(cache) if f.endswith(".npz")]) == 1
-
-    def no_reading(*a, **k):
-        raise AssertionError("a source file was read")
-
-    monkeypatch.setattr(data.images.Image, "open", no_reading)
-    second = load("folder", data_dir=str(root), cache_dir=str(cache))
-    assert second.provenance["cache_key"] == first.provenance["cache_key"]
-    assert np.array_equal(first.x_train, second.x_train) and np.array_equal(first.y_val, second.y_val)
-    assert second.x_train.dtype == np.float32
-    monkeypatch.undo()
-    png(root / "class0" / "0.png", seed=99)  # a changed file means a new key
-    third = load("folder", data_dir=str(root), cache_dir=str(cache))
-    assert third.provenance["cache_key"] != first.provenance["cache_key"]
-
-
-def test_cached_ct_and_pickles_read_nothing(tmp_path, monkeypatch):
-    fake_cifar(tmp_path / "cif")
-    for c in ("CT-0", "CT-23"):
-        for i in range(2):
-            nifti(tmp_path / "ct" / c / f"{i}.nii", np.full((6, 6, 4), -200.0, np.float32))
-    kw = dict(cache_dir=str(tmp_path / "c"))
-    a, b = load("cifar10", data_dir=str(tmp_path / "cif"), **kw), load("mosmed", data_dir=str(tmp_path / "ct"),
-                                                                         image_size=(6, 6, 4), **kw)
-
-    def no_reading(*a, **k):
-        raise AssertionError("a source file was read")
-
-    monkeypatch.setattr(data.images, "_unpickle", no_reading)
-    monkeypatch.setattr(nib, "load", no_reading)
-    assert np.array_equal(load("cifar10", data_dir=str(tmp_path / "cif"), **kw).x_train, a.x_train)
-    assert np.array_equal(load("mosmed", data_dir=str(tmp_path / "ct"), image_size=(6, 6, 4), **kw).x_val,
-                          b.x_val)
-
-
-def test_failed_preparation_leaves_no_cache_file(tmp_path):
-    tree(tmp_path / "t", (3, 3))
-    (tmp_path / "t" / "class0" / "z.png").write_bytes(b"not an image")
-    cache = tmp_path / "c"
-    with pytest.raises(InputError):
-        load("folder", data_dir=str(tmp_path / "t"), cache_dir=str(cache))
-    assert cache_files(cache) == []
-
-
-def test_progress_bar_only_when_slow_and_enabled(capsys):
-    bar = Progress(10, "preparing x", enabled=True, delay=0.0)
-    for _ in range(10):
-        bar.update()
-    bar.close()
-    err = capsys.readouterr().err
-    assert "preparing x" in err and "10/10" in err
-    quiet = Progress(10, "preparing y", enabled=False, delay=0.0)
-    quiet.update(10)
-    quiet.close()
-    fast = Progress(10, "preparing z", enabled=True, delay=60.0)
-    fast.update(10)
-    fast.close()
-    assert capsys.readouterr().err == ""
-
-
-# --- downloads (file:// URLs stand in for the real ones) -----------------------------------------
-
-def test_tf_flowers_download_and_extract(tmp_path, monkeypatch):
-    import tarfile
-
-    tree(tmp_path / "src" / "flower_photos", (3, 2), suffix=".jpg")
-    tgz = tmp_path / "flower_photos.tgz"
-    with tarfile.open(tgz, "w:gz") as tar:
-        tar.add(tmp_path / "src" / "flower_photos", arcname="flower_photos")
-    monkeypatch.setattr(data.papers, "FLOWERS_URL", tgz.as_uri())
-    ds = load("tf_flowers", image_size=(16, 16), cache_dir=str(tmp_path / "c"))
-    assert ds.class_names == ["class0", "class1"] and len(ds.x_train) + len(ds.x_val) == 5
-    assert (tmp_path / "c" / "downloads" / "flower_photos.tgz").is_file()
-
-
-def test_mosmed_download_and_extract(tmp_path, monkeypatch):
-    import zipfile
-
-    for folder in ("CT-0", "CT-23"):
-        with zipfile.ZipFile(tmp_path / f"{folder}.zip", "w") as z:
-            for i in range(2):
-                f = nifti(tmp_path / "src" / folder / f"study_{i}.nii.gz", np.full((6, 6, 4), -1000, np.int16))
-                z.write(f, f"{folder}/{f.name}")
-        monkeypatch.setitem(data.papers.MOSMED_URLS, folder, (tmp_path / f"{folder}.zip").as_uri())
-    ds = load("mosmed", image_size=(6, 6, 4), cache_dir=str(tmp_path / "c"))
-    assert len(ds.x_train) + len(ds.x_val) == 4 and ds.x_train.max() == 0  # -1000 HU is 0
-    assert sorted(p.name for p in (tmp_path / "c" / "downloads" / "MosMedData").iterdir()) == ["CT-0", "CT-23"]
-
-
-def test_real_urls_are_the_papers():
-    assert data.papers.FLOWERS_URL == \
-        "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
-    assert data.papers.MOSMED_URLS["CT-23"].endswith("3D-image-classification-tutorial/releases/download/v0.2/CT-23.zip")
-
-
-def test_interrupted_cache_write_leaves_nothing_and_still_loads(tmp_path, monkeypatch):
-    root, cache = tree(tmp_path / "t", (3, 3)), tmp_path / "c"
-
-    def torn_savez(f, **arrays):
-        f.write(b"PK half an npz")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(data.cache.np, "savez", torn_savez)
-    with pytest.warns(UserWarning, match="disk full"):
-        ds = load("folder", data_dir=str(root), cache_dir=str(cache))
-    assert len(ds.x_train) + len(ds.x_val) == 6
-    assert cache_files(cache) == []

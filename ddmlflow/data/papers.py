@@ -34,10 +34,11 @@ def _offline(name: str, err: Exception, need: str) -> InputError:
                                         f"pass data_dir= {need}")
 
 
-def _root(a: LoadArgs) -> Path:
+def _root(a: LoadArgs, inner: str | None = None) -> Path:
+    """``data_dir``, or its sub-folder ``inner`` when the user pointed at the folder above it."""
     root = Path(a.data_dir).expanduser()
     require(root.is_dir(), "data_dir", str(root), "an existing folder")
-    return root
+    return root / inner if inner and (root / inner).is_dir() else root
 
 
 def _from_arrays(name: str, x_tr, y_tr, x_va, y_va, names: list[str], a: LoadArgs, source: object,
@@ -106,9 +107,7 @@ def tf_flowers(a: LoadArgs) -> Dataset:
         except (OSError, ValueError) as e:
             raise _offline("TF-Flowers", e, "a flower_photos folder (one sub-folder per class)") from None
     else:
-        root = _root(a)
-        if (root / "flower_photos").is_dir():
-            root = root / "flower_photos"
+        root = _root(a, "flower_photos")
     names, train, val, split = tree_items(root, 734 / 3670, a.seed)
     return load_items("tf_flowers", names, train, val, partial(read_image, size=size, channels=3),
                       {"image_size": size, "split": split}, a, root.resolve())
@@ -123,9 +122,7 @@ def yale_b(a: LoadArgs) -> Dataset:
     require(a.data_dir is not None, "data_dir", None,
             "the CroppedYale folder of the Extended Yale Face Database B (no download exists)")
     size = a.size(2, None)
-    root = _root(a)
-    if (root / "CroppedYale").is_dir():
-        root = root / "CroppedYale"
+    root = _root(a, "CroppedYale")
     names, train, val, split = tree_items(root, 723 / 2410, a.seed, skip=_yale_skip)
     return load_items("yale_b", names, train, val, partial(read_image, size=size, channels=1),
                       {"image_size": size, "split": split, "skip": "Ambient, .bad"}, a, root.resolve())
@@ -147,9 +144,7 @@ def mosmed(a: LoadArgs) -> Dataset:
         except (OSError, ValueError) as e:
             raise _offline("MosMedData", e, "a folder with CT-0/ and CT-23/ NIfTI scans") from None
     else:
-        root = _root(a)
-        if (root / "MosMedData").is_dir():
-            root = root / "MosMedData"
+        root = _root(a, "MosMedData")
     folders = {"CT-0": "normal", "CT-23": "abnormal"}
     names, train, val, split = tree_items(root, 60 / 200, a.seed, folders=folders)
     return load_items("mosmed", names, train, val, partial(read_volume, size=size),
