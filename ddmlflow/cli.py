@@ -139,8 +139,6 @@ def _run_step(a: argparse.Namespace) -> int:
 
 
 def _run_full(a: argparse.Namespace) -> int:
-    import mlflow
-
     from .config import parse_bool, parse_count, parse_strategies
     from .pipeline.full import FullOptions, full
     from .tracking import create_child, setup, step_run
@@ -156,7 +154,6 @@ def _run_full(a: argparse.Namespace) -> int:
     parse_gpus(opts.gpus)  # checked before any heavy work
     exp = setup()
     run_id = a.run_id or os.environ.pop("MLFLOW_RUN_ID", "") or create_child(exp, None, "full", "full", key="")
-    mlflow.set_tracking_uri(mlflow.get_tracking_uri())  # children get the same store explicitly
     with step_run(run_id):
         full(cfg, opts)
     return 0

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Iterator
 
 import mlflow
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from .errors import InputError
@@ -155,10 +154,6 @@ def ui_link(experiment_id: str) -> str:
 
 def say(msg: str) -> None:
     print(f"[ddmlflow] {msg}", file=sys.stderr, flush=True)
-
-
-def is_terminal(status: str) -> bool:
-    return RunStatus.is_terminated(RunStatus.from_string(status))
 
 
 def pip_requirements() -> list[str]:
