@@ -13,71 +13,37 @@ import sys
 
 from .errors import InputError
 
-CONFIG_OPTIONS = ("dataset", "data_dir", "model", "decomposition", "overlap", "width_divisor", "epochs",
-                  "batch_size", "learning_rate", "optimizer", "patience", "coarse_hidden", "coarse_dropout",
-                  "coarse_epochs", "coarse_batch_size", "coarse_learning_rate", "seed", "image_size",
-                  "n_train", "n_val")
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2 (argparse's own convention)
         raise InputError("arguments", " ".join(sys.argv[1:])[:200], message)
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="", help="named paper configuration (see `ddmlflow presets`)")
-    for name in CONFIG_OPTIONS:
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default="", help="overrides the preset")
+def _run_args(p: argparse.ArgumentParser) -> None:
+    from .config import RunConfig, add_options
+
+    add_options(p, RunConfig)
     p.add_argument("--run-id", default="", help="log into this existing run (used by `full` and `mlflow run`)")
     p.add_argument("--parent-run", default="", help="nest the new run under this parent run")
 
 
-def _ids(param: str, value: str) -> list[str]:
-    ids = [s.strip() for s in value.split(",") if s.strip()]
-    if not ids:
-        raise InputError(param, value, "comma-separated MLflow run ids")
-    return ids
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """One subcommand per registered step, plus ``full`` and the tools; options derived from the schema."""
+    from .config import FullOptions, add_options
+    from .steps import STEPS
+
     p = _Parser(prog="ddmlflow", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    s = sub.add_parser("decompose", help="load the data, cut it into boxes, log both")
-    _config_args(s)
-    for cmd in ("train-global", "train-local"):
-        s = sub.add_parser(cmd, help=f"train the {cmd.split('-')[1]} CNN")
-        _config_args(s)
-        s.add_argument("--decompose-run", required=True)
-        if cmd == "train-local":
-            s.add_argument("--box", required=True, type=int)
-    s = sub.add_parser("train-coarse", help="train the coarse net on the local probabilities")
-    _config_args(s)
-    s.add_argument("--local-runs", required=True)
-    s = sub.add_parser("evaluate", help="compare, report, register the CNN-DNN")
-    _config_args(s)
-    for a in ("--decompose-run", "--local-runs", "--coarse-run"):
-        s.add_argument(a, required=True)
-    s.add_argument("--global-run", default="")
-    s.add_argument("--registered-model-name", default="")
-    for cmd, what in (("train-coherent", "the CNN-DNN as one model from random weights (KLW-TL)"),
-                      ("transfer", "the CNN-DNN as one model from the trained locals, trained further (KLW-TL)"),
-                      ("compose", "Gu-Cai: sub-networks on the boxes composed into the global net, trained further")):
-        s = sub.add_parser(cmd, help=what)
-        _config_args(s)
-        s.add_argument("--decompose-run", required=True)
-        if cmd == "transfer":
-            s.add_argument("--local-runs", required=True)
-            s.add_argument("--coarse-run", default="")
+    for step in STEPS.values():
+        s = sub.add_parser(step.command, help=step.help)
+        s.set_defaults(step=step.name)
+        _run_args(s)
+        for i in step.inputs:
+            s.add_argument(f"--{i.name.replace('_', '-')}", dest=i.name, required=i.required and i.kind != "text",
+                           default="", help=i.help)
     s = sub.add_parser("full", help="every step under one parent run")
-    _config_args(s)
-    s.add_argument("--global", dest="run_global", default="true")
-    s.add_argument("--gpus", default="auto")
-    s.add_argument("--jobs-per-gpu", default="1")
-    s.add_argument("--max-parallel", default="1")
-    s.add_argument("--force", default="false")
-    s.add_argument("--registered-model-name", default="")
-    s.add_argument("--strategies", default="cnn_dnn")
+    _run_args(s)
+    add_options(s, FullOptions)
     s = sub.add_parser("predict", help="class and probability for image, .npy or NIfTI files")
     s.add_argument("--model", required=True, help="e.g. models:/ddmlflow-shapes2d@champion")
     s.add_argument("files", nargs="+")
@@ -86,13 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s = sub.add_parser("presets", help="list the presets, or show one")
     s.add_argument("name", nargs="?")
+    s = sub.add_parser("mlproject", help="write MLproject and entrypoints/ from the schema and the step registry")
+    s.add_argument("--check", action="store_true", help="only say whether the checked-in files are in sync")
     return p
 
 
 def _config(a: argparse.Namespace):
-    from .config import resolve
+    from .config import RunConfig, options, resolve
 
-    return resolve(a.preset, **{k: getattr(a, k) for k in CONFIG_OPTIONS})
+    return resolve(a.preset, **{o["field"]: getattr(a, o["field"]) for o in options(RunConfig) if o["field"] != "preset"})
 
 
 def _open_run(a: argparse.Namespace, name: str, step: str) -> str:
@@ -106,56 +74,38 @@ def _open_run(a: argparse.Namespace, name: str, step: str) -> str:
 
 
 def _run_step(a: argparse.Namespace) -> int:
-    from .pipeline import coarse, decompose, evaluate, train
+    from .steps import STEPS
     from .tracking import say, step_run, ui_link
 
+    step = STEPS[a.step]
     cfg = _config(a)
-    cmd = a.command
-    if cmd == "decompose":
-        run_id, fn = _open_run(a, "decompose", "decompose"), lambda: decompose.decompose(cfg)
-    elif cmd in ("train-global", "train-local"):
-        box = None if cmd == "train-global" else a.box
-        name = "train_global" if box is None else f"train_local/{box:02d}"
-        run_id = _open_run(a, name, name.split("/")[0])
-        fn = lambda: train.train_network(cfg, a.decompose_run, box)  # noqa: E731
-    elif cmd == "train-coarse":
-        run_id = _open_run(a, "train_coarse", "train_coarse")
-        fn = lambda: coarse.train_coarse(cfg, _ids("local_runs", a.local_runs))  # noqa: E731
-    elif cmd in ("train-coherent", "transfer", "compose"):
-        from .pipeline import strategies
-
-        name = {"train-coherent": "coherent"}.get(cmd, cmd)
-        run_id = _open_run(a, name, name)
-        local = _ids("local_runs", a.local_runs) if cmd == "transfer" else []
-        fn = lambda: strategies.run(name, cfg, a.decompose_run, local, getattr(a, "coarse_run", "") or None)  # noqa: E731
-    else:
-        run_id = _open_run(a, "evaluate", "evaluate")
-        fn = lambda: evaluate.evaluate(cfg, a.decompose_run, _ids("local_runs", a.local_runs),  # noqa: E731
-                                       a.coarse_run, a.global_run or None, a.registered_model_name)
+    inputs = {i.name: i.parse(getattr(a, i.name)) for i in step.inputs}
+    run_id = _open_run(a, step.run_name(inputs), step.name)
     with step_run(run_id) as run:
-        fn()
-    say(f"{cmd} finished: run {run_id}; runs table: {ui_link(run.info.experiment_id)}")
+        step.call(cfg, **inputs)
+    say(f"{a.command} finished: run {run_id}; runs table: {ui_link(run.info.experiment_id)}")
     return 0
 
 
 def _run_full(a: argparse.Namespace) -> int:
-    from .config import parse_bool, parse_count, parse_strategies
-    from .pipeline.full import FullOptions, full
-    from .tracking import create_child, setup, step_run
+    from .config import FullOptions, options, parse_options
+    from .pipeline.full import run_full
 
     cfg = _config(a)
-    opts = FullOptions(run_global=parse_bool("global", a.run_global), gpus=a.gpus,
-                       jobs_per_gpu=parse_count("jobs_per_gpu", a.jobs_per_gpu),
-                       max_parallel=parse_count("max_parallel", a.max_parallel),
-                       force=parse_bool("force", a.force), registered_model_name=a.registered_model_name,
-                       strategies=parse_strategies(a.strategies))
-    from .devices import parse_gpus
+    opts = parse_options(FullOptions, **{o["field"]: getattr(a, o["field"]) for o in options(FullOptions)})
+    run_full(cfg, opts, a.run_id or os.environ.pop("MLFLOW_RUN_ID", ""))
+    return 0
 
-    parse_gpus(opts.gpus)  # checked before any heavy work
-    exp = setup()
-    run_id = a.run_id or os.environ.pop("MLFLOW_RUN_ID", "") or create_child(exp, None, "full", "full", key="")
-    with step_run(run_id):
-        full(cfg, opts)
+
+def _mlproject(a: argparse.Namespace) -> int:
+    from . import mlproject
+
+    stale = mlproject.stale()
+    if a.check:
+        print("in sync" if not stale else "out of sync: " + ", ".join(stale))
+        return 1 if stale else 0
+    mlproject.write()
+    print("wrote " + (", ".join(stale) if stale else "nothing (already in sync)"))
     return 0
 
 
@@ -220,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         a = build_parser().parse_args(argv)
-        handler = {"full": _run_full, "predict": _predict, "profile": _profile, "presets": _presets}
+        handler = {"full": _run_full, "predict": _predict, "profile": _profile, "presets": _presets,
+                   "mlproject": _mlproject}
         return handler.get(a.command, _run_step)(a)
     except InputError as e:
         _fail_open_run(str(e))

@@ -1,24 +1,23 @@
-"""The run configuration: a preset, overridden by explicit parameters, checked up front.
+"""The run configuration, declared once: every option is a dataclass field with its parser and help.
 
-Every front end (CLI, MLproject entry points, notebooks) passes parameters as
-strings; ``resolve`` turns them into one typed ``RunConfig`` and rejects bad
-values with an ``InputError`` before any data is loaded or model built.
-Empty strings mean "take it from the preset", so ``-P epochs=2`` overrides one
-field and leaves the rest of the paper's configuration as it is.
+``RunConfig`` (what every step needs) and ``FullOptions`` (how ``full`` runs)
+are the only declarations. The CLI options (``add_options``), the argv of a
+child process (``to_argv``), the MLflow params (``params``) and the MLproject
+parameter blocks (``ddmlflow mlproject``) are all derived from these fields.
+Every front end passes strings; ``resolve`` turns them into one typed config
+and rejects a bad value with an ``InputError`` before any data is loaded.
+An empty string means "take it from the preset", so ``-P epochs=2`` overrides
+one field and keeps the rest of the paper's configuration.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from . import presets
 from .errors import InputError, require
-
-DATASETS = ("shapes2d", "shapes3d", "cifar10", "tf_flowers", "yale_b", "mosmed", "folder")
-MODELS = ("vgg3", "vgg9", "resnet20", "resnet20a", "cnn3d")  # ddmlflow.models.MODELS, without importing Keras
-STRATEGIES = ("cnn_dnn", "coherent", "transfer", "compose")
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 # The preset used when none is named, by data set.
 DEFAULT_PRESET = {
@@ -30,79 +29,69 @@ DEFAULT_PRESET = {
     "mosmed": "ct-3d-2x2x1",
     "folder": "shapes2d-vgg3-2x2",
 }
-_DECOMP = re.compile(r"^(\d+x\d+(x\d+)?|typeb|b)$", re.I)
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a step needs; ``params()`` is what goes to MLflow (as strings)."""
+# -- parsers: (option name, raw string) -> typed value, or InputError ------------------------------
 
-    preset: str
-    dataset: str
-    data_dir: str
-    model: str
-    decomposition: str
-    overlap: int
-    width_divisor: int
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    optimizer: str
-    patience: int
-    coarse_hidden: tuple[int, ...]
-    coarse_dropout: float
-    coarse_epochs: int
-    coarse_batch_size: int
-    coarse_learning_rate: float
-    seed: int
-    image_size: tuple[int, ...] | None = None
-    n_train: int | None = None
-    n_val: int | None = None
-    extra: dict = field(default_factory=dict)
-
-    def params(self) -> dict[str, str]:
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name == "extra":
-                continue
-            if isinstance(v, tuple):
-                v = ",".join(map(str, v))
-            out[f.name] = "" if v is None else str(v)
-        return out
-
-    def data_args(self) -> dict:
-        """Arguments for ``ddmlflow.data.load``."""
-        return dict(name=self.dataset, data_dir=self.data_dir or None, seed=self.seed,
-                    image_size=self.image_size, n_train=self.n_train, n_val=self.n_val)
+Parser = Callable[[str, str], Any]
 
 
-def _int(name: str, raw: str, lo: int | None = None) -> int:
-    try:
-        v = int(str(raw).strip())
-    except ValueError:
-        raise InputError(name, raw, "an integer") from None
-    require(lo is None or v >= lo, name, raw, f"an integer >= {lo}")
-    return v
+def text(name: str, raw: str) -> str:
+    return str(raw).strip()
 
 
-def _float(name: str, raw: str, lo: float, hi: float, lo_open: bool = True) -> float:
-    try:
-        v = float(str(raw).strip())
-    except ValueError:
-        raise InputError(name, raw, f"a number in {'(' if lo_open else '['}{lo}, {hi}]") from None
-    ok = (v > lo if lo_open else v >= lo) and v <= hi
-    require(ok, name, raw, f"a number in {'(' if lo_open else '['}{lo}, {hi}]")
-    return v
+def integer(lo: int | None = None) -> Parser:
+    def parse(name: str, raw: str) -> int:
+        try:  # MLflow's float parameters may pass an integer as '2.0'
+            v = float(str(raw).strip())
+        except ValueError:
+            raise InputError(name, raw, "an integer" + (f" >= {lo}" if lo is not None else "")) from None
+        require(v.is_integer() and (lo is None or v >= lo), name, raw,
+                "an integer" + (f" >= {lo}" if lo is not None else ""))
+        return int(v)
+    return parse
 
 
-def _ints(name: str, raw: str, lo: int = 1) -> tuple[int, ...]:
+def number(lo: float, hi: float, lo_open: bool = True) -> Parser:
+    allowed = f"a number in {'(' if lo_open else '['}{lo}, {hi}]"
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            v = float(str(raw).strip())
+        except ValueError:
+            raise InputError(name, raw, allowed) from None
+        require((v > lo if lo_open else v >= lo) and v <= hi, name, raw, allowed)
+        return v
+    return parse
+
+
+def choice(names_of: Callable[[], tuple[str, ...]], lower: bool = False) -> Parser:
+    """One name from a list owned by the module that implements the kind (read lazily)."""
+    def parse(name: str, raw: str) -> str:
+        v = str(raw).strip().lower() if lower else str(raw).strip()
+        require(v in names_of(), name, raw, f"one of {', '.join(names_of())}")
+        return v
+    return parse
+
+
+def choices(names_of: Callable[[], tuple[str, ...]]) -> Parser:
+    def parse(name: str, raw: str) -> tuple[str, ...]:
+        names = tuple(s.strip() for s in str(raw).split(",") if s.strip())
+        allowed = f"comma-separated names from {', '.join(names_of())}"
+        require(bool(names), name, raw, allowed)
+        for s in names:
+            require(s in names_of(), name, raw, f"{allowed} (unknown: {s})")
+        return names
+    return parse
+
+
+def integers(name: str, raw: str) -> tuple[int, ...]:
     parts = [p for p in re.split(r"[,x ]+", str(raw).strip()) if p]
     require(bool(parts), name, raw, "comma-separated positive integers, e.g. 128,64,32")
-    return tuple(_int(name, p, lo) for p in parts)
+    return tuple(integer(1)(name, p) for p in parts)
 
 
-def parse_bool(name: str, raw: str | bool) -> bool:
+def boolean(name: str, raw: str | bool) -> bool:
     if isinstance(raw, bool):
         return raw
     s = str(raw).strip().lower()
@@ -110,64 +99,159 @@ def parse_bool(name: str, raw: str | bool) -> bool:
     return s in ("true", "1", "yes")
 
 
-def parse_count(name: str, raw: str) -> int:
-    """A positive integer; MLflow's float parameters may pass it as '2.0'."""
-    try:
-        v = float(str(raw).strip())
-    except ValueError:
-        v = 0.0
-    require(v >= 1 and v.is_integer(), name, raw, "an integer >= 1")
-    return int(v)
+def optional(parse: Parser) -> Parser:
+    """Empty means None (no value)."""
+    return lambda name, raw: None if str(raw).strip() == "" else parse(name, raw)
 
 
-def parse_strategies(raw: str) -> tuple[str, ...]:
-    names = tuple(s.strip() for s in str(raw).split(",") if s.strip())
-    require(bool(names), "strategies", raw, f"comma-separated names from {', '.join(STRATEGIES)}")
-    for s in names:
-        require(s in STRATEGIES, "strategies", raw, f"names from {', '.join(STRATEGIES)} (unknown: {s})")
-    return names
+def decomposition_spec(name: str, raw: str) -> str:
+    from .decomposition import check_spec
+
+    return check_spec(str(raw).strip())
 
 
-def resolve(preset: str = "", **overrides: str | int | float | None) -> RunConfig:
+def gpu_list(name: str, raw: str) -> tuple[str, ...]:
+    from .devices import parse_gpus
+
+    return tuple(parse_gpus(raw))
+
+
+def _names(module: str, attr: str) -> Callable[[], tuple[str, ...]]:
+    def get() -> tuple[str, ...]:
+        import importlib
+
+        return tuple(getattr(importlib.import_module(f"ddmlflow.{module}"), attr))
+    return get
+
+
+# -- the schema -----------------------------------------------------------------------------------
+
+def option(parse: Parser, help: str, default: str | None = None, param: str | None = None) -> Any:
+    """A config field: ``default=None`` takes the value from the preset's field of the same name."""
+    return field(metadata={"parse": parse, "help": help, "default": default, "param": param})
+
+
+def spec(f: dataclasses.Field) -> dict:
+    return {**f.metadata, "param": f.metadata["param"] or f.name}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a step needs; ``params()`` is what goes to MLflow (as strings)."""
+
+    preset: str = option(text, "named paper configuration (see `ddmlflow presets`)", default="")
+    dataset: str = option(choice(_names("data", "DATASETS")), "data set (default: the preset's)")
+    data_dir: str = option(text, "folder of the data set (needed offline for real data)", default="")
+    model: str = option(choice(_names("models", "MODELS")), "network")
+    decomposition: str = option(decomposition_spec, "PxP, PxPxQ, typeB, JSON boxes (text or .json file)")
+    overlap: int = option(integer(0), "pixels each box grows towards its neighbours (delta)")
+    width_divisor: int = option(integer(1), "local nets divide every width by this")
+    epochs: int = option(integer(1), "epochs of the global and local nets")
+    batch_size: int = option(integer(1), "batch size of the global and local nets")
+    learning_rate: float = option(number(0.0, 1.0), "initial learning rate")
+    optimizer: str = option(choice(_names("optimizers", "OPTIMIZERS"), lower=True), "optimizer")
+    patience: int = option(integer(0), "early-stopping patience on val_accuracy (0: none)")
+    coarse_hidden: tuple[int, ...] = option(integers, "hidden layer sizes of the coarse net, e.g. 128,64,32")
+    coarse_dropout: float = option(number(0.0, 0.99, lo_open=False), "dropout rate of the coarse net")
+    coarse_epochs: int = option(integer(1), "epochs of the coarse net")
+    coarse_batch_size: int = option(integer(1), "batch size of the coarse net")
+    coarse_learning_rate: float = option(number(0.0, 1.0), "learning rate of the coarse net")
+    seed: int = option(integer(0), "random seed (local k uses seed + 1 + k)", default="0")
+    image_size: tuple[int, ...] | None = option(optional(integers), "resize images to HxW (or HxWxD)", default="")
+    n_train: int | None = option(optional(integer(1)), "use the first N training samples", default="")
+    n_val: int | None = option(optional(integer(1)), "use the first N validation samples", default="")
+
+    def params(self) -> dict[str, str]:
+        return {spec(f)["param"]: _to_str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def to_argv(self) -> list[str]:
+        """The config as CLI options for a child process (empty values omitted)."""
+        return to_argv(self)
+
+    def data_args(self) -> dict:
+        """Arguments for ``ddmlflow.data.load``."""
+        return dict(name=self.dataset, data_dir=self.data_dir or None, seed=self.seed,
+                    image_size=self.image_size, n_train=self.n_train, n_val=self.n_val)
+
+
+@dataclass(frozen=True)
+class FullOptions:
+    """How ``full`` runs the steps (not part of any step's key)."""
+
+    run_global: bool = option(boolean, "also train the global CNN (the baseline)", default="true", param="global")
+    executor: str = option(choice(_names("executors", "EXECUTORS")),
+                           "how trainings run: auto, process (one process each)", default="auto")
+    gpus: tuple[str, ...] = option(gpu_list, "auto, none, or GPU indices like 0,1,2,3", default="auto")
+    jobs_per_gpu: int = option(integer(1), "trainings at once on one GPU", default="1")
+    max_parallel: int = option(integer(1), "trainings at once without GPUs", default="1")
+    force: bool = option(boolean, "retrain everything (no reuse of finished steps)", default="false")
+    registered_model_name: str = option(text, "registered model name ('-': do not register)", default="")
+    strategies: tuple[str, ...] = option(choices(_names("steps", "STRATEGIES")),
+                                         "cnn_dnn plus any of coherent, transfer, compose", default="cnn_dnn")
+
+    def params(self) -> dict[str, str]:
+        return {spec(f)["param"]: _to_str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _to_str(v: Any) -> str:
+    if isinstance(v, tuple):
+        return ",".join(map(str, v))
+    if isinstance(v, bool):
+        return str(v).lower()
+    return "" if v is None else str(v)
+
+
+def options(cls: type = RunConfig) -> list[dict]:
+    """The declared options of ``cls``: param name, parser, help, default (None: from the preset)."""
+    return [{"field": f.name, **spec(f)} for f in dataclasses.fields(cls)]
+
+
+def add_options(parser, cls: type = RunConfig) -> None:
+    """argparse options ``--param-name`` for every field of ``cls`` (all strings, checked by ``resolve``)."""
+    for o in options(cls):
+        default = o["default"] if o["default"] is not None else ""
+        parser.add_argument(f"--{o['param'].replace('_', '-')}", dest=o["field"], default=default, help=o["help"])
+
+
+def to_argv(obj) -> list[str]:
+    out = []
+    for o in options(type(obj)):
+        v = _to_str(getattr(obj, o["field"]))
+        if v != "":
+            out += [f"--{o['param'].replace('_', '-')}", v]
+    return out
+
+
+def parse_options(cls: type, **given: Any):
+    """An options dataclass without a preset (e.g. ``FullOptions``) from strings; unknown names rejected."""
+    known = {o["field"]: o for o in options(cls)} | {o["param"]: o for o in options(cls)}
+    unknown = set(given) - set(known)
+    require(not unknown, sorted(unknown)[0] if unknown else "", "", "not a parameter of this step")
+    values = {}
+    for o in options(cls):
+        raw = given.get(o["field"], given.get(o["param"]))
+        raw = o["default"] if raw is None or str(raw).strip() == "" else raw
+        values[o["field"]] = o["parse"](o["param"], raw)
+    return cls(**values)
+
+
+def resolve(preset: str = "", **overrides: Any) -> RunConfig:
     """Preset values, overridden by every non-empty parameter; all checked here."""
     given = {k: str(v).strip() for k, v in overrides.items() if v is not None and str(v).strip() != ""}
-    dataset = given.pop("dataset", "")
-    if dataset:
-        require(dataset in DATASETS, "dataset", dataset, f"one of {', '.join(DATASETS)}")
-    name = preset.strip() or DEFAULT_PRESET[dataset or "shapes2d"]
-    p = presets.get(name)
-    dataset = dataset or p.dataset
-    raw = dict(
-        model=p.model, decomposition=p.decomposition, overlap=p.overlap, width_divisor=p.width_divisor,
-        epochs=p.epochs, batch_size=p.batch_size, learning_rate=p.learning_rate, optimizer=p.optimizer,
-        patience=p.patience, coarse_hidden=",".join(map(str, p.coarse_hidden)), coarse_dropout=p.coarse_dropout,
-        coarse_epochs=p.coarse_epochs, coarse_batch_size=p.coarse_batch_size,
-        coarse_learning_rate=p.coarse_learning_rate, seed=0, data_dir="", image_size="", n_train="", n_val="",
-    )
-    unknown = set(given) - set(raw)
+    opts = {o["field"]: o for o in options(RunConfig)}
+    unknown = set(given) - set(opts)
     require(not unknown, sorted(unknown)[0] if unknown else "", "", "not a parameter of this step")
-    raw.update(given)
-    model = str(raw["model"])
-    require(model in MODELS, "model", model, f"one of {', '.join(MODELS)}")
-    decomposition = str(raw["decomposition"])
-    require(bool(_DECOMP.match(decomposition)) or decomposition.endswith(".json") or decomposition.startswith("{"),
-            "decomposition", decomposition, "PxP (2D), PxPxQ (3D), typeB, or a JSON file of boxes")
-    optimizer = str(raw["optimizer"]).lower()
-    require(optimizer in OPTIMIZERS, "optimizer", raw["optimizer"], f"one of {', '.join(OPTIMIZERS)}")
-    data_dir = str(raw["data_dir"])
-    require(dataset != "folder" or bool(data_dir), "data_dir", data_dir, "a folder of class subfolders (dataset=folder needs one)")
-    return RunConfig(
-        preset=name, dataset=dataset, data_dir=data_dir, model=model, decomposition=decomposition,
-        overlap=_int("overlap", raw["overlap"], 0), width_divisor=_int("width_divisor", raw["width_divisor"], 1),
-        epochs=_int("epochs", raw["epochs"], 1), batch_size=_int("batch_size", raw["batch_size"], 1),
-        learning_rate=_float("learning_rate", raw["learning_rate"], 0.0, 1.0), optimizer=optimizer,
-        patience=_int("patience", raw["patience"], 0), coarse_hidden=_ints("coarse_hidden", raw["coarse_hidden"]),
-        coarse_dropout=_float("coarse_dropout", raw["coarse_dropout"], 0.0, 0.99, lo_open=False),
-        coarse_epochs=_int("coarse_epochs", raw["coarse_epochs"], 1),
-        coarse_batch_size=_int("coarse_batch_size", raw["coarse_batch_size"], 1),
-        coarse_learning_rate=_float("coarse_learning_rate", raw["coarse_learning_rate"], 0.0, 1.0),
-        seed=_int("seed", raw["seed"], 0),
-        image_size=_ints("image_size", raw["image_size"]) if raw["image_size"] != "" else None,
-        n_train=_int("n_train", raw["n_train"], 1) if raw["n_train"] != "" else None,
-        n_val=_int("n_val", raw["n_val"], 1) if raw["n_val"] != "" else None,
-    )
+    dataset = opts["dataset"]["parse"]("dataset", given["dataset"]) if "dataset" in given else ""
+    p = presets.get(preset.strip() or DEFAULT_PRESET[dataset or "shapes2d"])
+    values = {"preset": p.name}
+    for name, o in opts.items():
+        if name == "preset":
+            continue
+        raw = given.get(name)
+        if raw is None:
+            raw = o["default"] if o["default"] is not None else _to_str(getattr(p, name))
+        values[name] = o["parse"](name, raw)
+    cfg = RunConfig(**values)
+    require(cfg.dataset != "folder" or bool(cfg.data_dir), "data_dir", cfg.data_dir,
+            "a folder of class subfolders (dataset=folder needs one)")
+    return cfg

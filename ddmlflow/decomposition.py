@@ -25,8 +25,8 @@ import numpy as np
 from ddmlflow.errors import InputError, require
 
 KINDS = ("A", "B", "explicit")
-SPECS = ('"PxP" (2D), "PxPxQ" (3D; "PxP" means PxPx1), "typeB", '
-         'a JSON string or a .json file with {"boxes": [...]}')
+SPECS = ('"PxP" (2D), "PxPxQ" (3D; "PxP" means PxPx1), "typeB" (also "type-B", "B"), '
+         'a JSON list of boxes [[y0,x0,y1,x1], ...] (3D: six numbers), {"boxes": [...]} or a .json file')
 
 
 @dataclass(frozen=True)
@@ -172,26 +172,55 @@ class Decomposition:
 # -- constructors ----------------------------------------------------------------------
 
 
-def make(spec: str, image_shape: Sequence[int], overlap: int = 0) -> Decomposition:
-    """Decomposition from a user string: "2x2", "4x4x2", "typeB"/"B", JSON text or file."""
+def _parse(spec: str) -> tuple[str, Any]:
+    """The one grammar: ("A", parts) | ("B", None) | ("json", {"boxes": ..., ...}); else InputError."""
     s = str(spec).strip()
     if re.fullmatch(r"(type[ _-]?)?b", s, re.I):
-        return type_b(image_shape, overlap)
+        return "B", None
     if re.fullmatch(r"\d+(\s*x\s*\d+)+", s, re.I):
-        return type_a(image_shape, [int(p) for p in re.split(r"\s*x\s*", s, flags=re.I)], overlap)
+        return "A", [int(p) for p in re.split(r"\s*x\s*", s, flags=re.I)]
     if s.startswith(("{", "[")) or s.lower().endswith(".json") or os.path.isfile(s):
         d = _load_json(s)
         d = {"boxes": d} if isinstance(d, list) else d
-        require(isinstance(d, dict) and "boxes" in d, "decomposition", spec,
-                'JSON must be {"boxes": [[start..., stop...] or {"start": [...], "stop": [...]}, ...]}')
-        shape = _check_image_shape(image_shape)
-        if "image_shape" in d:
-            require(tuple(d["image_shape"]) == shape, "decomposition", spec,
-                    f"its image_shape {tuple(d['image_shape'])} must match the data {shape}")
-        require(overlap == 0, "overlap", overlap,
-                "must be 0 with explicit boxes (put the overlap into the boxes)")
-        return Decomposition.from_dict(d) if "image_shape" in d else explicit(shape, d["boxes"])
+        require(isinstance(d, dict) and isinstance(d.get("boxes"), list),
+                "decomposition", spec,
+                'JSON must be a list of boxes or {"boxes": [[start..., stop...] or {"start": [...], "stop": [...]}, ...]}')
+        return "json", d
     raise InputError("decomposition", spec, f"allowed: {SPECS}")
+
+
+def check_spec(spec: str) -> str:
+    """Check a decomposition's spelling before any data is loaded (the data's shape is checked by ``make``)."""
+    kind, d = _parse(spec)
+    if kind == "A":
+        require(len(d) in (2, 3) and all(p >= 1 for p in d) and any(p > 1 for p in d), "decomposition", spec,
+                f"PxP or PxPxQ with counts >= 1, at least one >= 2; allowed: {SPECS}")
+    if kind == "json":
+        for nd in (2, 3):  # boxes of a 2D or a 3D image: 4 or 6 numbers each
+            try:
+                _parse_boxes(d["boxes"], nd)
+                break
+            except InputError:
+                continue
+        else:
+            _parse_boxes(d["boxes"], 2)  # raises, naming the 2D form
+    return str(spec).strip()
+
+
+def make(spec: str, image_shape: Sequence[int], overlap: int = 0) -> Decomposition:
+    """Decomposition from a user string: "2x2", "4x4x2", "typeB"/"type-B"/"B", JSON text (a list of
+    boxes or {"boxes": [...]}) or a .json file."""
+    kind, d = _parse(spec)
+    if kind == "B":
+        return type_b(image_shape, overlap)
+    if kind == "A":
+        return type_a(image_shape, d, overlap)
+    shape = _check_image_shape(image_shape)
+    if "image_shape" in d:
+        require(tuple(d["image_shape"]) == shape, "decomposition", spec,
+                f"its image_shape {tuple(d['image_shape'])} must match the data {shape}")
+    require(overlap == 0, "overlap", overlap, "must be 0 with explicit boxes (put the overlap into the boxes)")
+    return Decomposition.from_dict(d) if "image_shape" in d else explicit(shape, d["boxes"])
 
 
 def type_a(image_shape: Sequence[int], parts: Sequence[int], overlap: int = 0) -> Decomposition:

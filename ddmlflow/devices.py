@@ -19,7 +19,7 @@ def discover_gpus() -> list[str]:
         try:
             out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
                                  capture_output=True, text=True, timeout=20, check=True).stdout
-            return [line.strip() for line in out.splitlines() if line.strip()]
+            return parse_nvidia_smi(out)
         except (subprocess.SubprocessError, OSError):
             pass
     try:
@@ -28,6 +28,11 @@ def discover_gpus() -> list[str]:
         return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
     except Exception:  # noqa: BLE001 - no NVML means no GPU for us
         return []
+
+
+def parse_nvidia_smi(text: str) -> list[str]:
+    """GPU indices from ``nvidia-smi --query-gpu=index --format=csv,noheader``: one per line."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def parse_gpus(value: str) -> list[str]:

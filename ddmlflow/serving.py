@@ -10,6 +10,7 @@ answers with HTTP 400 and the reason.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import mlflow
@@ -18,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 
-from .tracking import pip_requirements, retry
+from .tracking import retry
 
 PACKAGE_DIR = Path(__file__).parent
 
@@ -106,3 +107,49 @@ def register(model_uri: str, name: str, val_accuracy: float) -> dict:
         retry(client.set_registered_model_alias, name, "champion", mv.version)
     return {"name": name, "version": int(mv.version), "champion": promoted,
             "previous_champion": None if champ is None else int(champ.version)}
+
+
+# -- packaging of single Keras models ---------------------------------------------------------
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of a logged model (MLflow would otherwise infer them in a slow subprocess)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    reqs = []
+    for pkg in ("mlflow", "keras", "numpy", "scipy", "nibabel", "pillow"):
+        try:
+            reqs.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    try:
+        reqs.append(f"tensorflow=={version('tensorflow')}")
+    except PackageNotFoundError:
+        reqs.append(f"tensorflow-cpu=={version('tensorflow-cpu')}")
+    return reqs
+
+
+def log_keras_model(model, example, name: str = "model") -> str:
+    """``mlflow.keras.log_model`` with signature and input example; returns the ``models:/`` URI.
+
+    MLflow 3.17's Keras flavor writes the input example before it creates the
+    model folder (FileNotFoundError); we create the folder first.
+    """
+    import mlflow.keras.save as keras_save
+    from mlflow.models import infer_signature
+
+    original = keras_save._save_example
+
+    def save_example(mlflow_model, input_example, path, *args, **kwargs):
+        os.makedirs(path, exist_ok=True)
+        return original(mlflow_model, input_example, path, *args, **kwargs)
+
+    signature = infer_signature(example, model.predict(example, verbose=0))
+    keras_save._save_example = save_example
+    try:
+        info = retry(mlflow.keras.log_model, model, name=name, signature=signature, input_example=example,
+                     pip_requirements=pip_requirements())
+    finally:
+        keras_save._save_example = original
+    mlflow.set_tag("model_uri", info.model_uri)
+    return info.model_uri

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from .models import loss_for, to_probabilities
+from .optimizers import make_optimizer
 
 EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
 
@@ -40,9 +41,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 def compile_model(model: keras.Model, num_classes: int, cfg: FitConfig) -> keras.Model:
-    opt = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
-           "rmsprop": keras.optimizers.RMSprop}[cfg.optimizer](learning_rate=cfg.learning_rate)
-    model.compile(optimizer=opt, loss=loss_for(num_classes), metrics=["accuracy"])
+    model.compile(optimizer=make_optimizer(cfg.optimizer, cfg.learning_rate), loss=loss_for(num_classes), metrics=["accuracy"])
     return model
 
 

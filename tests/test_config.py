@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddmlflow.config import parse_count, parse_strategies, resolve
+from ddmlflow.config import FullOptions, RunConfig, integer, options, parse_options, resolve, to_argv
 from ddmlflow.errors import InputError
 
 
@@ -29,10 +29,46 @@ def test_params_are_strings_and_stable():
 
 
 def test_counts_and_strategies():
-    assert parse_count("max_parallel", "2.0") == 2
+    assert integer(1)("max_parallel", "2.0") == 2
     with pytest.raises(InputError, match="max_parallel"):
-        parse_count("max_parallel", "1.5")
-    assert parse_strategies("cnn_dnn, compose") == ("cnn_dnn", "compose")
+        integer(1)("max_parallel", "1.5")
+    opts = parse_options(FullOptions, strategies="cnn_dnn, compose", gpus="none", max_parallel="2.0")
+    assert opts.strategies == ("cnn_dnn", "compose") and opts.gpus == () and opts.max_parallel == 2
+    assert opts.run_global is True and opts.executor == "auto"
+    with pytest.raises(InputError, match="strategies"):
+        parse_options(FullOptions, strategies="cnn_dnn,magic")
+
+
+def test_argv_round_trips_through_the_cli():
+    """A child process gets the same config back from ``to_argv`` (the executor's contract)."""
+    from ddmlflow.cli import _config, build_parser
+
+    cfg = resolve("", epochs="3", coarse_hidden="16,8", decomposition="type-B", n_val="7")
+    args = build_parser().parse_args(["train-local", "--decompose-run", "x", "--box", "1", *cfg.to_argv()])
+    assert _config(args) == cfg
+    opts = parse_options(FullOptions, gpus="0,1", strategies="cnn_dnn,coherent", force="true")
+    raw = {a[2:].replace("-", "_"): v for a, v in zip(to_argv(opts)[::2], to_argv(opts)[1::2])}
+    assert parse_options(FullOptions, **raw) == opts
+
+
+def test_every_option_has_help_and_a_parser():
+    for cls in (RunConfig, FullOptions):
+        for o in options(cls):
+            assert o["help"] and callable(o["parse"]), o["param"]
+
+
+@pytest.mark.parametrize("spelling", ["2x2", "2X2", "typeB", "type-B", "TYPE_B", "b", "B",
+                                      "[[0,0,20,20],[12,12,32,32],[0,12,20,32],[12,0,32,20]]",
+                                      '{"boxes": [[0,0,32,20],[0,12,32,32]]}', "4x4x2"])
+def test_every_decomposition_spelling_passes_the_config_check(spelling):
+    assert resolve("", decomposition=spelling).decomposition == spelling
+
+
+@pytest.mark.parametrize("bad", ["2by2", "0x0", "1x1", "[[0,0,20]]", "[]", "{\"boxes\": 3}", "missing.json", "typeC"])
+def test_malformed_decompositions_name_the_accepted_forms(bad):
+    with pytest.raises(InputError, match="decomposition") as e:
+        resolve("", decomposition=bad)
+    assert "\n" not in str(e.value)
 
 
 def test_unknown_parameter_is_named():

@@ -1,18 +1,38 @@
-"""Fan-out: k mod G pinning, per-device limits, failure isolation, no inherited run id."""
+"""Fan-out: k mod G pinning, per-device limits, failure isolation, no inherited run id.
+
+No test here reads a wall clock against a bound: each child records when it
+ran, and the tests compare those spans with each other.
+"""
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 
 from ddmlflow import devices
 from ddmlflow.errors import InputError
-from ddmlflow.executors import Job, LocalProcessExecutor
+from ddmlflow.executors import Job, make_executor
+from ddmlflow.executors.process import ProcessExecutor
+
+SPAN = "import time; t = time.time(); time.sleep({s}); print(t, time.time())"
 
 
 def _job(tmp_path, name, code, device=""):
-    return Job(name, [sys.executable, "-c", code], device, tmp_path / f"{name}.log")
+    return Job("test", name, run_id=f"run-{name}", device=device, log=tmp_path / f"{name}.log",
+               argv=[sys.executable, "-c", code])
+
+
+def _spans(results):
+    return [tuple(map(float, r.job.log.read_text().split())) for r in results]
+
+
+def _max_concurrency(spans) -> int:
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    now = best = 0
+    for _, d in events:
+        now += d
+        best = max(best, now)
+    return best
 
 
 def test_pin_is_k_mod_g():
@@ -30,31 +50,52 @@ def test_parse_gpus_rejects_garbage():
         devices.parse_gpus("first,second")
 
 
+def test_nvidia_smi_output_is_parsed():
+    assert devices.parse_nvidia_smi("0\n1\n\n 2 \n") == ["0", "1", "2"]
+    assert devices.parse_nvidia_smi("") == []
+
+
+def test_auto_finds_the_gpus_nvidia_smi_lists(tmp_path, monkeypatch):
+    """A fake ``nvidia-smi`` on PATH (a real executable) stands in for the driver."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nprintf '0\\n1\\n2\\n3\\n'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert devices.parse_gpus("auto") == ["0", "1", "2", "3"]
+
+
 def test_children_see_their_device_and_no_parent_run(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_RUN_ID", "parent-should-not-leak")
     code = "import os; print(os.environ['CUDA_VISIBLE_DEVICES'], os.environ.get('MLFLOW_RUN_ID'))"
     jobs = [_job(tmp_path, f"j{k}", code, devices.pin(k, ["0", "1"])) for k in range(4)]
-    results = LocalProcessExecutor(jobs_per_device=1).run(jobs)
+    results = ProcessExecutor(jobs_per_device=1).run(jobs)
     assert all(r.ok for r in results)
     seen = [r.job.log.read_text().split() for r in results]
     assert seen == [["0", "None"], ["1", "None"], ["0", "None"], ["1", "None"]]
 
 
 def test_one_job_per_device_at_a_time(tmp_path):
-    # each job records its start and end; on one device they must not overlap
-    code = "import time,sys; t=time.time(); time.sleep(0.6); print(t, time.time())"
-    jobs = [_job(tmp_path, f"j{k}", code, "0") for k in range(3)]
-    results = LocalProcessExecutor(jobs_per_device=1, poll_s=0.05).run(jobs)
-    spans = sorted(tuple(map(float, r.job.log.read_text().split())) for r in results)
-    assert all(b[0] >= a[1] - 1e-3 for a, b in zip(spans, spans[1:]))
+    jobs = [_job(tmp_path, f"j{k}", SPAN.format(s=0.6), "0") for k in range(3)]
+    spans = _spans(ProcessExecutor(jobs_per_device=1, poll_s=0.05).run(jobs))
+    assert _max_concurrency(spans) == 1
+
+
+def test_two_jobs_per_gpu_run_together(tmp_path):
+    """``jobs_per_gpu=2``: two trainings share each GPU at once, never three."""
+    jobs = [_job(tmp_path, f"j{k}", SPAN.format(s=1.5), devices.pin(k, ["0", "1"])) for k in range(6)]
+    results = ProcessExecutor(jobs_per_device=2, poll_s=0.05).run(jobs)
+    for gpu in ("0", "1"):
+        spans = _spans([r for r in results if r.job.device == gpu])
+        assert _max_concurrency(spans) == 2, gpu
 
 
 def test_cpu_jobs_run_max_parallel_at_once(tmp_path):
-    code = "import time; time.sleep(1.0)"
-    jobs = [_job(tmp_path, f"j{k}", code) for k in range(4)]
-    t0 = time.time()
-    LocalProcessExecutor(max_parallel=4, poll_s=0.05).run(jobs)
-    assert time.time() - t0 < 3.5  # 4 x 1 s sequential would take > 4 s
+    jobs = [_job(tmp_path, f"a{k}", SPAN.format(s=1.5)) for k in range(4)]
+    spans = _spans(make_executor("process", max_parallel=2).run(jobs))
+    assert _max_concurrency(spans) == 2
+    jobs = [_job(tmp_path, f"b{k}", SPAN.format(s=0.3)) for k in range(3)]
+    spans = _spans(ProcessExecutor(max_parallel=1, poll_s=0.05).run(jobs))
+    assert _max_concurrency(spans) == 1
 
 
 def test_failure_is_isolated_and_explained(tmp_path):
@@ -62,7 +103,30 @@ def test_failure_is_isolated_and_explained(tmp_path):
             _job(tmp_path, "bad", "raise SystemExit('box 1 exploded')"),
             _job(tmp_path, "killed", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
             _job(tmp_path, "ok2", "print('fine')")]
-    results = LocalProcessExecutor(max_parallel=2, poll_s=0.05).run(jobs)
+    results = ProcessExecutor(max_parallel=2, poll_s=0.05).run(jobs)
     assert [r.ok for r in results] == [True, False, False, True]
-    assert results[1].reason() == "box 1 exploded"
-    assert "SIGKILL" in results[2].reason()
+    assert results[1].reason == "box 1 exploded"
+    assert "SIGKILL" in results[2].reason
+
+
+def test_a_step_job_runs_its_cli_command():
+    """Without ``argv`` a job is its registered step's subcommand, with run id, inputs and config."""
+    from ddmlflow.config import resolve
+    from ddmlflow.executors.process import command
+
+    cfg = resolve("", epochs="2")
+    argv = command(Job("train_local", "train_local/03", "abc", {"decompose_run": "d1", "box": 3}, cfg))
+    assert argv[1:5] == ["-m", "ddmlflow.cli", "train-local", "--run-id"]
+    assert argv[5:10] == ["abc", "--decompose-run", "d1", "--box", "3"] and "--epochs" in argv
+
+
+def test_memory_growth_is_set_on_every_visible_gpu(monkeypatch):
+    """``configure_tensorflow`` turns memory growth on for each GPU TensorFlow lists (here: two fakes)."""
+    import tensorflow as tf
+
+    calls = []
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: ["GPU:0", "GPU:1"] if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", lambda g, on: calls.append((g, on)))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert devices.configure_tensorflow() == "GPU:3"
+    assert calls == [("GPU:0", True), ("GPU:1", True)]

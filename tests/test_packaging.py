@@ -17,20 +17,45 @@ def test_conda_yaml_lists_the_pyproject_dependencies():
     assert sorted(p for p in pip if p != "-e .") == sorted(deps)
 
 
-def test_every_entry_point_is_a_thin_script_with_the_cli_parameter_names():
+def test_mlproject_and_entrypoints_are_generated_from_the_schema():
+    """No option is declared by hand twice: MLproject and entrypoints/ are exactly what the schema renders."""
+    from ddmlflow import mlproject
+
+    assert mlproject.stale() == [], "run `ddmlflow mlproject` to regenerate"
+
+
+def test_every_step_is_reachable_from_cli_mlproject_and_full():
+    from ddmlflow.config import FullOptions, RunConfig, options
+    from ddmlflow.steps import STEPS, STRATEGIES
+
     project = yaml.safe_load((ROOT / "MLproject").read_text())
-    parser = build_parser()
-    subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    assert {"decompose", "train_global", "train_local", "train_coarse", "evaluate", "full"} <= set(project["entry_points"])
-    for name, ep in project["entry_points"].items():
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
+    config = {o["param"] for o in options(RunConfig)}
+    for step in STEPS.values():
+        ep = project["entry_points"][step.entry_point]
+        assert set(ep["parameters"]) == config | {i.name for i in step.inputs}, step.name
         script = re.match(r"python (entrypoints/\w+\.py)", ep["command"]).group(1)
-        assert (ROOT / script).exists()
-        cmd = re.search(r'main\(\["([\w-]+)"', (ROOT / script).read_text()).group(1)
-        options = {a.dest for a in subparsers[cmd]._actions}
+        assert f'main(["{step.command}"' in (ROOT / script).read_text()
+        dests = {a.dest for a in subparsers[step.command]._actions}
+        assert {o["field"] for o in options(RunConfig)} | {i.name for i in step.inputs} <= dests
         for param in ep["parameters"]:
-            assert f"{{{param}}}" in ep["command"], (name, param)
-            dest = {"global": "run_global"}.get(param, param)
-            assert dest in options, (name, param)
+            assert f"{{{param}}}" in ep["command"], (step.name, param)
+        if step.strategy:
+            assert step.name in STRATEGIES
+    full = project["entry_points"]["full"]["parameters"]
+    assert set(full) == config | {o["param"] for o in options(FullOptions)}
+
+
+def test_full_walks_every_selected_registry_step(monkeypatch):
+    """`full` with every strategy visits every registry step (a strategy added to the registry runs)."""
+    from ddmlflow.config import FullOptions, parse_options
+    from ddmlflow.pipeline import full
+    from ddmlflow.steps import STEPS, STRATEGIES
+
+    opts = parse_options(FullOptions, strategies=",".join(STRATEGIES))
+    assert [s.name for s in STEPS.values() if full._selected(s, opts)] == list(STEPS)
+    no_global = parse_options(FullOptions, **{"global": "false"})
+    assert "train_global" not in [s.name for s in STEPS.values() if full._selected(s, no_global)]
 
 
 def test_ci_runs_exactly_the_readme_test_command():

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 from ddmlflow import config  # noqa: E402
 from ddmlflow.errors import InputError  # noqa: E402
-from ddmlflow.pipeline import strategies  # noqa: E402
+from ddmlflow.steps import STEPS  # noqa: E402
 
 STANDARD = ("train_time_s", "epochs_run", "params_count", "final_train_accuracy", "final_val_accuracy")
 
@@ -37,7 +37,9 @@ def test_strategies_log_what_evaluate_needs(mlflow_env):
     coarse = _run(train_coarse, cfg, local_runs)
     two_step_val = accuracy(load_probs(coarse)[1], yv)
 
-    runs = {s: _run(strategies.run, s, cfg, dec, local_runs, coarse) for s in strategies.STRATEGIES}
+    have = {"decompose_run": dec, "local_runs": local_runs, "coarse_run": coarse}
+    strategy_steps = [s for s in STEPS.values() if s.strategy]
+    runs = {s.name: _run(lambda s=s: s.call(cfg, **{i.name: have[i.name] for i in s.inputs})) for s in strategy_steps}
     m = {s: mlflow.get_run(r).data.metrics for s, r in runs.items()}
     for s, r in runs.items():
         assert all(k in m[s] for k in STANDARD), s
@@ -68,6 +70,5 @@ def test_strategies_log_what_evaluate_needs(mlflow_env):
 
 
 def test_unknown_strategy_is_an_input_error():
-    cfg = config.resolve("", dataset="shapes2d")
-    with pytest.raises(InputError, match="strategy='ensemble'"):
-        strategies.run("ensemble", cfg, "x", [], None)
+    with pytest.raises(InputError, match="strategies='cnn_dnn,ensemble'"):
+        config.parse_options(config.FullOptions, strategies="cnn_dnn,ensemble")

@@ -8,31 +8,29 @@ when K = 2, else a K-way softmax.
 """
 from __future__ import annotations
 
-from typing import Callable
+import importlib
 
-import keras
 import numpy as np
 
 from ..errors import InputError
-from . import cnn_dnn  # noqa: F401 - registers BoxCrop, so saved coherent models load anywhere
-from .cnn3d import build_cnn3d
-from .coarse import build_coarse
-from .layers import output_units
-from .resnet import build_resnet20, build_resnet20a
-from .vgg import build_vgg3, build_vgg9
 
+# The network names, readable without importing Keras (the config check uses them).
 MODELS: tuple[str, ...] = ("vgg3", "vgg9", "resnet20", "resnet20a", "cnn3d")
-
-_BUILDERS: dict[str, Callable[..., keras.Model]] = {
-    "vgg3": build_vgg3, "vgg9": build_vgg9, "resnet20": build_resnet20, "resnet20a": build_resnet20a,
-    "cnn3d": build_cnn3d,
-}
+_BUILDERS = {"vgg3": "vgg:build_vgg3", "vgg9": "vgg:build_vgg9", "resnet20": "resnet:build_resnet20",
+             "resnet20a": "resnet:build_resnet20a", "cnn3d": "cnn3d:build_cnn3d"}
+_LAZY = {"build_coarse": "coarse", "output_units": "layers"}  # Keras-backed, imported on first use
 
 __all__ = ["MODELS", "build", "build_coarse", "loss_for", "output_units", "to_probabilities"]
 
 
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(name)
+
+
 def build(model: str, input_shape: tuple[int, ...], num_classes: int, width_divisor: int = 1,
-          name: str | None = None, dropout: float | None = None) -> keras.Model:
+          name: str | None = None, dropout: float | None = None) -> "keras.Model":
     """Build (not compile) ``model`` for ``input_shape`` (spatial..., channels).
 
     ``len(input_shape) - 1`` is the spatial dimension (2 or 3). Local nets
@@ -41,8 +39,10 @@ def build(model: str, input_shape: tuple[int, ...], num_classes: int, width_divi
     """
     if model not in _BUILDERS:
         raise InputError("model", model, f"one of {', '.join(MODELS)}")
-    return _BUILDERS[model](tuple(input_shape), num_classes, width_divisor,
-                            name=name or model, dropout=dropout)
+    importlib.import_module(".cnn_dnn", __name__)  # registers BoxCrop, so saved coherent models load
+    module, fn = _BUILDERS[model].split(":")
+    builder = getattr(importlib.import_module(f".{module}", __name__), fn)
+    return builder(tuple(input_shape), num_classes, width_divisor, name=name or model, dropout=dropout)
 
 
 def to_probabilities(outputs: np.ndarray) -> np.ndarray:
@@ -55,6 +55,6 @@ def to_probabilities(outputs: np.ndarray) -> np.ndarray:
 
 def loss_for(num_classes: int) -> str:
     """Keras loss for integer labels: binary for one sigmoid unit, else sparse categorical."""
-    if output_units(num_classes) == 1:
+    if __getattr__("output_units")(num_classes) == 1:
         return "binary_crossentropy"
     return "sparse_categorical_crossentropy"

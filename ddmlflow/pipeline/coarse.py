@@ -7,9 +7,10 @@ import numpy as np
 from ..config import RunConfig
 from ..models import build_coarse
 from ..models.cnn_dnn import coarse_features
-from ..tracking import get_run, log_keras_model, log_params, logged_steps, retry, work_dir
-from ..training import FitConfig, fit, predict_probs, seed_everything
-from .train import load_probs, log_probs
+from ..tracking import get_run, log_params, logged_steps, work_dir
+from ..training import FitConfig, fit, seed_everything
+from .finish import finish_training
+from .train import load_probs
 
 
 def train_coarse(cfg: RunConfig, local_runs: list[str]) -> None:
@@ -27,13 +28,7 @@ def train_coarse(cfg: RunConfig, local_runs: list[str]) -> None:
                    optimizer=cfg.optimizer, patience=cfg.patience, seed=cfg.seed)
     summary = fit(net, (f, y, fv, yv), k, fc, checkpoint_dir=work_dir("checkpoints", run_id),
                   skip_epochs=logged_steps(run_id, "loss"))
-    p_train, p_val = predict_probs(net, f), predict_probs(net, fv)
-    retry(mlflow.log_metrics, {"train_time_s": summary["train_time_s"], "epochs_run": summary["epochs_run"],
-                               "params_count": net.count_params(),
-                               "final_train_accuracy": float(np.mean(p_train.argmax(1) == y)),
-                               "final_val_accuracy": float(np.mean(p_val.argmax(1) == yv))})
-    log_probs(p_train, p_val)
-    log_keras_model(net, fv[:2])
+    finish_training(net, (f, y, fv, yv), summary, batch_size=cfg.coarse_batch_size)
 
 
 def _labels(decompose_run: str) -> tuple[np.ndarray, np.ndarray]:

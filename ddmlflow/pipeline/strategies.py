@@ -28,26 +28,14 @@ from ..config import RunConfig
 from ..errors import InputError
 from ..models.cnn_dnn import build_coherent, build_coherent_from_scratch
 from ..models.compose import compose, theorem_error
-from ..tracking import log_keras_model, log_params, logged_steps, retry, say, work_dir
+from ..tracking import log_params, logged_steps, retry, say, work_dir
 from ..training import FitConfig, accuracy, fit, predict_probs, seed_everything
 from .prepared import Prepared, load_prepared
-from .train import fit_config, load_keras, load_probs, log_probs
+from .finish import finish_training
+from .train import fit_config, load_keras, load_probs
 
-STRATEGIES = ("coherent", "transfer", "compose")
 THEOREM_IMAGES = 8  # validation images on which GC's Theorem 2.1 is checked
 FURTHER_LR_FACTOR = 0.1  # GC sec. 3.1.1: the composed net continues at 1/10 of the learning rate
-
-
-def run(strategy: str, cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_run: str | None) -> None:
-    """Run one strategy in the active run (the ``strategies`` parameter of ``full``)."""
-    if strategy == "coherent":
-        train_coherent(cfg, decompose_run)
-    elif strategy == "transfer":
-        transfer(cfg, decompose_run, local_runs, coarse_run)
-    elif strategy == "compose":
-        compose_step(cfg, decompose_run)
-    else:
-        raise InputError("strategy", strategy, f"one of {', '.join(STRATEGIES)}")
 
 
 def train_coherent(cfg: RunConfig, decompose_run: str) -> None:
@@ -144,10 +132,6 @@ def _train_and_log(net, prep: Prepared, fc: FitConfig, earlier_time_s: float = 0
     x, y, xv, yv = prep.box(None)
     summary = fit(net, (x, y, xv, yv), prep.num_classes, fc, checkpoint_dir=work_dir("checkpoints", run_id),
                   skip_epochs=logged_steps(run_id, "loss"))
-    p_train, p_val = predict_probs(net, x), predict_probs(net, xv)
-    retry(mlflow.log_metrics, {"train_time_s": earlier_time_s + summary["train_time_s"],
-                               "epochs_run": summary["epochs_run"], "params_count": net.count_params(),
-                               "final_train_accuracy": accuracy(p_train, y), "final_val_accuracy": accuracy(p_val, yv)})
-    log_probs(p_train, p_val)
-    log_keras_model(net, np.asarray(x[:2], dtype="float32"))
+    finish_training(net, (x, y, xv, yv), {**summary, "train_time_s": earlier_time_s + summary["train_time_s"]},
+                    batch_size=fc.batch_size)
     return summary

@@ -7,22 +7,32 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 
 import mlflow
 import numpy as np
 
-from .. import models, profiling
+from .. import models
 from ..config import RunConfig
 from ..devices import configure_tensorflow
-from ..tracking import log_keras_model, log_params, logged_steps, retry, work_dir
-from ..training import FitConfig, fit, predict_probs, seed_everything
+from ..tracking import log_params, logged_steps, work_dir
+from ..training import FitConfig, fit, seed_everything
+from .finish import finish_training, log_probs  # noqa: F401 - log_probs: part of this step's API
 from .prepared import load_prepared
 
 
 def fit_config(cfg: RunConfig, seed: int, augment: str | None) -> FitConfig:
     return FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                      optimizer=cfg.optimizer, patience=cfg.patience, seed=seed, augment=augment)
+
+
+def train_global(cfg: RunConfig, decompose_run: str) -> None:
+    """KLW's baseline: the global CNN on whole images."""
+    train_network(cfg, decompose_run, None)
+
+
+def train_local(cfg: RunConfig, decompose_run: str, box: int) -> None:
+    """The local CNN of box ``box``, its widths divided by ``width_divisor``."""
+    train_network(cfg, decompose_run, box)
 
 
 def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
@@ -34,32 +44,17 @@ def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
     seed = cfg.seed + (0 if box is None else 1 + box)
     seed_everything(seed)
     prep = load_prepared(decompose_run)
-    x, y, xv, yv = prep.box(box)
+    data = prep.box(box)
+    x = data[0]
     divisor = 1 if box is None else cfg.width_divisor
     name = "global" if box is None else f"local_{box:02d}"
     net = models.build(cfg.model, x.shape[1:], prep.num_classes, width_divisor=divisor, name=name)
     log_params({**cfg.params(), "decompose_run": decompose_run, "box": "global" if box is None else box,
                 "input_shape": "x".join(map(str, x.shape[1:])), "effective_width_divisor": divisor,
                 "box_bounds": "global" if box is None else str(prep.decomposition.boxes[box])})
-    summary = fit(net, (x, y, xv, yv), prep.num_classes, fit_config(cfg, seed, prep.augment),
+    summary = fit(net, data, prep.num_classes, fit_config(cfg, seed, prep.augment),
                   checkpoint_dir=work_dir("checkpoints", run_id), skip_epochs=logged_steps(run_id, "loss"))
-    p_train, p_val = predict_probs(net, x), predict_probs(net, xv)
-    prof = profiling.profile(net, batch_size=min(cfg.batch_size, len(xv)), repeats=3)
-    retry(mlflow.log_metrics, {
-        "params_count": prof["params"], "trainable_params": prof["trainable_params"], "flops": prof["flops"],
-        "paper_mflops": prof["paper_mflops"], "eval_time_ms": prof["tteval_ms"],
-        "train_time_s": summary["train_time_s"], "epochs_run": summary["epochs_run"],
-        "final_train_accuracy": float(np.mean(p_train.argmax(1) == y)),
-        "final_val_accuracy": float(np.mean(p_val.argmax(1) == yv))})
-    log_probs(p_train, p_val)
-    log_keras_model(net, np.asarray(x[:2], dtype="float32"))
-
-
-def log_probs(p_train: np.ndarray, p_val: np.ndarray) -> None:
-    """Class probabilities on train and val data, so later steps need no model in memory."""
-    with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp, "probs.npz"), train=p_train, val=p_val)
-        retry(mlflow.log_artifact, str(Path(tmp, "probs.npz")))
+    finish_training(net, data, summary, batch_size=cfg.batch_size)
 
 
 def load_probs(run_id: str) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +67,7 @@ def load_probs(run_id: str) -> tuple[np.ndarray, np.ndarray]:
 
 def load_keras(run_id: str):
     """The Keras model a training run logged (a ``.keras`` archive, loaded with ``safe_mode``)."""
+    from ..models import cnn_dnn  # noqa: F401 - registers BoxCrop, so coherent models load
     from ..tracking import get_run
 
     return mlflow.keras.load_model(get_run(run_id).data.tags["model_uri"], load_model_kwargs={"safe_mode": True})

@@ -1,0 +1,62 @@
+"""Executors: "train these jobs, each into its own child run".
+
+``full`` creates every child run first, then hands the trainings to an
+executor as ``Job``s (step, run id, inputs, config, device as fields) and gets
+one ``Result`` per job back. How a job runs is the executor's business:
+
+* ``process``: one fresh OS process per job (``executors/process.py``).
+
+``auto`` picks the best executor for the jobs and devices at hand.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+EXECUTORS: tuple[str, ...] = ("auto", "process")
+
+
+@dataclass
+class Job:
+    step: str                          # registry name, e.g. "train_local"
+    name: str                          # run name, e.g. "train_local/03"
+    run_id: str                        # the child run it logs into (created by the driver)
+    inputs: dict = field(default_factory=dict)   # the step's inputs, e.g. {"decompose_run": ..., "box": 3}
+    config: object = None              # ddmlflow.config.RunConfig
+    device: str = ""                   # CUDA_VISIBLE_DEVICES for it ('' = CPU)
+    log: Path | None = None            # where its output goes
+    env: dict[str, str] = field(default_factory=dict)
+    argv: list[str] | None = None      # the command (process executor); None: the step's CLI command
+
+
+@dataclass
+class Result:
+    job: Job
+    ok: bool
+    reason: str = ""                   # why it failed: the last line of its log, or the signal
+    elapsed_s: float = 0.0
+
+
+OnChange = Callable[[dict], None]
+
+
+class Executor(Protocol):
+    def run(self, jobs: list[Job], on_change: OnChange | None = None) -> list[Result]:
+        """Run every job (a failing one does not stop the others); results in job order.
+        Ctrl-C (KeyboardInterrupt) stops every job and propagates."""
+
+
+def make_executor(name: str, jobs_per_gpu: int = 1, max_parallel: int = 1) -> Executor:
+    """The executor called ``name``; ``auto`` picks ``process`` (the only one so far)."""
+    from .process import ProcessExecutor
+
+    return ProcessExecutor(jobs_per_device=jobs_per_gpu, max_parallel=max_parallel)
+
+
+def progress_counts(jobs: int, done: list[Result], running: int, t0: float) -> dict:
+    import time
+
+    ok = sum(r.ok for r in done)
+    return {"done": ok, "failed": len(done) - ok, "running": running, "pending": jobs - len(done) - running,
+            "elapsed_s": time.time() - t0}
