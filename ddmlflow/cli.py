@@ -28,8 +28,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """One subcommand per registered step, plus ``full`` and the tools; options derived from the schema."""
-    from .config import FullOptions, add_options
-    from .steps import STEPS
+    from .config import add_options
+    from .steps import COMMANDS, STEPS
 
     p = _Parser(prog="ddmlflow", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -41,9 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
         for i in step.inputs:
             s.add_argument(f"--{i.name.replace('_', '-')}", dest=i.name, required=i.required and i.kind != "text",
                            default="", help=i.help)
-    s = sub.add_parser("full", help="every step under one parent run")
-    _run_args(s)
-    add_options(s, FullOptions)
+    for c in COMMANDS.values():
+        s = sub.add_parser(c.command, help=c.help)
+        s.set_defaults(chain=c.name)
+        if c.config:
+            _run_args(s)
+        else:
+            s.add_argument("--run-id", default="", help="log into this existing run (used by `mlflow run`)")
+        add_options(s, c.options_class())
     s = sub.add_parser("predict", help="class and probability for image, .npy or NIfTI files")
     s.add_argument("--model", required=True, help="e.g. models:/ddmlflow-shapes2d@champion")
     s.add_argument("files", nargs="+")
@@ -87,13 +92,20 @@ def _run_step(a: argparse.Namespace) -> int:
     return 0
 
 
-def _run_full(a: argparse.Namespace) -> int:
-    from .config import FullOptions, options, parse_options
-    from .pipeline.full import run_full
+def _run_command(a: argparse.Namespace) -> int:
+    """A chain (``full``, ...): options checked first, then one parent run (given by ``mlflow run``, or new)."""
+    from .config import options, parse_options
+    from .steps import COMMANDS
+    from .tracking import create_child, setup, step_run
 
-    cfg = _config(a)
-    opts = parse_options(FullOptions, **{o["field"]: getattr(a, o["field"]) for o in options(FullOptions)})
-    run_full(cfg, opts, a.run_id or os.environ.pop("MLFLOW_RUN_ID", ""))
+    c = COMMANDS[a.chain]
+    cfg = _config(a) if c.config else None
+    cls = c.options_class()
+    opts = parse_options(cls, **{o["field"]: getattr(a, o["field"]) for o in options(cls)})
+    exp = setup()
+    run_id = a.run_id or os.environ.pop("MLFLOW_RUN_ID", "") or create_child(exp, None, c.name, c.name, key="")
+    with step_run(run_id):
+        c.function()(*([cfg] if c.config else []), opts)
     return 0
 
 
@@ -170,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         a = build_parser().parse_args(argv)
-        handler = {"full": _run_full, "predict": _predict, "profile": _profile, "presets": _presets,
+        handler = {"predict": _predict, "profile": _profile, "presets": _presets,
                    "mlproject": _mlproject}
-        return handler.get(a.command, _run_step)(a)
+        return handler.get(a.command, _run_command if getattr(a, "chain", "") else _run_step)(a)
     except InputError as e:
         _fail_open_run(str(e))
         if debug:

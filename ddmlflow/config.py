@@ -180,7 +180,7 @@ class FullOptions:
 
     run_global: bool = option(boolean, "also train the global CNN (the baseline)", default="true", param="global")
     executor: str = option(choice(_names("executors", "EXECUTORS")),
-                           "how trainings run: auto, process (one process each)", default="auto")
+                           "how trainings run: auto, process (one process each), packed (one program per device)", default="auto")
     gpus: tuple[str, ...] = option(gpu_list, "auto, none, or GPU indices like 0,1,2,3", default="auto")
     jobs_per_gpu: int = option(integer(1), "trainings at once on one GPU", default="1")
     max_parallel: int = option(integer(1), "trainings at once without GPUs", default="1")

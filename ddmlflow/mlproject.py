@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import FullOptions, RunConfig, options
-from .steps import STEPS
+from .config import RunConfig, options
+from .steps import COMMANDS, STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = """\
@@ -40,7 +40,9 @@ def _entries() -> list[tuple[str, str, list[tuple[str, str | None]]]]:
     for step in STEPS.values():
         inputs = [(i.name, None if i.required else "") for i in step.inputs]
         out.append((step.entry_point, step.command, config + inputs))
-    out.append(("full", "full", config + [(o["param"], o["default"]) for o in options(FullOptions)]))
+    for c in COMMANDS.values():
+        own = [(o["param"], o["default"] or "") for o in options(c.options_class())]
+        out.append((c.name, c.command, (config if c.config else []) + own))
     return out
 
 

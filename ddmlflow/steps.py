@@ -127,3 +127,35 @@ STEPS: dict[str, Step] = {s.name: s for s in [
 
 # The two-step CNN-DNN of KLW is always trained; the others are chosen with ``strategies``.
 STRATEGIES: tuple[str, ...] = ("cnn_dnn", *(s.name for s in STEPS.values() if s.strategy))
+
+
+@dataclass(frozen=True)
+class Command:
+    """A top-level command that opens its own parent run: ``full`` (and any chain built like it).
+
+    Its options are a dataclass of ``config.option`` fields (``options``, "module:Class"), parsed
+    like the run configuration; ``func`` is called as ``fn(cfg, opts)`` (``fn(opts)`` without ``config``).
+    """
+
+    name: str
+    func: str
+    options: str
+    config: bool = True
+    help: str = ""
+
+    @property
+    def command(self) -> str:
+        return self.name.replace("_", "-")
+
+    def options_class(self) -> type:
+        module, cls = self.options.split(":")
+        return getattr(importlib.import_module(f"ddmlflow.{module}"), cls)
+
+    def function(self):
+        module, fn = self.func.split(":")
+        return getattr(importlib.import_module(f"ddmlflow.{module}"), fn)
+
+
+COMMANDS: dict[str, Command] = {c.name: c for c in [
+    Command("full", "pipeline.full:full", "config:FullOptions", help="every step under one parent run"),
+]}

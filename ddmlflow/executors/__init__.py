@@ -5,8 +5,10 @@ executor as ``Job``s (step, run id, inputs, config, device as fields) and gets
 one ``Result`` per job back. How a job runs is the executor's business:
 
 * ``process``: one fresh OS process per job (``executors/process.py``).
+* ``packed``: one process per device; its locals trained as one program (``executors/packed.py``).
 
-``auto`` picks the best executor for the jobs and devices at hand.
+``auto`` picks ``packed`` when locals share a device (the CPU, or more locals
+than GPUs x ``jobs_per_gpu``), else ``process``.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-EXECUTORS: tuple[str, ...] = ("auto", "process")
+EXECUTORS: tuple[str, ...] = ("auto", "process", "packed")
 
 
 @dataclass
@@ -47,8 +49,20 @@ class Executor(Protocol):
         Ctrl-C (KeyboardInterrupt) stops every job and propagates."""
 
 
+def choose(name: str, n_locals: int, gpus: tuple[str, ...] | list[str], jobs_per_gpu: int = 1) -> str:
+    """``auto``: ``packed`` when locals share a device, else ``process``; other names stay."""
+    if name != "auto":
+        return name
+    return "process"  # TODO(packed): until ddmlflow.packing lands
+    return "packed" if not gpus or n_locals > len(gpus) * jobs_per_gpu else "process"
+
+
 def make_executor(name: str, jobs_per_gpu: int = 1, max_parallel: int = 1) -> Executor:
-    """The executor called ``name``; ``auto`` picks ``process`` (the only one so far)."""
+    """The executor called ``name`` (after ``choose``)."""
+    if name == "packed":
+        from .packed import PackedExecutor
+
+        return PackedExecutor()
     from .process import ProcessExecutor
 
     return ProcessExecutor(jobs_per_device=jobs_per_gpu, max_parallel=max_parallel)

@@ -64,6 +64,8 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
     if global_run:
         times = {"global CNN": _metric(global_run, "train_time_s"), **times}
         results["speedup"] = times["global CNN"] / times["CNN-DNN"]
+        executor = {get_run(r).data.tags.get("ddmlflow.executor", "") for r in [global_run, *local_runs]}
+        mlflow.set_tag("ddmlflow.speedup_executors", ",".join(sorted(executor - {""})) or "unknown")
     retry(mlflow.log_metrics, results)
     art = Path(tempfile.mkdtemp(dir=work_dir("tmp")))
     table = report.results_table(results, f"{prep.decomposition.spec}, overlap {prep.decomposition.overlap}",

@@ -18,7 +18,7 @@ import mlflow
 
 from .. import devices
 from ..config import FullOptions, RunConfig
-from ..executors import Job, Result, make_executor
+from ..executors import Job, Result, choose, make_executor
 from ..steps import STEPS, Step
 from ..tracking import (create_child, end_run, find_run, log_params, retry, say, step_key, step_run, ui_link,
                         work_dir)
@@ -106,8 +106,10 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
     _train_all(batch, opts)
     ev = have["evaluate_run"]
     results = retry(mlflow.get_run, ev).data.metrics
+    wall, trained = time.time() - t0, _train_time_total([r for n, r in runs.items() if n not in steps.reused])
     retry(mlflow.log_metrics, {**{k: v for k, v in results.items() if "/" in k or k == "speedup"},
-                               "reused_steps": len(steps.reused), "wall_time_s": time.time() - t0})
+                               "reused_steps": len(steps.reused), "wall_time_s": wall, "train_time_total_s": trained,
+                               "overhead_fraction": 1 - trained / wall})
     mlflow.set_tags({f"ddmlflow.run.{k}": v for k, v in runs.items()})
     if steps.reused:
         mlflow.set_tag("ddmlflow.reused", ",".join(sorted(steps.reused)))
@@ -115,6 +117,18 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
     say(f"runs table: {ui_link(exp)}")
     return {"runs": runs, "decompose": have["decompose_run"], "coarse": have["coarse_run"], "evaluate": ev,
             "results": results, "reused": steps.reused}
+
+
+def _train_time_total(run_ids: list[str]) -> float:
+    """Time spent inside training by these runs; a packed group (tag ``ddmlflow.group``) counted once."""
+    total, groups = 0.0, set()
+    for r in (retry(mlflow.get_run, r).data for r in run_ids):
+        group = r.tags.get("ddmlflow.group")
+        if group not in groups:
+            total += r.metrics.get("train_time_s", 0.0)
+        if group:
+            groups.add(group)
+    return total
 
 
 def _collect(have: dict, step: Step, inputs: dict, run_id: str) -> None:
@@ -138,8 +152,13 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
     def progress(s: dict) -> None:
         say(f"trainings: {s['done']} done, {s['running']} running, {s['failed']} failed, "
             f"{s['pending']} waiting ({s['elapsed_s']:.0f} s)")
+    name = choose(opts.executor, sum(j.step == "train_local" for j in jobs), opts.gpus, opts.jobs_per_gpu)
+    mlflow.set_tag("ddmlflow.executor", name)
+    for job in jobs:
+        retry(mlflow.MlflowClient().set_tag, job.run_id, "ddmlflow.executor", name)
+    say(f"{len(jobs)} trainings through the {name} executor")
     try:
-        results = make_executor(opts.executor, opts.jobs_per_gpu, opts.max_parallel).run(jobs, progress)
+        results = make_executor(name, opts.jobs_per_gpu, opts.max_parallel).run(jobs, progress)
     except KeyboardInterrupt:  # Ctrl-C: the executor stopped the jobs; close the runs they left open
         for job in jobs:
             if retry(mlflow.get_run, job.run_id).info.status == "RUNNING":
@@ -155,14 +174,4 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
                           "Rerun the same command to resume them (finished ones are reused).")
 
 
-def run_full(cfg: RunConfig, opts: FullOptions, run_id: str = "") -> dict:
-    """``full`` as a top-level command: the parent run (given, or new in the chosen experiment)."""
-    from ..tracking import setup
-
-    exp = setup()
-    run_id = run_id or create_child(exp, None, "full", "full", key="")
-    with step_run(run_id):
-        return full(cfg, opts)
-
-
-__all__ = ["FullOptions", "Result", "StepsFailed", "full", "run_full"]
+__all__ = ["FullOptions", "Result", "StepsFailed", "full"]

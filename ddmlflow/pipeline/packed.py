@@ -1,0 +1,64 @@
+"""Step 2 through the packed executor: the locals of one device trained as one program.
+
+Each local keeps its own child run, exactly as when trained alone: the same
+params and tags, per-epoch metrics (logged into its run by id while the group
+trains), profile, probabilities and model. Its ``train_time_s`` is the
+group's training time (the time the local occupied its device; its own share
+cannot be measured), also logged as ``group_train_time_s`` with the tag
+``ddmlflow.group`` naming the group.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from ..config import RunConfig
+from ..devices import configure_tensorflow
+from ..tracking import logged_steps, retry, say, step_run, work_dir
+from ..training import EPOCH_METRICS
+from .finish import finish_training
+from .prepared import load_prepared
+
+
+def _start_run(run_id: str, params: dict, tags: dict) -> None:
+    """Params (those not logged yet: a resumed run keeps its own) and tags of a local's run, by id."""
+    c = MlflowClient()
+    have = retry(c.get_run, run_id).data.params
+    retry(c.log_batch, run_id, params=[Param(k, str(v)) for k, v in params.items() if k not in have],
+          tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], run_ids: list[str]) -> None:
+    from ..packing import train_packed
+
+    device = configure_tensorflow()
+    prep = load_prepared(decompose_run)
+    group = hashlib.sha1(",".join(run_ids).encode()).hexdigest()[:10]
+    for box, run_id in zip(boxes, run_ids):
+        x_shape = prep.decomposition.input_shape(box)
+        _start_run(run_id, {**cfg.params(), "decompose_run": decompose_run, "box": box,
+                            "input_shape": "x".join(map(str, x_shape)), "effective_width_divisor": cfg.width_divisor,
+                            "box_bounds": str(prep.decomposition.boxes[box])},
+                   {"device": device, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+                    "subdomain": str(box), "ddmlflow.group": group, "ddmlflow.executor": "packed"})
+    skip = {r: logged_steps(r, "loss") for r in run_ids}
+
+    def log_epoch(run_id: str, epoch: int, logs: dict) -> None:
+        if epoch in skip[run_id]:
+            return
+        now = int(time.time() * 1000)
+        retry(MlflowClient().log_batch, run_id,
+              metrics=[Metric(k, float(v), now, epoch) for k, v in logs.items() if k in EPOCH_METRICS])
+
+    say(f"packed group {group}: {len(boxes)} locals as one program on {device}")
+    results = train_packed(cfg, prep, boxes, run_ids, checkpoint_dir=work_dir("checkpoints", f"group-{group}"),
+                           log_epoch=log_epoch)
+    for box, run_id, r in zip(boxes, run_ids, results):
+        with step_run(run_id):
+            finish_training(r.model, prep.box(box), {"train_time_s": r.train_time_s, "epochs_run": r.epochs_run},
+                            batch_size=cfg.batch_size, extra={"group_train_time_s": r.train_time_s})
