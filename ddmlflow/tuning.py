@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -218,10 +219,11 @@ class NetworkHyperModel(kt.HyperModel):
     """
 
     def __init__(self, kind: str, space: dict, fixed: dict, builder: Callable[[dict], keras.Model],
-                 num_classes: int, fit_cfg: FitConfig, project_dir: Path):
+                 num_classes: int, fit_cfg: FitConfig):
         super().__init__(name=kind)
         self.kind, self.space, self.fixed, self.builder = kind, space, fixed, builder
-        self.num_classes, self.fit_cfg, self.project_dir = num_classes, fit_cfg, project_dir
+        self.num_classes, self.fit_cfg = num_classes, fit_cfg
+        self.project_dir = Path(".")                # set by ``search``: keras-tuner's folder of this run
         self.trial: tuple[str, str] = ("", "")   # (keras-tuner trial id, MLflow run id), set per trial
         self.executions: list[dict] = []
 
@@ -376,9 +378,11 @@ def search(opts: TuneOptions, hypermodel: NetworkHyperModel, data: tuple, epochs
     retry(MlflowClient().set_tag, best_run, BEST_TAG, "true")
     client = MlflowClient()
     spent = [retry(client.get_run, tuner.trial_run(t.trial_id)).data.metrics for t in trials]
-    best_values = {k: v for k, v in hypermodel.values(best.hyperparameters.copy()).items()}
-    return {"best_values": best_values, "best_trial": best.trial_id, "best_run": best_run,
-            "best_score": float(best.score), "model": tuner.load_model(best),
+    with warnings.catch_warnings():  # the best epoch's checkpoint holds optimizer state we do not need
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = tuner.load_model(best)
+    return {"best_values": hypermodel.values(best.hyperparameters.copy()), "best_trial": best.trial_id, "best_run": best_run,
+            "best_score": float(best.score), "model": model,
             "trials_completed": len(done), "trials_failed": len(trials) - len(done),
             "flops_spent": sum(m.get("flops_spent", 0.0) for m in spent),
             "time_s": sum(m.get("train_time_s", 0.0) for m in spent),

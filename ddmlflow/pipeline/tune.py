@@ -24,13 +24,12 @@ import time
 from pathlib import Path
 
 import mlflow
-import numpy as np
 
 from .. import devices
 from ..config import RunConfig
-from ..errors import InputError, require
+from ..errors import require
 from ..executors import Job, LocalProcessExecutor
-from ..tracking import end_run, get_run, log_params, retry, say, step_run, work_dir
+from ..tracking import end_run, get_run, log_params, retry, say, work_dir
 from .full import Steps, StepsFailed
 from .tune_cost import log_costs
 
@@ -105,7 +104,14 @@ def _search_cnns(steps: Steps, cfg, opts, dec, boxes, gpus, jobs_per_gpu, max_pa
 
     def progress(s: dict) -> None:
         say(f"searches: {s['done']} done, {s['running']} running, {s['failed']} failed, {s['pending']} waiting")
-    results = LocalProcessExecutor(jobs_per_gpu, max_parallel).run(jobs, progress)
+    try:
+        results = LocalProcessExecutor(jobs_per_gpu, max_parallel).run(jobs, progress)
+    except KeyboardInterrupt:  # Ctrl-C: the workers were terminated; close the runs they left open
+        for job in jobs:
+            run_id = job.argv[job.argv.index("--run-id") + 1]
+            if retry(mlflow.get_run, run_id).info.status == "RUNNING":
+                end_run(run_id, "KILLED", "interrupted (Ctrl-C in the parent)")
+        raise
     failed = [r for r in results if not r.ok]
     for r in failed:  # a killed process could not close its run
         run_id = r.job.argv[r.job.argv.index("--run-id") + 1]
@@ -145,8 +151,7 @@ def tune_network(cfg: RunConfig, decompose_run: str, box: int | None, opts) -> d
         return models.build(cfg.model, x.shape[1:], prep.num_classes, width_divisor=divisor,
                             name=name.replace("/", "_"), dropout=v["dropout"])
     epochs = opts.epochs or cfg.epochs
-    hm = NetworkHyperModel("cnn", space, fixed, builder, prep.num_classes, fit_config(cfg, seed, prep.augment),
-                           work_dir("tuner", mlflow.active_run().info.run_id))
+    hm = NetworkHyperModel("cnn", space, fixed, builder, prep.num_classes, fit_config(cfg, seed, prep.augment))
     return _finish(search(opts, hm, (x, y, xv, yv), epochs, seed), name, x, xv)
 
 
@@ -176,7 +181,7 @@ def tune_coarse(cfg: RunConfig, local_runs: list[str], opts) -> dict:
                             dropout=float(v["dropout"]))
     fc = FitConfig(epochs=cfg.coarse_epochs, batch_size=cfg.coarse_batch_size, learning_rate=cfg.coarse_learning_rate,
                    optimizer=cfg.optimizer, patience=cfg.patience, seed=cfg.seed)
-    hm = NetworkHyperModel("coarse", space, fixed, builder, k, fc, work_dir("tuner", mlflow.active_run().info.run_id))
+    hm = NetworkHyperModel("coarse", space, fixed, builder, k, fc)
     return _finish(search(opts, hm, (f, y, fv, yv), opts.epochs or cfg.coarse_epochs, cfg.seed), "coarse", f, fv)
 
 
