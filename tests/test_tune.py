@@ -51,8 +51,8 @@ def cfg():
 def tuned(store, cfg):
     from ddmlflow.pipeline.tune import tune
 
-    with mlflow.start_run(run_name="tune") as parent:
-        out = tune(cfg, target="all", tuner="random", max_trials=2, epochs=1)
+    with mlflow.start_run(run_name="tune") as parent:  # the two local searches run side by side
+        out = tune(cfg, target="all", tuner="random", max_trials=2, epochs=1, max_parallel=2)
     return {"parent": parent.info.run_id, **out}
 
 
@@ -186,9 +186,13 @@ def test_other_tuners_on_the_coarse_net(tuned, cfg, tuner, tmp_path):
     local_runs = [tuned["runs"]["local/00"], tuned["runs"]["local/01"]]
     with mlflow.start_run(run_name=f"tune coarse {tuner}"):
         out = tune(cfg, target="coarse", tuner=tuner, max_trials=2, epochs=2, space=str(tmp_path / "s.json"),
-                   local_runs=local_runs)
+                   local_runs=local_runs, executions_per_trial=2 if tuner == "grid" else 1)
     trials = children(out["runs"]["coarse"])
     assert trials and all(t.data.tags["ddmlflow.trial_status"] == "COMPLETED" for t in trials.values())
+    if tuner == "grid":  # a second execution has its own curves, and both count in the FLOPs spent
+        t = next(iter(trials.values())).data.metrics
+        assert "val_accuracy/exec1" in t and t["epochs_run"] == 4
+        assert t["flops_spent"] == pytest.approx(t["flops_per_sample"] * 120 * 4)
     assert out["best"]["coarse"]["hidden"] in ([16], [32, 16])
 
 
