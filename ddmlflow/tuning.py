@@ -1,0 +1,389 @@
+"""Hyperparameter search (KLW sec. 4) with keras-tuner, every trial a nested MLflow run.
+
+KLW grid-searched batch size, initial learning rate and dropout rate on the
+global CNN, and the coarse net's layers with a Bayesian search (Table 1). A
+search here runs in the active MLflow run of one network (``tune_global``,
+``tune_local/NN``, ``tune_coarse``); each keras-tuner trial becomes a child run
+holding the trial's hyperparameters, per-epoch curves, the objective, its
+training time and the FLOPs it spent.
+
+keras-tuner's project folder lives in the work folder keyed by that run and is
+opened with ``overwrite=False``: a killed search reloads its oracle, skips the
+finished trials and retries the one that was running, whose own epochs resume
+from a per-execution ``BackupAndRestore`` checkpoint. Trial ids map to MLflow
+runs by a tag, so a resumed trial continues its run instead of adding one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import keras
+import keras_tuner as kt
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from . import profiling
+from .errors import InputError, require
+from .tracking import REASON_TAG, logged_steps, retry, step_run, work_dir
+from .training import AtomicBackupAndRestore, FitConfig, _Augmented, compile_model
+
+TUNERS = ("grid", "random", "bayesian", "hyperband")
+OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
+TRIAL_TAG = "ddmlflow.trial_id"
+BEST_TAG = "ddmlflow.best_trial"
+# The hyperparameters a space may name, per kind of network.
+NAMES = {"cnn": ("batch_size", "learning_rate", "dropout", "optimizer"),
+         "coarse": ("batch_size", "learning_rate", "dropout", "hidden", "hidden_layers", "units")}
+_TYPES = ("choice", "int", "float", "boolean", "fixed")
+
+
+class TuneFailed(RuntimeError):
+    """Every trial of a search failed; the message carries the first trial's reason."""
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    tuner: str = "random"
+    max_trials: int = 10
+    executions_per_trial: int = 1
+    epochs: int | None = None          # None: the preset's (epochs for CNNs, coarse_epochs for the coarse net)
+    objective: str = "val_accuracy"
+    space: dict = field(default_factory=dict)  # {"cnn": {...}, "coarse": {...}} as parsed by ``load_space``
+
+    def key(self) -> dict:
+        """As strings, for step keys and MLflow params."""
+        return {"tuner": self.tuner, "max_trials": self.max_trials, "executions_per_trial": self.executions_per_trial,
+                "tune_epochs": "" if self.epochs is None else self.epochs, "objective": self.objective,
+                "space": json.dumps(self.space, sort_keys=True) if self.space else ""}
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "TuneOptions":
+        return cls(**json.loads(text))
+
+
+def parse_options(tuner="random", max_trials=10, executions_per_trial=1, epochs=None, objective="val_accuracy",
+                  space="") -> TuneOptions:
+    """Check the front ends' (string) values once; bad ones raise one ``InputError`` line."""
+    tuner = str(tuner).strip().lower()
+    require(tuner in TUNERS, "tuner", tuner, f"one of {', '.join(TUNERS)}")
+    objective = str(objective).strip() or "val_accuracy"
+    require(objective in OBJECTIVES, "objective", objective, f"one of {', '.join(OBJECTIVES)}")
+    return TuneOptions(tuner, _count("max_trials", max_trials), _count("executions_per_trial", executions_per_trial),
+                       None if epochs in (None, "") else _count("epochs", epochs), objective,
+                       load_space(space) if space else {})
+
+
+def _count(name: str, raw) -> int:
+    try:
+        v = float(str(raw).strip())
+    except ValueError:
+        v = 0.0
+    require(v >= 1 and v.is_integer(), name, raw, "an integer >= 1")
+    return int(v)
+
+
+# --- search spaces ------------------------------------------------------------------------------------------
+
+def load_space(path: str) -> dict:
+    """A user space from a JSON or YAML file: ``{"cnn": {...}, "coarse": {...}}`` or a flat CNN space.
+
+    Each entry is a list (choice), a scalar (fixed) or a mapping with ``type``
+    choice|int|float|boolean|fixed and ``values`` / ``min``, ``max``, ``step``,
+    ``sampling`` (linear|log) / ``value``. A given section replaces that kind's
+    default space; what it does not name keeps the configuration's value.
+    """
+    p = Path(str(path))
+    require(p.is_file(), "space", path, "a JSON or YAML file of hyperparameters (file not found)")
+    try:
+        import yaml
+
+        raw = yaml.safe_load(p.read_text())  # YAML is a superset of JSON
+    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
+        raise InputError("space", path, f"valid JSON or YAML ({type(e).__name__}: {str(e).splitlines()[0]})") \
+            from None
+    require(isinstance(raw, dict) and bool(raw), "space", path, "a mapping of hyperparameter names to ranges")
+    sections = raw if set(raw) <= {"cnn", "coarse"} else {"cnn": raw}
+    out = {}
+    for kind, entries in sections.items():
+        require(isinstance(entries, dict) and bool(entries), "space", path, f"section {kind!r}: a mapping of names")
+        out[kind] = {name: _spec(path, kind, name, v) for name, v in entries.items()}
+        check_space(out[kind], path)
+    return out
+
+
+def _spec(path, kind: str, name: str, v) -> dict:
+    where = f"{kind}.{name}"
+    allowed = NAMES[kind]
+    hint = " (coarse-net names go under a 'coarse:' section)" if kind == "cnn" and name in NAMES["coarse"] else ""
+    require(name in allowed, "space", path, f"{where}: not tunable; {kind} names are {', '.join(allowed)}{hint}")
+    if isinstance(v, list):
+        v = {"type": "choice", "values": v}
+    elif not isinstance(v, dict):
+        v = {"type": "fixed", "value": v}
+    require(v.get("type") in _TYPES, "space", path, f"{where}: type must be one of {', '.join(_TYPES)}")
+    if name == "hidden":  # layer lists are choices of strings to keras-tuner
+        key = "values" if v["type"] == "choice" else "value"
+        vals = v.get(key) if v["type"] == "choice" else [v.get(key)]
+        require(isinstance(vals, list) and bool(vals), "space", path, f"{where}: a list of layer lists, e.g. [[50,30]]")
+        try:
+            canon = [",".join(str(int(u)) for u in (h.split(",") if isinstance(h, str) else h)) for h in vals]
+        except (TypeError, ValueError):
+            raise InputError("space", path, f"{where}: layer lists of positive integers, e.g. [[128,64,32]]") from None
+        v = {**v, key: canon if v["type"] == "choice" else canon[0]}
+    return v
+
+
+def check_space(space: dict, path="<space>") -> None:
+    """Declare every entry on a scratch ``HyperParameters`` so keras-tuner's own checks run now, not per trial."""
+    hp = kt.HyperParameters()
+    for name, spec in space.items():
+        try:
+            value = declare(hp, name, spec)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError("space", path, f"{name}: {type(e).__name__}: {e}".splitlines()[0]) from None
+        values = spec.get("values", [value, spec.get("min", value), spec.get("max", value)])
+        for val in values:
+            _check_value(path, name, val)
+
+
+def _check_value(path, name, v) -> None:
+    if name == "dropout":
+        require(isinstance(v, (int, float)) and 0 <= v < 1, "space", path, f"dropout: rates in [0, 1), got {v!r}")
+    elif name in ("batch_size", "hidden_layers", "units"):
+        require(isinstance(v, int) and v >= 1, "space", path, f"{name}: integers >= 1, got {v!r}")
+    elif name == "learning_rate":
+        require(isinstance(v, (int, float)) and 0 < v <= 1, "space", path, f"learning_rate: in (0, 1], got {v!r}")
+    elif name == "optimizer":
+        require(v in ("adam", "sgd", "rmsprop"), "space", path, f"optimizer: adam, sgd or rmsprop, got {v!r}")
+
+
+def declare(hp: kt.HyperParameters, name: str, spec: dict):
+    """One space entry as a keras-tuner hyperparameter; returns its current value."""
+    t = spec["type"]
+    if t == "choice":
+        return hp.Choice(name, list(spec["values"]))
+    if t == "fixed":
+        return hp.Fixed(name, spec["value"])
+    if t == "boolean":
+        return hp.Boolean(name)
+    kw = {k: spec[k] for k in ("step", "sampling") if k in spec}
+    if t == "int":
+        return hp.Int(name, int(spec["min"]), int(spec["max"]), **kw)
+    return hp.Float(name, float(spec["min"]), float(spec["max"]), **kw)
+
+
+def _around(v: float, factors, lo: float, hi: float, digits: int | None) -> dict:
+    """Choices ``v * factor`` clipped to [lo, hi]; ``digits=None`` for integers."""
+    return {"type": "choice", "values": sorted({round(min(hi, max(lo, v * f)), digits) for f in factors})}
+
+
+def default_space(kind: str, cfg, model_dropout: float = 0.0) -> dict:
+    """KLW's spaces around the configuration's values: CNNs batch size, initial learning rate, dropout
+    (sec. 4); the coarse net hidden layer count and sizes, dropout, learning rate (Table 1, 'Bayesian')."""
+    if kind == "cnn":
+        d = model_dropout
+        return {"batch_size": _around(cfg.batch_size, (0.5, 1, 2), 1, 4096, None),
+                "learning_rate": _around(cfg.learning_rate, (0.1, 0.3, 1, 3), 1e-6, 0.1, 8),
+                "dropout": {"type": "choice", "values": sorted({round(min(0.9, max(0.0, d + s)), 2)
+                                                                for s in (-0.1, 0, 0.1)})}}
+    return {"hidden_layers": {"type": "int", "min": 1, "max": 5},
+            "units": {"type": "choice", "values": [16, 32, 64, 128, 256]},
+            "dropout": {"type": "choice", "values": [0.0, 0.2, 0.4]},
+            "learning_rate": _around(cfg.coarse_learning_rate, (0.1, 1, 10), 1e-6, 0.1, 8)}
+
+
+def _int_values(spec: dict) -> list[int]:
+    if spec["type"] == "choice":
+        return [int(v) for v in spec["values"]]
+    if spec["type"] == "fixed":
+        return [int(spec["value"])]
+    return list(range(int(spec["min"]), int(spec["max"]) + 1, int(spec.get("step", 1))))
+
+
+# --- the hypermodel: build, compile, fit with the trial's values ----------------------------------------------
+
+class NetworkHyperModel(kt.HyperModel):
+    """Builds and fits one network with a trial's values; what the space does not name stays ``fixed``.
+
+    ``fit`` is overridden (keras-tuner allows it) so the batch size is a
+    hyperparameter too, and to add resumable epochs and MLflow epoch curves.
+    """
+
+    def __init__(self, kind: str, space: dict, fixed: dict, builder: Callable[[dict], keras.Model],
+                 num_classes: int, fit_cfg: FitConfig):
+        super().__init__(name=kind)
+        self.kind, self.space, self.fixed, self.builder = kind, space, fixed, builder
+        self.num_classes, self.fit_cfg = num_classes, fit_cfg
+        self.project_dir = Path(".")                # set by ``search``: keras-tuner's folder of this run
+        self.trial: tuple[str, str] = ("", "")   # (keras-tuner trial id, MLflow run id), set per trial
+        self.executions: list[dict] = []
+
+    def values(self, hp: kt.HyperParameters) -> dict:
+        """The trial's values in the package's terms (``hidden`` as a list of widths)."""
+        v = {}
+        for name, spec in self.space.items():
+            if name not in ("units", "hidden_layers"):
+                v[name] = declare(hp, name, spec)
+        if "hidden_layers" in self.space:
+            n = declare(hp, "hidden_layers", self.space["hidden_layers"])
+            units_spec = self.space.get("units", {"type": "fixed", "value": 64})
+            widths = []
+            for i in range(1, max(_int_values(self.space["hidden_layers"])) + 1):
+                active = [k for k in _int_values(self.space["hidden_layers"]) if k >= i]
+                with hp.conditional_scope("hidden_layers", active):
+                    u = declare(hp, f"units_{i}", units_spec)
+                if i <= n:
+                    widths.append(int(u))
+            v["hidden"] = widths
+        elif isinstance(v.get("hidden"), str):
+            v["hidden"] = [int(u) for u in v["hidden"].split(",")]
+        return v
+
+    def build(self, hp):
+        v = {**self.fixed, **self.values(hp)}
+        model = self.builder(v)
+        fc = dataclasses.replace(self.fit_cfg, learning_rate=float(v["learning_rate"]), optimizer=v["optimizer"])
+        return compile_model(model, self.num_classes, fc)
+
+    def fit(self, hp, model, x, y, validation_data=None, epochs=1, callbacks=(), initial_epoch=0, **kwargs):
+        v = {**self.fixed, **self.values(hp)}
+        execution = len(self.executions)
+        trial_id, run_id = self.trial
+        cbs = list(callbacks)
+        if self.fit_cfg.patience > 0:
+            cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=self.fit_cfg.patience, mode="max"))
+        backup = self.project_dir / f"trial_{trial_id}" / f"backup_{execution}"
+        cbs += [AtomicBackupAndRestore(str(backup), save_freq="epoch"), _EpochLog(run_id, execution)]
+        bs = int(v["batch_size"])
+        if self.fit_cfg.augment:
+            data, kw = _Augmented(x, y, bs, self.fit_cfg.augment, self.fit_cfg.seed), {}
+        else:
+            data, kw = x, {"y": y, "batch_size": bs, "shuffle": True}
+        t0 = time.perf_counter()
+        hist = model.fit(data, validation_data=validation_data, epochs=epochs, callbacks=cbs,
+                         initial_epoch=initial_epoch, verbose=2, **kw)
+        self.executions.append({"time_s": time.perf_counter() - t0, "epochs": len(hist.epoch),
+                                "flops_per_sample": profiling.flops(model, exact=True), "samples": len(x)})
+        return hist
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Keras' epoch metrics into the trial run (``name`` for the first execution, ``name/execN`` after);
+    epochs a killed attempt already logged are not logged twice."""
+
+    def __init__(self, run_id: str, execution: int):
+        super().__init__()
+        self.suffix = f"/exec{execution}" if execution else ""
+        self.skip = logged_steps(run_id, "loss" + self.suffix)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch not in self.skip:
+            retry(mlflow.log_metrics, {k + self.suffix: float(v) for k, v in (logs or {}).items()
+                                       if k in OBJECTIVES}, step=epoch)
+
+
+class _Tracked:
+    """Mixin for a keras-tuner tuner: each trial a nested MLflow run under the active (network) run."""
+
+    def run_trial(self, trial, *args, **kwargs):
+        run_id = self.trial_run(trial.trial_id)
+        self.hypermodel.trial, self.hypermodel.executions = (trial.trial_id, run_id), []
+        with step_run(run_id):
+            hps = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+            have = retry(MlflowClient().get_run, run_id).data.params
+            retry(mlflow.log_params, {k: str(v) for k, v in hps.items() if k not in have})
+            results = super().run_trial(trial, *args, **kwargs)
+            ex = self.hypermodel.executions
+            retry(mlflow.log_metrics, {
+                "train_time_s": sum(e["time_s"] for e in ex), "epochs_run": sum(e["epochs"] for e in ex),
+                "flops_per_sample": ex[0]["flops_per_sample"],
+                "flops_spent": sum(e["flops_per_sample"] * e["samples"] * e["epochs"] for e in ex)})
+            return results
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)  # the oracle scores the trial here
+        t = self.oracle.get_trial(trial.trial_id)
+        run_id, client = self.trial_run(trial.trial_id), MlflowClient()
+        retry(client.set_tag, run_id, "ddmlflow.trial_status", t.status)
+        if t.status == "COMPLETED" and t.score is not None:
+            retry(client.log_metric, run_id, "objective", float(t.score))
+        elif t.message:
+            retry(client.set_tag, run_id, REASON_TAG, reason(t.message))
+
+    def trial_run(self, trial_id: str) -> str:
+        """The MLflow run of a keras-tuner trial: found by tag (resumed search) or created."""
+        if trial_id in self.runs:
+            return self.runs[trial_id]
+        parent = mlflow.active_run().info
+        client = MlflowClient()
+        found = retry(client.search_runs, [parent.experiment_id],
+                      f"tags.`mlflow.parentRunId` = '{parent.run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'")
+        self.runs[trial_id] = found[0].info.run_id if found else retry(
+            client.create_run, parent.experiment_id,
+            tags={"mlflow.runName": f"trial_{trial_id}", "mlflow.parentRunId": parent.run_id, TRIAL_TAG: trial_id,
+                  "ddmlflow.step": "tune_trial"}).info.run_id
+        return self.runs[trial_id]
+
+
+_CLASSES = {"grid": kt.GridSearch, "random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
+            "hyperband": kt.Hyperband}
+
+
+def make_tuner(opts: TuneOptions, hypermodel: NetworkHyperModel, project_dir: Path, seed: int, epochs: int):
+    """keras-tuner's tuner of that name, tracked, resuming from ``project_dir`` (``overwrite=False``)."""
+    cls = type(f"Tracked{_CLASSES[opts.tuner].__name__}", (_Tracked, _CLASSES[opts.tuner]), {})
+    kw = {"max_epochs": epochs} if opts.tuner == "hyperband" else {"max_trials": opts.max_trials}
+    tuner = cls(hypermodel=hypermodel, objective=opts.objective, seed=seed, overwrite=False,
+                executions_per_trial=opts.executions_per_trial, directory=str(project_dir.parent),
+                project_name=project_dir.name, **kw)
+    tuner.runs = {}
+    return tuner
+
+
+def reason(message: str) -> str:
+    """The last line of a trial's traceback: what went wrong."""
+    lines = [ln for ln in (message or "").splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else "unknown reason"
+
+
+def search(opts: TuneOptions, hypermodel: NetworkHyperModel, data: tuple, epochs: int, seed: int) -> dict:
+    """Run (or resume) a search in the active run; returns the best trial's values, its model and the costs."""
+    run = mlflow.active_run().info
+    project_dir = work_dir("tuner", run.run_id) / "project"
+    hypermodel.project_dir = project_dir
+    tuner = make_tuner(opts, hypermodel, project_dir, seed, epochs)
+    x, y, xv, yv = data
+    try:
+        tuner.search(x, y, validation_data=(xv, yv), epochs=epochs, verbose=2)
+    except RuntimeError as e:  # keras-tuner stops after consecutive failures; report the first reason below
+        if "consecutive failures" not in str(e):
+            raise
+    trials = [tuner.oracle.trials[t] for t in sorted(tuner.oracle.trials, key=lambda t: int(t))]
+    done = [t for t in trials if t.status == "COMPLETED"]
+    if not done:
+        first = next((t for t in trials if t.message), None)
+        raise TuneFailed(f"all {len(trials)} trials failed; first (trial {first.trial_id if first else '?'}): "
+                         f"{reason(first.message) if first else 'no trial ran'}")
+    best = tuner.oracle.get_best_trials(1)[0]
+    best_run = tuner.trial_run(best.trial_id)
+    retry(MlflowClient().set_tag, best_run, BEST_TAG, "true")
+    client = MlflowClient()
+    spent = [retry(client.get_run, tuner.trial_run(t.trial_id)).data.metrics for t in trials]
+    with warnings.catch_warnings():  # the best epoch's checkpoint holds optimizer state we do not need
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = tuner.load_model(best)
+    return {"best_values": hypermodel.values(best.hyperparameters.copy()), "best_trial": best.trial_id, "best_run": best_run,
+            "best_score": float(best.score), "model": model,
+            "trials_completed": len(done), "trials_failed": len(trials) - len(done),
+            "flops_spent": sum(m.get("flops_spent", 0.0) for m in spent),
+            "time_s": sum(m.get("train_time_s", 0.0) for m in spent),
+            "epochs_run": sum(m.get("epochs_run", 0.0) for m in spent)}

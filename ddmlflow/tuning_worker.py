@@ -1,0 +1,43 @@
+"""One network's search in a fresh process: ``python -m ddmlflow.tuning_worker --run-id R ...``.
+
+What the executor starts for each ``tune_global`` / ``tune_local/NN`` run
+(the step registry will name it; until then this tiny entry keeps cli.py
+untouched). The run was created by the parent; it is started here by id, so
+the process never inherits the parent's run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ddmlflow.tuning_worker")
+    ap.add_argument("--run-id", required=True)
+    ap.add_argument("--decompose-run", required=True)
+    ap.add_argument("--box", required=True, help="'global' or a box index")
+    ap.add_argument("--config", required=True, help="RunConfig.params() as JSON")
+    ap.add_argument("--options", required=True, help="TuneOptions as JSON")
+    a = ap.parse_args(argv)
+    from .config import resolve
+    from .errors import InputError
+    from .tracking import step_run
+    from .tuning import TuneFailed, TuneOptions
+
+    try:
+        params = json.loads(a.config)
+        cfg = resolve(params.pop("preset", ""), **params)
+        box = None if a.box == "global" else int(a.box)
+        from .pipeline.tune import tune_network
+
+        with step_run(a.run_id):
+            tune_network(cfg, a.decompose_run, box, TuneOptions.from_json(a.options))
+    except (InputError, TuneFailed) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)  # the last log line: the executor's reason
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
