@@ -151,6 +151,8 @@ class RunConfig:
     learning_rate: float = option(number(0.0, 1.0), "initial learning rate")
     optimizer: str = option(choice(_names("optimizers", "OPTIMIZERS"), lower=True), "optimizer")
     patience: int = option(integer(0), "early-stopping patience on val_accuracy (0: none)")
+    dropout: float | None = option(optional(number(0.0, 0.99, lo_open=False)),
+                                   "dropout rate of the CNNs (empty: the network's own)", default="")
     coarse_hidden: tuple[int, ...] = option(integers, "hidden layer sizes of the coarse net, e.g. 128,64,32")
     coarse_dropout: float = option(number(0.0, 0.99, lo_open=False), "dropout rate of the coarse net")
     coarse_epochs: int = option(integer(1), "epochs of the coarse net")
@@ -188,6 +190,7 @@ class FullOptions:
     registered_model_name: str = option(text, "registered model name ('-': do not register)", default="")
     strategies: tuple[str, ...] = option(choices(_names("steps", "STRATEGIES")),
                                          "cnn_dnn plus any of coherent, transfer, compose", default="cnn_dnn")
+    hparams: str = option(text, "tuned values: a tune run id or a best_hparams.json file", default="")
 
     def params(self) -> dict[str, str]:
         return {spec(f)["param"]: _to_str(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -255,3 +258,21 @@ def resolve(preset: str = "", **overrides: Any) -> RunConfig:
     require(cfg.dataset != "folder" or bool(cfg.data_dir), "data_dir", cfg.data_dir,
             "a folder of class subfolders (dataset=folder needs one)")
     return cfg
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """How ``tune`` searches (KLW sec. 4); its epochs are the config's ``epochs`` / ``coarse_epochs``."""
+
+    target: str = option(choice(lambda: ("global", "locals", "coarse", "all")),
+                         "what to tune: global, locals, coarse, all (locals, then coarse)", default="all")
+    tuner: str = option(text, "grid, random, bayesian or hyperband (keras-tuner)", default="random")
+    max_trials: int = option(integer(1), "trials per network", default="10")
+    executions_per_trial: int = option(integer(1), "trainings per trial (averaged)", default="1")
+    objective: str = option(text, "val_accuracy, val_loss, accuracy or loss", default="val_accuracy")
+    space: str = option(text, "a JSON or YAML search space (empty: KLW's, around the preset)", default="")
+    local_runs: str = option(text, "local runs whose probabilities target=coarse uses", default="")
+    gpus: tuple[str, ...] = option(gpu_list, "auto, none, or GPU indices like 0,1,2,3", default="auto")
+    jobs_per_gpu: int = option(integer(1), "searches at once on one GPU", default="1")
+    max_parallel: int = option(integer(1), "searches at once without GPUs", default="1")
+    force: bool = option(boolean, "search anew (no reuse of finished searches)", default="false")

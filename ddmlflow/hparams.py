@@ -66,8 +66,6 @@ def load_hparams(source: str) -> Hparams:
 def apply_hparams(cfg, hparams: dict, network: str):
     """(cfg with ``network``'s tuned values, provenance tags). ``network``: global | local/NN | coarse.
 
-    A value whose RunConfig field does not exist yet (``dropout`` before the
-    schema has it) goes to ``cfg.extra``.
     """
     require(bool(_NETWORK.match(network)), "network", network, "global, coarse or local/NN")
     used = network if network in hparams else ("global" if network.startswith("local/") and "global" in hparams
@@ -75,15 +73,9 @@ def apply_hparams(cfg, hparams: dict, network: str):
     if used is None:
         return cfg, {}
     kind = "coarse" if network == "coarse" else "cnn"
-    fields = {f.name for f in dataclasses.fields(cfg)}
-    changes, extra = {}, dict(cfg.extra)
+    changes = {}
     for name, value in hparams[used].items():
-        target = FIELDS[kind][name]
-        value = tuple(int(u) for u in value) if name == "hidden" else value
-        if target in fields:
-            changes[target] = value
-        else:
-            extra[target] = value
+        changes[FIELDS[kind][name]] = tuple(int(u) for u in value) if name == "hidden" else value
     tags = {"ddmlflow.hparams.source": getattr(hparams, "source", "") or "<dict>",
             "ddmlflow.hparams.network": used, "ddmlflow.hparams": json.dumps(hparams[used], sort_keys=True)}
-    return dataclasses.replace(cfg, **changes, extra=extra), tags
+    return dataclasses.replace(cfg, **changes), tags

@@ -158,4 +158,6 @@ class Command:
 
 COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("full", "pipeline.full:full", "config:FullOptions", help="every step under one parent run"),
+    Command("tune", "pipeline.tune:run_tune", "config:TuneOptions",
+            help="keras-tuner search: the locals in parallel, then the coarse net (KLW sec. 4)"),
 ]}

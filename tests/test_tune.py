@@ -125,7 +125,7 @@ def test_hparams_round_trip(tuned, cfg, tmp_path):
     assert load_hparams(str(path)) == best
     local, tags = apply_hparams(cfg, best, "local/01")
     assert (local.batch_size, local.learning_rate) == (best["local/01"]["batch_size"], best["local/01"]["learning_rate"])
-    assert local.extra["dropout"] == best["local/01"]["dropout"]  # until the schema has a dropout field
+    assert local.dropout == best["local/01"]["dropout"]
     assert tags["ddmlflow.hparams.source"] == tuned["parent"] and tags["ddmlflow.hparams.network"] == "local/01"
     coarse, _ = apply_hparams(cfg, best, "coarse")
     assert coarse.coarse_hidden == tuple(best["coarse"]["hidden"]) and coarse.batch_size == cfg.batch_size

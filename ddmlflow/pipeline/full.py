@@ -19,6 +19,7 @@ import mlflow
 from .. import devices
 from ..config import FullOptions, RunConfig
 from ..executors import Job, Result, choose, make_executor
+from ..hparams import load_hparams
 from ..steps import STEPS, Step
 from ..tracking import (create_child, end_run, find_run, log_params, retry, say, step_key, step_run, ui_link,
                         work_dir)
@@ -35,10 +36,10 @@ class Steps:
         self.cfg, self.parent, self.exp, self.force = cfg, parent_id, experiment_id, force
         self.reused: dict[str, str] = {}
 
-    def get(self, step: Step, inputs: dict) -> tuple[str, bool]:
+    def get(self, step: str, name: str, inputs: dict, cfg: RunConfig | None = None,
+            tags: dict | None = None) -> tuple[str, bool]:
         """(run id, already finished) for a step; unfinished matches are resumed in place."""
-        name = step.run_name(inputs)
-        key = step_key(step.name, {**self.cfg.params(), **inputs})
+        key = step_key(step, {**(cfg or self.cfg).params(), **inputs})
         found = None if self.force else find_run(self.exp, key)
         if found is not None and found.info.status == "FINISHED":
             self.reused[name] = found.info.run_id
@@ -47,15 +48,26 @@ class Steps:
         if found is not None:
             say(f"{name}: resuming unfinished run {found.info.run_id}")
             return found.info.run_id, False
-        return create_child(self.exp, self.parent, name, step.name, key), False
+        return create_child(self.exp, self.parent, name, step, key, tags=tags), False
 
-    def inline(self, step: Step, inputs: dict) -> str:
-        """Run a cheap step in this process, unless reused."""
-        run_id, done = self.get(step, inputs)
+    def inline(self, step: str, name: str, inputs: dict, fn, *args, **kwargs) -> str:
+        """Run a cheap step ``fn(*args, **kwargs)`` in this process, unless reused."""
+        run_id, done = self.get(step, name, inputs)
         if not done:
             with step_run(run_id):
-                step.call(self.cfg, **inputs)
+                fn(*args, **kwargs)
         return run_id
+
+
+def tuned(cfg: RunConfig, hparams, step: Step, inputs: dict) -> tuple[RunConfig, dict]:
+    """The config of one run with the tuned values of its network (``hparams``), and provenance tags."""
+    network = {"train_global": "global", "train_local": f"local/{inputs.get('box', 0):02d}",
+               "train_coarse": "coarse"}.get(step.name)
+    if hparams is None or network is None:
+        return cfg, {}
+    from ..hparams import apply_hparams
+
+    return apply_hparams(cfg, hparams, network)
 
 
 def _instances(step: Step, have: dict, n_boxes: int) -> list[dict]:
@@ -79,6 +91,7 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
     t0 = time.time()
     log_params({**cfg.params(), **opts.params()})
     steps = Steps(cfg, parent.info.run_id, exp, opts.force)
+    hparams = load_hparams(opts.hparams) if opts.hparams else None
     have: dict = {"registered_model_name": opts.registered_model_name, "strategy_runs": {}}
     runs: dict[str, str] = {}
     batch: list[Job] = []
@@ -91,13 +104,15 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
             batch = []
         for inputs in _instances(step, have, n_boxes):
             name = step.run_name(inputs)
+            step_cfg, tags = tuned(cfg, hparams, step, inputs)
             if step.training:
-                run_id, done = steps.get(step, inputs)
+                run_id, done = steps.get(step.name, name, inputs, step_cfg, tags)
                 if not done:
-                    batch.append(Job(step.name, name, run_id, inputs, cfg, log=work_dir("logs", run_id) / "train.log",
+                    batch.append(Job(step.name, name, run_id, inputs, step_cfg,
+                                     log=work_dir("logs", run_id) / "train.log",
                                      env={"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}))
             else:
-                run_id = steps.inline(step, inputs)
+                run_id = steps.inline(step.name, name, inputs, step.call, step_cfg, **inputs)
             runs[name] = run_id
             _collect(have, step, inputs, run_id)
         if step.name == "decompose":

@@ -48,7 +48,8 @@ def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
     x = data[0]
     divisor = 1 if box is None else cfg.width_divisor
     name = "global" if box is None else f"local_{box:02d}"
-    net = models.build(cfg.model, x.shape[1:], prep.num_classes, width_divisor=divisor, name=name)
+    net = models.build(cfg.model, x.shape[1:], prep.num_classes, width_divisor=divisor, name=name,
+                       dropout=cfg.dropout)
     log_params({**cfg.params(), "decompose_run": decompose_run, "box": "global" if box is None else box,
                 "input_shape": "x".join(map(str, x.shape[1:])), "effective_width_divisor": divisor,
                 "box_bounds": "global" if box is None else str(prep.decomposition.boxes[box])})

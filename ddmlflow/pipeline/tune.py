@@ -28,12 +28,20 @@ import mlflow
 from .. import devices
 from ..config import RunConfig
 from ..errors import require
-from ..executors import Job, LocalProcessExecutor
+from ..executors import Job, make_executor
 from ..tracking import end_run, get_run, log_params, retry, say, work_dir
 from .full import Steps, StepsFailed
 from .tune_cost import log_costs
 
 TARGETS = ("global", "locals", "coarse", "all")
+
+
+def run_tune(cfg: RunConfig, opts) -> dict:
+    """``tune`` as a command: ``opts`` is ``config.TuneOptions``; epochs are the config's."""
+    local = [r.strip() for r in opts.local_runs.split(",") if r.strip()]
+    return tune(cfg, opts.target, opts.tuner, opts.max_trials, opts.executions_per_trial, None, opts.objective,
+                opts.space, local_runs=local or None, gpus=",".join(opts.gpus) or "none",
+                jobs_per_gpu=opts.jobs_per_gpu, max_parallel=opts.max_parallel, force=opts.force)
 
 
 def network_name(box: int | None) -> str:
@@ -92,33 +100,31 @@ def _search_cnns(steps: Steps, cfg, opts, dec, boxes, gpus, jobs_per_gpu, max_pa
         run_id, done = steps.get(step, f"tune_{name}", {**opts.key(), "decompose_run": dec, "box": box})
         runs[name] = run_id
         if done:
-            say(f"tune_{name}: reusing finished search {run_id}")
             continue
         argv = [sys.executable, "-m", "ddmlflow.tuning_worker", "--run-id", run_id, "--decompose-run", dec,
                 "--box", "global" if box is None else str(box), "--config", json.dumps(cfg.params()),
                 "--options", opts.to_json()]
-        jobs.append(Job(f"tune_{name}", argv, devices.pin(len(boxes) if box is None else box, gpu_list),
-                        work_dir("logs", run_id) / "tune.log", env={"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}))
+        jobs.append(Job(step, f"tune_{name}", run_id, device=devices.pin(len(boxes) if box is None else box, gpu_list),
+                        log=work_dir("logs", run_id) / "tune.log", argv=argv,
+                        env={"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}))
     if not jobs:
         return runs
 
     def progress(s: dict) -> None:
         say(f"searches: {s['done']} done, {s['running']} running, {s['failed']} failed, {s['pending']} waiting")
     try:
-        results = LocalProcessExecutor(jobs_per_gpu, max_parallel).run(jobs, progress)
+        results = make_executor("process", jobs_per_gpu, max_parallel).run(jobs, progress)
     except KeyboardInterrupt:  # Ctrl-C: the workers were terminated; close the runs they left open
         for job in jobs:
-            run_id = job.argv[job.argv.index("--run-id") + 1]
-            if retry(mlflow.get_run, run_id).info.status == "RUNNING":
-                end_run(run_id, "KILLED", "interrupted (Ctrl-C in the parent)")
+            if retry(mlflow.get_run, job.run_id).info.status == "RUNNING":
+                end_run(job.run_id, "KILLED", "interrupted (Ctrl-C in the parent)")
         raise
     failed = [r for r in results if not r.ok]
     for r in failed:  # a killed process could not close its run
-        run_id = r.job.argv[r.job.argv.index("--run-id") + 1]
-        if retry(mlflow.get_run, run_id).info.status == "RUNNING":
-            end_run(run_id, "FAILED", r.reason())
+        if retry(mlflow.get_run, r.job.run_id).info.status == "RUNNING":
+            end_run(r.job.run_id, "FAILED", r.reason)
     if failed:
-        lines = "; ".join(f"{r.job.name}: {r.reason()} (log: {r.job.log})" for r in failed)
+        lines = "; ".join(f"{r.job.name}: {r.reason} (log: {r.job.log})" for r in failed)
         raise StepsFailed(f"{len(failed)} of {len(jobs)} searches failed: {lines}. "
                           "Rerun the same command to resume them (finished trials are kept).")
     return runs
@@ -212,8 +218,8 @@ def model_dropout(model: str) -> float:
 
 
 def cfg_dropout(cfg) -> float | None:
-    """A configured CNN dropout (a ``dropout`` field once the schema has one; ``extra`` until then)."""
-    return getattr(cfg, "dropout", None) if hasattr(cfg, "dropout") else cfg.extra.get("dropout")
+    """The configured CNN dropout (None: the network's own rate)."""
+    return cfg.dropout
 
 
 def _json_artifact(run_id: str, path: str) -> dict:
