@@ -104,7 +104,7 @@ def test_theorem_2_1_composed_logits_are_the_sum(shape, spec, k, stacks, dense):
                                               ("resnet20", (16, 16, 3), "2x2"), ("cnn3d", (8, 8, 4, 1), "2x2x1")])
 def test_compose_paper_nets(model, shape, spec):
     d = make(spec, shape)
-    subs = [randomize(models.build(model, d.input_shape(i), 5, d.n), i) for i in range(d.n)]
+    subs = [randomize(models.build(model, d.input_shape(i), 5, d.n, klw_local=False), i) for i in range(d.n)]
     glob = models.build(model, shape, 5)
     count = glob.count_params()
     composed = compose(subs, d, glob)

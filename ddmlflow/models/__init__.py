@@ -28,21 +28,27 @@ _BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "cnn3d": build_cnn3d,
 }
 
+LOCAL_FORMS: frozenset[str] = frozenset({"vgg9"})  # models whose KLW local net has its own form
+
 __all__ = ["MODELS", "build", "build_coarse", "loss_for", "output_units", "to_probabilities"]
 
 
 def build(model: str, input_shape: tuple[int, ...], num_classes: int, width_divisor: int = 1,
-          name: str | None = None, dropout: float | None = None) -> keras.Model:
+          name: str | None = None, dropout: float | None = None, klw_local: bool = True) -> keras.Model:
     """Build (not compile) ``model`` for ``input_shape`` (spatial..., channels).
 
     ``len(input_shape) - 1`` is the spatial dimension (2 or 3). Local nets
     pass ``width_divisor`` > 1; ``dropout`` overrides the model's default rate.
-    The model's ``adaptations`` list says what was changed to fit a small input.
+    Where KLW's local net is not the global net made thinner (VGG9, see
+    ``vgg``), ``klw_local=False`` builds the thinner global net instead (Gu et
+    al.'s sub-networks). The model's ``adaptations`` list says what was
+    changed to fit a small input.
     """
     if model not in _BUILDERS:
         raise InputError("model", model, f"one of {', '.join(MODELS)}")
+    local_form = {"klw_local": klw_local} if model in LOCAL_FORMS else {}
     return _BUILDERS[model](tuple(input_shape), num_classes, width_divisor,
-                            name=name or model, dropout=dropout)
+                            name=name or model, dropout=dropout, **local_form)
 
 
 def to_probabilities(outputs: np.ndarray) -> np.ndarray:

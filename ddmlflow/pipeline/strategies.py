@@ -98,7 +98,7 @@ def compose_step(cfg: RunConfig, decompose_run: str) -> None:
     subs, sub_times = [], []
     for i in range(d.n):  # step 3 of Algorithm 1 (in parallel in GC; sequential here)
         seed_everything(cfg.seed + 1 + i)
-        sub = models.build(cfg.model, d.input_shape(i), k, width_divisor=d.n, name=f"sub_{i:02d}")
+        sub = models.build(cfg.model, d.input_shape(i), k, width_divisor=d.n, name=f"sub_{i:02d}", klw_local=False)
         x, y, xv, yv = prep.box(i)
         summary = fit(sub, (x, y, xv, yv), k, fit_config(cfg, cfg.seed + 1 + i, prep.augment), log_to_mlflow=False)
         retry(mlflow.log_metric, "subnet_val_accuracy", accuracy(predict_probs(sub, xv), yv), step=i)
