@@ -27,7 +27,7 @@ from .. import models
 from ..config import RunConfig
 from ..errors import InputError
 from ..models.cnn_dnn import build_coherent, build_coherent_from_scratch
-from ..models.compose import compose, theorem_error
+from ..models.compose import check, compose, theorem_error
 from ..tracking import log_keras_model, log_params, logged_steps, retry, say, work_dir
 from ..training import FitConfig, accuracy, fit, predict_probs, seed_everything
 from .prepared import Prepared, load_prepared
@@ -95,10 +95,14 @@ def compose_step(cfg: RunConfig, decompose_run: str) -> None:
     n_pixels = int(np.prod(d.image_shape[:-1]))
     log_params({"sub_width_divisor": d.n, "nonoverlapping": sum(int(np.prod(b.shape)) for b in d.boxes) == n_pixels,
                 "further_learning_rate": cfg.learning_rate * FURTHER_LR_FACTOR, "gnet_r_epochs": 2 * cfg.epochs})
+    def sub_net(i: int):
+        return models.build(cfg.model, d.input_shape(i), k, width_divisor=d.n, name=f"sub_{i:02d}", klw_local=False)
+
+    check([sub_net(i) for i in range(d.n)], d, models.build(cfg.model, d.image_shape, k))  # fail before training
     subs, sub_times = [], []
     for i in range(d.n):  # step 3 of Algorithm 1 (in parallel in GC; sequential here)
         seed_everything(cfg.seed + 1 + i)
-        sub = models.build(cfg.model, d.input_shape(i), k, width_divisor=d.n, name=f"sub_{i:02d}", klw_local=False)
+        sub = sub_net(i)
         x, y, xv, yv = prep.box(i)
         summary = fit(sub, (x, y, xv, yv), k, fit_config(cfg, cfg.seed + 1 + i, prep.augment), log_to_mlflow=False)
         retry(mlflow.log_metric, "subnet_val_accuracy", accuracy(predict_probs(sub, xv), yv), step=i)
