@@ -245,3 +245,35 @@ def test_compose_rejects_mismatched_inputs():
     wide = [models.build("vgg3", d.input_shape(i), 4, 1) for i in range(4)]
     with pytest.raises(InputError, match="at most the global width"):
         compose(wide, d, models.build("vgg3", (16, 16, 3), 4))
+
+
+# -- Gu et al.'s step learning-rate schedules ------------------------------------------------------
+
+
+def test_gc_schedules_at_gc_lengths_and_shrunk():
+    from ddmlflow import lr_schedules as S
+
+    assert S.drop_epochs(120, S.GC_SUB) == [(60, 0.1), (80, 0.1), (100, 0.1)]  # GC sec. 3.1.1, as printed
+    assert S.drop_epochs(80, S.GC_FURTHER) == [(20, 0.1), (40, 0.1), (60, 0.5)]
+    assert S.drop_epochs(200, S.GC_GLOBAL) == [(80, 0.1), (140, 0.1), (160, 0.1), (180, 0.5)]
+    assert S.drop_epochs(12, S.GC_SUB) == [(6, 0.1), (8, 0.1), (10, 0.1)]  # same fractions of the phase
+    assert S.drop_epochs(4, S.GC_FURTHER) == [(1, 0.1), (2, 0.1), (3, 0.5)]
+    assert S.drop_epochs(3, S.GC_SUB) == [(2, pytest.approx(1e-3))]  # 1.5, 2.0, 2.5 all round to 2: merged
+    assert S.step_schedule(1e-3, 1, 10, S.GC_SUB) == 1e-3  # one epoch: nothing drops
+    rate = S.step_schedule(1e-3, 200, 10, S.GC_GLOBAL)
+    for epoch, expected in ((0, 1e-3), (79, 1e-3), (80, 1e-4), (140, 1e-5), (160, 1e-6), (180, 5e-7), (199, 5e-7)):
+        assert float(rate(epoch * 10)) == pytest.approx(expected), epoch  # first step of the epoch
+        assert float(rate(epoch * 10 + 9)) == pytest.approx(expected), epoch  # last step
+
+
+def test_a_schedule_drives_the_optimizer_in_fit():
+    from ddmlflow import lr_schedules as S
+    from ddmlflow.training import FitConfig, fit
+
+    x, y = images((8, 8, 1), 16), np.arange(16) % 2
+    net = tiny_valid_net((8, 8, 1), 2, stacks=((4,),), dense=0)
+    rate = S.step_schedule(1e-2, 2, 2, (2, ((1, 0.1),)))  # 16 images / batch 8 = 2 steps per epoch
+    fit(net, (x, y, x, y), 2, FitConfig(epochs=2, batch_size=8, learning_rate=rate, patience=0), log_to_mlflow=False)
+    assert int(net.optimizer.iterations) == 4
+    assert float(rate(1)) == pytest.approx(1e-2) and float(rate(2)) == pytest.approx(1e-3)
+    assert float(net.optimizer.learning_rate) == pytest.approx(1e-3)
