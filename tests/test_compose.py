@@ -198,7 +198,8 @@ def test_compose_paper_nets(model, shape, spec):
     order = np.arange(len(head[0]))
     if model == "resnet20a":  # option A, N = 4: sub k's 16 GAP channels are its 4 + 4 + 8 of the 16, 32, 64 stages
         order = np.concatenate([np.r_[4 * k:4 * k + 4, 16 + 4 * k:20 + 4 * k, 32 + 8 * k:40 + 8 * k] for k in range(4)])
-    np.testing.assert_array_equal(head[0][order], np.concatenate([s.get_layer("logits").get_weights()[0] for s in subs]))
+    stacked = np.concatenate([s.get_layer("logits").get_weights()[0] for s in subs])
+    np.testing.assert_array_equal(head[0][order], stacked)
 
 
 def test_block_diagonal_structure():

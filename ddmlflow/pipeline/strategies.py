@@ -20,7 +20,8 @@
 
 Every strategy logs into the active run what ``evaluate`` and the runs table
 read: parameters, per-epoch metrics, ``train_time_s``, ``epochs_run``,
-``params_count``, final accuracies, ``probs.npz`` (train/val) and the model.
+``params_count``, ``flops`` / ``paper_mflops`` / ``flops_exact``, final accuracies,
+``probs.npz`` (train/val) and the model.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from dataclasses import replace
 import mlflow
 import numpy as np
 
-from .. import lr_schedules, models, presets
+from .. import lr_schedules, models, presets, profiling
 from ..config import RunConfig
 from ..errors import InputError
 from ..models.cnn_dnn import build_coherent, build_coherent_from_scratch
@@ -176,8 +177,11 @@ def _train_and_log(net, prep: Prepared, fc: FitConfig, earlier_time_s: float = 0
     summary = fit(net, (x, y, xv, yv), prep.num_classes, fc, checkpoint_dir=work_dir("checkpoints", run_id),
                   skip_epochs=logged_steps(run_id, "loss"))
     p_train, p_val = predict_probs(net, x), predict_probs(net, xv)
+    n_flops = profiling.flops(net)  # the paper's count and the real one (see profiling)
     retry(mlflow.log_metrics, {"train_time_s": earlier_time_s + summary["train_time_s"],
                                "epochs_run": summary["epochs_run"], "params_count": net.count_params(),
+                               "flops": n_flops, "paper_mflops": profiling.paper_mflops(n_flops),
+                               "flops_exact": profiling.flops_exact(net),
                                "final_train_accuracy": accuracy(p_train, y), "final_val_accuracy": accuracy(p_val, yv)})
     log_probs(p_train, p_val)
     log_keras_model(net, np.asarray(x[:2], dtype="float32"))
