@@ -158,6 +158,9 @@ class RunConfig:
     coarse_epochs: int = option(integer(1), "epochs of the coarse net")
     coarse_batch_size: int = option(integer(1), "batch size of the coarse net")
     coarse_learning_rate: float = option(number(0.0, 1.0), "learning rate of the coarse net")
+    transfer_coarse: bool = option(boolean, "transfer: also transfer the trained coarse net (false: locals only)")
+    compose_lr_schedule: str = option(choice(_names("presets", "COMPOSE_LR_SCHEDULES")),
+                                      "compose: Gu et al.'s step schedules, or constant")
     seed: int = option(integer(0), "random seed (local k uses seed + 1 + k)", default="0")
     image_size: tuple[int, ...] | None = option(optional(integers), "resize images to HxW (or HxWxD)", default="")
     n_train: int | None = option(optional(integer(1)), "use the first N training samples", default="")

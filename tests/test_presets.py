@@ -20,6 +20,8 @@ def test_fields_are_valid(p):
     assert p.optimizer == "adam" and 0 < p.learning_rate <= 1e-3 and 0 < p.coarse_learning_rate <= 1e-3
     assert p.batch_size >= 1 and p.coarse_batch_size >= 1 and p.epochs >= 1 and p.coarse_epochs >= 1
     assert p.patience >= 0 and 0 <= p.coarse_dropout < 1 and all(h > 0 for h in p.coarse_hidden)
+    assert p.transfer_pretrain_epochs >= 1 and isinstance(p.transfer_coarse, bool)
+    assert p.compose_lr_schedule in presets.COMPOSE_LR_SCHEDULES
     assert make(p.decomposition, p.image_shape, p.overlap).n >= 4
     assert p.description and p.paper
     params = p.params()
@@ -57,6 +59,16 @@ def test_paper_hyperparameters():
     assert (flowers.image_shape, flowers.num_classes, flowers.epochs, flowers.patience) == ((180, 180, 3), 5, 500, 0)
     default = presets.get(presets.DEFAULT)
     assert (default.dataset, default.model, default.decomposition, default.epochs) == ("shapes2d", "vgg3", "2x2", 8)
+
+
+def test_klw_tl_transfer_and_gc_fields():
+    for p in ALL:
+        paper = p.dataset not in ("shapes2d", "shapes3d")
+        # KLW-TL 2.2: locals pre-trained 150 epochs, their parameters (only) transferred
+        assert (p.transfer_pretrain_epochs, p.transfer_coarse) == ((150, False) if paper else (p.epochs, True))
+        assert p.compose_lr_schedule == "step" and "not modelled: GC's flip/shift augmentation" in p.description
+    assert "8,217,637" in presets.get("flowers-vgg3-3x3").description
+    assert "8,548,998" in presets.get("yale-vgg3-4x4").description
 
 
 def test_listing_describe_and_unknown():

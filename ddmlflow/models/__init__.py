@@ -9,16 +9,22 @@ when K = 2, else a K-way softmax.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    import keras
 
 # The network names, readable without importing Keras (the config check uses them).
 MODELS: tuple[str, ...] = ("vgg3", "vgg9", "resnet20", "resnet20a", "cnn3d")
 _BUILDERS = {"vgg3": "vgg:build_vgg3", "vgg9": "vgg:build_vgg9", "resnet20": "resnet:build_resnet20",
              "resnet20a": "resnet:build_resnet20a", "cnn3d": "cnn3d:build_cnn3d"}
 _LAZY = {"build_coarse": "coarse", "output_units": "layers"}  # Keras-backed, imported on first use
+
+LOCAL_FORMS: frozenset[str] = frozenset({"vgg9"})  # models whose KLW local net has its own form
 
 __all__ = ["MODELS", "build", "build_coarse", "loss_for", "output_units", "to_probabilities"]
 
@@ -30,19 +36,23 @@ def __getattr__(name: str):
 
 
 def build(model: str, input_shape: tuple[int, ...], num_classes: int, width_divisor: int = 1,
-          name: str | None = None, dropout: float | None = None) -> "keras.Model":
+          name: str | None = None, dropout: float | None = None, klw_local: bool = True) -> "keras.Model":
     """Build (not compile) ``model`` for ``input_shape`` (spatial..., channels).
 
     ``len(input_shape) - 1`` is the spatial dimension (2 or 3). Local nets
     pass ``width_divisor`` > 1; ``dropout`` overrides the model's default rate.
-    The model's ``adaptations`` list says what was changed to fit a small input.
+    Where KLW's local net is not the global net made thinner (VGG9, see
+    ``vgg``), ``klw_local=False`` builds the thinner global net instead (Gu et
+    al.'s sub-networks). The model's ``adaptations`` list says what was
+    changed to fit a small input.
     """
     if model not in _BUILDERS:
         raise InputError("model", model, f"one of {', '.join(MODELS)}")
     importlib.import_module(".cnn_dnn", __name__)  # registers BoxCrop, so saved coherent models load
     module, fn = _BUILDERS[model].split(":")
     builder = getattr(importlib.import_module(f".{module}", __name__), fn)
-    return builder(tuple(input_shape), num_classes, width_divisor, name=name or model, dropout=dropout)
+    local_form = {"klw_local": klw_local} if model in LOCAL_FORMS else {}
+    return builder(tuple(input_shape), num_classes, width_divisor, name=name or model, dropout=dropout, **local_form)
 
 
 def to_probabilities(outputs: np.ndarray) -> np.ndarray:

@@ -15,6 +15,18 @@ initialise the global net from them ("sub-network transfer learning"):
 * biases and BatchNormalization parameters/statistics are concatenated
   (both act per channel); residual ``Add`` layers need nothing (GC sec. 2.4).
 
+"Block k" is a set of global channels, not necessarily consecutive: a
+*channel map* gives, per global width, the global index of each of sub k's
+channels. It is consecutive blocks everywhere except after He et al.'s
+option-A shortcuts (``resnet20a``): there the global shortcut keeps channel j
+at j and appends zero channels, so sub k's channels at the wider stage are
+its old channels (where the shortcut puts them) followed by its share of the
+appended zero channels. With that map every global layer is again block
+diagonal, the shortcut adds exactly what each sub's shortcut adds, and
+Theorem 2.1 stays exact. It needs N x (sub width growth) <= global width
+growth at every padding (resnet20a: N = 2, 4, 5, 8, 13-16, i.e. 2x2, 4x4 and
+type B, not 3x3); otherwise ``check`` fails before any training.
+
 Theorem 2.1: with valid padding, a complete nonoverlapping decomposition,
 boxes on the pooling grid and no global pooling, the composed logits equal
 the sum of the sub logits exactly (``theorem_error`` ~ 0). Our paper nets
@@ -43,15 +55,42 @@ import keras
 import numpy as np
 
 from ..errors import InputError, require
+from .resnet import ChannelPad
 
 
 def compose(sub_models: Sequence[keras.Model], decomposition, global_model: keras.Model) -> keras.Model:
     """Set ``global_model``'s weights from the N trained sub-networks (in place) and return it.
 
     ``global_model`` is ``build(model, image_shape, K)``; sub-network i is
-    ``build(model, decomposition.input_shape(i), K, width_divisor=N)``. Layers
-    are matched by name (every builder names its layers the same way).
+    ``build(model, decomposition.input_shape(i), K, width_divisor=N, klw_local=False)``.
+    Layers are matched by name (every builder names its layers the same way).
     """
+    maps, first_fc, geometry = _plan(sub_models, decomposition, global_model)
+    for layer in global_model.layers:
+        if not layer.weights:
+            continue
+        weights = [np.array(w) for w in layer.get_weights()]
+        parts = [_sub_layer(m, layer.name).get_weights() for m in sub_models]
+        if layer.name == first_fc:  # may be ``logits`` itself when no hidden dense layer follows flatten
+            weights = _first_dense(weights, parts, geometry, maps, head=layer.name == "logits")
+        elif layer.name == "logits":
+            weights = _stack_head(weights, parts, maps)
+        else:
+            weights = _block_diagonal(weights, parts, layer.name, maps)
+        layer.set_weights(weights)
+    return global_model
+
+
+def check(sub_models: Sequence[keras.Model], decomposition, global_model: keras.Model) -> None:
+    """Raise ``InputError`` unless ``compose`` can compose these nets (cheap: no weights copied).
+
+    Call it with freshly built nets before training the sub-networks.
+    """
+    _plan(sub_models, decomposition, global_model)
+
+
+def _plan(sub_models, decomposition, global_model):
+    """Validated inputs -> (channel maps, name of the dense layer reading ``flatten``, its geometry)."""
     require(len(sub_models) == decomposition.n, "sub_models", len(sub_models),
             f"one sub-network per box ({decomposition.n})")
     require(tuple(global_model.input_shape[1:]) == decomposition.image_shape, "global_model",
@@ -59,24 +98,12 @@ def compose(sub_models: Sequence[keras.Model], decomposition, global_model: kera
     for i, m in enumerate(sub_models):
         require(tuple(m.input_shape[1:]) == decomposition.input_shape(i), "sub_models",
                 f"#{i}: input {tuple(m.input_shape[1:])}", f"a net on box {i}: {decomposition.input_shape(i)}")
-    require(not any(layer.name.endswith("_pad") for layer in global_model.layers), "model", global_model.name,
-            "vgg3, vgg9, resnet20 (projection shortcuts) or cnn3d: option-A zero-padded shortcuts "
-            "(resnet20a) do not keep the channel blocks apart")
-    first_fc, geometry = _first_fc(global_model, sub_models, decomposition)
     for layer in global_model.layers:
-        if not layer.weights:
-            continue
-        weights = [np.array(w) for w in layer.get_weights()]
-        parts = [_sub_layer(m, layer.name).get_weights() for m in sub_models]
-        if layer.name == first_fc:  # may be ``logits`` itself when no hidden dense layer follows flatten
-            weights = _first_dense(weights, parts, geometry, head=layer.name == "logits")
-        elif layer.name == "logits":
-            weights = _stack_head(weights, parts)
-        else:
-            weights = _block_diagonal(weights, parts, layer.name)
-        layer.set_weights(weights)
-    return global_model
-
+        if layer.weights:
+            _sub_layer(sub_models[0], layer.name)
+    maps = _padded_maps(global_model, sub_models)
+    first_fc, geometry = _first_fc(global_model, sub_models, decomposition)
+    return maps, first_fc, geometry
 
 def theorem_error(sub_models: Sequence[keras.Model], composed: keras.Model, decomposition, x: np.ndarray) -> float:
     """max |composed logits - sum of sub logits| on images ``x`` (GC Theorem 2.1, eq. 2.16)."""
@@ -95,7 +122,7 @@ def _sub_layer(model: keras.Model, name: str):
         return model.get_layer(name)
     except ValueError:
         raise InputError("sub_models", model.name, f"every sub-network needs the global net's layer {name!r} "
-                         "(build both with the same builder)") from None
+                         "(build both with the same builder; sub-networks with klw_local=False)") from None
 
 
 def _blocks(sizes: Sequence[int], total: int, what: str) -> list[slice]:
@@ -106,7 +133,39 @@ def _blocks(sizes: Sequence[int], total: int, what: str) -> list[slice]:
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def _per_channel(weights: list[np.ndarray], parts: list[list[np.ndarray]], outs: list[slice]) -> None:
+def _channel_map(maps: dict, total: int, sizes: Sequence[int], what: str) -> list[np.ndarray]:
+    """Global channel indices of each sub's channels at global width ``total`` (default: consecutive blocks)."""
+    if total not in maps:
+        maps[total] = [np.arange(b.start, b.stop) for b in _blocks(sizes, total, what)]
+    got = [len(m) for m in maps[total]]
+    require(got == list(sizes), "sub_models", f"{what}: widths {list(sizes)}",
+            f"the widths {got} of the sub-networks' other layers of global width {total}")
+    return maps[total]
+
+
+def _padded_maps(global_model, sub_models) -> dict:
+    """Channel maps through option-A shortcuts: old channels stay, each sub gets its share of the new zeros."""
+    maps: dict[int, list[np.ndarray]] = {}
+    for layer in global_model.layers:
+        if not isinstance(layer, ChannelPad):
+            continue
+        subs = [_sub_layer(m, layer.name) for m in sub_models]
+        width, extras = int(layer.input.shape[-1]), [s.extra for s in subs]
+        old = _channel_map(maps, width, [int(s.input.shape[-1]) for s in subs], f"{layer.name} inputs")
+        require(sum(extras) <= layer.extra, "decomposition", f"{len(subs)} boxes",
+                f"{layer.name}: the sub-networks pad {sum(extras)} zero channels, the global net only "
+                f"{layer.extra}; option-A shortcuts (resnet20a) compose for N = 2, 4, 5, 8, 13-16 boxes "
+                "(2x2, 4x4, type B), model=resnet20 (projection shortcuts) for any N")
+        edges = width + np.cumsum([0, *extras])
+        new = [np.concatenate([o, np.arange(a, b)]) for o, a, b in zip(old, edges[:-1], edges[1:])]
+        wider = width + layer.extra
+        require(wider not in maps or all(np.array_equal(a, b) for a, b in zip(maps[wider], new)), "model",
+                global_model.name, f"one channel order per width; {layer.name} pads to a width used before")
+        maps[wider] = new
+    return maps
+
+
+def _per_channel(weights: list[np.ndarray], parts: list[list[np.ndarray]], outs: list[np.ndarray]) -> None:
     """Biases and BatchNormalization vectors: concatenated over the blocks."""
     for j, w in enumerate(weights):
         if w.ndim == 1:
@@ -114,34 +173,49 @@ def _per_channel(weights: list[np.ndarray], parts: list[list[np.ndarray]], outs:
                 w[o] = p[j]
 
 
-def _block_diagonal(weights, parts, name):
+def _block_diagonal(weights, parts, name, maps):
     """Conv or dense kernel: sub k on (in block k, out block k), zero off the diagonal (eq. 2.11-2.12)."""
     kernel = weights[0]
     if kernel.ndim == 1:  # BatchNormalization: gamma, beta, moving mean, moving variance
-        _per_channel(weights, parts, _blocks([p[0].shape[0] for p in parts], kernel.shape[0], name))
+        _per_channel(weights, parts, _channel_map(maps, kernel.shape[0], [p[0].shape[0] for p in parts], name))
         return weights
     sub_kernels = [p[0] for p in parts]
     for k in sub_kernels:
         require(k.shape[:-2] == kernel.shape[:-2], "sub_models", f"{name}: kernel {k.shape}",
                 f"the global kernel size {kernel.shape[:-2]}")
-    outs = _blocks([k.shape[-1] for k in sub_kernels], kernel.shape[-1], f"{name} outputs")
+    outs = _channel_map(maps, kernel.shape[-1], [k.shape[-1] for k in sub_kernels], f"{name} outputs")
     first = all(k.shape[-2] == kernel.shape[-2] for k in sub_kernels)  # reads the image: all channels
-    ins = ([slice(None)] * len(parts) if first
-           else _blocks([k.shape[-2] for k in sub_kernels], kernel.shape[-2], f"{name} inputs"))
-    for i, o, k in zip(ins, outs, sub_kernels):
+    ins = ([np.arange(kernel.shape[-2])] * len(parts) if first
+           else _channel_map(maps, kernel.shape[-2], [k.shape[-2] for k in sub_kernels], f"{name} inputs"))
+    for o in outs:
         kernel[..., o] = 0.0
-        kernel[..., i, o] = k
+    for i, o, k in zip(ins, outs, sub_kernels):
+        kernel[..., i[:, None], o[None, :]] = k
     _per_channel(weights, parts, outs)
     return weights
 
 
-def _stack_head(weights, parts):
+def _stack_head(weights, parts, maps):
     """``logits``: sub kernels stacked over the input blocks, biases summed: logits add up (eq. 2.14)."""
     kernel, bias = weights
     kernel[:] = 0.0
-    for i, p in zip(_blocks([p[0].shape[0] for p in parts], kernel.shape[0], "logits inputs"), parts):
+    for i, p in zip(_channel_map(maps, kernel.shape[0], [p[0].shape[0] for p in parts], "logits inputs"), parts):
         kernel[i] = p[0]
     return [kernel, np.sum([p[1] for p in parts], axis=0)]
+
+
+def _strides_to(tensor) -> np.ndarray:
+    """Product of the strides (convolutions, poolings) on the path from the input to ``tensor``.
+
+    Follows each layer's first input, so a residual block counts its stride once.
+    """
+    stride = np.ones(len(tensor.shape) - 2, dtype=int)
+    while True:
+        op, node_index, _ = tensor._keras_history
+        if isinstance(op, keras.layers.InputLayer):
+            return stride
+        stride *= np.asarray(getattr(op, "strides", 1), dtype=int)
+        tensor = op._inbound_nodes[node_index].input_tensors[0]
 
 
 def _first_fc(global_model, sub_models, decomposition):
@@ -153,11 +227,7 @@ def _first_fc(global_model, sub_models, decomposition):
         return None, None  # global pooling instead: the next dense layer is plain block diagonal
     field = tuple(int(s) for s in flat[0].input.shape[1:])  # (spatial..., channels)
     sub_fields = [tuple(int(s) for s in _sub_layer(m, flat[0].name).input.shape[1:]) for m in sub_models]
-    stride = np.ones(len(field) - 1, dtype=int)
-    for layer in global_model.layers:  # downsampling up to flatten: conv and pooling strides
-        if layer is flat[0]:
-            break
-        stride *= np.asarray(getattr(layer, "strides", 1), dtype=int)
+    stride = _strides_to(flat[0].input)  # downsampling up to flatten
     regions = []
     for box, f in zip(decomposition.boxes, sub_fields):
         off = (int(np.clip(round(a / s), 0, g - n)) for a, s, g, n in zip(box.start, stride, field, f))
@@ -165,7 +235,7 @@ def _first_fc(global_model, sub_models, decomposition):
     return readers[0].name, (field, sub_fields, regions)
 
 
-def _first_dense(weights, parts, geometry, head: bool = False):
+def _first_dense(weights, parts, geometry, maps, head: bool = False):
     """Block k reads only (box k's field in the feature map) x (channel block k) (eq. 2.13).
 
     As the ``logits`` layer (``head``) every sub-network writes all outputs, which add up.
@@ -173,13 +243,13 @@ def _first_dense(weights, parts, geometry, head: bool = False):
     field, sub_fields, regions = geometry
     kernel = weights[0]
     grid = kernel.reshape(*field, kernel.shape[-1])  # Flatten is row-major over (spatial..., channels)
-    chans = _blocks([f[-1] for f in sub_fields], field[-1], "flatten channels")
-    outs = ([slice(None)] * len(parts) if head
-            else _blocks([p[0].shape[-1] for p in parts], kernel.shape[-1], "first dense outputs"))
+    chans = _channel_map(maps, field[-1], [f[-1] for f in sub_fields], "flatten channels")
+    outs = ([np.arange(kernel.shape[-1])] * len(parts) if head
+            else _channel_map(maps, kernel.shape[-1], [p[0].shape[-1] for p in parts], "first dense outputs"))
     for o in outs:
         grid[..., o] = 0.0
     for c, o, region, f, p in zip(chans, outs, regions, sub_fields, parts):
-        grid[region + (c, o)] = p[0].reshape(*f, p[0].shape[-1])
+        grid[region + (c[:, None], o[None, :])] = p[0].reshape(*f, p[0].shape[-1])
     if head:
         return [grid.reshape(kernel.shape), np.sum([p[1] for p in parts], axis=0)]
     _per_channel(weights, parts, outs)

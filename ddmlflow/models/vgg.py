@@ -18,13 +18,15 @@ stacks {32,32},{64,64},{128,128},{256,256},{512,512}, each pooled, dense
     CIFAR-10 (32x32x3, K=10):    4,786,794 params (Table 2: 4.7868M)
     TF-Flowers (180x180x3, K=5): 6,359,333 params (Table 2: 6.3593M)
 
-That is what ``build_vgg9`` builds. The paper's local nets are not this net at
-half width: Table 2's locals (1.1959M CIFAR 16x16, 1.3266M Flowers 60x60) are
-matched only by half-width convs with *four* poolings and a *single* dense
-layer of 64 (1,195,866 and 1,326,613). We keep one rule for every size
-instead (all widths halved, a pooling skipped only where an axis is < 2), so
-our local VGG9 has 1,197,626 params on CIFAR 16x16 (+1,760 vs the paper) and
-1,197,461 on Flowers 60x60 (-129,152: the last pooling runs, 1x1 not 3x3).
+That is what ``build_vgg9`` builds for the global net. KLW's local nets are not
+this net at half width: Table 2's locals (1.1959M CIFAR 16x16, 1.3266M Flowers
+60x60, 0.0851 / 1.0736 "MFLOPs") are matched exactly, and only, by all conv
+widths divided, *four* poolings (the fifth is dropped) and a *single* hidden
+dense layer of 128 / ``width_divisor`` = 64 units (the second dense layer is
+dropped): 1,195,866 and 1,326,613 params. So ``build_vgg9`` builds that form
+whenever ``width_divisor > 1`` (``klw_local=True``, the default). Gu et al.'s
+sub-networks must be the global net at 1/N width (composition matches layers
+one to one), so ``compose`` builds them with ``klw_local=False``.
 The dropout rate of VGG9 is not given; we use VGG3's 0.2.
 """
 from __future__ import annotations
@@ -40,14 +42,19 @@ VGG3_STACKS = ((32, 32), (64, 64), (128, 128))
 VGG3_DENSE = (128,)
 VGG9_STACKS = ((32, 32), (64, 64), (128, 128), (256, 256), (512, 512))
 VGG9_DENSE = (128, 64)
+VGG9_LOCAL_DENSE = (128,)  # divided by width_divisor: 64 units at KLW's half width
+VGG9_LOCAL_POOLS = 4
 DROPOUT = 0.2
 
 
 def build_vgg(input_shape: Sequence[int], num_classes: int,
               stacks: Sequence[Sequence[int]], dense: Sequence[int],
               width_divisor: int = 1, dropout: float | None = None,
-              name: str = "vgg") -> keras.Model:
-    """A VGG net from its conv ``stacks`` (filters per layer) and hidden ``dense`` units."""
+              name: str = "vgg", pools: int | None = None) -> keras.Model:
+    """A VGG net from its conv ``stacks`` (filters per layer) and hidden ``dense`` units.
+
+    The first ``pools`` stacks (default: all) end in a 2x max pooling, the others do not.
+    """
     dims = check_input(input_shape, num_classes, width_divisor, dropout)
     rate = DROPOUT if dropout is None else dropout
     adaptations: list[str] = []
@@ -57,7 +64,8 @@ def build_vgg(input_shape: Sequence[int], num_classes: int,
         for i, filters in enumerate(stack, start=1):
             x = conv(dims, scaled(filters, width_divisor), 3, padding="same",
                      activation="relu", name=f"conv{s}_{i}")(x)
-        x = pool_adapted(x, f"pool{s}", adaptations)
+        if pools is None or s <= pools:
+            x = pool_adapted(x, f"pool{s}", adaptations)
         x = layers.Dropout(rate, name=f"drop{s}")(x)
     x = layers.Flatten(name="flatten")(x)
     for d, units in enumerate(dense, start=1):
@@ -67,13 +75,20 @@ def build_vgg(input_shape: Sequence[int], num_classes: int,
 
 def build_vgg3(input_shape: Sequence[int], num_classes: int, width_divisor: int = 1,
                name: str = "vgg3", dropout: float | None = None) -> keras.Model:
-    """KLW's VGG3 (sec. 4.1)."""
+    """KLW's VGG3 (sec. 4.1); its local nets are the global net at 1/``width_divisor`` width."""
     return build_vgg(input_shape, num_classes, VGG3_STACKS, VGG3_DENSE,
                      width_divisor, dropout, name)
 
 
 def build_vgg9(input_shape: Sequence[int], num_classes: int, width_divisor: int = 1,
-               name: str = "vgg9", dropout: float | None = None) -> keras.Model:
-    """KLW-TL's VGG9, reconstructed from KLW Table 2 (see the module docstring)."""
+               name: str = "vgg9", dropout: float | None = None, klw_local: bool = True) -> keras.Model:
+    """KLW-TL's VGG9, reconstructed from KLW Table 2 (see the module docstring).
+
+    With ``width_divisor > 1`` and ``klw_local``: KLW's local form (four poolings,
+    one hidden dense layer); else the global net with every width divided.
+    """
+    if width_divisor > 1 and klw_local:
+        return build_vgg(input_shape, num_classes, VGG9_STACKS, VGG9_LOCAL_DENSE,
+                         width_divisor, dropout, name, pools=VGG9_LOCAL_POOLS)
     return build_vgg(input_shape, num_classes, VGG9_STACKS, VGG9_DENSE,
                      width_divisor, dropout, name)

@@ -35,9 +35,7 @@ def finish_training(net, data: tuple, summary: dict, batch_size: int = 32, extra
         prof = profiling.profile(net, batch_size=min(batch_size, len(xv)), repeats=3)
         metrics.update({"params_count": prof["params"], "trainable_params": prof["trainable_params"],
                         "flops": prof["flops"], "paper_mflops": prof["paper_mflops"],
-                        "eval_time_ms": prof["tteval_ms"]})
-        if "flops_exact" in prof:
-            metrics["flops_exact"] = prof["flops_exact"]
+                        "flops_exact": prof["flops_exact"], "eval_time_ms": prof["tteval_ms"]})
     retry(mlflow.log_metrics, metrics)
     log_probs(p_train, p_val)
     log_keras_model(net, np.asarray(x[:2], dtype="float32"))

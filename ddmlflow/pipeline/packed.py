@@ -13,7 +13,6 @@ import hashlib
 import os
 import time
 
-import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
