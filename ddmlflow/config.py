@@ -54,6 +54,7 @@ class RunConfig:
     coarse_epochs: int
     coarse_batch_size: int
     coarse_learning_rate: float
+    coarse_patience: int  # the coarse net's own early stopping (0: none), selected on held-out training data
     seed: int
     image_size: tuple[int, ...] | None = None
     n_train: int | None = None
@@ -142,7 +143,8 @@ def resolve(preset: str = "", **overrides: str | int | float | None) -> RunConfi
         epochs=p.epochs, batch_size=p.batch_size, learning_rate=p.learning_rate, optimizer=p.optimizer,
         patience=p.patience, coarse_hidden=",".join(map(str, p.coarse_hidden)), coarse_dropout=p.coarse_dropout,
         coarse_epochs=p.coarse_epochs, coarse_batch_size=p.coarse_batch_size,
-        coarse_learning_rate=p.coarse_learning_rate, seed=0, data_dir="", image_size="", n_train="", n_val="",
+        coarse_learning_rate=p.coarse_learning_rate, coarse_patience=p.coarse_patience,
+        seed=0, data_dir="", image_size="", n_train="", n_val="",
     )
     unknown = set(given) - set(raw)
     require(not unknown, sorted(unknown)[0] if unknown else "", "", "not a parameter of this step")
@@ -166,6 +168,7 @@ def resolve(preset: str = "", **overrides: str | int | float | None) -> RunConfi
         coarse_epochs=_int("coarse_epochs", raw["coarse_epochs"], 1),
         coarse_batch_size=_int("coarse_batch_size", raw["coarse_batch_size"], 1),
         coarse_learning_rate=_float("coarse_learning_rate", raw["coarse_learning_rate"], 0.0, 1.0),
+        coarse_patience=_int("coarse_patience", raw["coarse_patience"], 0),
         seed=_int("seed", raw["seed"], 0),
         image_size=_ints("image_size", raw["image_size"]) if raw["image_size"] != "" else None,
         n_train=_int("n_train", raw["n_train"], 1) if raw["n_train"] != "" else None,

@@ -41,7 +41,9 @@ def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
     log_params({**cfg.params(), "decompose_run": decompose_run, "box": "global" if box is None else box,
                 "input_shape": "x".join(map(str, x.shape[1:])), "effective_width_divisor": divisor,
                 "box_bounds": "global" if box is None else str(prep.decomposition.boxes[box])})
-    summary = fit(net, (x, y, xv, yv), prep.num_classes, fit_config(cfg, seed, prep.augment),
+    fc = fit_config(cfg, cfg.seed, prep.augment)  # one augmentation seed for all nets: same rotated volumes
+    train_x = prep.augmented_train(box, fc) if prep.augment else x
+    summary = fit(net, (train_x, y, xv, yv), prep.num_classes, fc,
                   checkpoint_dir=work_dir("checkpoints", run_id), skip_epochs=logged_steps(run_id, "loss"))
     p_train, p_val = predict_probs(net, x), predict_probs(net, xv)
     prof = profiling.profile(net, batch_size=min(cfg.batch_size, len(xv)), repeats=3)
