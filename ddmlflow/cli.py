@@ -15,7 +15,7 @@ from .errors import InputError
 
 CONFIG_OPTIONS = ("dataset", "data_dir", "model", "decomposition", "overlap", "width_divisor", "epochs",
                   "batch_size", "learning_rate", "optimizer", "patience", "coarse_hidden", "coarse_dropout",
-                  "coarse_epochs", "coarse_batch_size", "coarse_learning_rate", "seed", "image_size",
+                  "coarse_epochs", "coarse_batch_size", "coarse_learning_rate", "coarse_patience", "seed", "image_size",
                   "n_train", "n_val")
 
 

@@ -103,11 +103,12 @@ _DATA = {
         note="Generated offline 2D shapes (6 classes: unordered pairs of shapes in two quadrants), the pipeline's "
              "default: runs in minutes on a laptop CPU (8 epochs, our choice)."),
     "shapes3d": dict(
-        image_shape=(32, 32, 16, 1), num_classes=2, learning_rate=1e-3, batch_size=8, epochs=8, patience=15,
+        image_shape=(32, 32, 16, 1), num_classes=6, learning_rate=1e-3, batch_size=8, epochs=8, patience=15,
         coarse_hidden=(64, 32, 16), coarse_dropout=0.0, coarse_learning_rate=1e-3, coarse_batch_size=8,
         coarse_epochs=20, coarse_patience=5,
-        note="Generated offline CT-like volumes (binary, NIfTI through the MosMed path): the 3D pipeline on a "
-             "laptop CPU (8 epochs, our choice)."),
+        note="Generated offline CT-like volumes (6 classes: unordered pairs of structures in two quadrant "
+             "columns, NIfTI through the MosMed path, 600/240 volumes): the 3D pipeline on a laptop CPU "
+             "(8 epochs, our choice)."),
 }
 _TITLE = {"cifar10": "CIFAR-10", "tf_flowers": "TF-Flowers", "yale_b": "Extended Yale B", "mosmed": "Chest CT",
           "shapes2d": "Shapes 2D", "shapes3d": "Shapes 3D"}
