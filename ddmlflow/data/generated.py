@@ -13,9 +13,17 @@ epochs, 2x2 half-width locals, Adam 1e-3): global 0.99, each local 0.32-0.33
 (the best possible is 1/3), average probability 0.68, majority vote 0.45,
 coarse net on the local probabilities 1.00.
 
-shapes3d is a binary CT-like task written as real NIfTI files in Hounsfield
-units and read back through exactly the MosMed path, so the whole 3D pipeline
-runs offline.
+shapes3d is its 3D twin, CT-like: lung-like tissue (about -850 HU) holding two
+dense structures (ball, cube, or rod along the depth axis) in two of the four
+quadrant columns of the axial plane, full depth; the class is the unordered
+pair (6 classes). With the default 2x2x1 decomposition each local sees one
+column, so, as in 2D, no single box decides the class: a box with a ball only
+says "ball+something", an empty one nothing. The volumes are written as real
+NIfTI files in Hounsfield units and read back through exactly the MosMed path
+(clip, scale, 90 degree rotation, resize), so the whole 3D pipeline runs
+offline; training rotates whole volumes (the keras-io CT augmentation), which
+moves a structure by up to about 4 voxels (at 20 degrees), at most a sliver
+into a neighbouring column.
 """
 from __future__ import annotations
 
