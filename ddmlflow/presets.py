@@ -107,8 +107,9 @@ _DATA = {
         coarse_hidden=(64, 32, 16), coarse_dropout=0.0, coarse_learning_rate=1e-3, coarse_batch_size=8,
         coarse_epochs=20, coarse_patience=5,
         note="Generated offline CT-like volumes (6 classes: unordered pairs of structures in two quadrant "
-             "columns, NIfTI through the MosMed path, 600/240 volumes): the 3D pipeline on a laptop CPU "
-             "(8 epochs, our choice)."),
+             "columns, so no local decides the class; NIfTI through the MosMed path, 600/240 volumes): the 3D "
+             "pipeline on a laptop CPU (8 epochs, coarse patience 5: our choices). Training volumes are "
+             "rotated as in the keras-io CT example, whole volume first, then cropped."),
 }
 _TITLE = {"cifar10": "CIFAR-10", "tf_flowers": "TF-Flowers", "yale_b": "Extended Yale B", "mosmed": "Chest CT",
           "shapes2d": "Shapes 2D", "shapes3d": "Shapes 3D"}
