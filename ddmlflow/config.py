@@ -158,6 +158,7 @@ class RunConfig:
     coarse_epochs: int = option(integer(1), "epochs of the coarse net")
     coarse_batch_size: int = option(integer(1), "batch size of the coarse net")
     coarse_learning_rate: float = option(number(0.0, 1.0), "learning rate of the coarse net")
+    coarse_patience: int = option(integer(0), "the coarse net's early stopping on held-out training data (0: none)")
     transfer_coarse: bool = option(boolean, "transfer: also transfer the trained coarse net (false: locals only)")
     compose_lr_schedule: str = option(choice(_names("presets", "COMPOSE_LR_SCHEDULES")),
                                       "compose: Gu et al.'s step schedules, or constant")

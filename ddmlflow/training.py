@@ -7,6 +7,7 @@ logged, so the history holds every epoch exactly once.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,26 +83,61 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
 
 class _Augmented(keras.utils.PyDataset):
-    """Training batches with a random augmentation applied on the fly (train only)."""
+    """Shuffled training batches of whole images, augmented on the fly, then cropped (train only).
 
-    def __init__(self, x, y, batch_size, kind, seed):
+    Augmenting the whole image and cropping after (``crop``) gives every local net
+    a crop of the same rotated volume, exactly the region of what the global net
+    sees, rather than its own crop rotated about the crop's centre. Every draw (the
+    order of an epoch, the angles of a batch) is keyed by (seed, epoch, batch), not
+    by a generator's state: nets given the same seed see the same batches whichever
+    box they crop, and the contents change from epoch to epoch. The epoch is counted
+    per batch index (the k-th time batch i is served), because tf.data prefetches
+    the next epoch's first batches before Keras announces that epoch.
+    ``first_epoch`` shifts the count for a training resumed at that epoch.
+    """
+
+    def __init__(self, x, y, batch_size, kind, seed, crop=None, first_epoch: int = 0):
         super().__init__()
-        self.x, self.y, self.bs, self.kind = x, y, batch_size, kind
-        self.rng = np.random.default_rng(seed)
+        self.x, self.y, self.bs, self.kind, self.seed = x, np.asarray(y), batch_size, kind, int(seed)
+        self.crop, self.first_epoch = crop, int(first_epoch)
+        self._served: dict[int, int] = {}
+        self._training = False  # Keras reads a few batches to infer shapes before training starts
+        self._lock = threading.Lock()
 
     def __len__(self):
         return int(np.ceil(len(self.x) / self.bs))
 
-    def __getitem__(self, i):
+    def on_epoch_begin(self):
+        self._training = True
+
+    def batch(self, epoch: int, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch i of `epoch`: the same for every caller with the same seed."""
         from .data import augment_batch
 
-        sl = slice(i * self.bs, (i + 1) * self.bs)
-        return augment_batch(self.kind, np.asarray(self.x[sl]), self.rng), self.y[sl]
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
+        idx = np.sort(order[i * self.bs:(i + 1) * self.bs])  # sorted: sequential reads of a memory map
+        xb = augment_batch(self.kind, np.asarray(self.x[idx]), np.random.default_rng([self.seed, epoch, i]))
+        return (xb if self.crop is None else np.ascontiguousarray(self.crop(xb))), self.y[idx]
+
+    def __getitem__(self, i):
+        with self._lock:
+            k = self._served.get(i, 0)
+            if self._training:
+                self._served[i] = k + 1
+        return self.batch(self.first_epoch + k, i)
+
+
+def augmented(x, y, cfg: FitConfig, crop=None) -> _Augmented:
+    """Training input for ``fit``: whole images ``x`` augmented by ``cfg.augment``, then ``crop``ped."""
+    return _Augmented(x, y, cfg.batch_size, cfg.augment, cfg.seed, crop)
 
 
 def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
         checkpoint_dir: Path | None = None, log_to_mlflow: bool = True, skip_epochs: set[int] = frozenset()) -> dict:
-    """Train with early stopping on val_accuracy (best weights restored); returns a summary."""
+    """Train with early stopping on val_accuracy (best weights restored); returns a summary.
+
+    ``data`` is (x, y, x_val, y_val); x may be ``augmented(...)`` batches (whole images, then cropped).
+    """
     x, y, xv, yv = data
     compile_model(model, num_classes, cfg)
     callbacks: list = []
@@ -112,8 +148,8 @@ def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
         callbacks.append(AtomicBackupAndRestore(str(checkpoint_dir), save_freq="epoch"))
     if log_to_mlflow:
         callbacks.insert(0, MlflowEpochLogger(skip_epochs))
-    train = _Augmented(x, y, cfg.batch_size, cfg.augment, cfg.seed) if cfg.augment else x
-    kw = {} if cfg.augment else {"y": y, "batch_size": cfg.batch_size, "shuffle": True}
+    train = x if isinstance(x, _Augmented) else augmented(x, y, cfg) if cfg.augment else x
+    kw = {} if isinstance(train, _Augmented) else {"y": y, "batch_size": cfg.batch_size, "shuffle": True}
     t0 = time.perf_counter()
     hist = model.fit(train, validation_data=(xv, yv), epochs=cfg.epochs, callbacks=callbacks, verbose=2, **kw)
     train_time = time.perf_counter() - t0

@@ -11,7 +11,8 @@ from scipy import ndimage
 
 import ddmlflow.data as data
 from ddmlflow.data import Dataset, augment_batch, load, read_input
-from ddmlflow.data.generated import BACKGROUND_MAX, KINDS, SHAPES2D_CLASSES
+from ddmlflow.data.generated import (BACKGROUND_MAX, KINDS, NODULES, SHAPES2D_CLASSES, SHAPES3D_CLASSES,
+                                     shapes3d_labels, shapes3d_volumes)
 from ddmlflow.errors import InputError
 from datafiles import _cache, cache_files, fake_cifar, nifti, png, tree  # noqa: F401 - _cache is an autouse fixture
 
@@ -76,22 +77,45 @@ def test_shapes2d_two_shapes_in_two_quadrants_match_the_label(size):
         assert sum(q.max() <= BACKGROUND_MAX for q in quads) == 2
 
 
+def structure_kinds(vol):
+    """{quadrant column: kind} of a shapes3d HU volume, read off the bright voxels' bounding box."""
+    h, w = vol.shape[0] // 2, vol.shape[1] // 2
+    found = {}
+    for q in range(4):
+        m = vol[(q // 2) * h:(q // 2 + 1) * h, (q % 2) * w:(q % 2 + 1) * w] > -450
+        if m.any():
+            ext = [np.ptp(np.nonzero(m)[a]) + 1 for a in range(3)]
+            fill = m.sum() / np.prod(ext)
+            found[q] = "rod" if ext[2] > 1.4 * max(ext[:2]) else "cube" if fill > 0.8 else "ball"
+    return found
+
+
+def test_shapes3d_two_structures_in_two_quadrant_columns_match_the_label():
+    y = shapes3d_labels(120, 0, "train")
+    vols = shapes3d_volumes(y, np.random.default_rng(0))
+    assert np.bincount(y).tolist() == [20] * 6
+    for vol, label in zip(vols, y):
+        found = structure_kinds(vol)
+        assert len(found) == 2  # exactly two columns hold a structure: no single box decides the pair
+        assert "+".join(sorted(found.values(), key=NODULES.index)) == SHAPES3D_CLASSES[label]
+
+
 # --- shapes3d: NIfTI round trip ------------------------------------------------------------
 
 def test_shapes3d_writes_nifti_in_hu_and_reads_it_through_the_ct_path(tmp_path):
     cache = tmp_path / "c"
     ds = load("shapes3d", cache_dir=str(cache), n_train=8, n_val=4, progress=False)
     assert ds.x_train.shape == (8, 32, 32, 16, 1) and ds.x_val.shape == (4, 32, 32, 16, 1)
-    assert ds.class_names == ["normal", "abnormal"] and ds.spatial_ndim == 3 and ds.augment == "rotate3d"
+    assert ds.class_names == SHAPES3D_CLASSES and ds.spatial_ndim == 3 and ds.augment == "rotate3d"
     files = sorted(cache.rglob("*.nii.gz"))
-    assert len(files) == 12 and {f.parent.name for f in files} == {"CT-0", "CT-23"}
+    assert len(files) == 12 and {f.parent.name for f in files} <= set(SHAPES3D_CLASSES)
     hu = nib.load(str(files[0])).get_fdata()
-    assert hu.min() <= -1000 and hu.max() > 1000  # raw Hounsfield units: air and bone
+    assert hu.min() < -900 and hu.max() > -150  # raw Hounsfield units: lung-like tissue, dense structures
     # every sample is exactly what the MosMed reader makes of one of the files, label from its folder
     made = {f: data.ct.read_volume(f, (32, 32, 16)) for f in files}
     for x, y in zip(np.concatenate([ds.x_train, ds.x_val]), np.concatenate([ds.y_train, ds.y_val])):
         match = [f for f, v in made.items() if np.array_equal(v, x)]
-        assert len(match) == 1 and match[0].parent.name == ("CT-0", "CT-23")[y]
+        assert len(match) == 1 and match[0].parent.name == SHAPES3D_CLASSES[y]
     again = load("shapes3d", cache_dir=str(cache), n_train=8, n_val=4, image_size=(16, 16, 8))
     assert again.input_shape == (16, 16, 8, 1)
 

@@ -13,9 +13,17 @@ epochs, 2x2 half-width locals, Adam 1e-3): global 0.99, each local 0.32-0.33
 (the best possible is 1/3), average probability 0.68, majority vote 0.45,
 coarse net on the local probabilities 1.00.
 
-shapes3d is a binary CT-like task written as real NIfTI files in Hounsfield
-units and read back through exactly the MosMed path, so the whole 3D pipeline
-runs offline.
+shapes3d is its 3D twin, CT-like: lung-like tissue (about -850 HU) holding two
+dense structures (ball, cube, or rod along the depth axis) in two of the four
+quadrant columns of the axial plane, full depth; the class is the unordered
+pair (6 classes). With the default 2x2x1 decomposition each local sees one
+column, so, as in 2D, no single box decides the class: a box with a ball only
+says "ball+something", an empty one nothing. The volumes are written as real
+NIfTI files in Hounsfield units and read back through exactly the MosMed path
+(clip, scale, 90 degree rotation, resize), so the whole 3D pipeline runs
+offline; training rotates whole volumes (the keras-io CT augmentation), which
+moves a structure by up to about 4 voxels (at 20 degrees), at most a sliver
+into a neighbouring column.
 """
 from __future__ import annotations
 
@@ -39,8 +47,10 @@ from .tree import load_items
 KINDS = ("circle", "square", "triangle")
 PAIRS = [(i, j) for i in range(len(KINDS)) for j in range(i, len(KINDS))]
 SHAPES2D_CLASSES = [f"{KINDS[i]}+{KINDS[j]}" for i, j in PAIRS]
-SHAPES3D_CLASSES = ["normal", "abnormal"]
+NODULES = ("ball", "cube", "rod")  # shapes3d's structures, as KINDS for shapes2d
+SHAPES3D_CLASSES = [f"{NODULES[i]}+{NODULES[j]}" for i, j in PAIRS]
 BACKGROUND_MAX = 0.2  # every shape pixel is brighter than this (max over channels >= ~0.8)
+SHAPES3D_DESIGN = "pairs-1"  # changes the cache key when the generator changes
 SHAPES3D_RAW = (40, 40, 20)  # the NIfTI files; resized to image_size on reading, as MosMed
 
 
@@ -108,56 +118,81 @@ def shapes2d(a: LoadArgs) -> Dataset:
                    provenance("generated (ddmlflow.data.generated.shapes2d)", None, a.seed, params))
 
 
-def ct_volume(abnormal: bool, rng: np.random.Generator,
-              shape: tuple[int, int, int] = SHAPES3D_RAW) -> np.ndarray:
-    """A chest-like volume in HU: air, body, two lungs, a spine; 1-2 lesions if abnormal."""
+def nodule_masks(kinds: np.ndarray, shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """(m, h, w, d) masks of one structure each (ball, cube or rod along the depth axis),
+    centred in an h x w x d column, jittered; sizes leave room for a 20 degree rotation."""
+    m, (h, w, d) = len(kinds), shape
+    s = min(h, w) / 20  # sizes are designed on a 20 x 20 column
+    c = [(n / 2 + rng.uniform(-1.0, 1.0, m) * s)[:, None, None, None] for n in (h, w, d)]
+    r = (rng.uniform(4.5, 5.5, m) * s)[:, None, None, None]
+    dy = np.arange(h)[None, :, None, None] + 0.5 - c[0]
+    dx = np.arange(w)[None, None, :, None] + 0.5 - c[1]
+    dz = np.arange(d)[None, None, None, :] + 0.5 - c[2]
+    ball = dx**2 + dy**2 + dz**2 <= r**2
+    cube = (np.abs(dx) <= 0.8 * r) & (np.abs(dy) <= 0.8 * r) & (np.abs(dz) <= 0.8 * r)
+    rod = (dx**2 + dy**2 <= (0.55 * r) ** 2) & (np.abs(dz) <= 1.8 * r)
+    k = kinds[:, None, None, None]
+    return np.where(k == 0, ball, np.where(k == 1, cube, rod))
+
+
+def shapes3d_labels(n: int, seed: int, part: str) -> np.ndarray:
+    """Pair labels of the train or val part, classes balanced to +-1."""
+    return np.random.default_rng([seed, 2 if part == "train" else 3]).permutation(np.arange(n) % len(PAIRS))
+
+
+def shapes3d_volumes(y: np.ndarray, rng: np.random.Generator, shape: tuple[int, int, int] = SHAPES3D_RAW,
+                     ) -> np.ndarray:
+    """Volumes in HU (n, H, W, D) int16 of the pair labels y.
+
+    Lung-like tissue (about -850 HU, smooth texture, noise); two dense structures
+    (-100..300 HU) in two different quadrant columns of the axial plane.
+    """
     h, w, d = shape
-    i, j, k = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, np.arange(d) + 0.5, indexing="ij")
-    y, x, z = 2 * i / h - 1, 2 * j / w - 1, 2 * k / d - 1  # [-1, 1] in every axis
-    ay, ax = rng.uniform(0.6, 0.75), rng.uniform(0.8, 0.92)
-    vol = np.full(shape, -1024.0)
-    vol[(x / ax) ** 2 + (y / ay) ** 2 <= 1] = 40.0  # soft tissue
-    lungs = []
-    for side in (-1, 1):
-        c = np.array([rng.uniform(-0.1, 0.05), side * rng.uniform(0.35, 0.42), 0.0])
-        rad = np.array([ay * rng.uniform(0.55, 0.7), rng.uniform(0.25, 0.3), rng.uniform(0.8, 0.95)])
-        inside = ((y - c[0]) / rad[0]) ** 2 + ((x - c[1]) / rad[1]) ** 2 + ((z - c[2]) / rad[2]) ** 2 <= 1
-        vol[inside] = -860.0
-        lungs.append((c, rad))
-    vol[(x / 0.1) ** 2 + ((y - 0.8 * ay) / 0.1) ** 2 <= 1] = rng.uniform(1200, 2000)  # bone, clipped later
-    if abnormal:
-        for _ in range(rng.integers(1, 3)):
-            c, rad = lungs[rng.integers(2)]
-            centre = (c + rng.uniform(-0.45, 0.45, 3) * rad + 1) / 2 * np.array(shape)  # in voxels
-            r = rng.uniform(0.07, 0.1) * h
-            ball = (i - centre[0]) ** 2 + (j - centre[1]) ** 2 + (k - centre[2]) ** 2 <= r**2
-            vol[ball] = rng.uniform(-200, 50)  # ground glass to consolidation
-    vol += rng.normal(0, 25, shape)
+    qh, qw, n = h // 2, w // 2, len(y)
+    kinds = np.array(PAIRS)[y]
+    swap = rng.random(n) < 0.5
+    kinds[swap] = kinds[swap, ::-1]
+    quadrant = np.argsort(rng.random((n, 4)), axis=1)[:, :2]  # two different quadrants
+    masks = nodule_masks(kinds.ravel(), (qh, qw, d), rng).reshape(n, 2, qh, qw, d)
+    coarse = rng.random((n, 4, 4, 3))
+    texture = np.einsum("ai,bj,ck,nijk->nabc", _lerp(4, h), _lerp(4, w), _lerp(3, d), coarse)
+    vol = -850.0 + rng.uniform(-60, 60, (n, 1, 1, 1)) + 120 * (texture - 0.5) + rng.normal(0, 25, (n, h, w, d))
+    density = rng.uniform(-100, 300, (n, 2))
+    for q in range(4):
+        r0, c0 = (q // 2) * qh, (q % 2) * qw
+        for s in range(2):
+            sel = quadrant[:, s] == q
+            ink = density[sel, s][:, None, None, None] + rng.normal(0, 25, (int(sel.sum()), qh, qw, d))
+            region = vol[sel, r0:r0 + qh, c0:c0 + qw]
+            vol[sel, r0:r0 + qh, c0:c0 + qw] = np.where(masks[sel, s], ink, region)
     return np.clip(vol, -1024, 3071).astype(np.int16)
 
 
 def write_shapes3d(root: Path, seed: int, n_train: int, n_val: int) -> dict[str, list[tuple[Path, int]]]:
-    """Write the NIfTI files once (temp folder, then rename); return train/val (file, label)."""
+    """Write the NIfTI files once (temp folder, then rename); return train/val (file, label).
+
+    One folder per class, as in MosMed's tree; written in chunks to bound memory.
+    """
     import nibabel as nib
 
-    folders = ("CT-0", "CT-23")  # MosMed's folder names: normal, abnormal
     items: dict[str, list[tuple[Path, int]]] = {}
     for part, n in (("train", n_train), ("val", n_val)):
-        labels = np.random.default_rng([seed, 2 if part == "train" else 3]).permutation(np.arange(n) % 2)
-        items[part] = [(root / folders[lab] / f"{part}_{i:04d}.nii.gz", int(lab))
-                       for i, lab in enumerate(labels)]
+        items[part] = [(root / SHAPES3D_CLASSES[lab] / f"{part}_{i:04d}.nii.gz", int(lab))
+                       for i, lab in enumerate(shapes3d_labels(n, seed, part))]
     if root.is_dir():
         return items
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
     try:
-        for f in folders:
-            (tmp / f).mkdir()
+        for c in SHAPES3D_CLASSES:
+            (tmp / c).mkdir()
         for part in ("train", "val"):
             rng = np.random.default_rng([seed, 4 if part == "train" else 5])
-            for path, lab in items[part]:
-                img = nib.Nifti1Image(ct_volume(bool(lab), rng), np.eye(4))
-                nib.save(img, str(tmp / path.relative_to(root)))
+            for start in range(0, len(items[part]), 64):
+                chunk = items[part][start:start + 64]
+                vols = shapes3d_volumes(np.array([lab for _, lab in chunk]), rng)
+                for (path, _), vol in zip(chunk, vols):
+                    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp / path.relative_to(root)))
         os.replace(tmp, root)
     except OSError:
         if not root.is_dir():  # a concurrent writer that won the race is fine
@@ -168,10 +203,11 @@ def write_shapes3d(root: Path, seed: int, n_train: int, n_val: int) -> dict[str,
 
 
 def shapes3d(a: LoadArgs) -> Dataset:
-    """Binary CT-like volumes, 32x32x16x1, 64 train / 32 val, via NIfTI and the MosMed path."""
+    """CT-like volumes, 32x32x16x1, 6 classes, 600 train / 240 val, via NIfTI and the MosMed path."""
     size = a.size(3, (32, 32, 16))
-    n_train, n_val = a.n_train or 64, a.n_val or 32
-    spec = {"seed": a.seed, "n_train": n_train, "n_val": n_val, "raw": SHAPES3D_RAW, "v": VERSION}
+    n_train, n_val = a.n_train or 600, a.n_val or 240
+    spec = {"seed": a.seed, "n_train": n_train, "n_val": n_val, "raw": SHAPES3D_RAW, "v": VERSION,
+            "design": SHAPES3D_DESIGN}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
     root = cache_root(a.cache_dir) / "shapes3d-nifti" / key
     items = write_shapes3d(root, a.seed, n_train, n_val)

@@ -1,4 +1,12 @@
-"""Step 3 (KLW sec. 3.2): the dense coarse net on the concatenated local probabilities."""
+"""Step 3 (KLW sec. 3.2): the dense coarse net on the concatenated local probabilities.
+
+The coarse net has its own stopping rule, ``coarse_patience`` (the locals'
+``patience`` is about CNNs on images, not about this small dense net, which
+overfits the locals' confident training probabilities within a few epochs).
+Its epoch is chosen on a seeded held-out part of the training set, so the
+reported validation accuracy is not also the selection criterion. KLW choose on
+their validation set, the only held-out data they have.
+"""
 from __future__ import annotations
 
 import mlflow
@@ -12,9 +20,22 @@ from ..training import FitConfig, fit, seed_everything
 from .finish import finish_training
 from .train import load_probs
 
+SELECTION_FRACTION = 0.2  # of the training samples, held out to choose the coarse net's epoch
+
+
+def selection_split(n: int, seed: int, fraction: float = SELECTION_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, select) sample indices of the training set, seeded, both sorted and non-empty."""
+    n_sel = min(max(int(round(fraction * n)), 1), n - 1)
+    perm = np.random.default_rng([seed, 17]).permutation(n)
+    return np.sort(perm[n_sel:]), np.sort(perm[:n_sel])
+
 
 def train_coarse(cfg: RunConfig, local_runs: list[str]) -> None:
-    """In the active run: fit on the locals' train probabilities, validate on their val ones."""
+    """In the active run: fit on the locals' train probabilities, report on their val ones.
+
+    With ``coarse_patience`` > 0 the epoch metrics ``val_*`` of this run are those of
+    the held-out selection split, not of the validation set (``final_val_accuracy`` is).
+    """
     run_id = mlflow.active_run().info.run_id
     seed_everything(cfg.seed)
     runs = [get_run(r, "local_runs") for r in local_runs]
@@ -23,10 +44,18 @@ def train_coarse(cfg: RunConfig, local_runs: list[str]) -> None:
     k = probs[0][0].shape[1]
     f, fv = coarse_features([p[0] for p in probs]), coarse_features([p[1] for p in probs])
     net = build_coarse(len(local_runs), k, hidden=cfg.coarse_hidden, dropout=cfg.coarse_dropout)
-    log_params({**cfg.params(), "local_runs": ",".join(local_runs)})
+    if cfg.coarse_patience > 0 and len(y) >= 2:
+        fit_i, sel_i = selection_split(len(y), cfg.seed)
+        data = (f[fit_i], y[fit_i], f[sel_i], y[sel_i])
+        selection = (f"early stopping (patience {cfg.coarse_patience}) on {len(sel_i)} held-out training "
+                     f"samples ({SELECTION_FRACTION:.0%}, seed {cfg.seed}); fit on the other {len(fit_i)}")
+    else:
+        data = (f, y, fv, yv)
+        selection = "none: fixed coarse_epochs (the validation set is only logged)"
+    log_params({**cfg.params(), "local_runs": ",".join(local_runs), "coarse_selection": selection})
     fc = FitConfig(epochs=cfg.coarse_epochs, batch_size=cfg.coarse_batch_size, learning_rate=cfg.coarse_learning_rate,
-                   optimizer=cfg.optimizer, patience=cfg.patience, seed=cfg.seed)
-    summary = fit(net, (f, y, fv, yv), k, fc, checkpoint_dir=work_dir("checkpoints", run_id),
+                   optimizer=cfg.optimizer, patience=cfg.coarse_patience, seed=cfg.seed)
+    summary = fit(net, data, k, fc, checkpoint_dir=work_dir("checkpoints", run_id),
                   skip_epochs=logged_steps(run_id, "loss"))
     finish_training(net, (f, y, fv, yv), summary, batch_size=cfg.coarse_batch_size)
 

@@ -9,7 +9,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import mlflow
@@ -43,6 +44,15 @@ class Prepared:
         d = self.decomposition
         return (np.ascontiguousarray(d.crop(self.x_train, i)), self.y_train,
                 np.ascontiguousarray(d.crop(self.x_val, i)), self.y_val)
+
+    def augmented_train(self, i: int | None, cfg):
+        """Augmented training batches of box i (``None``: whole images): the whole volume is
+        rotated, then cropped, so with one ``cfg.seed`` every local sees crops of the same
+        rotated volumes the global net sees (KLW: no augmentation; keras-io CT: rotation)."""
+        from ..training import augmented  # Keras: only the training steps need it
+
+        crop = None if i is None else partial(self.decomposition.crop, i=i)
+        return augmented(self.x_train, self.y_train, replace(cfg, augment=self.augment), crop)
 
 
 def log_prepared(ds, decomposition: Decomposition) -> None:

@@ -53,7 +53,9 @@ def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
     log_params({**cfg.params(), "decompose_run": decompose_run, "box": "global" if box is None else box,
                 "input_shape": "x".join(map(str, x.shape[1:])), "effective_width_divisor": divisor,
                 "box_bounds": "global" if box is None else str(prep.decomposition.boxes[box])})
-    summary = fit(net, data, prep.num_classes, fit_config(cfg, seed, prep.augment),
+    fc = fit_config(cfg, cfg.seed, prep.augment)  # one augmentation seed for all nets: same rotated volumes
+    train_x = prep.augmented_train(box, fc) if prep.augment else data[0]
+    summary = fit(net, (train_x, *data[1:]), prep.num_classes, fc,
                   checkpoint_dir=work_dir("checkpoints", run_id), skip_epochs=logged_steps(run_id, "loss"))
     finish_training(net, data, summary, batch_size=cfg.batch_size)
 
