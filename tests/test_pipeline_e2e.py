@@ -253,7 +253,11 @@ def test_models_serve_answers_post_and_rejects_bad_input(e2e):
         preds = np.asarray(json.loads(body)["predictions"])
         assert preds.shape == (2, 6) and np.allclose(preds.sum(1), 1, atol=1e-4)
         status, body = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": [[[0.0, 1.0]]]})
-        assert status == 400 and "shape" in body
+        assert status == 400 and "Shape of input (1, 1, 2) does not match expected shape (-1, 32, 32, 3)" in body
+        nan = np.asarray(x)
+        nan[1, 0, 0, 0] = np.nan
+        status, body = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": nan.tolist()})
+        assert status == 400 and "input: contains NaN or infinite values" in body
     finally:
         proc.terminate()
         proc.wait(30)
