@@ -6,7 +6,6 @@ Covers the CLI (in-process and as a real command), the MLproject through
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
