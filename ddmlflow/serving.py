@@ -96,7 +96,8 @@ def register(model_uri: str, name: str, val_accuracy: float) -> dict:
     """
     client = MlflowClient()
     mv = retry(mlflow.register_model, model_uri, name)
-    retry(client.set_model_version_tag, name, mv.version, "val_accuracy", f"{val_accuracy:.6f}")
+    # repr, not rounded: a champion stored as 0.666667 would make an equal 2/3 look worse
+    retry(client.set_model_version_tag, name, mv.version, "val_accuracy", repr(float(val_accuracy)))
     try:
         champ = client.get_model_version_by_alias(name, "champion")
         best = float(champ.tags.get("val_accuracy", "-1"))

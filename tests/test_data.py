@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pickle
-import time
 
 import nibabel as nib
 import numpy as np
@@ -34,10 +33,9 @@ def quadrant_kinds(img: np.ndarray) -> dict[int, str]:
     return found
 
 
-def test_shapes2d_defaults_fast_balanced():
-    t = time.perf_counter()
-    ds = load("shapes2d")
-    assert time.perf_counter() - t < 2.0
+def test_shapes2d_defaults_balanced_and_generated_in_memory(tmp_path):
+    ds = load("shapes2d", cache_dir=str(tmp_path / "c"))
+    assert cache_files(tmp_path / "c") == []  # generated on the fly (seeded), nothing to cache or read back
     assert isinstance(ds, Dataset) and ds.name == "shapes2d"
     assert ds.x_train.shape == (1500, 32, 32, 3) and ds.x_val.shape == (500, 32, 32, 3)
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
@@ -102,7 +100,7 @@ def test_shapes3d_two_structures_in_two_quadrant_columns_match_the_label():
 
 # --- shapes3d: NIfTI round trip ------------------------------------------------------------
 
-def test_shapes3d_writes_nifti_in_hu_and_reads_it_through_the_ct_path(tmp_path):
+def test_shapes3d_writes_nifti_in_hu_and_reads_it_through_the_ct_path(tmp_path, monkeypatch):
     cache = tmp_path / "c"
     ds = load("shapes3d", cache_dir=str(cache), n_train=8, n_val=4, progress=False)
     assert ds.x_train.shape == (8, 32, 32, 16, 1) and ds.x_val.shape == (4, 32, 32, 16, 1)
@@ -116,8 +114,18 @@ def test_shapes3d_writes_nifti_in_hu_and_reads_it_through_the_ct_path(tmp_path):
     for x, y in zip(np.concatenate([ds.x_train, ds.x_val]), np.concatenate([ds.y_train, ds.y_val])):
         match = [f for f, v in made.items() if np.array_equal(v, x)]
         assert len(match) == 1 and match[0].parent.name == SHAPES3D_CLASSES[y]
+    # the second load reads the prepared cache: no volume is generated, no NIfTI file is read
+    monkeypatch.setattr(data.generated, "shapes3d_volumes", no_call)
+    monkeypatch.setattr(nib, "load", no_call)
+    cached = load("shapes3d", cache_dir=str(cache), n_train=8, n_val=4, progress=False)
+    assert np.array_equal(cached.x_train, ds.x_train) and np.array_equal(cached.y_val, ds.y_val)
+    monkeypatch.undo()
     again = load("shapes3d", cache_dir=str(cache), n_train=8, n_val=4, image_size=(16, 16, 8))
     assert again.input_shape == (16, 16, 8, 1)
+
+
+def no_call(*args, **kwargs):
+    raise AssertionError("the cache was not used")
 
 
 # --- mosmed: the keras-io preprocessing ---------------------------------------------------------

@@ -63,8 +63,23 @@ def test_vgg9_local_form_and_thinned_global():
 
 # Package-own regression pins (ResNet20 with projection shortcuts is not a Table 2 network;
 # KLW's counts are reproduced by resnet20a, below): 1x1 projections with bias, no BN on them.
+def resnet20_trainable(channels: int, k: int, wd: int) -> int:
+    """ResNet20 with 1x1 projection shortcuts, counted by hand: convs keep their bias, BN trains 2 per channel."""
+    def conv(size, c_in, c_out):
+        return size * size * c_in * c_out + c_out
+
+    w1, w2, w3 = 16 // wd, 32 // wd, 64 // wd
+    n = conv(3, channels, w1) + 2 * w1  # stem
+    n += 6 * (conv(3, w1, w1) + 2 * w1)  # stage 1: three blocks, identity shortcuts
+    for before, w in ((w1, w2), (w2, w3)):  # stages 2, 3: the first block halves the size, projects
+        n += conv(3, before, w) + conv(1, before, w) + 5 * conv(3, w, w) + 6 * 2 * w
+    return n + w3 * k + k  # logits
+
+
 @pytest.mark.parametrize("shape,wd,count", [((32, 32, 3), 1, 273_066), ((16, 16, 3), 2, 69_082)])
 def test_resnet20_trainable_counts(shape, wd, count):
+    """The package's projection ResNet20 (not KLW Table 2's, which resnet20a matches): a hand count."""
+    assert resnet20_trainable(shape[-1], 10, wd) == count
     net = models.build("resnet20", shape, 10, width_divisor=wd)
     assert trainable(net) == count
     assert net.count_params() > count  # BN moving statistics are not trainable

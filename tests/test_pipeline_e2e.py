@@ -3,6 +3,8 @@
 One real run (module fixture) is shared by the checks: runs and metrics, GPU
 pinning (k mod 2; TensorFlow falls back to the CPU here), registry aliases, the
 pyfunc against the two-step computation, `mlflow models serve`, and reuse.
+What `evaluate` reports is recomputed here from what the training runs logged
+(probs.npz, train_time_s), not read back from the dict it was written from.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,24 +91,109 @@ def test_locals_pinned_k_mod_g(e2e):
     for k in range(4):
         tags = children[f"train_local/{k:02d}"].data.tags
         assert tags["CUDA_VISIBLE_DEVICES"] == str(k % 2)
-        assert tags["device"] == "CPU"  # no GPU here: TensorFlow falls back
+        assert tags["device"] in ("CPU", f"GPU:{k % 2}")  # CPU when TensorFlow sees no GPU, else the pinned one
 
 
-def test_evaluate_metrics_and_artifacts(e2e):
-    c = e2e["client"]
-    ev = runs_by_name(c, parent_of(c)[0].info.run_id)["evaluate"]
-    for split in ("val_accuracy", "train_accuracy"):
-        for k in ("global", "local_mean", "local_min", "local_max", "cnn_dnn", "avg_prob", "majority_vote"):
-            v = ev.data.metrics[f"{split}/{k}"]
-            assert 0.0 <= v <= 1.0
+def _artifact(client, run_id: str, path: str, dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, path, str(dst)))
+
+
+def _probs(client, run_id: str, dst) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(_artifact(client, run_id, "probs.npz", dst / run_id)) as z:
+        return z["train"], z["val"]
+
+
+@pytest.fixture(scope="module")
+def recomputed(e2e):
+    """Every accuracy of the evaluate table and the speedup, from the runs' own artifacts and metrics."""
+    from ddmlflow import aggregate
+    from ddmlflow.data import load
+
+    c, dst = e2e["client"], e2e["tmp"] / "recompute"
+    children = runs_by_name(c, parent_of(c)[0].info.run_id)
+    dec = children["decompose"].info.run_id
+    labels = {s: np.load(_artifact(c, dec, f"data/y_{s}.npy", dst / "data")) for s in ("train", "val")}
+    ds = load("shapes2d", n_train=96, n_val=48)  # decompose logged the data set it was asked for
+    assert np.array_equal(labels["train"], ds.y_train) and np.array_equal(labels["val"], ds.y_val)
+    local_ids = [children[f"train_local/{k:02d}"].info.run_id for k in range(4)]
+    local = [_probs(c, r, dst) for r in local_ids]
+    coarse = _probs(c, children["train_coarse"].info.run_id, dst)
+    glob = _probs(c, children["train_global"].info.run_id, dst)
+    out = {}
+    for j, (split, y) in enumerate((("train_accuracy", labels["train"]), ("val_accuracy", labels["val"]))):
+        assert all(p[j].shape == (len(y), 6) for p in local + [coarse, glob])
+        acc = [float(np.mean(p[j].argmax(1) == y)) for p in local]
+        out.update({f"{split}/local_mean": np.mean(acc), f"{split}/local_min": min(acc),
+                    f"{split}/local_max": max(acc),
+                    f"{split}/global": float(np.mean(glob[j].argmax(1) == y)),
+                    f"{split}/cnn_dnn": float(np.mean(coarse[j].argmax(1) == y)),
+                    f"{split}/avg_prob": float(np.mean(
+                        aggregate.average_probability([p[j] for p in local]).argmax(1) == y)),
+                    f"{split}/majority_vote": float(np.mean(aggregate.majority_vote([p[j] for p in local]) == y))})
+        if split == "val_accuracy":  # each training run's own final accuracy is the same number
+            for r, a in zip(local_ids, acc):
+                assert c.get_run(r).data.metrics["final_val_accuracy"] == pytest.approx(a)
+    t = {name: children[name].data.metrics["train_time_s"] for name in children if name.startswith("train_")}
+    times = {"global CNN": t["train_global"], "slowest local": max(t[f"train_local/{k:02d}"] for k in range(4)),
+             "coarse": t["train_coarse"]}
+    times["CNN-DNN"] = times["slowest local"] + times["coarse"]
+    out["speedup"] = times["global CNN"] / times["CNN-DNN"]
+    return {"results": out, "times": times, "evaluate": children["evaluate"], "dst": dst}
+
+
+def test_evaluate_metrics_equal_those_recomputed_from_the_logged_probs(e2e, recomputed):
+    ev, want = recomputed["evaluate"], recomputed["results"]
     m = ev.data.metrics
-    assert m["val_accuracy/local_min"] <= m["val_accuracy/local_mean"] <= m["val_accuracy/local_max"]
-    assert m["speedup"] > 0
+    assert set(want) <= set(m)
+    for key, value in want.items():
+        assert m[key] == pytest.approx(value, abs=1e-9), key
+    # the numbers differ from each other, so a mixed-up split, net or aggregation would show
+    assert len({round(v, 9) for k, v in want.items() if "/" in k}) >= 4
+    parent = parent_of(e2e["client"])[0].data.metrics  # full copies them into the parent run
+    assert all(parent[k] == pytest.approx(m[k]) for k in want)
+
+
+def test_results_json_and_table_show_the_recomputed_numbers(e2e, recomputed):
+    c, ev, want = e2e["client"], recomputed["evaluate"], recomputed["results"]
+    dst = recomputed["dst"] / "evaluate"
     arts = {a.path for a in c.list_artifacts(ev.info.run_id)}
     assert {"results.json", "results.md", "training_times.png", "local_predictions.png"} <= arts
-    results = json.loads(c.download_artifacts(ev.info.run_id, "results.json", str(e2e["tmp"])) and
-                         (e2e["tmp"] / "results.json").read_text())
-    assert results["results"]["val_accuracy/cnn_dnn"] == pytest.approx(m["val_accuracy/cnn_dnn"])
+    results = json.loads(_artifact(c, ev.info.run_id, "results.json", dst).read_text())
+    assert results["train_times_s"] == pytest.approx(recomputed["times"])
+    assert list(results["train_times_s"]) == ["global CNN", "slowest local", "coarse", "CNN-DNN"]
+    lines = [line for line in _artifact(c, ev.info.run_id, "results.md", dst).read_text().splitlines()
+             if line.startswith("|")]
+    head, row = ([cell.strip() for cell in line.strip("|").split("|")] for line in (lines[0], lines[2]))
+    assert head == ["Decomp.", "global CNN", "local avg", "local min", "local max", "avg. prob.", "maj. vote",
+                    "CNN-DNN"]
+    assert row[0] == "2x2, overlap 0"
+    keys = ["global", "local_mean", "local_min", "local_max", "avg_prob", "majority_vote", "cnn_dnn"]
+    for key, cell in zip(keys, row[1:]):
+        val, train = cell.replace("(", " ").replace(")", " ").split()
+        assert float(val) == pytest.approx(want[f"val_accuracy/{key}"], abs=5e-5), (key, cell)
+        assert float(train) == pytest.approx(want[f"train_accuracy/{key}"], abs=5e-5), (key, cell)
+
+
+def test_figures_are_real_images(e2e, recomputed):
+    from PIL import Image
+
+    c, ev = e2e["client"], recomputed["evaluate"]
+    dst = recomputed["dst"] / "evaluate"
+    sizes = {}
+    for name in ("training_times.png", "local_predictions.png"):
+        with Image.open(_artifact(c, ev.info.run_id, name, dst)) as im:
+            assert im.format == "PNG"
+            im.load()
+            rgb = np.asarray(im.convert("RGB"))
+        sizes[name] = rgb.shape[:2]
+        assert 250 <= rgb.shape[0] <= 3000 and 250 <= rgb.shape[1] <= 3000, (name, rgb.shape)
+        assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 50, name  # drawn on, not a blank canvas
+    bars = np.asarray(Image.open(dst / "training_times.png").convert("RGB")).reshape(-1, 3)
+    for colour in ((0x4C, 0x72, 0xB0), (0xDD, 0x84, 0x52), (0xC4, 0x4E, 0x52)):  # global, slowest local, CNN-DNN
+        assert (np.abs(bars.astype(int) - colour).max(1) <= 2).sum() > 20, colour
+    h, w = sizes["local_predictions.png"]
+    assert h > w  # four images (rows) of four boxes each, with titles: taller than wide
 
 
 def test_registered_pyfunc_equals_coarse_on_local_outputs(e2e):
@@ -116,8 +204,7 @@ def test_registered_pyfunc_equals_coarse_on_local_outputs(e2e):
     from ddmlflow.models.cnn_dnn import coarse_features
 
     c = e2e["client"]
-    mv = c.get_model_version_by_alias("e2e-shapes", "champion")
-    assert c.get_latest_versions("e2e-shapes")[0].version == mv.version
+    assert int(c.get_model_version_by_alias("e2e-shapes", "champion").version) == 1
     model = mlflow.pyfunc.load_model("models:/e2e-shapes@champion")
     children = runs_by_name(c, parent_of(c)[0].info.run_id)
     dec_run = children["decompose"].info.run_id
@@ -166,7 +253,11 @@ def test_models_serve_answers_post_and_rejects_bad_input(e2e):
         preds = np.asarray(json.loads(body)["predictions"])
         assert preds.shape == (2, 6) and np.allclose(preds.sum(1), 1, atol=1e-4)
         status, body = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": [[[0.0, 1.0]]]})
-        assert status == 400 and "shape" in body
+        assert status == 400 and "Shape of input (1, 1, 2) does not match expected shape (-1, 32, 32, 3)" in body
+        nan = np.asarray(x)
+        nan[1, 0, 0, 0] = np.nan
+        status, body = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": nan.tolist()})
+        assert status == 400 and "input: contains NaN or infinite values" in body
     finally:
         proc.terminate()
         proc.wait(30)
@@ -183,3 +274,38 @@ def test_second_full_reuses_finished_steps(e2e):
     parent = [r for r in new if "mlflow.parentRunId" not in r.data.tags][0]
     assert parent.data.metrics["reused_steps"] >= 8
     assert "reusing finished run" in second.stderr
+
+
+def test_second_version_is_latest_and_takes_champion_only_when_not_worse(e2e, tmp_path):
+    """The registry rule on the real CNN-DNN: a worse version stays off `champion`, an equal one takes it."""
+    import mlflow
+
+    from ddmlflow.decomposition import Decomposition
+    from ddmlflow.serving import log_cnn_dnn, register
+
+    c = e2e["client"]
+    children = runs_by_name(c, parent_of(c)[0].info.run_id)
+    first = c.get_model_version_by_alias("e2e-shapes", "champion")
+    assert int(first.version) == 1 and first.run_id == children["evaluate"].info.run_id
+    best = float(first.tags["val_accuracy"])
+    assert best == children["evaluate"].data.metrics["val_accuracy/cnn_dnn"]
+    dec = Decomposition.from_json(mlflow.artifacts.load_text(f"runs:/{children['decompose'].info.run_id}"
+                                                             "/decomposition.json"))
+    paths = []
+    for name in [f"train_local/{k:02d}" for k in range(4)] + ["train_coarse"]:
+        paths.append(tmp_path / f"{name.replace('/', '_')}.keras")
+        mlflow.keras.load_model(children[name].data.tags["model_uri"]).save(paths[-1])
+    x = np.random.default_rng(2).random((3, 32, 32, 3), dtype=np.float32)
+    with mlflow.start_run(run_name="second-cnn-dnn") as run:
+        uri = log_cnn_dnn(paths[:4], paths[4], dec, [str(k) for k in range(6)], x[:2], tmp_path)
+    worse = register(uri, "e2e-shapes", best - 0.01)
+    assert (worse["version"], worse["champion"], worse["previous_champion"]) == (2, False, 1)
+    assert int(c.get_model_version_by_alias("e2e-shapes", "champion").version) == 1
+    latest = mlflow.pyfunc.load_model("models:/e2e-shapes/latest")
+    assert latest.metadata.run_id == run.info.run_id  # version 2, not the champion's evaluate run
+    champion = mlflow.pyfunc.load_model("models:/e2e-shapes@champion")
+    assert champion.metadata.run_id == children["evaluate"].info.run_id
+    np.testing.assert_allclose(latest.predict(x), champion.predict(x), atol=1e-5)  # the same trained nets
+    equal = register(uri, "e2e-shapes", best)
+    assert (equal["version"], equal["champion"], equal["previous_champion"]) == (3, True, 1)
+    assert int(c.get_model_version_by_alias("e2e-shapes", "champion").version) == 3

@@ -57,8 +57,13 @@ def test_paper_hyperparameters():
     assert (yale.image_shape, yale.num_classes, yale.batch_size, yale.coarse_dropout) == ((192, 168, 1), 38, 16, 0.2)
     flowers = presets.get("flowers-resnet20-typeB")
     assert (flowers.image_shape, flowers.num_classes, flowers.epochs, flowers.patience) == ((180, 180, 3), 5, 500, 0)
+
+
+def test_default_preset_pin():
+    """A pin of the package's own choice, not a paper value: the offline default of the README quick start."""
     default = presets.get(presets.DEFAULT)
     assert (default.dataset, default.model, default.decomposition, default.epochs) == ("shapes2d", "vgg3", "2x2", 8)
+    assert "KLW" not in default.paper  # it claims no paper row
 
 
 def test_klw_tl_transfer_and_gc_fields():
@@ -84,11 +89,14 @@ def test_listing_describe_and_unknown():
         presets.describe("nope")
 
 
-def test_run_config_defaults_exist():
+def test_run_config_defaults_exist(tmp_path):
     from ddmlflow import config
 
-    for name in config.DEFAULT_PRESET.values():
-        assert presets.get(name)
+    for dataset, name in config.DEFAULT_PRESET.items():
+        p = presets.get(name)
+        assert p.dataset == (dataset if dataset != "folder" else "shapes2d"), (dataset, name)
+        folder = {"data_dir": str(tmp_path)} if dataset == "folder" else {}
+        assert config.resolve("", dataset=dataset, **folder).preset == name
     for p in ALL:
         assert config.resolve(p.name).decomposition == p.decomposition
 

@@ -118,7 +118,8 @@ def compose_step(cfg: RunConfig, decompose_run: str) -> None:
         x, y, xv, yv = prep.box(i)
         summary = fit(sub, (x, y, xv, yv), k, scheduled(fit_config(cfg, cfg.seed + 1 + i, prep.augment),
                                                          lr_schedules.GC_SUB), log_to_mlflow=False)
-        retry(mlflow.log_metric, "subnet_val_accuracy", accuracy(predict_probs(sub, xv), yv), step=i)
+        retry(mlflow.log_metrics, {"subnet_val_accuracy": accuracy(predict_probs(sub, xv), yv),
+                                   "subnet_train_time_s": summary["train_time_s"]}, step=i)
         subs.append(sub)
         sub_times.append(summary["train_time_s"])
     seed_everything(cfg.seed)
