@@ -175,3 +175,12 @@ def learning_curves(curves: dict[str, Sequence[float]], path: str | os.PathLike 
     ax.set_title(title or ylabel, fontsize=9)
     ax.legend(fontsize=6, frameon=False, ncol=2 if len(curves) > 6 else 1)
     return _save(fig, path)
+
+
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes (for ``IPython.display.Image`` in a notebook, no pyplot needed)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

@@ -293,7 +293,7 @@ def _figures(doc: Doc, client: MlflowClient, rows: list[Row], out: Path) -> None
         for step in sorted(r.children):
             if step.startswith(("train_local/", "train_global", "train_coarse")):
                 h = sorted(retry(client.get_metric_history, r.children[step], "val_accuracy"), key=lambda m: m.step)
-                label = {"train_global": "global", "train_coarse": "coarse"}.get(step, step.split("/")[-1])
+                label = {"train_global": "global", "train_coarse": "coarse"}.get(step, "local " + step.split("/")[-1])
                 if h:
                     curves[label] = [m.value for m in h]
         safe = r.name.replace("/", "_")
