@@ -35,8 +35,8 @@ def test_reproduce_klw_runs_a_table_and_shows_the_report(mlflow_env, tmp_path):
     assert "Orderings the papers claim" in text and "| smoke |" in text
     assert text.count("image/png") >= 5  # training times, curves, boxes, local predictions
     # reading the same experiment back reports the same runs without training anything
-    again = execute("reproduce_klw.ipynb", tmp_path / "again" if (tmp_path / "again").mkdir() is None else tmp_path,
-                    experiment="Default", out_dir=str(tmp_path / "rep2"))
+    (tmp_path / "again").mkdir()
+    again = execute("reproduce_klw.ipynb", tmp_path / "again", experiment="Default", out_dir=str(tmp_path / "rep2"))
     assert "shapes2d-vgg3-2x2-d2" in outputs(again)
 
 
