@@ -124,49 +124,10 @@ class Decomposition:
     # -- picture -----------------------------------------------------------------------
 
     def draw(self, image: np.ndarray, path: str | os.PathLike) -> None:
-        """PNG of one image with every box outlined and numbered in its own colour.
+        """PNG of one image with every box outlined and numbered (``figures.decomposition_boxes``)."""
+        from .figures import decomposition_boxes
 
-        A volume shows its middle depth slice and the boxes that contain it.
-        """
-        import matplotlib
-        from matplotlib import patheffects
-        from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas
-        from matplotlib.patches import Rectangle
-
-        img = np.asarray(image, dtype=float)
-        require(img.shape == self.image_shape, "image", img.shape,
-                f"one image of shape {self.image_shape}")
-        shown = list(enumerate(self.boxes))
-        title = f"{self.kind}: {self.spec}, overlap {self.overlap}, {self.n} boxes"
-        if self.spatial_ndim == 3:
-            k = img.shape[2] // 2
-            img = img[:, :, k]
-            shown = [(i, b) for i, b in shown if b.start[2] <= k < b.stop[2]]
-            title += f"\ndepth slice {k}: {len(shown)} boxes shown"
-        lo, hi = img.min(), img.max()
-        img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-        img = img if img.shape[-1] == 3 else img[..., 0]
-
-        h, w = img.shape[:2]
-        scale = 6.0 / max(h, w)
-        fig = Figure(figsize=(w * scale + 1.0, h * scale + 1.2), dpi=100)
-        ax = fig.add_subplot()
-        ax.imshow(img, cmap="gray", interpolation="nearest", vmin=0, vmax=1)
-        tab20, hsv = matplotlib.colormaps["tab20"], matplotlib.colormaps["hsv"]
-        halo = [patheffects.Stroke(linewidth=4, foreground="white"), patheffects.Normal()]
-        inset = 0.01 * max(h, w)  # so that the shared edges of neighbours both show
-        for i, b in shown:  # tab20: the 10 dark colours first, then their pale twins
-            colour = tab20((2 * i) % 20 + (2 * i) // 20) if self.n <= 20 else hsv(i / self.n)
-            (r0, c0), (r1, c1) = b.start[:2], b.stop[:2]
-            ax.add_patch(Rectangle((c0 - 0.5 + inset, r0 - 0.5 + inset), c1 - c0 - 2 * inset,
-                                   r1 - r0 - 2 * inset, fill=False, edgecolor=colour, lw=2,
-                                   path_effects=halo))
-            ax.text((c0 + c1 - 1) / 2, (r0 + r1 - 1) / 2, str(i), color=colour, ha="center",
-                    va="center", fontsize=10, fontweight="bold",
-                    bbox=dict(facecolor="white", alpha=0.8, edgecolor=colour, pad=1.5))
-        ax.set_title(title, fontsize=9)
-        fig.tight_layout()
-        fig.savefig(path, format="png")
+        decomposition_boxes(self, image, path)
 
 
 # -- constructors ----------------------------------------------------------------------

@@ -1,16 +1,9 @@
-"""Paper-style tables and figures from a finished run's results.
+"""Paper-style tables from a finished run's results (figures: ``ddmlflow.figures``).
 
 - ``results_table``: KLW Table 3 layout (val accuracy, train in brackets), with the
   KLW-TL Table 2 columns (avg. prob., maj. vote) and any further strategies.
-- ``training_times_chart``: KLW Fig. 9 (global vs slowest local + coarse).
-- ``local_predictions_figure``: KLW Fig. 8 (each box titled with its local net's
-  label and confidence, green when right, red when wrong).
 """
 from __future__ import annotations
-
-from pathlib import Path
-
-import numpy as np
 
 
 def _cell(results: dict, key: str) -> str:
@@ -33,49 +26,100 @@ def results_table(results: dict, decomposition: str, strategies: tuple[str, ...]
     return "\n".join([head, rule, row]) + "\n" + note + "\n"
 
 
-def training_times_chart(times: dict[str, float], path: Path) -> None:
-    """Bar chart of training times in seconds (KLW Fig. 9)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    names, vals = list(times), [times[k] for k in times]
-    bars = ax.bar(names, vals, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"][: len(vals)])
-    ax.bar_label(bars, fmt="%.1f s")
-    ax.set_ylabel("training time (s)")
-    ax.set_title("Training time: global CNN vs CNN-DNN")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+# -- experiment report: one document rendered as Markdown and HTML ------------------------------------
 
 
-def local_predictions_figure(images: np.ndarray, labels: np.ndarray, decomposition, local_probs: list[np.ndarray],
-                             class_names: list[str], path: Path, n_images: int = 4) -> None:
-    """A few images cut into their boxes, each titled with its local net's label and confidence."""
-    import matplotlib
+class Doc:
+    """Headings, paragraphs, tables and images, written once, rendered as ``report.md`` and ``report.html``."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def __init__(self):
+        self.blocks: list[tuple] = []
 
-    n_images = min(n_images, len(images))
-    n = decomposition.n
-    fig, axes = plt.subplots(n_images, n, figsize=(1.6 * n, 1.9 * n_images), squeeze=False)
-    for r in range(n_images):
-        for i in range(n):
-            ax = axes[r][i]
-            crop = decomposition.crop(images[r : r + 1], i)[0]
-            if crop.ndim == 4:  # volume: middle slice along depth
-                crop = crop[:, :, crop.shape[2] // 2]
-            ax.imshow(np.clip(crop.squeeze(), 0, 1), cmap="gray" if crop.shape[-1] == 1 else None)
-            k = int(local_probs[i][r].argmax())
-            ok = k == int(labels[r])
-            ax.set_title(f"{class_names[k]}\n{local_probs[i][r, k]:.2f}", fontsize=7, color="green" if ok else "red")
-            ax.axis("off")
-        axes[r][0].text(-0.1, 0.5, class_names[int(labels[r])], transform=axes[r][0].transAxes,
-                        rotation=90, va="center", ha="right", fontsize=7)
-    fig.suptitle("Local CNN predictions per box (green: right, red: wrong)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", level, text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, head: list[str], rows: list[list]) -> None:
+        self.blocks.append(("table", head, [[_fmt(c) for c in r] for r in rows]))
+
+    def img(self, path: str, caption: str) -> None:
+        self.blocks.append(("img", path, caption))
+
+    def markdown(self) -> str:
+        out = []
+        for b in self.blocks:
+            if b[0] == "h":
+                out.append("#" * b[1] + " " + b[2])
+            elif b[0] == "p":
+                out.append(b[1])
+            elif b[0] == "table":
+                out.append("\n".join(["| " + " | ".join(b[1]) + " |", "|" + "---|" * len(b[1])]
+                                     + ["| " + " | ".join(r) + " |" for r in b[2]]))
+            else:
+                out.append(f"![{b[2]}]({b[1]})\n\n*{b[2]}*")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        from html import escape as e
+
+        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
+               "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+               "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;"
+               "padding:3px 8px;text-align:right}th{background:#eef}td:first-child{text-align:left}"
+               "img{max-width:100%;border:1px solid #ddd}.held{color:#2a9d3a}.not{color:#c62828}"
+               "</style></head><body>"]
+        for b in self.blocks:
+            if b[0] == "h":
+                out.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
+            elif b[0] == "p":
+                out.append(f"<p>{_inline(e(b[1]))}</p>")
+            elif b[0] == "table":
+                cells = lambda r, t: "".join(f"<{t}{_cls(c)}>{_inline(e(c))}</{t}>" for c in r)  # noqa: E731
+                out.append("<table><tr>" + cells(b[1], "th") + "</tr>"
+                           + "".join("<tr>" + cells(r, "td") + "</tr>" for r in b[2]) + "</table>")
+            else:
+                out.append(f"<figure><img src='{e(b[1])}' alt='{e(b[2])}'><figcaption>{e(b[2])}</figcaption></figure>")
+        return "\n".join(out + ["</body></html>"]) + "\n"
+
+
+def _fmt(c) -> str:
+    if c is None:
+        return "-"
+    if isinstance(c, float):
+        return f"{c:.4f}"
+    return str(c)
+
+
+def _cls(c: str) -> str:
+    return " class='held'" if c.startswith("held") else " class='not'" if c.startswith("NOT held") else ""
+
+
+def _inline(s: str) -> str:
+    """**bold** of the Markdown text, in HTML."""
+    import re
+
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+
+
+def val_train(v: float | None, t: float | None) -> str:
+    """'0.7818 (0.7821)': validation accuracy, training accuracy in brackets (the papers' layout)."""
+    if v is None:
+        return "-"
+    return f"{v:.4f}" + (f" ({t:.4f})" if t is not None else "")
+
+
+def diff(ours: float | None, paper: float | None) -> str:
+    return "-" if ours is None or paper is None else f"{ours - paper:+.4f}"
+
+
+def relation(a: float | None, b: float | None) -> str | None:
+    """'>=' or '<' between two numbers, None if either is missing."""
+    if a is None or b is None:
+        return None
+    return ">=" if a >= b else "<"
+
+
+def held(ok: bool | None) -> str:
+    return "-" if ok is None else "held" if ok else "NOT held"

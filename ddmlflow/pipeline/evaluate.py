@@ -14,7 +14,7 @@ import keras
 import mlflow
 import numpy as np
 
-from .. import aggregate, report
+from .. import aggregate, figures, report
 from ..config import RunConfig
 from ..serving import log_cnn_dnn, register
 from ..tracking import get_run, log_params, retry, say, work_dir
@@ -72,8 +72,8 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
                                  tuple(extra))
     (art / "results.md").write_text(table)
     (art / "results.json").write_text(json.dumps({"results": results, "train_times_s": times}, indent=1))
-    report.training_times_chart(times, art / "training_times.png")
-    report.local_predictions_figure(np.asarray(prep.x_val[:4]), yv[:4], prep.decomposition,
+    figures.training_times(times, art / "training_times.png")
+    figures.local_predictions(np.asarray(prep.x_val[:4]), yv[:4], prep.decomposition,
                                     [p[1][:4] for p in local], prep.class_names, art / "local_predictions.png")
     for f in ("results.md", "results.json", "training_times.png", "local_predictions.png"):
         retry(mlflow.log_artifact, str(art / f))

@@ -1,0 +1,316 @@
+"""``report``: the paper's tables and figures rebuilt from the runs in a tracking store, beside the published values.
+
+Reads only the store (MlflowClient): ``full`` parent runs (tag ``ddmlflow.run.evaluate``), their
+``evaluate``, training and strategy children, metric histories and two artifacts (``boxes.png``,
+``local_predictions.png``). Nothing is retrained, so it works on any existing experiment:
+
+    report(experiment="Default", out_dir="report")          # every finished `full` run
+    report(parent_run="<reproduce run id>", out_dir="...")   # the rows of one `reproduce`
+
+Writes ``report.md``, ``report.html`` and their PNGs. Each row says its budget (``smoke``, ``cpu``,
+``paper`` or the exact overrides), so a quick number is never read as a paper one.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from .. import figures, paper_values as pv, presets
+from ..errors import InputError
+from ..report import Doc, diff, held, relation, val_train
+from ..tracking import retry, say
+
+FULL_RUNS_TAG = "ddmlflow.full_runs"  # on a reproduce parent: JSON list of its `full` run ids
+NAMES = {"global": "global CNN", "local_mean": "local avg", "local_min": "local min", "local_max": "local max",
+         "avg_prob": "avg. prob.", "majority_vote": "maj. vote", "cnn_dnn": "CNN-DNN", "coherent": "CNN-DNN-coherent",
+         "transfer": "CNN-DNN-transfer", "compose": "GNet-T-trained", "speedup": "speedup",
+         "gnet_t": "GNet-T", "gnet_t_trained": "GNet-T-trained", "gnet_r_trained": "GNet-R-trained"}
+# Relations the papers state, checked per row where the paper prints both numbers
+PAIRS = [("cnn_dnn", "global"), ("cnn_dnn", "avg_prob"), ("avg_prob", "majority_vote"), ("coherent", "cnn_dnn"),
+         ("transfer", "cnn_dnn"), ("gnet_t_trained", "gnet_r_trained"), ("gnet_t", "subnet_1")]
+
+
+@dataclass
+class Row:
+    """One `full` run with what the report needs from its children."""
+
+    run_id: str
+    name: str
+    params: dict
+    tags: dict
+    metrics: dict = field(default_factory=dict)  # the evaluate run's
+    times: dict = field(default_factory=dict)  # global CNN / slowest local / coarse (s)
+    devices: set = field(default_factory=set)
+    extra: dict = field(default_factory=dict)  # GC and profile numbers, keyed by paper_values column
+    children: dict = field(default_factory=dict)  # step name -> run id
+    shared_global: str = ""
+
+    @property
+    def budget(self) -> str:
+        return self.tags.get("ddmlflow.budget") or budget_of(self.params)
+
+    @property
+    def key(self) -> tuple:
+        p = self.params
+        return (p.get("dataset", ""), p.get("model", ""), p.get("decomposition", ""), int(p.get("overlap", 0) or 0))
+
+    def ours(self, column: str) -> tuple[float | None, float | None]:
+        if column in pv.ACCURACY_COLUMNS:
+            return self.metrics.get(f"val_accuracy/{column}"), self.metrics.get(f"train_accuracy/{column}")
+        if column == "speedup":
+            return self.metrics.get("speedup"), None
+        return self.extra.get(column), None
+
+
+def budget_of(params: dict) -> str:
+    """A run's budget when no tag says it: ``paper`` only if nothing was cut from the preset."""
+    try:
+        p = presets.get(params.get("preset", ""))
+    except InputError:
+        return "custom"
+    cut = {k: params.get(k) for k in ("n_train", "n_val", "image_size") if params.get(k)}
+    for k in ("epochs", "coarse_epochs"):
+        if params.get(k) and int(params[k]) != getattr(p, k):
+            cut[k] = params[k]
+    if not cut:
+        return "paper" if not p.paper.startswith(("default", "3D default")) else "preset"
+    return "custom (" + ", ".join(f"{k}={v}" for k, v in cut.items()) + ")"
+
+
+def _full_runs(client: MlflowClient, experiment: str, parent_run: str) -> tuple[list, str]:
+    if parent_run:
+        parent = retry(client.get_run, parent_run)
+        ids = json.loads(parent.data.tags.get(FULL_RUNS_TAG, "[]"))
+        return [retry(client.get_run, i) for i in ids], parent.info.experiment_id
+    exp = client.get_experiment_by_name(experiment) or (client.get_experiment(experiment)
+                                                        if experiment.isdigit() else None)
+    if exp is None:
+        raise InputError("experiment", experiment, "the name or id of an experiment in this tracking store")
+    runs = retry(client.search_runs, [exp.experiment_id], "attributes.status = 'FINISHED'", max_results=5000)
+    return [r for r in runs if "ddmlflow.run.evaluate" in r.data.tags], exp.experiment_id
+
+
+def gather(client: MlflowClient, run, experiment_id: str) -> Row:
+    tags = run.data.tags
+    children = {k[len("ddmlflow.run."):]: v for k, v in tags.items() if k.startswith("ddmlflow.run.")}
+    p = run.data.params
+    name = tags.get("ddmlflow.row_name") or (f"{p.get('dataset')}-{p.get('model')}-{p.get('decomposition')}"
+                                              f"-d{p.get('overlap')}")
+    row = Row(run.info.run_id, name, dict(p), dict(tags), children=children)
+    if "evaluate" in children:
+        row.metrics = dict(retry(client.get_run, children["evaluate"]).data.metrics)
+    locals_ = sorted(k for k in children if k.startswith("train_local/"))
+    infos = {k: retry(client.get_run, children[k]) for k in locals_ + ["train_global", "train_coarse"] if k in children}
+    t = {k: r.data.metrics.get("train_time_s") for k, r in infos.items()}
+    row.devices = {r.data.tags.get("ddmlflow.device") or r.data.tags.get("device") for r in infos.values()} - {None}
+    if t.get("train_global") is not None:
+        row.times["global CNN"] = t["train_global"]
+    if locals_:
+        row.times["slowest local"] = max(t[k] or 0.0 for k in locals_)
+    if t.get("train_coarse") is not None:
+        row.times["coarse"] = t["train_coarse"]
+    for net, k in (("global", "train_global"), ("local", locals_[0] if locals_ else "")):
+        if k in infos:
+            m = infos[k].data.metrics
+            for col, key, scale in (("params_m", "params_count", 1e-6), ("paper_mflops", "paper_mflops", 1),
+                                    ("tteval_ms", "eval_time_ms", 1)):
+                if key in m:
+                    row.extra[f"{net}_{col}"] = m[key] * scale
+    _gc(client, row, experiment_id)
+    return row
+
+
+def _gc(client: MlflowClient, row: Row, experiment_id: str) -> None:
+    """Gu et al. numbers from the `compose` strategy run of this decomposition, if any."""
+    dec = row.children.get("decompose")
+    if not dec:
+        return
+    runs = retry(client.search_runs, [experiment_id], f"tags.`ddmlflow.step` = 'compose' and params.decompose_run = "
+                 f"'{dec}' and attributes.status = 'FINISHED'", max_results=1)
+    if not runs:
+        return
+    r = runs[0]
+    row.children["compose"] = r.info.run_id
+    m = r.data.metrics
+    for i, h in enumerate(sorted(retry(client.get_metric_history, r.info.run_id, "subnet_val_accuracy"),
+                                 key=lambda h: h.step)):
+        row.extra[f"subnet_{i + 1}"] = h.value
+    for col, key in (("gnet_t", "val_accuracy_composed"), ("gnet_t_trained", "final_val_accuracy"),
+                     ("gnet_r_trained", "val_accuracy_gnet_r")):
+        if key in m:
+            row.extra[col] = m[key]
+
+
+def _share_global(rows: list[Row]) -> None:
+    """Rows trained without a global CNN take it from a row of the same data, network and budget."""
+    same = lambda r: (r.params.get("dataset"), r.params.get("model"), r.budget, r.params.get("seed"),  # noqa: E731
+                      r.params.get("epochs"), r.params.get("n_train"), r.params.get("n_val"),
+                      r.params.get("image_size"))
+    for r in rows:
+        if "val_accuracy/global" in r.metrics:
+            continue
+        src = next((s for s in rows if "val_accuracy/global" in s.metrics and same(s) == same(r)), None)
+        if src is None:
+            continue
+        r.shared_global = src.name
+        for k in ("val_accuracy/global", "train_accuracy/global"):
+            if k in src.metrics:
+                r.metrics[k] = src.metrics[k]
+        if "global CNN" in src.times:
+            r.times = {"global CNN": src.times["global CNN"], **r.times}
+            cnn_dnn = r.times.get("slowest local", 0.0) + r.times.get("coarse", 0.0)
+            if cnn_dnn > 0:
+                r.metrics["speedup"] = r.times["global CNN"] / cnn_dnn
+
+
+def entries_for(row: Row) -> list[pv.Entry]:
+    """The published numbers this row reproduces: by configuration, plus the table a `reproduce` named."""
+    out = pv.lookup(*row.key)
+    if row.tags.get("ddmlflow.table") == "gc-3.3":  # their ResNet32 column, for our ResNet20
+        out += [e for e in pv.table(pv.GC, "3.3") if e.model == "resnet32"
+                and (e.overlap == row.key[3] or e.column == "gnet_r_trained")]
+    return out
+
+
+def report(experiment: str = "", parent_run: str = "", out_dir: str | Path = "report", title: str = "") -> Path:
+    """Write report.md / report.html (and PNGs) into ``out_dir`` from the store; returns ``out_dir``.
+
+    ``parent_run``: a ``reproduce`` run (its rows); else every finished ``full`` run of ``experiment``.
+    """
+    client = MlflowClient()
+    if not parent_run and not experiment:
+        raise InputError("experiment", experiment, "an experiment name or id (or parent_run=<reproduce run id>)")
+    runs, exp_id = _full_runs(client, experiment, parent_run)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [gather(client, r, exp_id) for r in sorted(runs, key=lambda r: r.info.start_time)]
+    _share_global(rows)
+    doc = Doc()
+    title = title or f"ddmlflow report: {experiment or parent_run}"
+    doc.h(1, title)
+    budgets = sorted({r.budget for r in rows})
+    doc.p(f"Tracking store {mlflow.get_tracking_uri()}, experiment {exp_id}, {len(rows)} `full` runs. "
+          f"**Budget: {', '.join(budgets) or '-'}.** " + ("Accuracies from a budget other than `paper` are not "
+                                                            "comparable with the published values; compare orderings."
+                                                            if set(budgets) - {"paper"} else ""))
+    for r in rows:
+        if r.tags.get("ddmlflow.budget_values"):
+            doc.p(f"{r.name}: {r.tags['ddmlflow.budget_values']}")
+    _tables(doc, rows)
+    _claims(doc, rows)
+    _figures(doc, client, rows, out)
+    (out / "report.md").write_text(doc.markdown())
+    (out / "report.html").write_text(doc.html(title))
+    say(f"report: {out / 'report.md'} ({len(rows)} runs; budget {', '.join(budgets)})")
+    return out
+
+
+def _tables(doc: Doc, rows: list[Row]) -> None:
+    sections: dict[tuple, list] = {}
+    for r in rows:
+        for e in entries_for(r):
+            sections.setdefault((e.paper, e.table), []).append((r, e))
+    order = lambda k: (list(pv.PAPERS).index(k[0]), k[1].startswith("Fig"), float(k[1].split()[-1]))  # noqa: E731
+    for paper, table in sorted(sections, key=order):
+        label = table if table.startswith("Fig") else f"Table {table}"
+        doc.h(2, f"{paper} {label}")
+        lines = []
+        for r, e in sections[(paper, table)]:
+            v, t = r.ours(e.column)
+            shared = " (from " + r.shared_global + ")" if e.column == "global" and r.shared_global else ""
+            lines.append([r.name, r.budget, e.row, NAMES.get(e.column, e.column),
+                          val_train(v, t if e.train is not None else None) + shared,
+                          val_train(e.value, e.train), diff(v, e.value)])
+        doc.table(["run", "budget", "paper row", "quantity", "ours", "paper", "ours - paper"], lines)
+    plain = [r for r in rows if not entries_for(r)]
+    if plain:
+        doc.h(2, "Runs without published values")
+        cols = [c for c in pv.ACCURACY_COLUMNS if any(f"val_accuracy/{c}" in r.metrics for r in plain)]
+        doc.table(["run", "budget", *[NAMES[c] for c in cols], "speedup"],
+                  [[r.name, r.budget, *[val_train(*r.ours(c)) for c in cols], r.metrics.get("speedup")]
+                   for r in plain])
+    doc.p("Validation accuracy, training accuracy in brackets (the papers' layout).")
+
+
+def _claims(doc: Doc, rows: list[Row]) -> None:
+    """The orderings the papers state, checked on our numbers: held / NOT held."""
+    lines = []
+    for r in rows:
+        paper = {e.column: e.value for e in entries_for(r)}
+        for a, b in PAIRS:
+            rel = relation(paper.get(a), paper.get(b))
+            ours = relation(r.ours(a)[0], r.ours(b)[0])
+            if rel and ours:
+                lines.append([f"{NAMES.get(a, a)} {rel} {NAMES.get(b, b)} (paper's numbers)", r.name, r.budget,
+                              f"{paper[a]:.4f} vs {paper[b]:.4f}", f"{r.ours(a)[0]:.4f} vs {r.ours(b)[0]:.4f}",
+                              held(ours == rel)])
+        c, a, m = (r.ours(k)[0] for k in ("cnn_dnn", "avg_prob", "majority_vote"))
+        if None not in (c, a, m):
+            lines.append(["CNN-DNN >= avg. prob. >= maj. vote (KLW-TL sec. 3.2)", r.name, r.budget, "stated",
+                          f"{c:.4f} / {a:.4f} / {m:.4f}", held(c >= a >= m)])
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.params.get("dataset"), r.params.get("model"), r.params.get("decomposition"), r.budget),
+                          []).append(r)
+    for (ds, model, dec, budget), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r.key[3])
+        if len({r.key[3] for r in rs}) < 2:
+            continue
+        for col in ("local_mean", "cnn_dnn"):
+            vals = [r.ours(col)[0] for r in rs]
+            if None in vals:
+                continue
+            ok = all(x < y for x, y in zip(vals, vals[1:]))  # flat is not "helps"
+            lines.append([f"more overlap helps: {NAMES[col]} grows with overlap (KLW sec. 5.1)",
+                          f"{ds}-{model}-{dec}", budget, "stated",
+                          ", ".join(f"d{r.key[3]}: {v:.4f}" for r, v in zip(rs, vals)), held(ok)])
+    doc.h(2, "Orderings the papers claim")
+    if lines:
+        doc.table(["claim", "run", "budget", "paper", "ours", ""], lines)
+    else:
+        doc.p("No row has the numbers a claim needs.")
+
+
+def _figures(doc: Doc, client: MlflowClient, rows: list[Row], out: Path) -> None:
+    doc.h(2, "Figures")
+    timed = {r.name: r.times for r in rows if r.times}
+    if timed:
+        devices = sorted(set().union(*(r.devices for r in rows)))
+        executors = sorted({r.tags.get("ddmlflow.executor") or r.params.get("executor") or "process" for r in rows})
+        sub = f"devices: {', '.join(devices) or 'unknown'}; executor: {', '.join(executors)}; " \
+              f"budget: {', '.join(sorted({r.budget for r in rows}))}"
+        figures.training_times_rows(timed, out / "training_times.png", sub)
+        doc.img("training_times.png", f"Training times, global CNN vs slowest local + coarse (KLW Figs. 9/12 "
+                                      f"style); {sub}")
+    for r in rows:
+        curves = {}
+        for step in sorted(r.children):
+            if step.startswith(("train_local/", "train_global", "train_coarse")):
+                h = sorted(retry(client.get_metric_history, r.children[step], "val_accuracy"), key=lambda m: m.step)
+                label = {"train_global": "global", "train_coarse": "coarse"}.get(step, "local " + step.split("/")[-1])
+                if h:
+                    curves[label] = [m.value for m in h]
+        safe = r.name.replace("/", "_")
+        if curves:
+            figures.learning_curves(curves, out / f"{safe}_curves.png", title=f"{r.name} ({r.budget}): "
+                                                                               "validation accuracy per epoch")
+            doc.img(f"{safe}_curves.png", f"{r.name}: learning curves of the locals, global and coarse nets")
+        for step, art, what in (("decompose", "boxes.png", "decomposition boxes"),
+                                ("evaluate", "local_predictions.png", "local predictions (KLW Fig. 8 style)")):
+            if step in r.children and _download(r.children[step], art, out / f"{safe}_{art}"):
+                doc.img(f"{safe}_{art}", f"{r.name}: {what}")
+
+
+def _download(run_id: str, artifact: str, dst: Path) -> bool:
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp), dst)
+        return True
+    except Exception:  # noqa: BLE001 - an older run without that artifact
+        return False

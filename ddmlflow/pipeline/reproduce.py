@@ -1,0 +1,110 @@
+"""``reproduce``: run every ``full`` configuration of one paper table, then report it beside the paper.
+
+    reproduce("klw-3", "smoke", data_dir="/data/cifar10")   # in an active (parent) run, or one is started
+
+Each configuration runs as a ``full`` child of the parent run. A ``full`` child has a step key
+(its config, options and the code version): a FINISHED one is reused, an unfinished one resumed in
+place, and inside it ``full`` reuses its own finished steps, so a rerun after an interruption only
+runs what is missing. The budget and its exact values are logged (params, tags) and printed, and
+the report (``report.md``, ``report.html``, figures) is logged as artifacts of the parent run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+
+from .. import config, experiments
+from ..config import RunConfig
+from ..experiments import Budget
+from ..tracking import (create_child, find_run, log_params, retry, say, setup, step_key, step_run, work_dir)
+from .full import FullOptions, StepsFailed, full
+from .report import FULL_RUNS_TAG, report
+
+
+def configurations(table: str, budget: str | Budget = "smoke", data_dir: str = "") -> list[tuple]:
+    """(Run, RunConfig, Budget) per row, all checked (data folders too) before anything trains."""
+    exp = experiments.get(table)
+    out = []
+    for run in exp.runs:
+        b = budget if isinstance(budget, Budget) else experiments.budget(budget, run.dataset)
+        d = experiments.data_dir_for(run.dataset, data_dir)
+        out.append((run, config.resolve(run.preset, **run.config_overrides(b, d)), b))
+    return out
+
+
+def run_full(cfg: RunConfig, opts: FullOptions, parent_id: str, experiment_id: str, name: str,
+             tags: dict) -> str:
+    """One configuration as a nested ``full`` child run; the only place that calls ``full``."""
+    key = step_key("full", {**cfg.params(), **dataclasses.asdict(opts)})
+    found = None if opts.force else find_run(experiment_id, key)
+    if found is not None and found.info.status == "FINISHED":
+        say(f"{name}: reusing finished full run {found.info.run_id}")
+        return found.info.run_id
+    run_id = found.info.run_id if found is not None else create_child(experiment_id, parent_id, name, "full", key, tags)
+    with step_run(run_id):
+        mlflow.set_tags(tags)
+        full(cfg, opts)
+    return run_id
+
+
+def reproduce(table: str, budget: str | Budget = "smoke", data_dir: str = "", *, gpus: str = "auto",
+              max_parallel: int = 1, jobs_per_gpu: int = 1, force: bool = False,
+              registered_model_name: str = "-", out_dir: str | Path | None = None) -> dict:
+    """Run (or reuse) every row of ``table`` under the active run, then log the report there.
+
+    Returns {"runs": {row name: full run id}, "failed": {row name: reason}, "report": folder}.
+    Raises ``StepsFailed`` at the end if a row failed (the others still ran and are reported).
+    """
+    rows = configurations(table, budget, data_dir)
+    kw = dict(gpus=gpus, max_parallel=max_parallel, jobs_per_gpu=jobs_per_gpu, force=force,
+              registered_model_name=registered_model_name, out_dir=out_dir)
+    if mlflow.active_run() is not None:
+        return _reproduce(table, budget, rows, data_dir, **kw)
+    setup()
+    with retry(mlflow.start_run, run_name=f"reproduce-{table}-{_budget_name(budget)}"):  # FAILED on an exception
+        return _reproduce(table, budget, rows, data_dir, **kw)
+
+
+def _reproduce(table, budget, rows, data_dir, *, gpus, max_parallel, jobs_per_gpu, force, registered_model_name,
+               out_dir) -> dict:
+    exp = experiments.get(table)
+    parent = mlflow.active_run()
+    values = {f"budget.{r.dataset}": b.describe() for r, _, b in rows}
+    log_params({"table": table, "budget": _budget_name(budget), "data_dir": data_dir, **values})
+    mlflow.set_tags({"ddmlflow.step": "reproduce", "ddmlflow.table": table,
+                     "ddmlflow.budget": _budget_name(budget),
+                     "mlflow.note.content": f"{exp.label}: {exp.title}. "
+                                            + "; ".join(dict.fromkeys(values.values())) + ". " + exp.note})
+    say(f"reproduce {table} ({exp.title}): {len(rows)} configurations")
+    for line in dict.fromkeys(values.values()):
+        say(line)
+    ids, failed = {}, {}
+    for run, cfg, b in rows:
+        opts = FullOptions(run_global=run.run_global, gpus=gpus, jobs_per_gpu=jobs_per_gpu,
+                           max_parallel=max_parallel, force=force, registered_model_name=registered_model_name,
+                           strategies=run.strategies)
+        tags = {"ddmlflow.table": table, "ddmlflow.row": run.row, "ddmlflow.row_name": run.name,
+                "ddmlflow.budget": b.name, "ddmlflow.budget_values": b.describe()}
+        say(f"{run.name} [{b.describe()}]")
+        try:
+            ids[run.name] = run_full(cfg, opts, parent.info.run_id, parent.info.experiment_id, run.name, tags)
+        except StepsFailed as e:
+            failed[run.name] = str(e)
+            say(f"{run.name} failed: {e}")
+        mlflow.set_tag(FULL_RUNS_TAG, json.dumps(list(ids.values())))
+    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(dir=work_dir("tmp")))
+    report(parent_run=parent.info.run_id, out_dir=out, title=f"{exp.label} ({table}): {exp.title}, "
+                                                              f"budget {_budget_name(budget)}")
+    retry(mlflow.log_artifacts, str(out))
+    if failed:
+        raise StepsFailed(f"{len(failed)} of {len(rows)} configurations failed: "
+                          + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+    return {"runs": ids, "failed": failed, "report": out, "parent": parent.info.run_id}
+
+
+def _budget_name(budget: str | Budget) -> str:
+    return budget.name if isinstance(budget, Budget) else budget

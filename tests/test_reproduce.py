@@ -1,0 +1,95 @@
+"""Named experiments, budgets, `reproduce` under one parent run and `report` from the store alone."""
+from __future__ import annotations
+
+import re
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ddmlflow import config, experiments, paper_values
+from ddmlflow.errors import InputError
+from ddmlflow.experiments import Budget
+from ddmlflow.pipeline.reproduce import configurations
+
+TINY = Budget("smoke", n_train=120, n_val=60, epochs=1, coarse_epochs=1, patience=0, note="test")
+
+
+def test_every_experiment_resolves_and_names_its_paper_rows():
+    """Each row is a valid config; KLW/KLW-TL rows have published values to compare with."""
+    for name, exp in experiments.EXPERIMENTS.items():
+        for run in exp.runs:
+            b = experiments.budget("smoke", run.dataset)
+            c = config.resolve(run.preset, **run.config_overrides(b))
+            assert c.epochs == 1 and c.coarse_epochs == 1
+            if exp.paper in ("KLW", "KLW-TL"):
+                got = paper_values.lookup(c.dataset, c.model, c.decomposition, c.overlap, exp.paper, exp.table)
+                assert {e.row for e in got} == {run.row}, (name, run.name)
+    assert [experiments.get("klw-3").runs[i].name for i in range(3)] == [f"cifar10-vgg3-2x2-d{o}" for o in (0, 2, 4)]
+    assert [r.run_global for r in experiments.get("klw-3").runs] == [True, False, False]
+
+
+def test_budgets_are_exact_and_paper_changes_nothing():
+    assert experiments.budget("paper", "cifar10").overrides() == {}
+    smoke = experiments.budget("smoke", "cifar10").overrides()
+    assert smoke == {"n_train": "500", "n_val": "200", "epochs": "1", "coarse_epochs": "1", "patience": "0"}
+    assert "epochs=5" in experiments.budget("cpu", "cifar10").describe()
+    with pytest.raises(InputError, match="budget"):
+        experiments.budget("huge", "cifar10")
+
+
+def test_missing_data_names_where_to_get_it(tmp_path):
+    with pytest.raises(InputError, match=r"flower_photos\.tgz") as e:
+        configurations("klw-6", "smoke", "")
+    assert "\n" not in str(e.value)
+    with pytest.raises(InputError, match="CroppedYale"):
+        configurations("klw-9", "smoke", str(tmp_path / "nowhere"))
+    (tmp_path / "mosmed").mkdir()
+    (tmp_path / "cifar10").mkdir()
+    cfgs = configurations("klw-tl-1", "smoke", f"cifar10={tmp_path / 'cifar10'},tf_flowers={tmp_path},"
+                                               f"mosmed={tmp_path / 'mosmed'}")
+    assert [c.data_dir for _, c, _ in cfgs][0] == str(tmp_path / "cifar10")
+    assert configurations("klw-10", "smoke", str(tmp_path))[0][1].data_dir == str(tmp_path / "mosmed")
+    with pytest.raises(InputError, match="table"):
+        configurations("klw-99")
+
+
+@pytest.mark.slow
+def test_reproduce_then_rerun_reuses_and_report_reads_the_store(mlflow_env, tmp_path):
+    from ddmlflow.pipeline.reproduce import reproduce
+    from ddmlflow.pipeline.report import report
+
+    out = reproduce("shapes2d", TINY, out_dir=tmp_path / "r1")
+    client = MlflowClient()
+    parent = client.get_run(out["parent"])
+    assert parent.info.status == "FINISHED" and parent.data.params["budget"] == "smoke"
+    assert "n_train=120" in parent.data.params["budget.shapes2d"]
+    arts = {a.path for a in client.list_artifacts(out["parent"])}
+    assert {"report.md", "report.html", "training_times.png"} <= arts
+    fulls = [client.get_run(i) for i in out["runs"].values()]
+    assert [f.data.tags["mlflow.parentRunId"] for f in fulls] == [out["parent"]] * 2
+    assert [f.data.params["overlap"] for f in fulls] == ["0", "2"]
+    md = (tmp_path / "r1" / "report.md").read_text()
+    # the second row has no global net of its own: the report takes the first row's
+    ev = [client.get_run(f.data.tags["ddmlflow.run.evaluate"]).data.metrics for f in fulls]
+    assert "val_accuracy/global" not in ev[1]
+    row2 = next(line for line in md.splitlines() if line.startswith("| shapes2d-vgg3-2x2-d2"))
+    assert row2.split(" | ")[2].startswith(f"{ev[0]['val_accuracy/global']:.4f}")
+    row = next(line for line in md.splitlines() if line.startswith("| shapes2d-vgg3-2x2-d0"))
+    assert f"{ev[0]['val_accuracy/cnn_dnn']:.4f}" in row and "| smoke |" in row
+    claim = next(line for line in md.splitlines() if "more overlap helps: CNN-DNN" in line)
+    a, b = ev[0]["val_accuracy/cnn_dnn"], ev[1]["val_accuracy/cnn_dnn"]
+    assert claim.rstrip(" |").endswith("NOT held" if b <= a else "| held")
+    assert re.search(r"!\[.*\]\(shapes2d-vgg3-2x2-d0_local_predictions\.png\)", md)
+    assert "<table>" in (tmp_path / "r1" / "report.html").read_text()
+
+    n_runs = len(client.search_runs([parent.info.experiment_id], max_results=500))
+    again = reproduce("shapes2d", TINY, out_dir=tmp_path / "r2")  # nothing left to run
+    assert again["runs"] == out["runs"]
+    assert len(client.search_runs([parent.info.experiment_id], max_results=500)) == n_runs + 1  # the new parent
+
+    # report on the whole experiment, without any reproduce tag: every `full` run, budget inferred
+    rep = report(experiment="Default", out_dir=tmp_path / "r3")
+    text = (rep / "report.md").read_text()
+    assert text.count("| shapes2d-vgg3-2x2-d") >= 2 and "smoke" in text
+    assert mlflow.active_run() is None
