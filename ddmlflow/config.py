@@ -280,3 +280,29 @@ class TuneOptions:
     jobs_per_gpu: int = option(integer(1), "searches at once on one GPU", default="1")
     max_parallel: int = option(integer(1), "searches at once without GPUs", default="1")
     force: bool = option(boolean, "search anew (no reuse of finished searches)", default="false")
+
+
+@dataclass(frozen=True)
+class ReproduceOptions:
+    """Which paper table to reproduce (``ddmlflow.experiments``) and at which budget."""
+
+    table: str = option(choice(_names("experiments", "EXPERIMENTS")), "a paper table, e.g. klw-3, klw-tl-2, gc-3.3",
+                        default="klw-3")
+    budget: str = option(choice(_names("experiments", "BUDGETS")),
+                         "smoke (tiny, 1 epoch), cpu (about an hour), paper (the paper's data and epochs)",
+                         default="smoke")
+    data_dir: str = option(text, "data folder (or a folder of <dataset>/ folders)", default="")
+    executor: str = FullOptions.__dataclass_fields__["executor"]
+    gpus: tuple[str, ...] = FullOptions.__dataclass_fields__["gpus"]
+    jobs_per_gpu: int = FullOptions.__dataclass_fields__["jobs_per_gpu"]
+    max_parallel: int = FullOptions.__dataclass_fields__["max_parallel"]
+    force: bool = FullOptions.__dataclass_fields__["force"]
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What to report: an experiment's ``full`` runs, or one ``reproduce`` run."""
+
+    experiment: str = option(text, "experiment name or id (every finished full run in it)", default="")
+    parent_run: str = option(text, "a reproduce run id (its rows)", default="")
+    out_dir: str = option(text, "where report.md / report.html go", default="report")

@@ -67,7 +67,7 @@ class Budget:
         return f"budget {self.name}: {vals}" + (f" ({self.note})" if self.note else "")
 
 
-_SMOKE = dict(epochs=1, coarse_epochs=1, patience=0, note="plumbing check; accuracies mean nothing")
+_SMOKE = dict(epochs=1, coarse_epochs=20, patience=0, note="plumbing check: 1 epoch; accuracies mean little")
 _CPU = dict(epochs=5, coarse_epochs=20, patience=0, note="about an hour per table on a laptop CPU; compare "
                                                          "orderings, not values")
 # Per budget and data set; data sets not listed use "*"

@@ -160,4 +160,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("full", "pipeline.full:full", "config:FullOptions", help="every step under one parent run"),
     Command("tune", "pipeline.tune:run_tune", "config:TuneOptions",
             help="keras-tuner search: the locals in parallel, then the coarse net (KLW sec. 4)"),
+    Command("reproduce", "pipeline.reproduce:run_reproduce", "config:ReproduceOptions", config=False,
+            help="every configuration of a paper table, then the report beside the paper's values"),
+    Command("report", "pipeline.report:run_report", "config:ReportOptions", config=False,
+            help="report.md / report.html of an experiment's runs, beside the paper's values"),
 ]}

@@ -21,7 +21,7 @@ def test_every_experiment_resolves_and_names_its_paper_rows():
         for run in exp.runs:
             b = experiments.budget("smoke", run.dataset)
             c = config.resolve(run.preset, **run.config_overrides(b))
-            assert c.epochs == 1 and c.coarse_epochs == 1
+            assert c.epochs == 1 and c.coarse_epochs == 20
             if exp.paper in ("KLW", "KLW-TL"):
                 got = paper_values.lookup(c.dataset, c.model, c.decomposition, c.overlap, exp.paper, exp.table)
                 assert {e.row for e in got} == {run.row}, (name, run.name)
@@ -32,7 +32,7 @@ def test_every_experiment_resolves_and_names_its_paper_rows():
 def test_budgets_are_exact_and_paper_changes_nothing():
     assert experiments.budget("paper", "cifar10").overrides() == {}
     smoke = experiments.budget("smoke", "cifar10").overrides()
-    assert smoke == {"n_train": "500", "n_val": "200", "epochs": "1", "coarse_epochs": "1", "patience": "0"}
+    assert smoke == {"n_train": "500", "n_val": "200", "epochs": "1", "coarse_epochs": "20", "patience": "0"}
     assert "epochs=5" in experiments.budget("cpu", "cifar10").describe()
     with pytest.raises(InputError, match="budget"):
         experiments.budget("huge", "cifar10")

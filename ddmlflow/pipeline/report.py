@@ -178,6 +178,15 @@ def entries_for(row: Row) -> list[pv.Entry]:
     return out
 
 
+def run_report(opts) -> Path:
+    """``report`` as a command (``config.ReportOptions``): written, printed and logged into the run the CLI opened."""
+    out = report(opts.experiment, opts.parent_run, opts.out_dir)
+    if mlflow.active_run() is not None:
+        retry(mlflow.log_artifacts, str(out))
+    print((out / "report.md").read_text())
+    return out
+
+
 def report(experiment: str = "", parent_run: str = "", out_dir: str | Path = "report", title: str = "") -> Path:
     """Write report.md / report.html (and PNGs) into ``out_dir`` from the store; returns ``out_dir``.
 

@@ -21,7 +21,8 @@ from .. import config, experiments
 from ..config import RunConfig
 from ..experiments import Budget
 from ..tracking import (create_child, find_run, log_params, retry, say, setup, step_key, step_run, work_dir)
-from .full import FullOptions, StepsFailed, full
+from ..config import FullOptions
+from .full import StepsFailed, full
 from .report import FULL_RUNS_TAG, report
 
 
@@ -51,8 +52,14 @@ def run_full(cfg: RunConfig, opts: FullOptions, parent_id: str, experiment_id: s
     return run_id
 
 
-def reproduce(table: str, budget: str | Budget = "smoke", data_dir: str = "", *, gpus: str = "auto",
-              max_parallel: int = 1, jobs_per_gpu: int = 1, force: bool = False,
+def run_reproduce(opts) -> dict:
+    """``reproduce`` as a command (``config.ReproduceOptions``), in the run the CLI opened."""
+    return reproduce(opts.table, opts.budget, opts.data_dir, executor=opts.executor, gpus=",".join(opts.gpus) or "none",
+                     max_parallel=opts.max_parallel, jobs_per_gpu=opts.jobs_per_gpu, force=opts.force)
+
+
+def reproduce(table: str, budget: str | Budget = "smoke", data_dir: str = "", *, executor: str = "auto",
+              gpus: str = "auto", max_parallel: int = 1, jobs_per_gpu: int = 1, force: bool = False,
               registered_model_name: str = "-", out_dir: str | Path | None = None) -> dict:
     """Run (or reuse) every row of ``table`` under the active run, then log the report there.
 
@@ -60,7 +67,7 @@ def reproduce(table: str, budget: str | Budget = "smoke", data_dir: str = "", *,
     Raises ``StepsFailed`` at the end if a row failed (the others still ran and are reported).
     """
     rows = configurations(table, budget, data_dir)
-    kw = dict(gpus=gpus, max_parallel=max_parallel, jobs_per_gpu=jobs_per_gpu, force=force,
+    kw = dict(executor=executor, gpus=gpus, max_parallel=max_parallel, jobs_per_gpu=jobs_per_gpu, force=force,
               registered_model_name=registered_model_name, out_dir=out_dir)
     if mlflow.active_run() is not None:
         return _reproduce(table, budget, rows, data_dir, **kw)
@@ -69,7 +76,7 @@ def reproduce(table: str, budget: str | Budget = "smoke", data_dir: str = "", *,
         return _reproduce(table, budget, rows, data_dir, **kw)
 
 
-def _reproduce(table, budget, rows, data_dir, *, gpus, max_parallel, jobs_per_gpu, force, registered_model_name,
+def _reproduce(table, budget, rows, data_dir, *, executor, gpus, max_parallel, jobs_per_gpu, force, registered_model_name,
                out_dir) -> dict:
     exp = experiments.get(table)
     parent = mlflow.active_run()
@@ -84,9 +91,9 @@ def _reproduce(table, budget, rows, data_dir, *, gpus, max_parallel, jobs_per_gp
         say(line)
     ids, failed = {}, {}
     for run, cfg, b in rows:
-        opts = FullOptions(run_global=run.run_global, gpus=gpus, jobs_per_gpu=jobs_per_gpu,
-                           max_parallel=max_parallel, force=force, registered_model_name=registered_model_name,
-                           strategies=run.strategies)
+        opts = config.parse_options(FullOptions, run_global=run.run_global, executor=executor, gpus=gpus,
+                                    jobs_per_gpu=jobs_per_gpu, max_parallel=max_parallel, force=force,
+                                    registered_model_name=registered_model_name, strategies=",".join(run.strategies))
         tags = {"ddmlflow.table": table, "ddmlflow.row": run.row, "ddmlflow.row_name": run.name,
                 "ddmlflow.budget": b.name, "ddmlflow.budget_values": b.describe()}
         say(f"{run.name} [{b.describe()}]")
