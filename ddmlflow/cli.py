@@ -19,9 +19,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    from .config import RunConfig, add_options
+    from .config import RunConfig, TrackingOptions, add_options
 
     add_options(p, RunConfig)
+    add_options(p, TrackingOptions)
     p.add_argument("--run-id", default="", help="log into this existing run (used by `full` and `mlflow run`)")
     p.add_argument("--parent-run", default="", help="nest the new run under this parent run")
 
@@ -63,25 +64,33 @@ def _config(a: argparse.Namespace):
     return resolve(a.preset, **{o["field"]: getattr(a, o["field"]) for o in options(RunConfig) if o["field"] != "preset"})
 
 
-def _open_run(a: argparse.Namespace, name: str, step: str) -> str:
-    """The run to log into: given, from ``mlflow run``, or a new one."""
-    from .tracking import create_child, setup
+def _tracking(a: argparse.Namespace):
+    from .config import TrackingOptions, options, parse_options
 
-    given = a.run_id or os.environ.pop("MLFLOW_RUN_ID", "")
-    if given:
-        return given
-    return create_child(setup(), a.parent_run or None, name, step, key="")
+    return parse_options(TrackingOptions, **{o["field"]: getattr(a, o["field"]) for o in options(TrackingOptions)})
+
+
+def _open_run(a: argparse.Namespace, cfg, name: str, step: str) -> str:
+    """The run to log into: given (``--run-id``: used as is), from ``mlflow run``, or a new one."""
+    from . import describe
+    from .tracking import open_run
+
+    if a.run_id:
+        return a.run_id
+    track = _tracking(a)
+    return open_run(os.environ.pop("MLFLOW_RUN_ID", ""), track.experiment_name, describe.experiment_name(cfg),
+                    track.run_name or name, step, describe.cfg_tags(cfg), parent_id=a.parent_run)
 
 
 def _run_step(a: argparse.Namespace) -> int:
     from .steps import STEPS
-    from .tracking import say, step_run, ui_link
+    from .tracking import say, step_run, trains, ui_link
 
     step = STEPS[a.step]
     cfg = _config(a)
     inputs = {i.name: i.parse(getattr(a, i.name)) for i in step.inputs}
-    run_id = _open_run(a, step.run_name(inputs), step.name)
-    with step_run(run_id) as run:
+    run_id = _open_run(a, cfg, step.run_name(inputs), step.name)
+    with step_run(run_id, system_metrics=trains(step)) as run:
         step.call(cfg, **inputs)
     say(f"{a.command} finished: run {run_id}; runs table: {ui_link(run.info.experiment_id)}")
     return 0
@@ -93,7 +102,7 @@ def _run_full(a: argparse.Namespace) -> int:
 
     cfg = _config(a)
     opts = parse_options(FullOptions, **{o["field"]: getattr(a, o["field"]) for o in options(FullOptions)})
-    run_full(cfg, opts, a.run_id or os.environ.pop("MLFLOW_RUN_ID", ""))
+    run_full(cfg, opts, a.run_id or os.environ.pop("MLFLOW_RUN_ID", ""), _tracking(a))
     return 0
 
 

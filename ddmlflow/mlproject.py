@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import FullOptions, RunConfig, options
+from .config import FullOptions, RunConfig, TrackingOptions, options
 from .steps import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +36,7 @@ if __name__ == "__main__":
 def _entries() -> list[tuple[str, str, list[tuple[str, str | None]]]]:
     """(entry point, subcommand, [(param, default or None = required)]) for every entry point."""
     config = [(o["param"], o["default"] or "") for o in options(RunConfig)]
+    config += [(o["param"], o["default"]) for o in options(TrackingOptions)]
     out = []
     for step in STEPS.values():
         inputs = [(i.name, None if i.required else "") for i in step.inputs]

@@ -16,12 +16,12 @@ import time
 
 import mlflow
 
-from .. import devices
-from ..config import FullOptions, RunConfig
+from .. import describe, devices
+from ..config import FullOptions, RunConfig, TrackingOptions
 from ..executors import Job, Result, make_executor
 from ..steps import STEPS, Step
-from ..tracking import (create_child, end_run, find_run, log_params, retry, say, step_key, step_run, ui_link,
-                        work_dir)
+from ..tracking import (NOTE_TAG, adopt, create_child, end_run, find_run, log_params, retry, say, step_key,
+                        step_run, trains, ui_link, work_dir)
 
 
 class StepsFailed(RuntimeError):
@@ -34,26 +34,35 @@ class Steps:
     def __init__(self, cfg: RunConfig, parent_id: str, experiment_id: str, force: bool):
         self.cfg, self.parent, self.exp, self.force = cfg, parent_id, experiment_id, force
         self.reused: dict[str, str] = {}
+        self.elsewhere: dict[str, tuple[str, str]] = {}  # reused under a FINISHED parent: name -> (run, parent)
+        self.adopted: list[str] = []  # moved here from a FAILED/KILLED parent
 
     def get(self, step: Step, inputs: dict) -> tuple[str, bool]:
         """(run id, already finished) for a step; unfinished matches are resumed in place."""
         name = step.run_name(inputs)
         key = step_key(step.name, {**self.cfg.params(), **inputs})
         found = None if self.force else find_run(self.exp, key)
-        if found is not None and found.info.status == "FINISHED":
-            self.reused[name] = found.info.run_id
-            say(f"{name}: reusing finished run {found.info.run_id}")
-            return found.info.run_id, True
         if found is not None:
-            say(f"{name}: resuming unfinished run {found.info.run_id}")
-            return found.info.run_id, False
-        return create_child(self.exp, self.parent, name, step.name, key), False
+            rid, done = found.info.run_id, found.info.status == "FINISHED"
+            say(f"{name}: {'reusing finished' if done else 'resuming unfinished'} run {rid}")
+            if done:
+                self.reused[name] = rid
+            old = found.data.tags.get("mlflow.parentRunId", "")
+            if adopt(found, self.parent):
+                self.adopted.append(name)
+            elif done and old and old != self.parent:
+                self.elsewhere[name] = (rid, old)
+            return rid, done
+        box = {"ddmlflow.box": str(inputs["box"])} if "box" in inputs else \
+            {"ddmlflow.box": "global"} if step.name == "train_global" else {}
+        return create_child(self.exp, self.parent, name, step.name, key,
+                            tags={**describe.cfg_tags(self.cfg), **box}), False
 
     def inline(self, step: Step, inputs: dict) -> str:
         """Run a cheap step in this process, unless reused."""
         run_id, done = self.get(step, inputs)
         if not done:
-            with step_run(run_id):
+            with step_run(run_id, system_metrics=trains(step)):
                 step.call(self.cfg, **inputs)
         return run_id
 
@@ -78,6 +87,7 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
     exp = parent.info.experiment_id
     t0 = time.time()
     log_params({**cfg.params(), **opts.params()})
+    log_environment()
     steps = Steps(cfg, parent.info.run_id, exp, opts.force)
     have: dict = {"registered_model_name": opts.registered_model_name, "strategy_runs": {}}
     runs: dict[str, str] = {}
@@ -104,6 +114,8 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
             n_boxes = int(retry(mlflow.get_run, have["decompose_run"]).data.params["n_boxes"])
             say(f"{n_boxes} local models on {'GPUs ' + ','.join(opts.gpus) if opts.gpus else 'the CPU'}")
     _train_all(batch, opts)
+    if steps.adopted:
+        say(f"adopted {len(steps.adopted)} runs of an unfinished earlier parent: {', '.join(steps.adopted)}")
     ev = have["evaluate_run"]
     results = retry(mlflow.get_run, ev).data.metrics
     retry(mlflow.log_metrics, {**{k: v for k, v in results.items() if "/" in k or k == "speedup"},
@@ -111,10 +123,13 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
     mlflow.set_tags({f"ddmlflow.run.{k}": v for k, v in runs.items()})
     if steps.reused:
         mlflow.set_tag("ddmlflow.reused", ",".join(sorted(steps.reused)))
+    table = mlflow.artifacts.load_text(f"runs:/{ev}/results.md")
+    mlflow.set_tag(NOTE_TAG, describe.parent_note(cfg, table, describe.paper_row(cfg), steps.elsewhere,
+                                                  steps.adopted))
     say(f"done in {time.time() - t0:.0f} s; CNN-DNN val accuracy {results.get('val_accuracy/cnn_dnn', float('nan')):.4f}")
     say(f"runs table: {ui_link(exp)}")
     return {"runs": runs, "decompose": have["decompose_run"], "coarse": have["coarse_run"], "evaluate": ev,
-            "results": results, "reused": steps.reused}
+            "results": results, "reused": steps.reused, "adopted": steps.adopted}
 
 
 def _collect(have: dict, step: Step, inputs: dict, run_id: str) -> None:
@@ -134,6 +149,10 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
     per_box = [j for j in jobs if "box" in j.inputs]
     for k, job in enumerate(per_box + [j for j in jobs if "box" not in j.inputs]):
         job.device = devices.pin(job.inputs["box"] if "box" in job.inputs else k, list(opts.gpus))
+        # the pinned device; the training process overwrites it with the one TensorFlow used
+        for k_, v_ in {"ddmlflow.executor": opts.executor,
+                       "ddmlflow.device": f"GPU:{job.device}" if job.device else "CPU"}.items():
+            retry(mlflow.MlflowClient().set_tag, job.run_id, k_, v_)
 
     def progress(s: dict) -> None:
         say(f"trainings: {s['done']} done, {s['running']} running, {s['failed']} failed, "
@@ -155,14 +174,25 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
                           "Rerun the same command to resume them (finished ones are reused).")
 
 
-def run_full(cfg: RunConfig, opts: FullOptions, run_id: str = "") -> dict:
+def run_full(cfg: RunConfig, opts: FullOptions, run_id: str = "", track: TrackingOptions | None = None) -> dict:
     """``full`` as a top-level command: the parent run (given, or new in the chosen experiment)."""
-    from ..tracking import setup
+    from ..tracking import open_run
 
-    exp = setup()
-    run_id = run_id or create_child(exp, None, "full", "full", key="")
+    track = track or TrackingOptions(experiment_name="", run_name="")
+    tags = {**describe.cfg_tags(cfg), "ddmlflow.executor": opts.executor}
+    run_id = open_run(run_id, track.experiment_name, describe.experiment_name(cfg),
+                      track.run_name or describe.parent_name(cfg), "full", tags)
     with step_run(run_id):
         return full(cfg, opts)
+
+
+def log_environment() -> None:
+    """The exact installed versions, on the parent run: ``environment.json`` and ``ddmlflow.version.*`` tags."""
+    from .. import environment
+
+    env = environment.installed()
+    retry(mlflow.log_dict, env, "environment.json")
+    mlflow.set_tags(environment.version_tags(env))
 
 
 __all__ = ["FullOptions", "Result", "StepsFailed", "full", "run_full"]
