@@ -139,12 +139,11 @@ def _predict(a: argparse.Namespace) -> int:
     from .serving import check_input
 
     try:
-        probs = inner.predict(None, check_input(np.concatenate(arrays), shape))
+        out = inner.predict(None, check_input(np.concatenate(arrays), shape))
     except mlflow.exceptions.MlflowException as e:
         raise InputError("files", " ".join(a.files), e.message) from None
-    for f, p in zip(names, probs):
-        k = int(p.argmax())
-        print(f"{f}\t{inner.class_names[k]}\t{p[k]:.4f}")
+    for f, (_, row) in zip(names, out.iterrows()):  # file, class name, its probability
+        print(f"{f}\t{row['label']}\t{row[row['label']]:.4f}")
     return 0
 
 

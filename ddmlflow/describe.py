@@ -57,6 +57,13 @@ def parent_note(cfg, table: str, paper: str | None, reused: dict[str, tuple[str,
     return "\n".join(lines) + "\n"
 
 
+def bounds(box_bounds: str) -> str:
+    """``Box(start=(0, 14), stop=(18, 32))`` -> ``0:18,14:32``."""
+    nums = re.findall(r"\d+", box_bounds)
+    half = len(nums) // 2
+    return ",".join(f"{a}:{b}" for a, b in zip(nums[:half], nums[half:]))
+
+
 def training_note(params: dict, device: str, n_train: int, n_val: int) -> str:
     """What one training run saw: box, input shape, width divisor, device, sample counts."""
     box = params.get("box", "")
@@ -67,7 +74,7 @@ def training_note(params: dict, device: str, n_train: int, n_val: int) -> str:
     elif box in ("", "global"):
         what = "the global CNN on whole images"
     else:
-        what = f"the local CNN of box {box}, pixels {params.get('box_bounds', '?')}"
+        what = f"the local CNN of box {box}, pixels {bounds(params.get('box_bounds', ''))} (rows:cols[:depth])"
     shape = params.get("input_shape", "")
     return (f"Trained {what}" + (f"; input shape {shape}" if shape else "")
             + (f", widths divided by {params['effective_width_divisor']}" if "effective_width_divisor" in params
