@@ -142,7 +142,9 @@ def test_registered_version_has_description_tags_and_links_its_logged_model(tree
     c, children = tree["client"], tree["children"]
     mv = c.get_model_version_by_alias("native-shapes", "champion")
     cnn_dnn = next(m for m in c.search_logged_models(experiment_ids=[tree["exp"].experiment_id]) if m.name == "cnn_dnn")
-    assert mv.model_id == cnn_dnn.model_id and mv.run_id == children["evaluate"].info.run_id
+    # the version's source is the logged model (sqlite stores keep the link there, not in mv.model_id)
+    assert mv.source == f"models:/{cnn_dnn.model_id}" and mv.run_id == children["evaluate"].info.run_id
+    assert mv.tags["ddmlflow.model_id"] == cnn_dnn.model_id and "native-shapes" in cnn_dnn.tags["mlflow.modelVersions"]
     acc = children["evaluate"].data.metrics["val_accuracy/cnn_dnn"]
     assert f"validation accuracy {acc:.4f}" in mv.description and "decomposition `2x2`" in mv.description
     assert mv.tags["ddmlflow.decomposition"] == "2x2" and mv.tags["ddmlflow.parent_run"] == tree["parents"][1].info.run_id
