@@ -67,10 +67,10 @@ def bounds(box_bounds: str) -> str:
 def training_note(params: dict, device: str, n_train: int, n_val: int) -> str:
     """What one training run saw: box, input shape, width divisor, device, sample counts."""
     box = params.get("box", "")
-    if "local_runs" in params and not box:
-        what = f"the coarse net on the probabilities of {len(params['local_runs'].split(','))} local nets"
-    elif params.get("strategy"):
+    if params.get("strategy"):
         what = f"the `{params['strategy']}` strategy on whole images"
+    elif "local_runs" in params and not box:
+        what = f"the coarse net on the probabilities of {len(params['local_runs'].split(','))} local nets"
     elif box in ("", "global"):
         what = "the global CNN on whole images"
     else:

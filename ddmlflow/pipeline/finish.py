@@ -117,7 +117,7 @@ def log_datasets(params: dict, data: tuple) -> tuple:
     else:
         origin = {"download": name}
     box = params.get("box", "")
-    if "local_runs" in params and not box:
+    if "local_runs" in params and not box and not params.get("strategy"):
         name, origin = f"{name}:coarse-features", {"local_runs": params["local_runs"]}
     elif box not in ("", "global"):
         name = f"{name}:box{int(box):02d}[{bounds(params.get('box_bounds', ''))}]"
