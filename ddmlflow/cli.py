@@ -18,10 +18,12 @@ class _Parser(argparse.ArgumentParser):
         raise InputError("arguments", " ".join(sys.argv[1:])[:200], message)
 
 
-def _run_args(p: argparse.ArgumentParser) -> None:
-    from .config import RunConfig, add_options
+def _run_args(p: argparse.ArgumentParser, config: bool = True) -> None:
+    from .config import RunConfig, TrackingOptions, add_options
 
-    add_options(p, RunConfig)
+    if config:
+        add_options(p, RunConfig)
+    add_options(p, TrackingOptions)
     p.add_argument("--run-id", default="", help="log into this existing run (used by `full` and `mlflow run`)")
     p.add_argument("--parent-run", default="", help="nest the new run under this parent run")
 
@@ -44,10 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     for c in COMMANDS.values():
         s = sub.add_parser(c.command, help=c.help)
         s.set_defaults(chain=c.name)
-        if c.config:
-            _run_args(s)
-        else:
-            s.add_argument("--run-id", default="", help="log into this existing run (used by `mlflow run`)")
+        _run_args(s, c.config)
         add_options(s, c.options_class())
     s = sub.add_parser("predict", help="class and probability for image, .npy or NIfTI files")
     s.add_argument("--model", required=True, help="e.g. models:/ddmlflow-shapes2d@champion")
@@ -68,25 +67,33 @@ def _config(a: argparse.Namespace):
     return resolve(a.preset, **{o["field"]: getattr(a, o["field"]) for o in options(RunConfig) if o["field"] != "preset"})
 
 
-def _open_run(a: argparse.Namespace, name: str, step: str) -> str:
-    """The run to log into: given, from ``mlflow run``, or a new one."""
-    from .tracking import create_child, setup
+def _tracking(a: argparse.Namespace):
+    from .config import TrackingOptions, options, parse_options
 
-    given = a.run_id or os.environ.pop("MLFLOW_RUN_ID", "")
-    if given:
-        return given
-    return create_child(setup(), a.parent_run or None, name, step, key="")
+    return parse_options(TrackingOptions, **{o["field"]: getattr(a, o["field"]) for o in options(TrackingOptions)})
+
+
+def _open_run(a: argparse.Namespace, cfg, name: str, step: str) -> str:
+    """The run to log into: given (``--run-id``: used as is), from ``mlflow run``, or a new one."""
+    from . import describe
+    from .tracking import open_run
+
+    if a.run_id:
+        return a.run_id
+    track = _tracking(a)
+    return open_run(os.environ.pop("MLFLOW_RUN_ID", ""), track.experiment_name, describe.experiment_name(cfg),
+                    track.run_name or name, step, describe.cfg_tags(cfg), parent_id=a.parent_run)
 
 
 def _run_step(a: argparse.Namespace) -> int:
     from .steps import STEPS
-    from .tracking import say, step_run, ui_link
+    from .tracking import say, step_run, trains, ui_link
 
     step = STEPS[a.step]
     cfg = _config(a)
     inputs = {i.name: i.parse(getattr(a, i.name)) for i in step.inputs}
-    run_id = _open_run(a, step.run_name(inputs), step.name)
-    with step_run(run_id) as run:
+    run_id = _open_run(a, cfg, step.run_name(inputs), step.name)
+    with step_run(run_id, system_metrics=trains(step.name)) as run:
         step.call(cfg, **inputs)
     say(f"{a.command} finished: run {run_id}; runs table: {ui_link(run.info.experiment_id)}")
     return 0
@@ -94,16 +101,23 @@ def _run_step(a: argparse.Namespace) -> int:
 
 def _run_command(a: argparse.Namespace) -> int:
     """A chain (``full``, ...): options checked first, then one parent run (given by ``mlflow run``, or new)."""
+    from . import describe
     from .config import options, parse_options
     from .steps import COMMANDS
-    from .tracking import create_child, setup, step_run
+    from .tracking import open_run, step_run
 
     c = COMMANDS[a.chain]
     cfg = _config(a) if c.config else None
     cls = c.options_class()
     opts = parse_options(cls, **{o["field"]: getattr(a, o["field"]) for o in options(cls)})
-    exp = setup()
-    run_id = a.run_id or os.environ.pop("MLFLOW_RUN_ID", "") or create_child(exp, None, c.name, c.name, key="")
+    track = _tracking(a)
+    if cfg is not None:
+        tags, experiment, name = describe.cfg_tags(cfg), describe.experiment_name(cfg), describe.parent_name(cfg)
+        name = name if c.name == "full" else f"{c.name}-{name}"
+    else:
+        tags, experiment, name = {}, f"ddmlflow-{c.name}", c.name
+    run_id = open_run(a.run_id or os.environ.pop("MLFLOW_RUN_ID", ""), track.experiment_name, experiment,
+                      track.run_name or name, c.name, {**tags, "ddmlflow.command": c.name})
     with step_run(run_id):
         c.function()(*([cfg] if c.config else []), opts)
     return 0
@@ -142,12 +156,11 @@ def _predict(a: argparse.Namespace) -> int:
     from .serving import check_input
 
     try:
-        probs = inner.predict(None, check_input(np.concatenate(arrays), shape))
+        out = inner.predict(None, check_input(np.concatenate(arrays), shape))
     except mlflow.exceptions.MlflowException as e:
         raise InputError("files", " ".join(a.files), e.message) from None
-    for f, p in zip(names, probs):
-        k = int(p.argmax())
-        print(f"{f}\t{inner.class_names[k]}\t{p[k]:.4f}")
+    for f, (_, row) in zip(names, out.iterrows()):  # file, class name, its probability
+        print(f"{f}\t{row['label']}\t{row[row['label']]:.4f}")
     return 0
 
 

@@ -200,6 +200,20 @@ class FullOptions:
         return {spec(f)["param"]: _to_str(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
+@dataclass(frozen=True)
+class TrackingOptions:
+    """Where a run is logged and what it is called: every entry point has them, no step key has."""
+
+    experiment_name: str = option(text, "MLflow experiment (default: MLFLOW_EXPERIMENT_NAME/_ID, else "
+                                  "ddmlflow-<dataset>; a run made by `mlflow run --experiment-name` keeps its own)",
+                                  default="")
+    run_name: str = option(text, "name of the run (default: what it is, e.g. shapes2d-vgg3-2x2-d2 for full)",
+                           default="")
+
+    def params(self) -> dict[str, str]:
+        return {spec(f)["param"]: _to_str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
 def _to_str(v: Any) -> str:
     if isinstance(v, tuple):
         return ",".join(map(str, v))
@@ -304,5 +318,5 @@ class ReportOptions:
     """What to report: an experiment's ``full`` runs, or one ``reproduce`` run."""
 
     experiment: str = option(text, "experiment name or id (every finished full run in it)", default="")
-    parent_run: str = option(text, "a reproduce run id (its rows)", default="")
+    reproduce_run: str = option(text, "a reproduce run id (its rows)", default="")
     out_dir: str = option(text, "where report.md / report.html go", default="report")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import RunConfig, options
+from .config import RunConfig, TrackingOptions, options
 from .steps import COMMANDS, STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,14 +35,15 @@ if __name__ == "__main__":
 
 def _entries() -> list[tuple[str, str, list[tuple[str, str | None]]]]:
     """(entry point, subcommand, [(param, default or None = required)]) for every entry point."""
-    config = [(o["param"], o["default"] or "") for o in options(RunConfig)]
+    track = [(o["param"], o["default"]) for o in options(TrackingOptions)]
+    config = [(o["param"], o["default"] or "") for o in options(RunConfig)] + track
     out = []
     for step in STEPS.values():
         inputs = [(i.name, None if i.required else "") for i in step.inputs]
         out.append((step.entry_point, step.command, config + inputs))
     for c in COMMANDS.values():
         own = [(o["param"], o["default"] or "") for o in options(c.options_class())]
-        out.append((c.name, c.command, (config if c.config else []) + own))
+        out.append((c.name, c.command, (config if c.config else track) + own))
     return out
 
 

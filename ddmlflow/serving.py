@@ -1,7 +1,8 @@
 """The composed CNN-DNN as an MLflow pyfunc, and its place in the model registry.
 
 The pyfunc takes whole images (N, H, W, C) or volumes (N, H, W, D, C), float32,
-and returns class probabilities. It is logged as "models from code"
+and returns a table: ``label`` (the class name) and one probability column per
+class, named after the class (``named_output``; the signature says so). It is logged as "models from code"
 (``pyfunc_model.py``): the networks travel as Keras ``.keras`` archives loaded
 with ``safe_mode``; nothing is unpickled. Bad input raises
 ``MlflowException(INVALID_PARAMETER_VALUE)``, which ``mlflow models serve``
@@ -42,7 +43,22 @@ class CNNDNNModel(mlflow.pyfunc.PythonModel):
         from .models.cnn_dnn import predict_two_step
 
         x = check_input(model_input, self.decomposition.image_shape)
-        return predict_two_step(self.locals, self.coarse, self.decomposition, x)
+        return named_output(predict_two_step(self.locals, self.coarse, self.decomposition, x), self.class_names)
+
+
+def named_output(probs: np.ndarray, class_names: list[str]):
+    """Class probabilities (n, K) as a DataFrame: ``label`` (the most probable class), one column per class.
+
+    The caller needs no label order: every column is named after its class.
+    """
+    import pandas as pd
+
+    names = [str(c) for c in class_names]
+    if len(set(names)) != len(names) or "label" in names or len(names) != probs.shape[1]:
+        raise MlflowException(f"class names {names} must be {probs.shape[1]} distinct names other than 'label'")
+    out = pd.DataFrame(np.asarray(probs, dtype="float64"), columns=names)
+    out.insert(0, "label", [names[k] for k in np.asarray(probs).argmax(axis=1)])
+    return out
 
 
 def check_input(model_input, image_shape: tuple) -> np.ndarray:
@@ -68,7 +84,7 @@ def check_input(model_input, image_shape: tuple) -> np.ndarray:
 
 
 def log_cnn_dnn(local_paths: list[Path], coarse_path: Path, decomposition, class_names: list[str],
-                x_example: np.ndarray, work: Path) -> str:
+                x_example: np.ndarray, work: Path, params: dict | None = None, tags: dict | None = None) -> str:
     """Log the composed model in the active run; returns its ``models:/`` URI."""
     from mlflow.models import infer_signature
 
@@ -84,12 +100,17 @@ def log_cnn_dnn(local_paths: list[Path], coarse_path: Path, decomposition, class
     info = mlflow.pyfunc.log_model(
         name="cnn_dnn", python_model=str(PACKAGE_DIR / "pyfunc_model.py"), artifacts=artifacts,
         code_paths=[str(PACKAGE_DIR)], signature=signature, input_example=example,
-        pip_requirements=pip_requirements())
+        pip_requirements=pip_requirements(), params=params, tags=tags)
     return info.model_uri
 
 
-def register(model_uri: str, name: str, val_accuracy: float) -> dict:
+def register(model_uri: str, name: str, val_accuracy: float, description: str = "",
+             tags: dict | None = None) -> dict:
     """Register a version; alias ``champion`` unless it is worse than the current champion.
+
+    ``model_uri`` is the logged model's ``models:/<model_id>``, so the version links to
+    it (and through it to its run); ``description`` and ``tags`` go on the version and,
+    the newest winning, on the registered model.
 
     MLflow reserves the alias name ``latest``: the newest version is always
     ``models:/NAME/latest``, so no alias is needed (or allowed) for it.
@@ -98,6 +119,12 @@ def register(model_uri: str, name: str, val_accuracy: float) -> dict:
     mv = retry(mlflow.register_model, model_uri, name)
     # repr, not rounded: a champion stored as 0.666667 would make an equal 2/3 look worse
     retry(client.set_model_version_tag, name, mv.version, "val_accuracy", repr(float(val_accuracy)))
+    for k, v in (tags or {}).items():
+        retry(client.set_model_version_tag, name, mv.version, k, str(v))
+        retry(client.set_registered_model_tag, name, k, str(v))
+    if description:
+        retry(client.update_model_version, name, mv.version, description=description)
+        retry(client.update_registered_model, name, description=description)
     try:
         champ = client.get_model_version_by_alias(name, "champion")
         best = float(champ.tags.get("val_accuracy", "-1"))
@@ -130,7 +157,8 @@ def pip_requirements() -> list[str]:
     return reqs
 
 
-def log_keras_model(model, example, name: str = "model") -> str:
+def log_keras_model(model, example, name: str = "model", params: dict | None = None,
+                    tags: dict | None = None) -> str:
     """``mlflow.keras.log_model`` with signature and input example; returns the ``models:/`` URI.
 
     MLflow 3.17's Keras flavor writes the input example before it creates the
@@ -149,7 +177,7 @@ def log_keras_model(model, example, name: str = "model") -> str:
     keras_save._save_example = save_example
     try:
         info = retry(mlflow.keras.log_model, model, name=name, signature=signature, input_example=example,
-                     pip_requirements=pip_requirements())
+                     pip_requirements=pip_requirements(), params=params, tags=tags)
     finally:
         keras_save._save_example = original
     mlflow.set_tag("model_uri", info.model_uri)

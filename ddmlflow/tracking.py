@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 import time
 import traceback
@@ -28,6 +29,8 @@ from .errors import InputError
 PARENT_TAG = "mlflow.parentRunId"
 KEY_TAG = "ddmlflow.step_key"
 STEP_TAG = "ddmlflow.step"
+SUCCESSOR_TAG = "ddmlflow.successor"
+NOTE_TAG = "mlflow.note.content"
 REASON_TAG = "failure_reason"
 
 
@@ -46,16 +49,53 @@ def step_key(step: str, params: dict) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def setup() -> str:
+def setup(experiment_name: str = "", default: str = "Default") -> str:
     """Create the store and the experiment once, in the parent, before any child starts.
 
-    ``MLFLOW_EXPERIMENT_NAME`` / ``MLFLOW_EXPERIMENT_ID`` choose it, as for ``mlflow run``;
-    otherwise MLflow's Default experiment, where ``mlflow run`` puts its runs too.
+    ``experiment_name`` if given, else ``MLFLOW_EXPERIMENT_ID`` / ``MLFLOW_EXPERIMENT_NAME``
+    (as for ``mlflow run``), else ``default``.
     """
-    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+    if not experiment_name and os.environ.get("MLFLOW_EXPERIMENT_ID"):
         return os.environ["MLFLOW_EXPERIMENT_ID"]
-    exp = retry(mlflow.set_experiment, os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default")
-    return exp.experiment_id
+    name = experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or default
+    return retry(mlflow.set_experiment, name).experiment_id
+
+
+_RANDOM_NAME = re.compile(r"[a-z]+-[a-z]+-\d{1,4}")  # MLflow's generated run names, e.g. languid-cow-425
+
+
+def open_run(given: str, experiment_name: str, default_experiment: str, name: str, step: str,
+             tags: dict | None = None, parent_id: str = "") -> str:
+    """The top-level run to log into: ``given`` (by ``mlflow run``) or a new one in the chosen experiment.
+
+    A run ``mlflow run`` made in the Default experiment, when nobody chose one, stays a
+    launcher: the work goes to a new run in ``default_experiment`` (``ddmlflow-<dataset>``),
+    and the launcher points to it (tag ``ddmlflow.successor``, description). A run made in a
+    chosen experiment (``--experiment-name``, ``MLFLOW_EXPERIMENT_NAME``) is used as it is:
+    the parent's experiment wins. MLflow's random run names are replaced by ``name``.
+    """
+    c = MlflowClient()
+    if given:
+        run = get_run(given)
+        if run.info.experiment_id != "0" or experiment_name == "Default" or (
+                not experiment_name and os.environ.get("MLFLOW_EXPERIMENT_NAME") == "Default"):
+            t = {STEP_TAG: step, **(tags or {})}
+            if _RANDOM_NAME.fullmatch(run.info.run_name or "") or not run.info.run_name:
+                t["mlflow.runName"] = name
+            for k, v in t.items():
+                retry(c.set_tag, given, k, v)
+            return given
+    exp = setup(experiment_name, default_experiment) if not given else \
+        retry(mlflow.set_experiment, experiment_name or default_experiment).experiment_id
+    run_id = create_child(exp, parent_id or None, name, step, key="", tags=tags)
+    if given:
+        retry(c.set_tag, given, SUCCESSOR_TAG, run_id)
+        retry(c.set_tag, given, NOTE_TAG, f"Launcher only: ddmlflow logged this `{step}` in experiment "
+                                          f"`{experiment_name or default_experiment}`, run `{run_id}` "
+                                          f"(pass `--experiment-name` to `mlflow run` to log here).")
+        say(f"logging into experiment {experiment_name or default_experiment}, run {run_id} "
+            f"(the run {given} that `mlflow run` made points to it)")
+    return run_id
 
 
 def retry(fn, *args, attempts: int = 8, **kwargs):
@@ -103,10 +143,17 @@ def end_run(run_id: str, status: str, reason: str | None = None) -> None:
 
 
 @contextlib.contextmanager
-def step_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
-    """Start (or resume) a run by id; mark it FAILED with the reason on any error."""
+def step_run(run_id: str, system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """Start (or resume) a run by id; mark it FAILED with the reason on any error.
+
+    ``system_metrics``: CPU, memory (psutil) and GPU (NVML, where installed) every
+    ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` s (5 unless set), as ``system/...`` metrics.
+    """
     os.environ.pop("MLFLOW_RUN_ID", None)
-    run = retry(mlflow.start_run, run_id=run_id, nested=mlflow.active_run() is not None)
+    if system_metrics:
+        os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
+    run = retry(mlflow.start_run, run_id=run_id, nested=mlflow.active_run() is not None,
+                log_system_metrics=system_metrics)
     try:
         yield run
     except KeyboardInterrupt:
@@ -121,6 +168,32 @@ def step_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+def trains(step: str) -> bool:
+    """Steps that fit a network get system metrics (the registry's trainings and the coarse net)."""
+    from .steps import STEPS
+
+    s = STEPS.get(step)
+    return s is not None and (s.training or s.name.startswith("train_"))
+
+
+def adopt(run, parent_id: str) -> str | None:
+    """Re-parent ``run`` under ``parent_id`` when its parent did not finish; returns the old parent (or None).
+
+    A run resumed or reused from a FAILED or KILLED parent belongs to the new tree; the old
+    parent is tagged with its successor. Runs of a FINISHED parent stay where they are.
+    """
+    old = run.data.tags.get(PARENT_TAG)
+    if not old or old == parent_id:
+        return None
+    c = MlflowClient()
+    status = retry(c.get_run, old).info.status
+    if run.info.status == "FINISHED" and status not in ("FAILED", "KILLED"):
+        return None
+    retry(c.set_tag, run.info.run_id, PARENT_TAG, parent_id)
+    retry(c.set_tag, old, SUCCESSOR_TAG, parent_id)
+    return old
 
 
 def logged_steps(run_id: str, metric: str) -> set[int]:

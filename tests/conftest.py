@@ -28,3 +28,8 @@ def mlflow_env(tmp_path, monkeypatch):
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
+
+
+def experiment_ids(client) -> list[str]:
+    """Every experiment of the store: runs go to ddmlflow-<dataset> (and `mlflow run` launchers to Default)."""
+    return [e.experiment_id for e in client.search_experiments()]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from conftest import experiment_ids
 from ddmlflow.cli import main
 
 
@@ -32,7 +33,7 @@ def test_each_step_runs_alone_given_its_inputs(mlflow_env, capsys):
     c = mlflow.MlflowClient()
 
     def newest(name):
-        return next(r for r in c.search_runs(["0"], order_by=["attributes.start_time DESC"])
+        return next(r for r in c.search_runs(experiment_ids(c), order_by=["attributes.start_time DESC"])
                     if r.info.run_name == name).info.run_id
 
     assert main(["decompose", *tiny]) == 0

@@ -10,11 +10,35 @@ from conftest import ROOT
 from ddmlflow.cli import build_parser
 
 
-def test_conda_yaml_lists_the_pyproject_dependencies():
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~ \[;]", req, maxsplit=1)[0].lower()
+
+
+def test_conda_yaml_pins_the_pyproject_dependencies_to_the_lock_file():
+    """pyproject: lower bounds (library users); conda.yaml: the tested versions, exactly, as in requirements.lock."""
+    from packaging.requirements import Requirement
+
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
-    pip = next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
-    assert sorted(p for p in pip if p != "-e .") == sorted(deps)
+    pip = [p for p in next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict)) if not p.startswith("-")]
+    lock = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert sorted(map(_name, pip)) == sorted(map(_name, deps))
+    bounds = {_name(d): Requirement(d) for d in deps}
+    for pin in pip:
+        name, _, ver = pin.partition("==")
+        assert ver, f"{pin}: conda.yaml pins exact versions"
+        assert lock[name.lower()] == ver, f"{pin} differs from requirements.lock"
+        assert bounds[name.lower()].specifier.contains(ver), f"{pin} is below pyproject's {bounds[name.lower()]}"
+    assert "-r requirements.lock" in next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict))
+
+
+def test_lock_file_pins_every_package_exactly():
+    from ddmlflow.environment import direct
+
+    lines = [ln for ln in (ROOT / "requirements.lock").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert all(re.fullmatch(r"[a-z0-9-]+==[\w.+]+", ln) for ln in lines), "name==version, one a line"
+    assert {_name(d) for d in direct()} <= {ln.split("==")[0] for ln in lines}
 
 
 def test_mlproject_and_entrypoints_are_generated_from_the_schema():
@@ -25,12 +49,12 @@ def test_mlproject_and_entrypoints_are_generated_from_the_schema():
 
 
 def test_every_step_is_reachable_from_cli_mlproject_and_full():
-    from ddmlflow.config import FullOptions, RunConfig, options
+    from ddmlflow.config import FullOptions, RunConfig, TrackingOptions, options
     from ddmlflow.steps import STEPS, STRATEGIES
 
     project = yaml.safe_load((ROOT / "MLproject").read_text())
     subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
-    config = {o["param"] for o in options(RunConfig)}
+    config = {o["param"] for o in options(RunConfig)} | {o["param"] for o in options(TrackingOptions)}
     for step in STEPS.values():
         ep = project["entry_points"][step.entry_point]
         assert set(ep["parameters"]) == config | {i.name for i in step.inputs}, step.name
@@ -38,6 +62,7 @@ def test_every_step_is_reachable_from_cli_mlproject_and_full():
         assert f'main(["{step.command}"' in (ROOT / script).read_text()
         dests = {a.dest for a in subparsers[step.command]._actions}
         assert {o["field"] for o in options(RunConfig)} | {i.name for i in step.inputs} <= dests
+        assert {o["field"] for o in options(TrackingOptions)} <= dests
         for param in ep["parameters"]:
             assert f"{{{param}}}" in ep["command"], (step.name, param)
         if step.strategy:

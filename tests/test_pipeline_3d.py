@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import experiment_ids
 from ddmlflow.cli import main
 from ddmlflow.data.generated import SHAPES3D_CLASSES
 
@@ -18,14 +19,15 @@ def test_full_3d_and_predict_nifti(mlflow_env, tmp_path, capsys):
             "--epochs", "1", "--coarse-epochs", "2", "--global", "false", "--max-parallel", "2"]
     assert main(argv) == 0, capsys.readouterr().err[-2000:]
     c = mlflow.MlflowClient()
-    runs = {r.info.run_name: r for r in c.search_runs(["0"])}
+    runs = {r.info.run_name: r for r in c.search_runs(experiment_ids(c))}
     assert {f"train_local/{k:02d}" for k in range(4)} <= set(runs)
     assert runs["train_local/00"].data.params["input_shape"] == "16x16x16x1"
     assert runs["decompose"].data.params["image_shape"] == "32x32x16x1"
     assert "val_accuracy/cnn_dnn" in runs["evaluate"].data.metrics
 
     model = mlflow.pyfunc.load_model("models:/ddmlflow-shapes3d@champion")
-    probs = model.predict(np.random.default_rng(0).random((3, 32, 32, 16, 1), dtype=np.float32))
+    out = model.predict(np.random.default_rng(0).random((3, 32, 32, 16, 1), dtype=np.float32))
+    probs = out.drop(columns="label").to_numpy()
     assert probs.shape == (3, 6) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
     hu = np.random.default_rng(1).uniform(-1024, 1500, (40, 40, 20)).astype(np.float32)

@@ -49,13 +49,20 @@ def e2e(tmp_path_factory):
     yield {"tmp": tmp, "env": env, "first": first, "client": mlflow.MlflowClient()}
 
 
+EXP = "ddmlflow-shapes2d"  # the experiment `full` logs into; `mlflow run`'s own run stays in Default as a launcher
+
+
+def exp_id(client) -> str:
+    return client.get_experiment_by_name(EXP).experiment_id
+
+
 def runs_by_name(client, parent_id: str) -> dict:
-    runs = client.search_runs(["0"], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    runs = client.search_runs([exp_id(client)], f"tags.`mlflow.parentRunId` = '{parent_id}'")
     return {r.info.run_name: r for r in runs}
 
 
 def parent_of(client):
-    parents = [r for r in client.search_runs(["0"], order_by=["attributes.start_time ASC"])
+    parents = [r for r in client.search_runs([exp_id(client)], order_by=["attributes.start_time ASC"])
                if "mlflow.parentRunId" not in r.data.tags]
     return parents
 
@@ -210,7 +217,9 @@ def test_registered_pyfunc_equals_coarse_on_local_outputs(e2e):
     dec_run = children["decompose"].info.run_id
     decomposition = Decomposition.from_json(mlflow.artifacts.load_text(f"runs:/{dec_run}/decomposition.json"))
     x = np.random.default_rng(0).random((5, *decomposition.image_shape), dtype=np.float32)
-    probs = model.predict(x)
+    out = model.predict(x)
+    assert list(out.columns) == ["label", *children["decompose"].data.tags["class_names"].split(",")]
+    probs = out.drop(columns="label").to_numpy()
     assert probs.shape == (5, 6) and np.allclose(probs.sum(1), 1, atol=1e-5)
     local = [mlflow.keras.load_model(children[f"train_local/{k:02d}"].data.tags["model_uri"]) for k in range(4)]
     coarse = mlflow.keras.load_model(children["train_coarse"].data.tags["model_uri"])
@@ -250,8 +259,10 @@ def test_models_serve_answers_post_and_rejects_bad_input(e2e):
         x = np.random.default_rng(1).random((2, 32, 32, 3)).round(3).tolist()
         status, body = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": x})
         assert status == 200, body
-        preds = np.asarray(json.loads(body)["predictions"])
-        assert preds.shape == (2, 6) and np.allclose(preds.sum(1), 1, atol=1e-4)
+        preds = json.loads(body)["predictions"]  # one record per image: label and a probability per class name
+        probs = np.asarray([[v for k, v in p.items() if k != "label"] for p in preds])
+        assert len(preds) == 2 and probs.shape == (2, 6) and np.allclose(probs.sum(1), 1, atol=1e-4)
+        assert all(p["label"] == max((k for k in p if k != "label"), key=p.get) for p in preds)
         status, body = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": [[[0.0, 1.0]]]})
         assert status == 400 and "Shape of input (1, 1, 2) does not match expected shape (-1, 32, 32, 3)" in body
         nan = np.asarray(x)
@@ -265,10 +276,10 @@ def test_models_serve_answers_post_and_rejects_bad_input(e2e):
 
 def test_second_full_reuses_finished_steps(e2e):
     c = e2e["client"]
-    before = {r.info.run_id for r in c.search_runs(["0"])}
+    before = {r.info.run_id for r in c.search_runs([exp_id(c)])}
     second = mlflow_run(e2e["env"], e2e["tmp"], TINY)
     assert second.returncode == 0, second.stderr[-3000:]
-    new = [r for r in c.search_runs(["0"]) if r.info.run_id not in before]
+    new = [r for r in c.search_runs([exp_id(c)]) if r.info.run_id not in before]
     assert [r.info.run_name for r in new if "mlflow.parentRunId" not in r.data.tags] != []
     assert not [r for r in new if r.info.run_name.startswith("train_")], "a training ran again"
     parent = [r for r in new if "mlflow.parentRunId" not in r.data.tags][0]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import experiment_ids
 from ddmlflow.cli import main
 
 SMALL = ["--n-train", "480", "--n-val", "96", "--epochs", "4", "--coarse-epochs", "2", "--global", "false",
@@ -23,7 +24,7 @@ def _client():
 
 
 def _runs(name_prefix: str = "") -> list:
-    return [r for r in _client().search_runs(["0"], max_results=500) if r.info.run_name.startswith(name_prefix)]
+    return [r for r in _client().search_runs(experiment_ids(_client()), max_results=500) if r.info.run_name.startswith(name_prefix)]
 
 
 def _pid_of(run_id: str) -> int | None:

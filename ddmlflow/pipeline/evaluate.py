@@ -14,10 +14,10 @@ import keras
 import mlflow
 import numpy as np
 
-from .. import aggregate, figures, report
+from .. import aggregate, describe, figures, report
 from ..config import RunConfig
 from ..serving import log_cnn_dnn, register
-from ..tracking import get_run, log_params, retry, say, work_dir
+from ..tracking import NOTE_TAG, get_run, log_params, retry, say, work_dir
 from ..training import accuracy
 from .prepared import load_prepared
 from .train import load_keras, load_probs
@@ -66,7 +66,6 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
         results["speedup"] = times["global CNN"] / times["CNN-DNN"]
         executor = {get_run(r).data.tags.get("ddmlflow.executor", "") for r in [global_run, *local_runs]}
         mlflow.set_tag("ddmlflow.speedup_executors", ",".join(sorted(executor - {""})) or "unknown")
-    retry(mlflow.log_metrics, results)
     art = Path(tempfile.mkdtemp(dir=work_dir("tmp")))
     table = report.results_table(results, f"{prep.decomposition.spec}, overlap {prep.decomposition.overlap}",
                                  tuple(extra))
@@ -78,22 +77,34 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
     for f in ("results.md", "results.json", "training_times.png", "local_predictions.png"):
         retry(mlflow.log_artifact, str(art / f))
     print(table)
+    mlflow.set_tag(NOTE_TAG, table)
     registered = {}
     if registered_model_name != "-":
-        registered = _log_and_register(prep, local_runs, coarse_run, registered_model_name or f"ddmlflow-{prep.dataset}",
-                                       results["val_accuracy/cnn_dnn"], art)
+        registered = _log_and_register(cfg, prep, local_runs, coarse_run,
+                                       registered_model_name or f"ddmlflow-{prep.dataset}", results, art)
+    else:
+        retry(mlflow.log_metrics, results)
     return {"results": results, "registered": registered}
 
 
-def _log_and_register(prep, local_runs, coarse_run, name: str, val_acc: float, art: Path) -> dict:
+def _log_and_register(cfg: RunConfig, prep, local_runs, coarse_run, name: str, results: dict, art: Path) -> dict:
+    """Log the composed CNN-DNN (a logged model with the run's params and results) and register it."""
+    val_acc = results["val_accuracy/cnn_dnn"]
     paths = []
     for i, r in enumerate(local_runs):
         paths.append(art / f"local_{i:02d}.keras")
         load_keras(r).save(paths[-1])
     coarse_path = art / "coarse.keras"
     load_keras(coarse_run).save(coarse_path)
-    uri = log_cnn_dnn(paths, coarse_path, prep.decomposition, prep.class_names, np.asarray(prep.x_val[:2]), art)
-    reg = register(uri, name, val_acc)
+    run = mlflow.active_run()
+    tags = {**describe.cfg_tags(cfg), "ddmlflow.source_run": run.info.run_id,
+            "ddmlflow.parent_run": run.data.tags.get("mlflow.parentRunId", "")}
+    uri = log_cnn_dnn(paths, coarse_path, prep.decomposition, prep.class_names, np.asarray(prep.x_val[:2]), art,
+                      params={**cfg.params(), "local_runs": ",".join(local_runs), "coarse_run": coarse_run},
+                      tags=tags)
+    retry(mlflow.log_metrics, results, model_id=uri.split("/", 1)[1])
+    note = describe.model_note(name, cfg.params(), run.info.run_id, tags["ddmlflow.parent_run"], val_acc)
+    reg = register(uri, name, val_acc, description=note, tags={**tags, "ddmlflow.model_id": uri.split("/", 1)[1]})
     mlflow.set_tags({"registered_model": name, "registered_version": reg["version"], "cnn_dnn_model_uri": uri})
     say(f"registered {name} version {reg['version']}" + (" (champion)" if reg["champion"] else ""))
     keras.backend.clear_session()

@@ -2,20 +2,26 @@
 
 Global, local, coarse and every strategy end the same way: class
 probabilities on train and val data (so later steps need no model in
-memory), the standard metrics, the profile (params, FLOPs, time to evaluate)
-and the Keras model. One function, so the runs table compares like with like.
+memory), the standard metrics, the profile (params, FLOPs, time to evaluate),
+the data it saw as MLflow datasets, its description, and the Keras model as
+an MLflow 3 logged model carrying the run's params and final metrics. One
+function, so the runs table compares like with like.
 """
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
+from mlflow.data.dataset_source import DatasetSource
 
 from .. import profiling
+from ..describe import bounds, training_note
+from ..devices import configure_tensorflow
 from ..serving import log_keras_model
-from ..tracking import retry
+from ..tracking import NOTE_TAG, retry
 from ..training import accuracy, predict_probs
 
 
@@ -36,10 +42,92 @@ def finish_training(net, data: tuple, summary: dict, batch_size: int = 32, extra
         metrics.update({"params_count": prof["params"], "trainable_params": prof["trainable_params"],
                         "flops": prof["flops"], "paper_mflops": prof["paper_mflops"],
                         "flops_exact": prof["flops_exact"], "eval_time_ms": prof["tteval_ms"]})
-    retry(mlflow.log_metrics, metrics)
+    params = retry(mlflow.MlflowClient().get_run, mlflow.active_run().info.run_id).data.params
+    device = configure_tensorflow()
+    seen = log_datasets(params, data)
+    tags = {k: v for k, v in mlflow.active_run().data.tags.items() if k.startswith("ddmlflow.") and "key" not in k}
+    uri = log_keras_model(net, np.asarray(x[:2], dtype="float32"), name=model_name(params), params=params,
+                          tags={**tags, "ddmlflow.device": device})
+    model_id = uri.split("/", 1)[1]  # models:/<model id>: the run's logged model
+    final = {k: metrics.pop(k) for k in ("final_train_accuracy", "final_val_accuracy")}
+    retry(mlflow.log_metrics, metrics, model_id=model_id)
+    for (key, value), ds in zip(final.items(), seen):  # the final accuracies name the data they were measured on
+        retry(mlflow.log_metric, key, value, model_id=model_id, dataset=ds)
     log_probs(p_train, p_val)
-    log_keras_model(net, np.asarray(x[:2], dtype="float32"))
+    mlflow.set_tags({"ddmlflow.device": device, "ddmlflow.model_id": model_id,
+                     NOTE_TAG: training_note(params, device, len(y), len(yv))})
     return p_train, p_val
+
+
+def model_name(params: dict) -> str:
+    """The logged model's name: ``global``, ``local_03``, ``coarse`` or the strategy."""
+    box = params.get("box", "")
+    if params.get("strategy"):
+        return params["strategy"]
+    if "local_runs" in params and not box:
+        return "coarse"
+    return "global" if box in ("", "global") else f"local_{int(box):02d}"
+
+
+class DataSource(DatasetSource):
+    """Where a training run's data came from: a folder, a generator and its seed, or earlier runs."""
+
+    def __init__(self, **where: Any):
+        self.where = {k: str(v) for k, v in where.items() if v not in (None, "")}
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "ddmlflow"
+
+    def load(self, **kwargs):
+        raise NotImplementedError("rerun the decompose step with the logged parameters")
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return False
+
+    @classmethod
+    def _resolve(cls, raw_source: Any):
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.where)
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[Any, Any]):
+        return cls(**source_dict)
+
+
+def log_datasets(params: dict, data: tuple) -> tuple:
+    """Log the training and validation data as the net saw them (crop, features) as MLflow datasets.
+
+    The digest is computed from the arrays themselves, so two runs that saw the same
+    pixels show the same digest in the UI; the source says where they came from.
+    """
+    from ..data import GENERATED
+
+    x, y, xv, yv = data
+    name = params.get("dataset", "data")
+    if params.get("data_dir"):
+        origin = {"folder": params["data_dir"]}
+    elif name in GENERATED:
+        origin = {"generator": f"ddmlflow.data.generated:{name}", "seed": params.get("seed")}
+    else:
+        origin = {"download": name}
+    box = params.get("box", "")
+    if "local_runs" in params and not box and not params.get("strategy"):
+        name, origin = f"{name}:coarse-features", {"local_runs": params["local_runs"]}
+    elif box not in ("", "global"):
+        name = f"{name}:box{int(box):02d}[{bounds(params.get('box_bounds', ''))}]"
+        origin["box"] = bounds(params.get("box_bounds", ""))
+    origin.update(decompose_run=params.get("decompose_run"), image_size=params.get("image_size"))
+    out = []
+    for split, (f, t) in (("training", (x, y)), ("validation", (xv, yv))):
+        src = DataSource(**origin, split=split, n=len(t))
+        ds = mlflow.data.from_numpy(np.asarray(f), source=src, targets=np.asarray(t), name=f"{name}-{split[:3]}")
+        retry(mlflow.log_input, ds, context=split)
+        out.append(ds)
+    return tuple(out)
 
 
 def log_probs(p_train: np.ndarray, p_val: np.ndarray) -> None:

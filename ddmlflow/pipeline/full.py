@@ -16,13 +16,13 @@ import time
 
 import mlflow
 
-from .. import devices
+from .. import describe, devices
 from ..config import FullOptions, RunConfig
 from ..executors import Job, Result, choose, make_executor
 from ..hparams import load_hparams
 from ..steps import STEPS, Step
-from ..tracking import (create_child, end_run, find_run, log_params, retry, say, step_key, step_run, ui_link,
-                        work_dir)
+from ..tracking import (NOTE_TAG, adopt, create_child, end_run, find_run, log_params, retry, say, step_key,
+                        step_run, trains, ui_link, work_dir)
 
 
 class StepsFailed(RuntimeError):
@@ -35,26 +35,39 @@ class Steps:
     def __init__(self, cfg: RunConfig, parent_id: str, experiment_id: str, force: bool):
         self.cfg, self.parent, self.exp, self.force = cfg, parent_id, experiment_id, force
         self.reused: dict[str, str] = {}
+        self.elsewhere: dict[str, tuple[str, str]] = {}  # reused under a FINISHED parent: name -> (run, parent)
+        self.adopted: list[str] = []  # moved here from a FAILED/KILLED parent
 
     def get(self, step: str, name: str, inputs: dict, cfg: RunConfig | None = None,
             tags: dict | None = None) -> tuple[str, bool]:
-        """(run id, already finished) for a step; unfinished matches are resumed in place."""
+        """(run id, already finished) for a step; unfinished matches are resumed in place.
+
+        A run found under a FAILED or KILLED parent moves to this parent (``tracking.adopt``);
+        one reused from a FINISHED parent stays there and is listed in this parent's description.
+        """
         key = step_key(step, {**(cfg or self.cfg).params(), **inputs})
         found = None if self.force else find_run(self.exp, key)
-        if found is not None and found.info.status == "FINISHED":
-            self.reused[name] = found.info.run_id
-            say(f"{name}: reusing finished run {found.info.run_id}")
-            return found.info.run_id, True
         if found is not None:
-            say(f"{name}: resuming unfinished run {found.info.run_id}")
-            return found.info.run_id, False
-        return create_child(self.exp, self.parent, name, step, key, tags=tags), False
+            rid, done = found.info.run_id, found.info.status == "FINISHED"
+            say(f"{name}: {'reusing finished' if done else 'resuming unfinished'} run {rid}")
+            if done:
+                self.reused[name] = rid
+            old = found.data.tags.get("mlflow.parentRunId", "")
+            if adopt(found, self.parent):
+                self.adopted.append(name)
+            elif done and old and old != self.parent:
+                self.elsewhere[name] = (rid, old)
+            return rid, done
+        box = {"ddmlflow.box": str(inputs["box"])} if "box" in inputs else \
+            {"ddmlflow.box": "global"} if step == "train_global" else {}
+        return create_child(self.exp, self.parent, name, step, key,
+                            tags={**describe.cfg_tags(cfg or self.cfg), **box, **(tags or {})}), False
 
     def inline(self, step: str, name: str, inputs: dict, fn, *args, **kwargs) -> str:
         """Run a cheap step ``fn(*args, **kwargs)`` in this process, unless reused."""
         run_id, done = self.get(step, name, inputs)
         if not done:
-            with step_run(run_id):
+            with step_run(run_id, system_metrics=trains(step)):
                 fn(*args, **kwargs)
         return run_id
 
@@ -90,6 +103,7 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
     exp = parent.info.experiment_id
     t0 = time.time()
     log_params({**cfg.params(), **opts.params()})
+    log_environment()
     steps = Steps(cfg, parent.info.run_id, exp, opts.force)
     hparams = load_hparams(opts.hparams) if opts.hparams else None
     have: dict = {"registered_model_name": opts.registered_model_name, "strategy_runs": {}}
@@ -119,6 +133,8 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
             n_boxes = int(retry(mlflow.get_run, have["decompose_run"]).data.params["n_boxes"])
             say(f"{n_boxes} local models on {'GPUs ' + ','.join(opts.gpus) if opts.gpus else 'the CPU'}")
     _train_all(batch, opts)
+    if steps.adopted:
+        say(f"adopted {len(steps.adopted)} runs of an unfinished earlier parent: {', '.join(steps.adopted)}")
     ev = have["evaluate_run"]
     results = retry(mlflow.get_run, ev).data.metrics
     wall, trained = time.time() - t0, _train_time_total([r for n, r in runs.items() if n not in steps.reused])
@@ -128,10 +144,13 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
     mlflow.set_tags({f"ddmlflow.run.{k}": v for k, v in runs.items()})
     if steps.reused:
         mlflow.set_tag("ddmlflow.reused", ",".join(sorted(steps.reused)))
+    table = mlflow.artifacts.load_text(f"runs:/{ev}/results.md")
+    mlflow.set_tag(NOTE_TAG, describe.parent_note(cfg, table, describe.paper_row(cfg), steps.elsewhere,
+                                                  steps.adopted))
     say(f"done in {time.time() - t0:.0f} s; CNN-DNN val accuracy {results.get('val_accuracy/cnn_dnn', float('nan')):.4f}")
     say(f"runs table: {ui_link(exp)}")
     return {"runs": runs, "decompose": have["decompose_run"], "coarse": have["coarse_run"], "evaluate": ev,
-            "results": results, "reused": steps.reused}
+            "results": results, "reused": steps.reused, "adopted": steps.adopted}
 
 
 def _train_time_total(run_ids: list[str]) -> float:
@@ -169,8 +188,9 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
             f"{s['pending']} waiting ({s['elapsed_s']:.0f} s)")
     name = choose(opts.executor, sum(j.step == "train_local" for j in jobs), opts.gpus, opts.jobs_per_gpu)
     mlflow.set_tag("ddmlflow.executor", name)
-    for job in jobs:
-        retry(mlflow.MlflowClient().set_tag, job.run_id, "ddmlflow.executor", name)
+    for job in jobs:  # the pinned device; the training overwrites it with the one TensorFlow used
+        for k, v in {"ddmlflow.executor": name, "ddmlflow.device": f"GPU:{job.device}" if job.device else "CPU"}.items():
+            retry(mlflow.MlflowClient().set_tag, job.run_id, k, v)
     say(f"{len(jobs)} trainings through the {name} executor")
     try:
         results = make_executor(name, opts.jobs_per_gpu, opts.max_parallel).run(jobs, progress)
@@ -187,6 +207,15 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
         lines = "; ".join(f"{r.job.name}: {r.reason} (log: {r.job.log})" for r in failed)
         raise StepsFailed(f"{len(failed)} of {len(jobs)} trainings failed: {lines}. No later step ran. "
                           "Rerun the same command to resume them (finished ones are reused).")
+
+
+def log_environment() -> None:
+    """The exact installed versions, on the parent run: ``environment.json`` and ``ddmlflow.version.*`` tags."""
+    from .. import environment
+
+    env = environment.installed()
+    retry(mlflow.log_dict, env, "environment.json")
+    mlflow.set_tags(environment.version_tags(env))
 
 
 __all__ = ["FullOptions", "Result", "StepsFailed", "full"]

@@ -180,7 +180,7 @@ def entries_for(row: Row) -> list[pv.Entry]:
 
 def run_report(opts) -> Path:
     """``report`` as a command (``config.ReportOptions``): written, printed and logged into the run the CLI opened."""
-    out = report(opts.experiment, opts.parent_run, opts.out_dir)
+    out = report(opts.experiment, opts.reproduce_run, opts.out_dir)
     if mlflow.active_run() is not None:
         retry(mlflow.log_artifacts, str(out))
     print((out / "report.md").read_text())

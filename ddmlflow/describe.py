@@ -1,0 +1,100 @@
+"""What a run is, in words the MLflow UI shows: run names, tags to group by, descriptions.
+
+The runs table should tell two decompositions apart at a glance, so the parent
+run is named after its configuration and every run carries the same small tag
+set (``ddmlflow.preset``, ``ddmlflow.decomposition``, ...). Descriptions
+(``mlflow.note.content``, Markdown in the UI) say what each run trained on and,
+for the parent, what came out of it.
+"""
+from __future__ import annotations
+
+import re
+
+NOTE_TAG = "mlflow.note.content"
+
+
+def short_spec(cfg) -> str:
+    """The decomposition as a name part: ``2x2``, ``typeB``, or ``custom`` for JSON boxes."""
+    spec = str(cfg.decomposition)
+    return spec if re.fullmatch(r"[\w.-]{1,24}", spec) else "custom"
+
+
+def parent_name(cfg) -> str:
+    """``shapes2d-vgg3-2x2-d2``: data set, network, decomposition, overlap (delta)."""
+    return f"{cfg.dataset}-{cfg.model}-{short_spec(cfg)}-d{cfg.overlap}"
+
+
+def experiment_name(cfg) -> str:
+    return f"ddmlflow-{cfg.dataset}"
+
+
+def cfg_tags(cfg) -> dict[str, str]:
+    """Tags every run of one configuration shares (the UI groups and filters by tags)."""
+    return {"ddmlflow.preset": cfg.preset, "ddmlflow.dataset": cfg.dataset, "ddmlflow.model": cfg.model,
+            "ddmlflow.decomposition": short_spec(cfg), "ddmlflow.overlap": str(cfg.overlap)}
+
+
+def paper_row(cfg) -> str | None:
+    """The papers' published values for this configuration (``ddmlflow.paper_values``) as Markdown, or None."""
+    from .paper_values import lookup
+
+    found = [e for e in lookup(cfg.dataset, cfg.model, cfg.decomposition, cfg.overlap) if e.paper != "GC"]
+    if not found:
+        return None
+    lines = ["| source | column | published |", "|---|---|---|"]
+    for e in found:
+        value = f"{e.value:.4f}" + (f" ({e.train:.4f})" if e.train is not None else "")
+        lines.append(f"| {e.paper} {'Table ' + e.table if not e.table.startswith('Fig') else e.table}, "
+                     f"{e.row} | {e.column} | {value} |")
+    return "\n".join(lines)
+
+
+def parent_note(cfg, table: str, paper: str | None, reused: dict[str, tuple[str, str]], adopted: list[str]) -> str:
+    """The parent's description: the results table, the paper's row, where reused runs live."""
+    lines = [f"**{parent_name(cfg)}**: preset `{cfg.preset}`, data set `{cfg.dataset}`, network `{cfg.model}`, "
+             f"decomposition `{cfg.decomposition}`, overlap {cfg.overlap}, width divisor {cfg.width_divisor}, "
+             f"{cfg.epochs} epochs (coarse net {cfg.coarse_epochs}), seed {cfg.seed}.", "", table.strip()]
+    if paper:
+        lines += ["", "The paper's values for this configuration:", "", paper.strip()]
+    if reused:
+        lines += ["", "Reused finished runs (they stay under the parent that made them):", ""]
+        lines += [f"- `{name}`: run `{rid}` (parent `{parent}`)" for name, (rid, parent) in sorted(reused.items())]
+    if adopted:
+        lines += ["", f"Adopted from an unfinished earlier parent: {', '.join(f'`{n}`' for n in sorted(adopted))}."]
+    return "\n".join(lines) + "\n"
+
+
+def bounds(box_bounds: str) -> str:
+    """``Box(start=(0, 14), stop=(18, 32))`` -> ``0:18,14:32``."""
+    nums = re.findall(r"\d+", box_bounds)
+    half = len(nums) // 2
+    return ",".join(f"{a}:{b}" for a, b in zip(nums[:half], nums[half:]))
+
+
+def training_note(params: dict, device: str, n_train: int, n_val: int) -> str:
+    """What one training run saw: box, input shape, width divisor, device, sample counts."""
+    box = params.get("box", "")
+    if params.get("strategy"):
+        what = f"the `{params['strategy']}` strategy on whole images"
+    elif "local_runs" in params and not box:
+        what = f"the coarse net on the probabilities of {len(params['local_runs'].split(','))} local nets"
+    elif box in ("", "global"):
+        what = "the global CNN on whole images"
+    else:
+        what = f"the local CNN of box {box}, pixels {bounds(params.get('box_bounds', ''))} (rows:cols[:depth])"
+    shape = params.get("input_shape", "")
+    return (f"Trained {what}" + (f"; input shape {shape}" if shape else "")
+            + (f", widths divided by {params['effective_width_divisor']}" if "effective_width_divisor" in params
+               else "")
+            + f"; {n_train} training and {n_val} validation samples of `{params.get('dataset', '?')}`"
+            f" (seed {params.get('seed', '?')}); device {device}.\n")
+
+
+def model_note(name: str, cfg_params: dict, run_id: str, parent_id: str, val_accuracy: float) -> str:
+    """The registered CNN-DNN's description (model and version)."""
+    return (f"`{name}`: the composed CNN-DNN of Klawonn-Lanser-Weber (local CNNs on the boxes of "
+            f"decomposition `{cfg_params.get('decomposition', '?')}` with overlap {cfg_params.get('overlap', '?')}, "
+            f"then the dense coarse net), network `{cfg_params.get('model', '?')}`, data set "
+            f"`{cfg_params.get('dataset', '?')}`. Takes whole images, returns `label` (the class name) and one "
+            f"probability column per class. Produced by evaluate run `{run_id}` (parent `{parent_id}`); "
+            f"validation accuracy {val_accuracy:.4f}.\n")
