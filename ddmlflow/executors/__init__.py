@@ -5,6 +5,7 @@ executor as ``Job``s (step, run id, inputs, config, device as fields) and gets
 one ``Result`` per job back. How a job runs is the executor's business:
 
 * ``process``: one fresh OS process per job (``executors/process.py``).
+* ``ray``: one Ray task per job, on a local Ray instance or a cluster (``executors/ray.py``).
 
 ``auto`` picks the best executor for the jobs and devices at hand.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-EXECUTORS: tuple[str, ...] = ("auto", "process")
+EXECUTORS: tuple[str, ...] = ("auto", "process", "ray")
 
 
 @dataclass
@@ -47,11 +48,24 @@ class Executor(Protocol):
         Ctrl-C (KeyboardInterrupt) stops every job and propagates."""
 
 
-def make_executor(name: str, jobs_per_gpu: int = 1, max_parallel: int = 1) -> Executor:
-    """The executor called ``name``; ``auto`` picks ``process`` (the only one so far)."""
+def make_executor(name: str, jobs_per_gpu: int = 1, max_parallel: int = 1, ray_address: str = "",
+                  gpus: bool = False) -> Executor:
+    """The executor called ``name``; ``auto`` picks ``process`` (Ray only when asked: it needs a cluster)."""
+    if name == "ray":  # imports ray only now: it is an optional extra
+        from .ray import RayExecutor
+
+        return RayExecutor(ray_address, jobs_per_gpu=jobs_per_gpu, gpus=gpus)
     from .process import ProcessExecutor
 
     return ProcessExecutor(jobs_per_device=jobs_per_gpu, max_parallel=max_parallel)
+
+
+def check(opts, tracking_uri: str) -> None:
+    """Refuse, before any work, options the chosen executor cannot run (``full`` calls it first)."""
+    if opts.executor == "ray":
+        from .ray import check as check_ray
+
+        check_ray(opts.ray_address, tracking_uri, gpus=tuple(opts.gpus))
 
 
 def progress_counts(jobs: int, done: list[Result], running: int, t0: float) -> dict:

@@ -18,7 +18,7 @@ import mlflow
 
 from .. import devices
 from ..config import FullOptions, RunConfig
-from ..executors import Job, Result, make_executor
+from ..executors import Job, Result, check, make_executor
 from ..steps import STEPS, Step
 from ..tracking import (create_child, end_run, find_run, log_params, retry, say, step_key, step_run, ui_link,
                         work_dir)
@@ -139,7 +139,8 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
         say(f"trainings: {s['done']} done, {s['running']} running, {s['failed']} failed, "
             f"{s['pending']} waiting ({s['elapsed_s']:.0f} s)")
     try:
-        results = make_executor(opts.executor, opts.jobs_per_gpu, opts.max_parallel).run(jobs, progress)
+        executor = make_executor(opts.executor, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, bool(opts.gpus))
+        results = executor.run(jobs, progress)
     except KeyboardInterrupt:  # Ctrl-C: the executor stopped the jobs; close the runs they left open
         for job in jobs:
             if retry(mlflow.get_run, job.run_id).info.status == "RUNNING":
@@ -159,6 +160,7 @@ def run_full(cfg: RunConfig, opts: FullOptions, run_id: str = "") -> dict:
     """``full`` as a top-level command: the parent run (given, or new in the chosen experiment)."""
     from ..tracking import setup
 
+    check(opts, mlflow.get_tracking_uri())  # before any run or connection: e.g. sqlite with a Ray cluster
     exp = setup()
     run_id = run_id or create_child(exp, None, "full", "full", key="")
     with step_run(run_id):
