@@ -250,7 +250,7 @@ def test_two_nodes_share_the_fan_out_and_a_lost_node_is_retried_elsewhere(server
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {"node_a": 1}, "include_dashboard": False, "env_vars": {"DDMLFLOW_WORK": work["a"]}})
     try:
-        node_b = cluster.add_node(num_cpus=1, resources={"node_b": 1}, env_vars={"DDMLFLOW_WORK": work["b"]})
+        head, node_b = cluster.head_node.node_id, cluster.add_node(num_cpus=1, resources={"node_b": 1}, env_vars={"DDMLFLOW_WORK": work["b"]})
         env = {**os.environ, "MLFLOW_TRACKING_URI": server, "MLFLOW_EXPERIMENT_NAME": "two-nodes",
                "DDMLFLOW_WORK": str(tmp_path / "driver")}
         env.pop("MLFLOW_RUN_ID", None)
@@ -276,9 +276,9 @@ def test_two_nodes_share_the_fan_out_and_a_lost_node_is_retried_elsewhere(server
     locals_ = {n: r for n, r in runs.items() if n.startswith("train_local/")}
     assert len(locals_) == 4 and all(r.info.status == "FINISHED" for r in runs.values())
     nodes = {n for r in locals_.values() for n in r.data.tags[TAG + "node_ids"].split(",")}
-    assert nodes == {cluster.head_node.node_id, node_b.node_id}
+    assert nodes == {head, node_b.node_id}
     moved = _client().get_run(victim.info.run_id)
-    assert moved.data.tags[TAG + "node_ids"] == f"{node_b.node_id},{cluster.head_node.node_id}"
+    assert moved.data.tags[TAG + "node_ids"] == f"{node_b.node_id},{head}"
     assert _epochs(moved.info.run_id) == [0, 1, 2]
     log = open(moved.data.tags[TAG + "log"]).read()
     assert moved.data.tags[TAG + "log"].startswith(work["a"]) and "resuming from the checkpoint" in log
