@@ -124,6 +124,19 @@ def test_work_folder_is_per_user_and_keyed_by_the_tracking_store(tmp_path, monke
     assert work_dir("x") == tmp_path / "mine" / "x"
 
 
+@pytest.mark.parametrize("uri,local", [("sqlite:///m.db", True), ("file:///x/mlruns", True), ("mlruns", True),
+                                       ("http://127.0.0.1:5000", False), ("postgresql://u@h/db", False),
+                                       ("databricks", False)])
+def test_local_stores_are_told_from_servers(uri, local, tmp_path, monkeypatch):
+    from ddmlflow.executors.ray import absolute_uri
+    from ddmlflow.tracking import is_local_store
+
+    assert is_local_store(uri) == local
+    monkeypatch.chdir(tmp_path)
+    assert absolute_uri(uri) == (uri if not local or uri.startswith("file") else
+                                 f"sqlite:///{tmp_path / 'm.db'}" if uri.startswith("sqlite") else str(tmp_path / uri))
+
+
 def test_gpus_on_a_cluster_without_gpus_fail_at_once(local_ray):
     from ddmlflow.executors import check
 
@@ -248,9 +261,11 @@ def test_two_nodes_share_the_fan_out_and_a_lost_node_is_retried_elsewhere(server
     ray.shutdown()
     work = {n: str(tmp_path / f"work_{n}") for n in ("a", "b")}
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "resources": {"node_a": 1}, "include_dashboard": False, "env_vars": {"DDMLFLOW_WORK": work["a"]}})
+        "num_cpus": 1, "resources": {"node_a": 1}, "include_dashboard": False,
+        "env_vars": {"DDMLFLOW_WORK": work["a"]}})
     try:
-        head, node_b = cluster.head_node.node_id, cluster.add_node(num_cpus=1, resources={"node_b": 1}, env_vars={"DDMLFLOW_WORK": work["b"]})
+        head = cluster.head_node.node_id
+        node_b = cluster.add_node(num_cpus=1, resources={"node_b": 1}, env_vars={"DDMLFLOW_WORK": work["b"]})
         env = {**os.environ, "MLFLOW_TRACKING_URI": server, "MLFLOW_EXPERIMENT_NAME": "two-nodes",
                "DDMLFLOW_WORK": str(tmp_path / "driver")}
         env.pop("MLFLOW_RUN_ID", None)
@@ -264,7 +279,8 @@ def test_two_nodes_share_the_fan_out_and_a_lost_node_is_retried_elsewhere(server
             assert driver.poll() is None, _debug_runs("two-nodes", node_b.node_id)
             time.sleep(0.2)
             exp = _client().get_experiment_by_name("two-nodes")
-            runs = _client().search_runs([exp.experiment_id], f"tags.`{TAG}node_id` = '{node_b.node_id}'") if exp else []
+            on_b = f"tags.`{TAG}node_id` = '{node_b.node_id}'"
+            runs = _client().search_runs([exp.experiment_id], on_b) if exp else []
             victim = next((r for r in runs if r.info.status == "RUNNING" and any(
                 f.path.endswith("training_metadata.json")
                 for f in _client().list_artifacts(r.info.run_id, "checkpoint"))), None)

@@ -36,7 +36,8 @@ def check(address: str, tracking_uri: str, gpus: tuple[str, ...] = ()) -> None:
                          "MLFLOW_TRACKING_URI=http://host:port")
     ray = connect(address)
     if gpus and not ray.cluster_resources().get("GPU", 0):
-        raise InputError("gpus", ",".join(gpus), "the Ray cluster has no GPUs (a GPU task would wait forever): use gpus=none")
+        raise InputError("gpus", ",".join(gpus),
+                         "the Ray cluster has no GPUs (a GPU task would wait forever): use gpus=none")
 
 
 def connect(address: str = ""):
