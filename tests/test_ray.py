@@ -90,7 +90,11 @@ def _full(executor: str, experiment: str, monkeypatch) -> dict:
 
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
     opts = parse_options(FullOptions, executor=executor, gpus="none", registered_model_name="-", max_parallel="2")
-    return run_full(resolve("", **TINY), opts)
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # mlflow.set_experiment sets it: it would pin the next full
+    try:
+        return run_full(resolve("", **TINY), opts)
+    finally:
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 def test_sqlite_with_a_cluster_address_is_refused_before_any_work(tmp_path):
@@ -173,6 +177,7 @@ def decomposed(local_ray):
         exp = setup()
     finally:
         del os.environ["MLFLOW_EXPERIMENT_NAME"]
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     cfg = resolve("", **TINY)
     run_id = create_child(exp, None, "decompose", "decompose", key="")
     with step_run(run_id):

@@ -47,10 +47,17 @@ def connect(address: str = ""):
     except ImportError:
         raise InputError("executor", "ray", "needs Ray: pip install 'ddmlflow[ray]'") from None
     if not ray.is_initialized():
+        import signal
+        import threading
+
+        main = threading.current_thread() is threading.main_thread()
+        on_term = signal.getsignal(signal.SIGTERM) if main else None
         if address.strip():
             ray.init(address=address.strip(), include_dashboard=False)
         else:  # the machine's CPUs and GPUs, in this process's session
             ray.init(include_dashboard=False)
+        if main:  # ray.init makes SIGTERM exit at once; keep ours (Ctrl-C: cancel the tasks, runs KILLED)
+            signal.signal(signal.SIGTERM, on_term)
     return ray
 
 
