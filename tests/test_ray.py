@@ -160,7 +160,7 @@ def test_ray_full_equals_process_full(local_ray, monkeypatch):
     for name, run_id in ray_out["runs"].items():
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED", name
-        if name.startswith("train_"):
+        if name == "train_global" or name.startswith("train_local/"):  # the trainings (not train_coarse)
             assert run.data.tags[TAG + "node_id"] == node and run.data.tags[TAG + "gpu_ids"] == "none", name
             assert run.data.tags["CUDA_VISIBLE_DEVICES"] == ""
     assert not any(TAG + "node_id" in client.get_run(r).data.tags for r in proc_out["runs"].values())
