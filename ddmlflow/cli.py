@@ -111,6 +111,12 @@ def _run_command(a: argparse.Namespace) -> int:
     cls = c.options_class()
     opts = parse_options(cls, **{o["field"]: getattr(a, o["field"]) for o in options(cls)})
     track = _tracking(a)
+    if hasattr(opts, "ray_address"):  # before any run or connection: e.g. sqlite with a Ray cluster
+        import mlflow
+
+        from .executors import check
+
+        check(opts, mlflow.get_tracking_uri())
     if cfg is not None:
         tags, experiment, name = describe.cfg_tags(cfg), describe.experiment_name(cfg), describe.parent_name(cfg)
         name = name if c.name == "full" else f"{c.name}-{name}"

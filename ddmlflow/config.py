@@ -186,10 +186,13 @@ class FullOptions:
 
     run_global: bool = option(boolean, "also train the global CNN (the baseline)", default="true", param="global")
     executor: str = option(choice(_names("executors", "EXECUTORS")),
-                           "how trainings run: auto, process (one process each), packed (one program per device)", default="auto")
+                           "how trainings run: auto, process (one process each), packed (one program per device), "
+                           "ray (one Ray task each)", default="auto")
     gpus: tuple[str, ...] = option(gpu_list, "auto, none, or GPU indices like 0,1,2,3", default="auto")
     jobs_per_gpu: int = option(integer(1), "trainings at once on one GPU", default="1")
     max_parallel: int = option(integer(1), "trainings at once without GPUs", default="1")
+    ray_address: str = option(text, "executor=ray: empty = a local Ray instance, auto = the running cluster, "
+                              "ray://host:port = Ray Client", default="")
     force: bool = option(boolean, "retrain everything (no reuse of finished steps)", default="false")
     registered_model_name: str = option(text, "registered model name ('-': do not register)", default="")
     strategies: tuple[str, ...] = option(choices(_names("steps", "STRATEGIES")),
@@ -311,6 +314,7 @@ class ReproduceOptions:
     jobs_per_gpu: int = FullOptions.__dataclass_fields__["jobs_per_gpu"]
     max_parallel: int = FullOptions.__dataclass_fields__["max_parallel"]
     force: bool = FullOptions.__dataclass_fields__["force"]
+    ray_address: str = FullOptions.__dataclass_fields__["ray_address"]
 
 
 @dataclass(frozen=True)

@@ -210,9 +210,27 @@ def log_params(params: dict) -> None:
         retry(mlflow.log_params, new)
 
 
+def is_local_store(uri: str) -> bool:
+    """A tracking store only this machine can write (sqlite, a folder): no use to workers elsewhere."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.lower()
+    return (scheme in ("", "file", "sqlite") or len(scheme) == 1) and uri != "databricks"  # 1 letter: a Windows drive
+
+
 def work_dir(*parts: str) -> Path:
-    """Scratch space keyed by run: checkpoints, downloaded inputs (``$DDMLFLOW_WORK`` or ./.ddmlflow)."""
-    p = Path(os.environ.get("DDMLFLOW_WORK", ".ddmlflow")).absolute().joinpath(*parts)
+    """Scratch space keyed by run: checkpoints, downloaded inputs.
+
+    ``$DDMLFLOW_WORK``, else a per-user folder keyed by the tracking store
+    (``$XDG_CACHE_HOME`` or ~/.cache, then ddmlflow/work/<hash of the URI>): not the
+    current folder, which ``mlflow run <git URL>`` makes a fresh clone each time, so a
+    rerun after a crash finds its checkpoints; two stores never share run folders.
+    """
+    root = os.environ.get("DDMLFLOW_WORK")
+    if not root:
+        store = hashlib.sha1(mlflow.get_tracking_uri().encode()).hexdigest()[:12]
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ddmlflow" / "work" / store
+    p = Path(root).absolute().joinpath(*parts)
     p.mkdir(parents=True, exist_ok=True)
     return p
 

@@ -3,7 +3,9 @@
 Each finished epoch is checkpointed (Keras ``BackupAndRestore``) in a work
 folder keyed by the MLflow run, so a killed process resumes from its last
 finished epoch; the MLflow callback skips epochs a previous attempt already
-logged, so the history holds every epoch exactly once.
+logged, so the history holds every epoch exactly once. With a tracking
+server the checkpoint is also kept in the run's artifacts (``checkpoint/``),
+so a retry on another machine (a Ray task whose node died) resumes too.
 """
 from __future__ import annotations
 
@@ -66,7 +68,12 @@ class MlflowEpochLogger(keras.callbacks.Callback):
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras' epoch checkpoint, written atomically: a process killed while saving
-    (SIGKILL, out of memory) leaves the previous checkpoint intact, not a torn HDF5 file."""
+    (SIGKILL, out of memory) leaves the previous checkpoint intact, not a torn HDF5 file.
+    ``mirror``: also upload it to the active run's artifacts after each epoch."""
+
+    def __init__(self, backup_dir: str, mirror: bool = False, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.mirror = mirror
 
     def _save_model(self):
         import json
@@ -80,6 +87,47 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             f.write(json.dumps(meta))
         os.replace(tmp, self._weights_path)
         os.replace(tmp + ".json", self._training_metadata_path)
+        if self.mirror:  # weights first: a crash in between resumes one epoch late, never torn
+            import mlflow
+
+            from .tracking import retry
+
+            for path in (self._weights_path, self._training_metadata_path):
+                retry(mlflow.log_artifact, path, CHECKPOINT_ARTIFACTS)
+
+
+CHECKPOINT_ARTIFACTS = "checkpoint"
+
+
+def mirror_checkpoints() -> bool:
+    """Keep checkpoints in the run's artifacts: only with a tracking server (others share no disk)."""
+    import mlflow
+
+    from .tracking import is_local_store
+
+    return mlflow.active_run() is not None and not is_local_store(mlflow.get_tracking_uri())
+
+
+def restore_checkpoint(checkpoint_dir: Path) -> bool:
+    """An empty local checkpoint folder gets the run's artifact copy (a retry on another node)."""
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    from .tracking import retry, say
+
+    checkpoint_dir = Path(checkpoint_dir)
+    run_id = mlflow.active_run().info.run_id
+    if any(checkpoint_dir.iterdir()) or not retry(mlflow.MlflowClient().list_artifacts, run_id, CHECKPOINT_ARTIFACTS):
+        return False
+    with tempfile.TemporaryDirectory(dir=checkpoint_dir.parent) as tmp:
+        got = Path(retry(mlflow.artifacts.download_artifacts, run_id=run_id, artifact_path=CHECKPOINT_ARTIFACTS,
+                         dst_path=tmp))
+        for f in got.iterdir():
+            shutil.move(str(f), checkpoint_dir / f.name)
+    say(f"resuming from the checkpoint in the artifacts of run {run_id}")
+    return True
 
 
 class _Augmented(keras.utils.PyDataset):
@@ -145,7 +193,10 @@ def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.patience, mode="max",
                                                        restore_best_weights=True))
     if checkpoint_dir is not None:
-        callbacks.append(AtomicBackupAndRestore(str(checkpoint_dir), save_freq="epoch"))
+        mirror = mirror_checkpoints()
+        if mirror:
+            restore_checkpoint(checkpoint_dir)
+        callbacks.append(AtomicBackupAndRestore(str(checkpoint_dir), mirror=mirror, save_freq="epoch"))
     if log_to_mlflow:
         callbacks.insert(0, MlflowEpochLogger(skip_epochs))
     train = x if isinstance(x, _Augmented) else augmented(x, y, cfg) if cfg.augment else x

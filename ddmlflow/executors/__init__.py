@@ -6,6 +6,7 @@ one ``Result`` per job back. How a job runs is the executor's business:
 
 * ``process``: one fresh OS process per job (``executors/process.py``).
 * ``packed``: one process per device; its locals trained as one program (``executors/packed.py``).
+* ``ray``: one Ray task per job, on a local Ray instance or a cluster (``executors/ray.py``).
 
 ``auto`` picks ``packed`` when locals share a device (the CPU, or more locals
 than GPUs x ``jobs_per_gpu``), else ``process``.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
-EXECUTORS: tuple[str, ...] = ("auto", "process", "packed")
+EXECUTORS: tuple[str, ...] = ("auto", "process", "packed", "ray")
 
 
 @dataclass
@@ -50,15 +51,20 @@ class Executor(Protocol):
 
 
 def choose(name: str, n_locals: int, gpus: tuple[str, ...] | list[str], jobs_per_gpu: int = 1) -> str:
-    """``auto``: ``packed`` when locals share a device, else ``process``; other names stay."""
+    """``auto``: ``packed`` when locals share a device, else ``process``; other names stay (Ray only when asked)."""
     if name != "auto":
         return name
     return "process"  # TODO(packed): until ddmlflow.packing lands
     return "packed" if not gpus or n_locals > len(gpus) * jobs_per_gpu else "process"
 
 
-def make_executor(name: str, jobs_per_gpu: int = 1, max_parallel: int = 1) -> Executor:
+def make_executor(name: str, jobs_per_gpu: int = 1, max_parallel: int = 1, ray_address: str = "",
+                  gpus: bool = False) -> Executor:
     """The executor called ``name`` (after ``choose``)."""
+    if name == "ray":  # imports ray only now: it is an optional extra
+        from .ray import RayExecutor
+
+        return RayExecutor(ray_address, jobs_per_gpu=jobs_per_gpu, gpus=gpus)
     if name == "packed":
         from .packed import PackedExecutor
 
@@ -66,6 +72,14 @@ def make_executor(name: str, jobs_per_gpu: int = 1, max_parallel: int = 1) -> Ex
     from .process import ProcessExecutor
 
     return ProcessExecutor(jobs_per_device=jobs_per_gpu, max_parallel=max_parallel)
+
+
+def check(opts, tracking_uri: str) -> None:
+    """Refuse, before any work, options the chosen executor cannot run (``full`` calls it first)."""
+    if opts.executor == "ray":
+        from .ray import check as check_ray
+
+        check_ray(opts.ray_address, tracking_uri, gpus=tuple(opts.gpus))
 
 
 def progress_counts(jobs: int, done: list[Result], running: int, t0: float) -> dict:

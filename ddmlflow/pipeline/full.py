@@ -193,7 +193,8 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
             retry(mlflow.MlflowClient().set_tag, job.run_id, k, v)
     say(f"{len(jobs)} trainings through the {name} executor")
     try:
-        results = make_executor(name, opts.jobs_per_gpu, opts.max_parallel).run(jobs, progress)
+        results = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address,
+                                bool(opts.gpus)).run(jobs, progress)
     except KeyboardInterrupt:  # Ctrl-C: the executor stopped the jobs; close the runs they left open
         for job in jobs:
             if retry(mlflow.get_run, job.run_id).info.status == "RUNNING":

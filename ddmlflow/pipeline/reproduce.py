@@ -55,10 +55,12 @@ def run_full(cfg: RunConfig, opts: FullOptions, parent_id: str, experiment_id: s
 def run_reproduce(opts) -> dict:
     """``reproduce`` as a command (``config.ReproduceOptions``), in the run the CLI opened."""
     return reproduce(opts.table, opts.budget, opts.data_dir, executor=opts.executor, gpus=",".join(opts.gpus) or "none",
-                     max_parallel=opts.max_parallel, jobs_per_gpu=opts.jobs_per_gpu, force=opts.force)
+                     max_parallel=opts.max_parallel, jobs_per_gpu=opts.jobs_per_gpu, force=opts.force,
+                     ray_address=opts.ray_address)
 
 
 def reproduce(table: str, budget: str | Budget = "smoke", data_dir: str = "", *, executor: str = "auto",
+              ray_address: str = "",
               gpus: str = "auto", max_parallel: int = 1, jobs_per_gpu: int = 1, force: bool = False,
               registered_model_name: str = "-", out_dir: str | Path | None = None) -> dict:
     """Run (or reuse) every row of ``table`` under the active run, then log the report there.
@@ -67,7 +69,7 @@ def reproduce(table: str, budget: str | Budget = "smoke", data_dir: str = "", *,
     Raises ``StepsFailed`` at the end if a row failed (the others still ran and are reported).
     """
     rows = configurations(table, budget, data_dir)
-    kw = dict(executor=executor, gpus=gpus, max_parallel=max_parallel, jobs_per_gpu=jobs_per_gpu, force=force,
+    kw = dict(executor=executor, ray_address=ray_address, gpus=gpus, max_parallel=max_parallel, jobs_per_gpu=jobs_per_gpu, force=force,
               registered_model_name=registered_model_name, out_dir=out_dir)
     if mlflow.active_run() is not None:
         return _reproduce(table, budget, rows, data_dir, **kw)
@@ -76,7 +78,7 @@ def reproduce(table: str, budget: str | Budget = "smoke", data_dir: str = "", *,
         return _reproduce(table, budget, rows, data_dir, **kw)
 
 
-def _reproduce(table, budget, rows, data_dir, *, executor, gpus, max_parallel, jobs_per_gpu, force, registered_model_name,
+def _reproduce(table, budget, rows, data_dir, *, executor, ray_address, gpus, max_parallel, jobs_per_gpu, force, registered_model_name,
                out_dir) -> dict:
     exp = experiments.get(table)
     parent = mlflow.active_run()
@@ -92,6 +94,7 @@ def _reproduce(table, budget, rows, data_dir, *, executor, gpus, max_parallel, j
     ids, failed = {}, {}
     for run, cfg, b in rows:
         opts = config.parse_options(FullOptions, run_global=run.run_global, executor=executor, gpus=gpus,
+                                    ray_address=ray_address,
                                     jobs_per_gpu=jobs_per_gpu, max_parallel=max_parallel, force=force,
                                     registered_model_name=registered_model_name, strategies=",".join(run.strategies))
         tags = {"ddmlflow.table": table, "ddmlflow.row": run.row, "ddmlflow.row_name": run.name,
