@@ -101,31 +101,14 @@ def _run_step(a: argparse.Namespace) -> int:
 
 def _run_command(a: argparse.Namespace) -> int:
     """A chain (``full``, ...): options checked first, then one parent run (given by ``mlflow run``, or new)."""
-    from . import describe
     from .config import options, parse_options
     from .steps import COMMANDS
-    from .tracking import open_run, step_run
 
     c = COMMANDS[a.chain]
     cfg = _config(a) if c.config else None
     cls = c.options_class()
     opts = parse_options(cls, **{o["field"]: getattr(a, o["field"]) for o in options(cls)})
-    track = _tracking(a)
-    if hasattr(opts, "ray_address"):  # before any run or connection: e.g. sqlite with a Ray cluster
-        import mlflow
-
-        from .executors import check
-
-        check(opts, mlflow.get_tracking_uri())
-    if cfg is not None:
-        tags, experiment, name = describe.cfg_tags(cfg), describe.experiment_name(cfg), describe.parent_name(cfg)
-        name = name if c.name == "full" else f"{c.name}-{name}"
-    else:
-        tags, experiment, name = {}, f"ddmlflow-{c.name}", c.name
-    run_id = open_run(a.run_id or os.environ.pop("MLFLOW_RUN_ID", ""), track.experiment_name, experiment,
-                      track.run_name or name, c.name, {**tags, "ddmlflow.command": c.name})
-    with step_run(run_id):
-        c.function()(*([cfg] if c.config else []), opts)
+    c.run(cfg, opts, a.run_id or os.environ.pop("MLFLOW_RUN_ID", ""), _tracking(a))
     return 0
 
 

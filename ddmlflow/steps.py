@@ -155,6 +155,28 @@ class Command:
         module, fn = self.func.split(":")
         return getattr(importlib.import_module(f"ddmlflow.{module}"), fn)
 
+    def run(self, cfg, opts, run_id: str = "", track=None):
+        """The command in its parent run: ``run_id`` (e.g. made by ``mlflow run``) or a new one, named after
+        what it runs, in the chosen experiment (``track``: ``config.TrackingOptions``)."""
+        import mlflow
+
+        from . import describe
+        from .executors import check
+        from .tracking import open_run, step_run
+
+        if hasattr(opts, "ray_address"):  # before any run or connection: e.g. sqlite with a Ray cluster
+            check(opts, mlflow.get_tracking_uri())
+        if cfg is not None:
+            tags, experiment, name = describe.cfg_tags(cfg), describe.experiment_name(cfg), describe.parent_name(cfg)
+            name = name if self.name == "full" else f"{self.name}-{name}"
+        else:
+            tags, experiment, name = {}, f"ddmlflow-{self.name}", self.name
+        exp_name, run_name = (track.experiment_name, track.run_name) if track else ("", "")
+        run_id = open_run(run_id, exp_name, experiment, run_name or name, self.name,
+                          {**tags, "ddmlflow.command": self.name})
+        with step_run(run_id):
+            return self.function()(*([cfg] if self.config else []), opts)
+
 
 COMMANDS: dict[str, Command] = {c.name: c for c in [
     Command("full", "pipeline.full:full", "config:FullOptions", help="every step under one parent run"),

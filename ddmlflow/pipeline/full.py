@@ -210,6 +210,13 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
                           "Rerun the same command to resume them (finished ones are reused).")
 
 
+def run_full(cfg: RunConfig, opts: FullOptions, run_id: str = "", track=None) -> dict:
+    """``full`` from Python as from the command line: a parent run (given, or new), then every step."""
+    from ..steps import COMMANDS
+
+    return COMMANDS["full"].run(cfg, opts, run_id, track)
+
+
 def log_environment() -> None:
     """The exact installed versions, on the parent run: ``environment.json`` and ``ddmlflow.version.*`` tags."""
     from .. import environment
@@ -219,4 +226,4 @@ def log_environment() -> None:
     mlflow.set_tags(environment.version_tags(env))
 
 
-__all__ = ["FullOptions", "Result", "StepsFailed", "full"]
+__all__ = ["FullOptions", "Result", "StepsFailed", "full", "run_full"]

@@ -37,7 +37,7 @@ def configurations(table: str, budget: str | Budget = "smoke", data_dir: str = "
     return out
 
 
-def run_full(cfg: RunConfig, opts: FullOptions, parent_id: str, experiment_id: str, name: str,
+def _run_row(cfg: RunConfig, opts: FullOptions, parent_id: str, experiment_id: str, name: str,
              tags: dict) -> str:
     """One configuration as a nested ``full`` child run; the only place that calls ``full``."""
     key = step_key("full", {**cfg.params(), **dataclasses.asdict(opts)})
@@ -101,7 +101,7 @@ def _reproduce(table, budget, rows, data_dir, *, executor, ray_address, gpus, ma
                 "ddmlflow.budget": b.name, "ddmlflow.budget_values": b.describe()}
         say(f"{run.name} [{b.describe()}]")
         try:
-            ids[run.name] = run_full(cfg, opts, parent.info.run_id, parent.info.experiment_id, run.name, tags)
+            ids[run.name] = _run_row(cfg, opts, parent.info.run_id, parent.info.experiment_id, run.name, tags)
         except StepsFailed as e:
             failed[run.name] = str(e)
             say(f"{run.name} failed: {e}")
