@@ -20,7 +20,7 @@ def _on_sigterm(signum, frame):
 def main(spec: str, status: str) -> int:
     from ..config import resolve
     from ..steps import STEPS
-    from ..tracking import say, step_run
+    from ..tracking import say, step_run, trains
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     jobs = json.loads(Path(spec).read_text())
@@ -48,7 +48,7 @@ def main(spec: str, status: str) -> int:
             record(ids, False, f"{type(e).__name__}: {e}")
     for j in (j for j in jobs if j["step"] != "train_local"):
         try:
-            with step_run(j["run_id"]):
+            with step_run(j["run_id"], system_metrics=trains(j["step"])):
                 STEPS[j["step"]].call(j["cfg"], **j["inputs"])
             record([j["run_id"]], True)
         except Exception as e:  # noqa: BLE001 - step_run marked the run FAILED; go on with the others

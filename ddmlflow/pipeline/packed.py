@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from ..config import RunConfig
 from ..devices import configure_tensorflow
-from ..tracking import logged_steps, retry, say, step_run, work_dir
-from ..training import EPOCH_METRICS
+from ..tracking import retry, say, step_run, work_dir
 from .finish import finish_training
 from .prepared import load_prepared
 
@@ -33,7 +31,7 @@ def _start_run(run_id: str, params: dict, tags: dict) -> None:
 
 
 def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], run_ids: list[str]) -> None:
-    from ..packing import train_packed
+    from ..packing import mlflow_epoch_logger, train_packed
 
     device = configure_tensorflow()
     prep = load_prepared(decompose_run)
@@ -45,19 +43,10 @@ def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], ru
                             "box_bounds": str(prep.decomposition.boxes[box])},
                    {"device": device, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
                     "subdomain": str(box), "ddmlflow.group": group, "ddmlflow.executor": "packed"})
-    skip = {r: logged_steps(r, "loss") for r in run_ids}
-
-    def log_epoch(run_id: str, epoch: int, logs: dict) -> None:
-        if epoch in skip[run_id]:
-            return
-        now = int(time.time() * 1000)
-        retry(MlflowClient().log_batch, run_id,
-              metrics=[Metric(k, float(v), now, epoch) for k, v in logs.items() if k in EPOCH_METRICS])
-
     say(f"packed group {group}: {len(boxes)} locals as one program on {device}")
     results = train_packed(cfg, prep, boxes, run_ids, checkpoint_dir=work_dir("checkpoints", f"group-{group}"),
-                           log_epoch=log_epoch)
+                           log_epoch=mlflow_epoch_logger(run_ids))
     for box, run_id, r in zip(boxes, run_ids, results):
-        with step_run(run_id):
-            finish_training(r.model, prep.box(box), {"train_time_s": r.train_time_s, "epochs_run": r.epochs_run},
-                            batch_size=cfg.batch_size, extra={"group_train_time_s": r.train_time_s})
+        with step_run(run_id, system_metrics=False):
+            finish_training(r.model, prep.box(box), {"train_time_s": r.group_train_time_s, "epochs_run": r.epochs_run},
+                            batch_size=cfg.batch_size, extra={"group_train_time_s": r.group_train_time_s})
