@@ -116,11 +116,13 @@ class _Augmented(keras.utils.PyDataset):
 
 
 def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
-        checkpoint_dir: Path | None = None, log_to_mlflow: bool = True, skip_epochs: set[int] = frozenset()) -> dict:
+        checkpoint_dir: Path | None = None, log_to_mlflow: bool = True, skip_epochs: set[int] = frozenset(),
+        callbacks: list = ()) -> dict:
     """Train with early stopping on val_accuracy (best weights restored); returns a summary.
 
-    With ``checkpoint_dir``, a killed training resumes after its last finished
-    epoch and ends with the same weights as an uninterrupted one (see checkpoint.py).
+    With ``checkpoint_dir``, a killed training resumes after its last finished epoch
+    and ends with the same weights as an uninterrupted one (see checkpoint.py).
+    Extra ``callbacks`` run after each epoch's checkpoint is written.
     """
     x, y, xv, yv = data
     compile_model(model, num_classes, cfg)
@@ -129,9 +131,7 @@ def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
     stop = EarlyStop(cfg.patience) if cfg.patience > 0 else None
     ckpt = EpochCheckpoint(None if checkpoint_dir is None else Path(checkpoint_dir) / "fit.npz", stop)
     ckpt.restore(model)
-    callbacks: list = [ckpt]
-    if log_to_mlflow:
-        callbacks.insert(0, MlflowEpochLogger(skip_epochs))
+    callbacks = [MlflowEpochLogger(skip_epochs)] * log_to_mlflow + [ckpt, *callbacks]
     first = ckpt.epochs_done
     if cfg.augment:
         train, kw = _Augmented(x, y, cfg.batch_size, cfg.augment, cfg.seed), {}
