@@ -138,3 +138,32 @@ def test_fit_resumes_with_early_stopping_state(prep, tmp_path):
     resumed, s_resumed = separate(cfg, prep, 0, checkpoint_dir=tmp_path)
     assert (s_whole["epochs_run"], s_whole["best_epoch"]) == (s_resumed["epochs_run"], s_resumed["best_epoch"])
     assert max_diff(whole, resumed) == 0.0
+
+
+def test_served_cnn_dnn_is_one_program_equal_to_two_steps(prep, tmp_path):
+    """The pyfunc runs crop -> locals -> coarse as one Keras model; same numbers as the two-step path."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+
+    from ddmlflow import models
+    from ddmlflow.models.cnn_dnn import predict_two_step
+    from ddmlflow.serving import CNNDNNModel
+
+    dec, k = prep.decomposition, prep.num_classes
+    art = {"decomposition": tmp_path / "d.json", "meta": tmp_path / "m.json", "coarse": tmp_path / "coarse.keras"}
+    art["decomposition"].write_text(dec.to_json())
+    art["meta"].write_text(json.dumps({"class_names": prep.class_names}))
+    nets = [models.build("vgg3", dec.input_shape(i), k, 2, name="local") for i in range(dec.n)]  # same names
+    coarse = models.build_coarse(dec.n, k)
+    coarse.save(art["coarse"])
+    for i, net in enumerate(nets):
+        art[f"local_{i:02d}"] = tmp_path / f"local_{i:02d}.keras"
+        net.save(art[f"local_{i:02d}"])
+    model = CNNDNNModel()
+    model.load_context(type("Ctx", (), {"artifacts": {a: str(p) for a, p in art.items()}})())
+    assert isinstance(model.program, keras.Model) and model.class_names == prep.class_names
+    x = np.asarray(prep.x_val[:20], dtype="float32")
+    np.testing.assert_allclose(model.predict(None, x), predict_two_step(nets, coarse, dec, x), atol=1e-5)
+    with pytest.raises(MlflowException, match="does not match"):
+        model.predict(None, x[:, :8])
