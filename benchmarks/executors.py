@@ -89,6 +89,12 @@ def route(name: str, a) -> dict:
     import os as _os
 
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if a.threads:  # intra,inter op threads, set before TensorFlow starts
+        import tensorflow as tf
+
+        intra, inter = a.threads
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
     from ddmlflow import models, profiling
     from ddmlflow.training import seed_everything
 
@@ -154,6 +160,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=lambda s: [int(v) for v in s.split(",")], default=None,
                     help="spatial size instead of the preset's, e.g. 64,64,32")
     ap.add_argument("--routes", default="global,process,packed,inference")
+    ap.add_argument("--threads", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                    help="TensorFlow intra,inter op threads for every route (default: TensorFlow's)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--route", help=argparse.SUPPRESS)
     a = ap.parse_args()

@@ -102,16 +102,20 @@ def _correct(p, y):
     return tf.reduce_sum(tf.cast(tf.equal(pred, y), tf.float32))
 
 
-def make_train_step(branches: list[_Branch]) -> Callable:
-    """One compiled step for the given branches: crop, forward, summed loss, one optimizer step each.
+def make_train_epoch(branches: list[_Branch]) -> Callable:
+    """One compiled program for the given branches: ``run(iterator, steps)`` trains ``steps`` batches.
 
-    Returns per-branch (mean loss, correct count) of the batch. Gradients come
-    from one tape over the summed loss; the branches share no variable, so each
-    branch receives exactly its own loss's gradient.
+    Per batch: crop each box, forward every branch, sum the losses, one optimizer
+    step per branch. Gradients come from one tape over the summed loss; the
+    branches share no variable, so each receives exactly its own loss's gradient.
+    The batch loop and the metric sums stay inside the graph (like Keras'
+    ``steps_per_execution``), so Python runs once per epoch, not once per batch.
+    Returns per-branch (summed loss * batch size, correct count) and the samples seen.
     """
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    n = len(branches)
+
     def step(x, y):
         with tf.GradientTape() as tape:
             preds = [b.net(x[b.crop], training=True) for b in branches]
@@ -123,7 +127,17 @@ def make_train_step(branches: list[_Branch]) -> Callable:
             b.net.optimizer.apply_gradients(zip(g, w))
         return tf.stack(losses), tf.stack([_correct(p, y) for p in preds])
 
-    return step
+    @tf.function
+    def run(iterator, steps):
+        loss, correct, seen = tf.zeros([n]), tf.zeros([n]), tf.constant(0.0)
+        for _ in tf.range(steps):
+            x, y = next(iterator)
+            lo, co = step(x, y)
+            m = tf.cast(tf.shape(x)[0], tf.float32)
+            loss, correct, seen = loss + lo * m, correct + co, seen + m
+        return loss, correct, seen
+
+    return run
 
 
 def make_eval_step(branches: list[_Branch]) -> Callable:
@@ -141,20 +155,25 @@ def make_eval_step(branches: list[_Branch]) -> Callable:
 
 
 def _train_batches(prep, cfg, first_epoch: int):
-    """Whole-image batches for every epoch from ``first_epoch``, in ``epoch_order(cfg.seed, epoch)``."""
-    x, y = prep.x_train, prep.y_train
-    if not prep.augment:  # one tf.data pipeline, gathered in the background (as fit() does)
-        yield from shuffled_batches(x, y, cfg.batch_size, cfg.seed, first_epoch, cfg.epochs)
-        return
+    """One tf.data pipeline of whole-image batches for every epoch from ``first_epoch``,
+    in ``epoch_order(cfg.seed, epoch)`` (the order fit() uses)."""
+    import tensorflow as tf
+
+    x, y = np.asarray(prep.x_train), np.asarray(prep.y_train)
+    if not prep.augment:
+        return shuffled_batches(x, y, cfg.batch_size, cfg.seed, first_epoch, cfg.epochs)
     from .data import augment_batch
 
-    x, y = np.asarray(x), np.asarray(y)
-    for epoch in range(first_epoch, cfg.epochs):
-        order = epoch_order(cfg.seed, epoch, len(x))
-        for i, start in enumerate(range(0, len(x), cfg.batch_size)):
-            idx = order[start:start + cfg.batch_size]
-            rng = np.random.default_rng([cfg.seed, epoch, i])  # one draw per batch, shared by all branches
-            yield augment_batch(prep.augment, x[idx], rng), y[idx]
+    def batches():
+        for epoch in range(first_epoch, cfg.epochs):
+            order = epoch_order(cfg.seed, epoch, len(x))
+            for i, start in enumerate(range(0, len(x), cfg.batch_size)):
+                idx = order[start:start + cfg.batch_size]
+                rng = np.random.default_rng([cfg.seed, epoch, i])  # one draw per batch, shared by all branches
+                yield augment_batch(prep.augment, x[idx], rng).astype(x.dtype), y[idx]
+
+    spec = (tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)), tf.TensorSpec((None,), tf.as_dtype(y.dtype)))
+    return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
 
 
 def _validate(branches, step, xv, yv) -> tuple[np.ndarray, np.ndarray]:
@@ -207,21 +226,16 @@ def train_packed(cfg, prep, boxes: list[int], run_ids: list[str], checkpoint_dir
     first = _restore(path, branches) if path is not None and path.exists() else 0
     xv, yv = prep.x_val, prep.y_val
     n_batches = int(np.ceil(len(prep.x_train) / cfg.batch_size))
-    batches = iter(_train_batches(prep, cfg, first))
+    batches = iter(_train_batches(prep, cfg, first))  # one iterator across epochs: exactly n_batches each
     active, compiled = [b for b in branches if b.active], None
     t0 = time.perf_counter()
     for epoch in range(first, cfg.epochs):
         if not active:
             break
         if compiled is None or len(compiled[0]) != len(active):  # a stopped branch leaves the program
-            compiled = active, make_train_step(active), make_eval_step(active)
+            compiled = active, make_train_epoch(active), make_eval_step(active)
         _, train, evaluate = compiled
-        loss, correct, seen = np.zeros(len(active)), np.zeros(len(active)), 0
-        for _ in range(n_batches):
-            x, y = next(batches)
-            lo, co = train(x, y)
-            n = int(x.shape[0])
-            loss, correct, seen = loss + lo.numpy() * n, correct + co.numpy(), seen + n
+        loss, correct, seen = (t.numpy() for t in train(batches, n_batches))
         val_loss, val_acc = _validate(active, evaluate, xv, yv)
         for k, b in enumerate(active):
             metrics = {"accuracy": correct[k] / seen, "loss": loss[k] / seen,
