@@ -167,3 +167,25 @@ def test_served_cnn_dnn_is_one_program_equal_to_two_steps(prep, tmp_path):
     np.testing.assert_allclose(model.predict(None, x), predict_two_step(nets, coarse, dec, x), atol=1e-5)
     with pytest.raises(MlflowException, match="does not match"):
         model.predict(None, x[:, :8])
+
+
+@pytest.mark.parametrize("model,spec,shape", [("resnet20", "typeB", (32, 32, 3)), ("cnn3d", "2x2x1", (16, 16, 8, 1))])
+def test_packs_any_network_and_box_sizes(model, spec, shape):
+    """Boxes of different sizes (type B) and 3D volumes pack together; batch-norm nets match separate training."""
+    from ddmlflow.decomposition import make
+    from ddmlflow.packing import train_packed
+    from ddmlflow.pipeline.prepared import Prepared
+
+    rng = np.random.default_rng(1)
+    dec = make(spec, shape)
+    x, xv = rng.random((40, *shape), dtype=np.float32), rng.random((16, *shape), dtype=np.float32)
+    p = Prepared(x, rng.integers(0, 2, 40), xv, rng.integers(0, 2, 16), ["a", "b"], dec, "random", None)
+    cfg = config(model=model)
+    sizes = {dec.boxes[i].shape for i in range(dec.n)}
+    assert len(sizes) > 1 or spec != "typeB"
+    packed = train_packed(cfg, p, list(range(dec.n)), [""] * dec.n, None)
+    for r in packed:
+        assert r.model.input_shape[1:] == dec.input_shape(r.box)
+    for box in {0, dec.n - 1}:  # two boxes of different sizes under type B
+        alone, _ = separate(cfg, p, box)
+        assert max_diff(packed[box].model, alone) < TOL
