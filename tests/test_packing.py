@@ -169,9 +169,11 @@ def test_served_cnn_dnn_is_one_program_equal_to_two_steps(prep, tmp_path):
         model.predict(None, x[:, :8])
 
 
-@pytest.mark.parametrize("model,spec,shape", [("resnet20", "typeB", (32, 32, 3)), ("cnn3d", "2x2x1", (16, 16, 8, 1))])
+@pytest.mark.parametrize("model,spec,shape", [("vgg3", "typeB", (32, 32, 3)), ("resnet20", "2x2", (31, 31, 3)),
+                                               ("cnn3d", "2x2x1", (16, 16, 8, 1))])
 def test_packs_any_network_and_box_sizes(model, spec, shape):
-    """Boxes of different sizes (type B) and 3D volumes pack together; batch-norm nets match separate training."""
+    """Boxes of different sizes (type B; 2x2 of 31 pixels) and 3D volumes pack together; nets with
+    batch normalisation (resnet20, cnn3d) match separate training, moving statistics included."""
     from ddmlflow.decomposition import make
     from ddmlflow.packing import train_packed
     from ddmlflow.pipeline.prepared import Prepared
@@ -182,10 +184,28 @@ def test_packs_any_network_and_box_sizes(model, spec, shape):
     p = Prepared(x, rng.integers(0, 2, 40), xv, rng.integers(0, 2, 16), ["a", "b"], dec, "random", None)
     cfg = config(model=model)
     sizes = {dec.boxes[i].shape for i in range(dec.n)}
-    assert len(sizes) > 1 or spec != "typeB"
+    assert len(sizes) > 1 or model == "cnn3d"
     packed = train_packed(cfg, p, list(range(dec.n)), [""] * dec.n, None)
     for r in packed:
         assert r.model.input_shape[1:] == dec.input_shape(r.box)
-    for box in {0, dec.n - 1}:  # two boxes of different sizes under type B
+    for box in {0, dec.n - 1}:  # boxes of different sizes in 2D
         alone, _ = separate(cfg, p, box)
         assert max_diff(packed[box].model, alone) < TOL
+
+
+def test_epoch_logger_logs_each_epoch_once_across_resumes(mlflow_env):
+    import mlflow
+
+    from ddmlflow.packing import mlflow_epoch_logger
+
+    ids = [mlflow.MlflowClient().create_run(mlflow.set_experiment("packed").experiment_id).info.run_id
+           for _ in range(2)]
+    first = mlflow_epoch_logger(ids)
+    first(0, 0, {"loss": 1.0, "accuracy": 0.5})
+    first(1, 0, {"loss": 2.0, "accuracy": 0.5})
+    again = mlflow_epoch_logger(ids)  # a resumed attempt redoes epoch 0
+    again(0, 0, {"loss": 9.0, "accuracy": 0.9})
+    again(0, 1, {"loss": 0.5, "accuracy": 0.7})
+    hist = mlflow.MlflowClient().get_metric_history(ids[0], "loss")
+    assert sorted((m.step, m.value) for m in hist) == [(0, 1.0), (1, 0.5)]
+    assert [m.value for m in mlflow.MlflowClient().get_metric_history(ids[1], "loss")] == [2.0]
