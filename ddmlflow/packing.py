@@ -3,8 +3,8 @@
 KLW's local nets are small: on a CPU a separately trained local spends most of
 its step in per-step overhead (Python, op dispatch, tiny kernels), so N of them
 one after another cost nearly as much as the global net although they need ~1/N
-of its FLOPs. Here one compiled TensorFlow function trains all of them per batch:
-one input pipeline of whole images, each branch cropping its box inside the graph
+of its FLOPs. Here one compiled TensorFlow function trains all of them, an epoch
+per call: one input pipeline of whole images, each branch cropping its box inside the graph
 (so any box sizes pack together: type A, type B, explicit lists), the N losses
 summed. The branches share no variable, so the gradient of the sum with respect
 to a branch's weights is that branch's own gradient, and each branch keeps its
@@ -200,8 +200,9 @@ def _restore(path: Path, branches: list[_Branch]) -> int:
     """Load a group checkpoint into ``branches``; returns the number of finished epochs."""
     variables = [v for b in branches for v in training_state(b.net, b.net.optimizer)]
     meta, arrays = load_state(path, variables)
+    if [m["box"] for m in meta["branches"]] != [b.box for b in branches]:
+        raise RuntimeError(f"checkpoint {path} belongs to another group of boxes; remove it to start afresh")
     for k, (b, m) in enumerate(zip(branches, meta["branches"])):
-        assert m["box"] == b.box, f"checkpoint {path} belongs to another group"
         b.history, b.epochs_run = m["history"], m["epochs_run"]
         if b.stop is not None:
             b.stop = EarlyStop.from_arrays(m["early_stopping"], arrays, f"es{k}")
