@@ -198,10 +198,14 @@ def _save(path: Path, branches: list[_Branch], epochs_done: int) -> None:
 
 def _restore(path: Path, branches: list[_Branch]) -> int:
     """Load a group checkpoint into ``branches``; returns the number of finished epochs."""
-    variables = [v for b in branches for v in training_state(b.net, b.net.optimizer)]
-    meta, arrays = load_state(path, variables)
-    if [m["box"] for m in meta["branches"]] != [b.box for b in branches]:
-        raise RuntimeError(f"checkpoint {path} belongs to another group of boxes; remove it to start afresh")
+    import json
+
+    with np.load(path) as z:
+        saved = [m["box"] for m in json.loads(str(z["meta"]))["branches"]]
+    if saved != [b.box for b in branches]:
+        raise RuntimeError(f"checkpoint {path} holds boxes {saved}, not {[b.box for b in branches]}; "
+                           "remove it to start afresh")
+    meta, arrays = load_state(path, [v for b in branches for v in training_state(b.net, b.net.optimizer)])
     for k, (b, m) in enumerate(zip(branches, meta["branches"])):
         b.history, b.epochs_run = m["history"], m["epochs_run"]
         if b.stop is not None:
