@@ -13,7 +13,9 @@ validation every epoch, ``training.fit``) for the global net and the locals:
 * ``inference``: images/s of the global net and of the CNN-DNN as one Keras
   model (crop -> locals -> coarse, ``build_coherent``) at batch 256.
 
-An epoch's time is the mean over epochs 2..E (epoch 1 includes tracing).
+An epoch's time is the mean over epochs 2..E (epoch 1 includes tracing). On a
+shared CPU, ``--rounds R`` also times global, process and packed in turn, R
+rounds in one process, and reports the medians of the per-round ratios.
 ``--image-size`` shrinks the volume/image (e.g. ``64,64,32`` for chest CT).
 """
 from __future__ import annotations
@@ -84,6 +86,36 @@ def _fit_seconds(net, data, num_classes, cfg) -> float:
     return _per_epoch(stamps)
 
 
+def route_seconds(name: str, p, cfg, prep) -> float:
+    """Seconds per epoch of one route (global, process: the sum over the locals, packed)."""
+    from ddmlflow import models
+    from ddmlflow.packing import train_packed
+    from ddmlflow.training import seed_everything
+
+    dec, k = prep.decomposition, prep.num_classes
+    if name == "global":
+        seed_everything(0)
+        net = models.build(p.model, dec.image_shape, k, name="global")
+        return _fit_seconds(net, (prep.x_train, prep.y_train, prep.x_val, prep.y_val), k, cfg)
+    if name == "process":
+        total = 0.0
+        for i in range(dec.n):
+            seed_everything(1 + i)
+            net = models.build(p.model, dec.input_shape(i), k, p.width_divisor, name=f"local_{i:02d}")
+            data = tuple(np.ascontiguousarray(d) for d in (dec.crop(prep.x_train, i), prep.y_train,
+                                                           dec.crop(prep.x_val, i), prep.y_val))
+            total += _fit_seconds(net, data, k, cfg)
+        return total
+    stamps = [time.perf_counter()]
+
+    def stamp(branch, epoch, metrics):
+        if branch == 0:
+            stamps.append(time.perf_counter())
+
+    train_packed(cfg, prep, list(range(dec.n)), [""] * dec.n, None, stamp)
+    return _per_epoch(stamps)
+
+
 def route(name: str, a) -> dict:
     """One route, in this process."""
     import os as _os
@@ -96,38 +128,23 @@ def route(name: str, a) -> dict:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
         tf.config.threading.set_inter_op_parallelism_threads(inter)
     from ddmlflow import models, profiling
-    from ddmlflow.training import seed_everything
 
     p, cfg, prep = _setup(a)
     dec, k = prep.decomposition, prep.num_classes
     out: dict = {}
-    if name == "global":
-        seed_everything(0)
-        net = models.build(p.model, dec.image_shape, k, name="global")
-        out["s_per_epoch"] = _fit_seconds(net, (prep.x_train, prep.y_train, prep.x_val, prep.y_val), k, cfg)
-        out["flops"] = profiling.flops(net)
-    elif name == "process":
-        times, flops = [], 0
-        for i in range(dec.n):
-            seed_everything(1 + i)
-            net = models.build(p.model, dec.input_shape(i), k, p.width_divisor, name=f"local_{i:02d}")
-            data = tuple(np.ascontiguousarray(d) for d in (dec.crop(prep.x_train, i), prep.y_train,
-                                                           dec.crop(prep.x_val, i), prep.y_val))
-            times.append(_fit_seconds(net, data, k, cfg))
-            flops += profiling.flops(net)
-        out.update(s_per_epoch=sum(times), per_local=times, flops=flops)
-    elif name == "packed":
-        from ddmlflow.packing import train_packed
-
-        stamps = []
-
-        def stamp(branch, epoch, metrics):
-            if branch == 0:
-                stamps.append(time.perf_counter())
-
-        stamps.append(time.perf_counter())
-        train_packed(cfg, prep, list(range(dec.n)), [""] * dec.n, None, stamp)
-        out["s_per_epoch"] = _per_epoch(stamps)
+    if name == "paired":  # the three routes in turn, round after round: ratios from the same minutes
+        rounds = []
+        for _ in range(a.rounds):
+            t = {r: route_seconds(r, p, cfg, prep) for r in ("global", "process", "packed")}
+            rounds.append({"process_speedup": t["global"] / t["process"], "packed_speedup": t["global"] / t["packed"],
+                           **{f"{r}_s_per_epoch": v for r, v in t.items()}})
+        out["rounds"] = rounds
+    elif name in ("global", "process", "packed"):
+        out["s_per_epoch"] = route_seconds(name, p, cfg, prep)
+        if name != "packed":  # exact FLOPs (model-profiler's convention miscounts Conv3D)
+            nets = ([models.build(p.model, dec.image_shape, k)] if name == "global" else
+                    [models.build(p.model, dec.input_shape(i), k, p.width_divisor) for i in range(dec.n)])
+            out["flops"] = sum(profiling.flops(net, exact=True) for net in nets)
     elif name == "inference":
         from ddmlflow.models.cnn_dnn import build_coherent_from_scratch
 
@@ -160,6 +177,9 @@ def main() -> None:
     ap.add_argument("--image-size", type=lambda s: [int(v) for v in s.split(",")], default=None,
                     help="spatial size instead of the preset's, e.g. 64,64,32")
     ap.add_argument("--routes", default="global,process,packed,inference")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="also time global/process/packed in turn for this many rounds in one process; "
+                         "speedups are then the medians of the per-round ratios (robust on a shared CPU)")
     ap.add_argument("--threads", type=lambda s: [int(v) for v in s.split(",")], default=None,
                     help="TensorFlow intra,inter op threads for every route (default: TensorFlow's)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -169,7 +189,8 @@ def main() -> None:
         print(json.dumps(route(a.route, a)))
         return
     argv = [arg for arg in sys.argv[1:] if arg not in ("--json",)]
-    r = {name: run_child(name, argv) for name in a.routes.split(",")}
+    names = a.routes.split(",") + (["paired"] if a.rounds else [])
+    r = {name: run_child(name, argv) for name in names}
     p, cfg, prep = _setup(a)
     out = {"preset": a.preset, "n": a.n, "batch_size": cfg.batch_size, "epochs": a.epochs,
            "image_shape": list(prep.decomposition.image_shape), "n_locals": prep.decomposition.n,
@@ -191,6 +212,12 @@ def main() -> None:
         i = r["inference"]
         out.update(global_images_per_s=i["global_images_per_s"], cnn_dnn_images_per_s=i["cnn_dnn_images_per_s"],
                    inference_speedup=i["cnn_dnn_images_per_s"] / i["global_images_per_s"])
+    if "paired" in r:
+        rounds = r["paired"]["rounds"]
+        med = {key: float(np.median([x[key] for x in rounds])) for key in rounds[0]}
+        out.update({f"{key}_median": v for key, v in med.items()}, rounds=rounds,
+                   note="speedups: medians of per-round ratios (global, process, packed timed in turn)")
+        out["process_speedup"], out["packed_speedup"] = med["process_speedup"], med["packed_speedup"]
     if a.json:
         print(json.dumps(out))
     else:
