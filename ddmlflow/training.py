@@ -1,8 +1,9 @@
 """Fitting one network the way every step does: same loss, same early stopping, same logging.
 
-Each finished epoch is checkpointed (Keras ``BackupAndRestore``) in a work
-folder keyed by the MLflow run, so a killed process resumes from its last
-finished epoch; the MLflow callback skips epochs a previous attempt already
+Each finished epoch is checkpointed (``EpochCheckpoint``: weights, optimizer,
+dropout seeds, early-stopping state) in a work folder keyed by the MLflow run,
+so a killed process resumes from its last finished epoch and ends as an
+uninterrupted one would; the MLflow callback skips epochs a previous attempt already
 logged, so the history holds every epoch exactly once. With a tracking
 server the checkpoint is also kept in the run's artifacts (``checkpoint/``),
 so a retry on another machine (a Ray task whose node died) resumes too.
@@ -17,6 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from .checkpoint import EarlyStop, load_state, save_state, shuffled_batches, training_state
 from .models import loss_for, to_probabilities
 from .optimizers import make_optimizer
 
@@ -66,34 +68,41 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         retry(mlflow.log_metrics, metrics, step=epoch)
 
 
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras' epoch checkpoint, written atomically: a process killed while saving
-    (SIGKILL, out of memory) leaves the previous checkpoint intact, not a torn HDF5 file.
-    ``mirror``: also upload it to the active run's artifacts after each epoch."""
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Early stopping and the epoch checkpoint as one callback, so their states always agree.
 
-    def __init__(self, backup_dir: str, mirror: bool = False, **kwargs):
-        super().__init__(backup_dir, **kwargs)
-        self.mirror = mirror
+    After every epoch: update the early-stopping state, then save weights, BN
+    statistics, dropout seeds, optimizer slots and that state to one file,
+    atomically (``checkpoint.save_state``). ``restore`` puts all of it back
+    before ``fit`` resumes at ``epochs_done``.
+    """
 
-    def _save_model(self):
-        import json
-        import os
+    def __init__(self, path: Path | None, stop: EarlyStop | None, mirror: bool = False):
+        super().__init__()
+        self.path, self.stop, self.epochs_done, self.mirror = path, stop, 0, mirror
 
-        os.makedirs(self.backup_dir, exist_ok=True)
-        tmp = os.path.join(self.backup_dir, "saving.weights.h5")
-        self.model.save_weights(tmp, overwrite=True)
-        meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
-        with open(tmp + ".json", "w") as f:
-            f.write(json.dumps(meta))
-        os.replace(tmp, self._weights_path)
-        os.replace(tmp + ".json", self._training_metadata_path)
-        if self.mirror:  # weights first: a crash in between resumes one epoch late, never torn
-            import mlflow
+    def restore(self, model: keras.Model) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        meta, arrays = load_state(self.path, training_state(model, model.optimizer))
+        self.epochs_done = meta["epochs_done"]
+        if self.stop is not None:
+            self.stop = EarlyStop.from_arrays(meta["early_stopping"], arrays, "es")
 
-            from .tracking import retry
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs_done = epoch + 1
+        if self.stop is not None and self.stop.update(epoch, float(logs["val_accuracy"]), self.model.get_weights):
+            self.model.stop_training = True
+        if self.path is not None:
+            es_meta, es_arrays = self.stop.to_arrays("es") if self.stop is not None else (None, {})
+            save_state(self.path, training_state(self.model, self.model.optimizer),
+                       {"epochs_done": self.epochs_done, "early_stopping": es_meta}, es_arrays)
+            if self.mirror:  # the run's artifact copy, for a retry on another machine
+                import mlflow
 
-            for path in (self._weights_path, self._training_metadata_path):
-                retry(mlflow.log_artifact, path, CHECKPOINT_ARTIFACTS)
+                from .tracking import retry
+
+                retry(mlflow.log_artifact, str(self.path), CHECKPOINT_ARTIFACTS)
 
 
 CHECKPOINT_ARTIFACTS = "checkpoint"
@@ -181,31 +190,44 @@ def augmented(x, y, cfg: FitConfig, crop=None) -> _Augmented:
 
 
 def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
-        checkpoint_dir: Path | None = None, log_to_mlflow: bool = True, skip_epochs: set[int] = frozenset()) -> dict:
+        checkpoint_dir: Path | None = None, log_to_mlflow: bool = True, skip_epochs: set[int] = frozenset(),
+        callbacks: list = ()) -> dict:
     """Train with early stopping on val_accuracy (best weights restored); returns a summary.
 
     ``data`` is (x, y, x_val, y_val); x may be ``augmented(...)`` batches (whole images, then cropped).
+    With ``checkpoint_dir``, a killed training resumes after its last finished epoch
+    and ends with the same weights as an uninterrupted one (see checkpoint.py).
+    Extra ``callbacks`` run after each epoch's checkpoint is written.
     """
     x, y, xv, yv = data
     compile_model(model, num_classes, cfg)
-    callbacks: list = []
-    if cfg.patience > 0:  # 0: no early stopping (KLW trains some nets a fixed 500 epochs)
-        callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.patience, mode="max",
-                                                       restore_best_weights=True))
-    if checkpoint_dir is not None:
-        mirror = mirror_checkpoints()
-        if mirror:
-            restore_checkpoint(checkpoint_dir)
-        callbacks.append(AtomicBackupAndRestore(str(checkpoint_dir), mirror=mirror, save_freq="epoch"))
-    if log_to_mlflow:
-        callbacks.insert(0, MlflowEpochLogger(skip_epochs))
-    train = x if isinstance(x, _Augmented) else augmented(x, y, cfg) if cfg.augment else x
-    kw = {} if isinstance(train, _Augmented) else {"y": y, "batch_size": cfg.batch_size, "shuffle": True}
+    model.optimizer.build(model.trainable_variables)
+    # patience 0: no early stopping (KLW trains some nets a fixed 500 epochs)
+    stop = EarlyStop(cfg.patience) if cfg.patience > 0 else None
+    mirror = checkpoint_dir is not None and mirror_checkpoints()
+    if mirror:
+        restore_checkpoint(Path(checkpoint_dir))
+    ckpt = EpochCheckpoint(None if checkpoint_dir is None else Path(checkpoint_dir) / "fit.npz", stop, mirror)
+    ckpt.restore(model)
+    callbacks = [MlflowEpochLogger(skip_epochs)] * log_to_mlflow + [ckpt, *callbacks]
+    first = ckpt.epochs_done
+    if isinstance(x, _Augmented) or cfg.augment:
+        train, kw = x if isinstance(x, _Augmented) else augmented(x, y, cfg), {}
+        train.first_epoch = first  # a resumed training continues the draws where it stopped
+    else:
+        train = shuffled_batches(x, y, cfg.batch_size, cfg.seed, first, cfg.epochs)
+        kw = {"steps_per_epoch": int(np.ceil(len(x) / cfg.batch_size)), "shuffle": False}
     t0 = time.perf_counter()
-    hist = model.fit(train, validation_data=(xv, yv), epochs=cfg.epochs, callbacks=callbacks, verbose=2, **kw)
+    if first < cfg.epochs and not (ckpt.stop is not None and ckpt.stop.stopped):
+        model.fit(train, validation_data=(xv, yv), epochs=cfg.epochs, initial_epoch=first,
+                  callbacks=callbacks, verbose=2, **kw)
     train_time = time.perf_counter() - t0
-    epochs_run = len(hist.epoch) and hist.epoch[-1] + 1
-    return {"train_time_s": train_time, "epochs_run": epochs_run}
+    if ckpt.stop is not None and ckpt.stop.best_weights is not None:
+        model.set_weights(ckpt.stop.best_weights)  # as EarlyStopping(restore_best_weights=True)
+    if ckpt.path is not None:
+        ckpt.path.unlink(missing_ok=True)  # as BackupAndRestore: a finished training leaves no checkpoint
+    return {"train_time_s": train_time, "epochs_run": ckpt.epochs_done,
+            "best_epoch": None if ckpt.stop is None else ckpt.stop.best_epoch}
 
 
 def predict_probs(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -20,7 +20,7 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 TINY = ["--n-train", "120", "--n-val", "60", "--epochs", "1", "--coarse-epochs", "1", "--global", "false",
-        "--max-parallel", "2", "--registered-model-name", "native-shapes"]
+        "--max-parallel", "2", "--registered-model-name", "native-shapes", "--executor", "process"]
 KILL_LOCAL_01 = """
 import os, signal, sys
 argv = " ".join(getattr(sys, "orig_argv", []))

@@ -58,7 +58,7 @@ def _wait_for_epoch(run_name: str, step: int, proc: subprocess.Popen, timeout: f
 
 @pytest.mark.slow
 def test_sigkilled_local_is_isolated_then_resumed(mlflow_env):
-    proc = _full()
+    proc = _full(["--executor", "process"])
     victim = _wait_for_epoch("train_local/00", 1, proc)
     os.kill(_pid_of(victim.info.run_id), signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
@@ -72,7 +72,7 @@ def test_sigkilled_local_is_isolated_then_resumed(mlflow_env):
     assert _runs("train_coarse") == [] and _runs("evaluate") == []  # nothing ran on an incomplete set
     assert len(c.get_metric_history(victim.info.run_id, "loss")) >= 2
 
-    again = _full()
+    again = _full(["--executor", "process"])
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-3000:]
     assert f"train_local/00: resuming unfinished run {victim.info.run_id}" in err
@@ -88,7 +88,7 @@ def test_sigkilled_local_is_isolated_then_resumed(mlflow_env):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_children_and_marks_runs_killed(mlflow_env):
-    proc = _full()
+    proc = _full(["--executor", "process"])
     _wait_for_epoch("train_local/00", 0, proc)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     out, err = proc.communicate(timeout=120)
@@ -98,6 +98,34 @@ def test_ctrl_c_stops_children_and_marks_runs_killed(mlflow_env):
     assert statuses["train_local/00"] == "KILLED"
     assert "RUNNING" not in statuses.values(), statuses
     assert _pid_of(_runs("train_local/00")[0].info.run_id) is None
+
+
+@pytest.mark.slow
+def test_sigkilled_packed_group_resumes_from_its_last_epoch(mlflow_env):
+    """The packed worker (all four locals as one program) killed after epoch 1: every local fails with
+    the reason, and the rerun resumes the group from its checkpoint, each epoch logged exactly once."""
+    proc = _full(["--executor", "packed"])
+    first = _wait_for_epoch("train_local/00", 1, proc)
+    worker = _pid_of("ddmlflow.executors.worker")
+    os.kill(worker, signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1 and "4 of 4 trainings failed" in err and "killed by SIGKILL" in err, err[-2000:]
+    locals_ = _runs("train_local/")
+    assert len(locals_) == 4 and {r.info.status for r in locals_} == {"FAILED"}
+    assert {r.data.tags["ddmlflow.group"] for r in locals_} == {first.data.tags["ddmlflow.group"]}
+    done_before = {r.info.run_id: len(_history(r.info.run_id, "loss")) for r in locals_}
+    assert min(done_before.values()) >= 2
+
+    again = _full(["--executor", "packed"])
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    assert sum("resuming unfinished run" in line for line in err.splitlines()) == 4
+    for r in _runs("train_local/"):
+        assert r.info.run_id in done_before  # the same four runs, resumed
+        done = _client().get_run(r.info.run_id)
+        assert done.info.status == "FINISHED" and done.data.metrics["epochs_run"] == 4
+        for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert [s for s, _ in _history(r.info.run_id, metric)] == [0, 1, 2, 3], metric
 
 
 def _history(run_id: str, metric: str) -> list[tuple[int, float]]:

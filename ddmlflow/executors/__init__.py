@@ -54,7 +54,6 @@ def choose(name: str, n_locals: int, gpus: tuple[str, ...] | list[str], jobs_per
     """``auto``: ``packed`` when locals share a device, else ``process``; other names stay (Ray only when asked)."""
     if name != "auto":
         return name
-    return "process"  # TODO(packed): until ddmlflow.packing lands
     return "packed" if not gpus or n_locals > len(gpus) * jobs_per_gpu else "process"
 
 

@@ -1,0 +1,229 @@
+"""Seconds per epoch of the global net vs the local nets under each executor route, as ratios.
+
+    python benchmarks/executors.py --preset cifar10-vgg3-2x2 --n 2048 --json
+
+Every route runs in a fresh subprocess (so its peak RSS is its own) on random
+data of the preset's shape, with the SAME settings (batch size, optimizer,
+validation every epoch, ``training.fit``) for the global net and the locals:
+
+* ``global``: the global net, ``training.fit``;
+* ``process``: the local nets one after another with ``training.fit`` (in one
+  process; the executor's process start, import and data load are not counted);
+* ``packed``: all local nets as one program, ``packing.train_packed``;
+* ``inference``: images/s of the global net and of the CNN-DNN as one Keras
+  model (crop -> locals -> coarse, ``build_coherent``) at batch 256.
+
+An epoch's time is the mean over epochs 2..E (epoch 1 includes tracing). On a
+shared CPU, ``--rounds R`` also times global, process and packed in turn, R
+rounds in one process, and reports the medians of the per-round ratios.
+``--image-size`` shrinks the volume/image (e.g. ``64,64,32`` for chest CT).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _setup(a):
+    from ddmlflow import presets
+    from ddmlflow.decomposition import make
+
+    p = presets.get(a.preset)
+    shape = tuple(a.image_size) + p.image_shape[-1:] if a.image_size else p.image_shape
+    rng = np.random.default_rng(0)
+    x = rng.random((a.n, *shape), dtype=np.float32)
+    y = rng.integers(0, p.num_classes, a.n)
+    nv = max(a.n // 4, 1)
+    xv, yv = rng.random((nv, *shape), dtype=np.float32), rng.integers(0, p.num_classes, nv)
+    dec = make(p.decomposition, shape, p.overlap)
+    cfg = SimpleNamespace(model=p.model, width_divisor=p.width_divisor, epochs=a.epochs,
+                          batch_size=a.batch_size or p.batch_size, learning_rate=p.learning_rate,
+                          optimizer=p.optimizer, patience=0, seed=0)
+    prep = SimpleNamespace(x_train=x, y_train=y, x_val=xv, y_val=yv, decomposition=dec,
+                           num_classes=p.num_classes, augment=None)
+    return p, cfg, prep
+
+
+def _per_epoch(stamps: list[float]) -> float:
+    """Mean epoch time without the first epoch (tracing, warm-up)."""
+    return float(np.mean(np.diff(stamps[1:]))) if len(stamps) > 2 else stamps[-1] - stamps[0]
+
+
+def _fit_seconds(net, data, num_classes, cfg) -> float:
+    import keras
+
+    from ddmlflow.training import FitConfig, fit
+
+    stamps = []
+
+    class Stamp(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            stamps.append(time.perf_counter())
+
+        def on_epoch_end(self, epoch, logs=None):
+            stamps.append(time.perf_counter())
+
+    import ddmlflow.training as T
+
+    orig = T.MlflowEpochLogger  # fit()'s logger slot, used here as a timer (no MLflow in the benchmark)
+    T.MlflowEpochLogger = lambda skip=(): Stamp()
+    try:
+        fit(net, data, num_classes, FitConfig(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.optimizer,
+                                              patience=0, seed=0), log_to_mlflow=True)
+    finally:
+        T.MlflowEpochLogger = orig
+    return _per_epoch(stamps)
+
+
+def route_seconds(name: str, p, cfg, prep) -> float:
+    """Seconds per epoch of one route (global, process: the sum over the locals, packed)."""
+    from ddmlflow import models
+    from ddmlflow.packing import train_packed
+    from ddmlflow.training import seed_everything
+
+    dec, k = prep.decomposition, prep.num_classes
+    if name == "global":
+        seed_everything(0)
+        net = models.build(p.model, dec.image_shape, k, name="global")
+        return _fit_seconds(net, (prep.x_train, prep.y_train, prep.x_val, prep.y_val), k, cfg)
+    if name == "process":
+        total = 0.0
+        for i in range(dec.n):
+            seed_everything(1 + i)
+            net = models.build(p.model, dec.input_shape(i), k, p.width_divisor, name=f"local_{i:02d}")
+            data = tuple(np.ascontiguousarray(d) for d in (dec.crop(prep.x_train, i), prep.y_train,
+                                                           dec.crop(prep.x_val, i), prep.y_val))
+            total += _fit_seconds(net, data, k, cfg)
+        return total
+    stamps = [time.perf_counter()]
+
+    def stamp(branch, epoch, metrics):
+        if branch == 0:
+            stamps.append(time.perf_counter())
+
+    train_packed(cfg, prep, list(range(dec.n)), [""] * dec.n, None, stamp)
+    return _per_epoch(stamps)
+
+
+def route(name: str, a) -> dict:
+    """One route, in this process."""
+    import os as _os
+
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if a.threads:  # intra,inter op threads, set before TensorFlow starts
+        import tensorflow as tf
+
+        intra, inter = a.threads
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    from ddmlflow import models, profiling
+
+    p, cfg, prep = _setup(a)
+    dec, k = prep.decomposition, prep.num_classes
+    out: dict = {}
+    if name == "paired":  # the three routes in turn, round after round: ratios from the same minutes
+        rounds = []
+        for _ in range(a.rounds):
+            t = {r: route_seconds(r, p, cfg, prep) for r in ("global", "process", "packed")}
+            rounds.append({"process_speedup": t["global"] / t["process"], "packed_speedup": t["global"] / t["packed"],
+                           **{f"{r}_s_per_epoch": v for r, v in t.items()}})
+        out["rounds"] = rounds
+    elif name in ("global", "process", "packed"):
+        out["s_per_epoch"] = route_seconds(name, p, cfg, prep)
+        if name != "packed":  # exact FLOPs (model-profiler's convention miscounts Conv3D)
+            nets = ([models.build(p.model, dec.image_shape, k)] if name == "global" else
+                    [models.build(p.model, dec.input_shape(i), k, p.width_divisor) for i in range(dec.n)])
+            out["flops"] = sum(profiling.flops(net, exact=True) for net in nets)
+    elif name == "inference":
+        from ddmlflow.models.cnn_dnn import build_coherent_from_scratch
+
+        x = prep.x_train[:max(a.n, 1024)]
+        nets = {"global": models.build(p.model, dec.image_shape, k, name="global"),
+                "cnn_dnn": build_coherent_from_scratch(p.model, dec, k, p.width_divisor, p.coarse_hidden)}
+        for key, net in nets.items():
+            net.predict(x[:256], batch_size=256, verbose=0)
+            t0 = time.perf_counter()
+            net.predict(x, batch_size=256, verbose=0)
+            out[f"{key}_images_per_s"] = len(x) / (time.perf_counter() - t0)
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def run_child(name: str, argv: list[str]) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    res = subprocess.run([sys.executable, __file__, "--route", name, *argv], capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise SystemExit(f"route {name} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", default="cifar10-vgg3-2x2")
+    ap.add_argument("--n", type=int, default=2048, help="random training images (validation: n/4)")
+    ap.add_argument("--batch-size", type=int, default=0, help="default: the preset's")
+    ap.add_argument("--epochs", type=int, default=3, help="timed epochs + 1 warm-up epoch")
+    ap.add_argument("--image-size", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                    help="spatial size instead of the preset's, e.g. 64,64,32")
+    ap.add_argument("--routes", default="global,process,packed,inference")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="also time global/process/packed in turn for this many rounds in one process; "
+                         "speedups are then the medians of the per-round ratios (robust on a shared CPU)")
+    ap.add_argument("--threads", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                    help="TensorFlow intra,inter op threads for every route (default: TensorFlow's)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--route", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.route:
+        print(json.dumps(route(a.route, a)))
+        return
+    argv = [arg for arg in sys.argv[1:] if arg not in ("--json",)]
+    names = a.routes.split(",") + (["paired"] if a.rounds else [])
+    r = {name: run_child(name, argv) for name in names}
+    p, cfg, prep = _setup(a)
+    out = {"preset": a.preset, "n": a.n, "batch_size": cfg.batch_size, "epochs": a.epochs,
+           "image_shape": list(prep.decomposition.image_shape), "n_locals": prep.decomposition.n,
+           "cpu_count": os.cpu_count()}
+    if "global" in r:
+        out.update(global_s_per_epoch=r["global"]["s_per_epoch"], global_rss_mb=r["global"]["rss_mb"])
+    if "process" in r:
+        out.update(process_sum_s_per_epoch=r["process"]["s_per_epoch"], process_rss_mb=r["process"]["rss_mb"],
+                   process_note="locals one after another in one process (start/import/data load not counted)")
+        if "global" in r:
+            out["process_speedup"] = r["global"]["s_per_epoch"] / r["process"]["s_per_epoch"]
+            out["flops_ratio"] = r["global"]["flops"] / r["process"]["flops"]
+    if "packed" in r:
+        out.update(packed_s_per_epoch=r["packed"]["s_per_epoch"], packed_rss_mb=r["packed"]["rss_mb"])
+        if "global" in r:
+            out["packed_speedup"] = r["global"]["s_per_epoch"] / r["packed"]["s_per_epoch"]
+            out["packed_rss_ratio"] = r["packed"]["rss_mb"] / r["global"]["rss_mb"]
+    if "inference" in r:
+        i = r["inference"]
+        out.update(global_images_per_s=i["global_images_per_s"], cnn_dnn_images_per_s=i["cnn_dnn_images_per_s"],
+                   inference_speedup=i["cnn_dnn_images_per_s"] / i["global_images_per_s"])
+    if "paired" in r:
+        rounds = r["paired"]["rounds"]
+        med = {key: float(np.median([x[key] for x in rounds])) for key in rounds[0]}
+        out.update({f"{key}_median": v for key, v in med.items()}, rounds=rounds,
+                   note="speedups: medians of per-round ratios (global, process, packed timed in turn)")
+        out["process_speedup"], out["packed_speedup"] = med["process_speedup"], med["packed_speedup"]
+    if a.json:
+        print(json.dumps(out))
+    else:
+        for key, v in out.items():
+            print(f"{key:>26}: {v:.3f}" if isinstance(v, float) else f"{key:>26}: {v}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Resumable training: early stopping as data, one atomic checkpoint per epoch, a fixed batch order.
+
+A training killed after epoch k (SIGKILL, out of memory, a preempted node) must
+end with the same weights as one that never stopped. That needs every piece of
+state that the next epochs depend on: weights, batch-norm statistics, dropout
+seed generators, optimizer slots, the early-stopping counters and best weights,
+and the batch order. Keras' ``BackupAndRestore`` keeps the first two only and
+Keras' shuffle depends on how many epochs this process has run, so both routes
+(``training.fit`` and the packed group in ``packing.py``) use what is here.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class EarlyStop:
+    """Keras' ``EarlyStopping(val_accuracy, mode="max", restore_best_weights=True)``, as plain state.
+
+    Data, not a callback, so that it is checkpointed with the weights and a packed
+    group runs one per branch. ``update`` is Keras 3.15's ``on_epoch_end``: the
+    first epoch's weights are the first best; an epoch is better only if strictly
+    greater; training stops once ``wait >= patience`` (never at epoch 0); the best
+    weights are restored at the end of training, stopped early or not.
+    """
+
+    patience: int
+    best: float | None = None
+    best_epoch: int = 0
+    wait: int = 0
+    stopped_epoch: int | None = None  # the last epoch trained, when patience ran out
+    best_weights: list | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_epoch is not None
+
+    def update(self, epoch: int, value: float, weights) -> bool:
+        """Record epoch ``epoch``'s monitored value (``weights()`` gives the current weights);
+        True when training should stop."""
+        if self.best_weights is None:
+            self.best_weights, self.best_epoch = weights(), epoch
+        self.wait += 1
+        if self.best is None or value > self.best:
+            self.best, self.best_epoch, self.wait = float(value), epoch, 0
+            self.best_weights = weights()
+            return False
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+        return self.stopped
+
+    def to_arrays(self, prefix: str) -> tuple[dict, dict]:
+        """(JSON-able counters, best weights as named arrays) for ``save_state``."""
+        meta = {"patience": self.patience, "best": self.best, "best_epoch": self.best_epoch,
+                "wait": self.wait, "stopped_epoch": self.stopped_epoch,
+                "n_best": -1 if self.best_weights is None else len(self.best_weights)}
+        return meta, {f"{prefix}/best/{i}": np.asarray(w) for i, w in enumerate(self.best_weights or [])}
+
+    @classmethod
+    def from_arrays(cls, meta: dict, arrays: dict, prefix: str) -> EarlyStop:
+        meta = dict(meta)
+        n = meta.pop("n_best")
+        return cls(**meta, best_weights=None if n < 0 else [arrays[f"{prefix}/best/{i}"] for i in range(n)])
+
+
+def training_state(model, optimizer) -> list:
+    """Every variable the next epochs depend on: weights, BN statistics, dropout seeds
+    (``model.variables`` has the seed generators, ``model.weights`` has not), optimizer slots."""
+    return list(model.variables) + list(optimizer.variables)
+
+
+def save_state(path: Path, variables: list, meta: dict, extra: dict | None = None) -> None:
+    """One ``.npz`` (variables, extra arrays, JSON meta) replaced atomically: a process
+    killed while saving leaves the previous checkpoint intact, never a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"var/{i}": np.asarray(v) for i, v in enumerate(variables)}
+    arrays.update(extra or {})
+    arrays["meta"] = np.array(json.dumps(meta))
+    tmp = path.with_name(path.name + ".tmp.npz")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_state(path: Path, variables: list) -> tuple[dict, dict]:
+    """Assign a checkpoint's variables (same order as saved); returns (meta, all arrays)."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    for i, v in enumerate(variables):
+        v.assign(arrays[f"var/{i}"])
+    return json.loads(str(arrays["meta"])), arrays
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The sample order of one epoch, a function of (seed, epoch) only: a resumed
+    training sees exactly the batches an uninterrupted one would."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def shuffled_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs: int):
+    """tf.data batches of epochs ``first_epoch .. epochs-1`` in ``epoch_order`` (one pipeline for all epochs)."""
+    import tensorflow as tf
+
+    n = len(x)
+    order = np.stack([epoch_order(seed, e, n) for e in range(first_epoch, max(epochs, first_epoch + 1))])
+    xt, yt = tf.constant(np.asarray(x)), tf.constant(np.asarray(y))
+    ds = tf.data.Dataset.from_tensor_slices(order).flat_map(
+        lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size))
+    return ds.map(lambda i: (tf.gather(xt, i), tf.gather(yt, i))).prefetch(2)

@@ -1,0 +1,211 @@
+"""Packed training (packing.py) against separate training, per-branch early stopping, and resume.
+
+Tiny data (generated shapes, 32x32), tiny nets; every comparison is between two
+real trainings, never against stored numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+TOL = 1e-5  # float32 rounding: the packed step sums N losses and runs N nets in one graph
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def prep(tmp_path_factory):
+    from ddmlflow import data
+    from ddmlflow.decomposition import make
+    from ddmlflow.pipeline.prepared import Prepared
+
+    ds = data.load("shapes2d", n_train=96, n_val=48, cache_dir=str(tmp_path_factory.mktemp("cache")),
+                   progress=False)
+    dec = make("2x2", ds.x_train.shape[1:], overlap=2)
+    return Prepared(ds.x_train, ds.y_train, ds.x_val, ds.y_val, list(ds.class_names), dec, ds.name, None)
+
+
+def config(**kw):
+    from ddmlflow.config import resolve
+
+    return dataclasses.replace(resolve("shapes2d-vgg3-2x2"), **{"epochs": 1, "batch_size": 16, "patience": 0, **kw})
+
+
+def max_diff(a: keras.Model, b: keras.Model) -> float:
+    return max(float(np.max(np.abs(u - v))) for u, v in zip(a.get_weights(), b.get_weights()))
+
+
+def separate(cfg, prep, box: int, **kw):
+    """A local trained alone by training.fit, seeded as pipeline/train.py, in the packed group's batch order."""
+    from ddmlflow import models
+    from ddmlflow.training import FitConfig, fit, seed_everything
+
+    seed_everything(cfg.seed + 1 + box)
+    net = models.build(cfg.model, prep.decomposition.input_shape(box), prep.num_classes,
+                       width_divisor=cfg.width_divisor, name=f"local_{box:02d}")
+    fc = FitConfig(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.optimizer, cfg.patience, seed=cfg.seed)
+    return net, fit(net, prep.box(box), prep.num_classes, fc, log_to_mlflow=False, **kw)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
+def test_packed_equals_separate_after_one_epoch(prep, optimizer):
+    from ddmlflow.packing import train_packed
+
+    cfg = config(optimizer=optimizer, learning_rate=0.01 if optimizer == "sgd" else 1e-3)
+    boxes = list(range(prep.decomposition.n))
+    packed = train_packed(cfg, prep, boxes, [f"run{b}" for b in boxes], None)
+    for r in packed:
+        alone, summary = separate(cfg, prep, r.box)
+        assert r.epochs_run == summary["epochs_run"] == 1
+        assert max_diff(r.model, alone) < TOL, f"box {r.box}"
+        assert r.model.input_shape == alone.input_shape and r.model.name == alone.name
+        # the reported accuracy is the returned model's accuracy on the validation data
+        x, _, xv, yv = prep.box(r.box)
+        acc = np.mean(np.argmax(r.model.predict(xv, verbose=0), 1) == yv)
+        assert r.history["val_accuracy"][-1] == pytest.approx(acc)
+    w0 = [r.model.get_weights()[0] for r in packed]
+    assert not np.allclose(w0[0], w0[1]), "branches must be initialised from their own seeds"
+
+
+def test_early_stopping_is_per_branch(prep):
+    """A branch stops (and is restored to its best epoch) while others go on; each branch's result
+    is what it would be if trained in a group of its own, so the rest of the group changes nothing."""
+    from ddmlflow.checkpoint import EarlyStop
+    from ddmlflow.packing import train_packed
+
+    cfg = config(epochs=8, patience=1, learning_rate=3e-3)
+    boxes = list(range(prep.decomposition.n))
+    group = train_packed(cfg, prep, boxes, [""] * len(boxes), None)
+    runs = [r.epochs_run for r in group]
+    assert min(runs) < max(runs), f"the test needs branches that stop at different epochs: {runs}"
+    for r in group:
+        assert len(r.history["val_accuracy"]) == r.epochs_run
+        replay = EarlyStop(cfg.patience)  # the rule, replayed on the branch's own learning curve
+        stops = [replay.update(e, v, lambda: []) for e, v in enumerate(r.history["val_accuracy"])]
+        assert stops.index(True) + 1 == r.epochs_run if True in stops else r.epochs_run == cfg.epochs
+        assert r.best_epoch == replay.best_epoch
+        xv, yv = prep.box(r.box)[2:]
+        acc = np.mean(np.argmax(r.model.predict(xv, verbose=0), 1) == yv)
+        assert acc == pytest.approx(r.history["val_accuracy"][r.best_epoch])  # best weights restored
+    first, last = runs.index(min(runs)), runs.index(max(runs))
+    for k in (first, last):
+        alone = train_packed(cfg, prep, [boxes[k]], [""], None)[0]
+        assert alone.epochs_run == group[k].epochs_run
+        assert max_diff(alone.model, group[k].model) < TOL
+
+
+def test_group_resumes_after_interruption(prep, tmp_path):
+    from ddmlflow.packing import CHECKPOINT, train_packed
+
+    cfg = config(epochs=5, patience=1, learning_rate=3e-3)
+    boxes = list(range(prep.decomposition.n))
+    whole = train_packed(cfg, prep, boxes, [""] * len(boxes), None)
+
+    def die_after_epoch_2(k, epoch, metrics):
+        if epoch == 2:  # before epoch 2's checkpoint: the resumed group redoes epoch 2
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_packed(cfg, prep, boxes, [""] * len(boxes), tmp_path, die_after_epoch_2)
+    assert (tmp_path / CHECKPOINT).exists()
+    resumed = train_packed(cfg, prep, boxes, [""] * len(boxes), tmp_path)
+    assert not (tmp_path / CHECKPOINT).exists()
+    for a, b in zip(whole, resumed):
+        assert (a.epochs_run, a.best_epoch) == (b.epochs_run, b.best_epoch)
+        assert a.history == b.history
+        assert max_diff(a.model, b.model) == 0.0
+
+
+def test_fit_resumes_with_early_stopping_state(prep, tmp_path):
+    """training.fit killed after epoch 2 and resumed ends exactly as an uninterrupted fit."""
+    cfg = config(epochs=6, patience=2, learning_rate=3e-3)
+
+    class DieAfter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise Interrupt
+
+    whole, s_whole = separate(cfg, prep, 0)
+    with pytest.raises(Interrupt):
+        separate(cfg, prep, 0, checkpoint_dir=tmp_path, callbacks=[DieAfter()])
+    assert (tmp_path / "fit.npz").exists()
+    resumed, s_resumed = separate(cfg, prep, 0, checkpoint_dir=tmp_path)
+    assert (s_whole["epochs_run"], s_whole["best_epoch"]) == (s_resumed["epochs_run"], s_resumed["best_epoch"])
+    assert max_diff(whole, resumed) == 0.0
+
+
+def test_served_cnn_dnn_is_one_program_equal_to_two_steps(prep, tmp_path):
+    """The pyfunc runs crop -> locals -> coarse as one Keras model; same numbers as the two-step path."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+
+    from ddmlflow import models
+    from ddmlflow.models.cnn_dnn import predict_two_step
+    from ddmlflow.serving import CNNDNNModel
+
+    dec, k = prep.decomposition, prep.num_classes
+    art = {"decomposition": tmp_path / "d.json", "meta": tmp_path / "m.json", "coarse": tmp_path / "coarse.keras"}
+    art["decomposition"].write_text(dec.to_json())
+    art["meta"].write_text(json.dumps({"class_names": prep.class_names}))
+    nets = [models.build("vgg3", dec.input_shape(i), k, 2, name="local") for i in range(dec.n)]  # same names
+    coarse = models.build_coarse(dec.n, k)
+    coarse.save(art["coarse"])
+    for i, net in enumerate(nets):
+        art[f"local_{i:02d}"] = tmp_path / f"local_{i:02d}.keras"
+        net.save(art[f"local_{i:02d}"])
+    model = CNNDNNModel()
+    model.load_context(type("Ctx", (), {"artifacts": {a: str(p) for a, p in art.items()}})())
+    assert isinstance(model.program, keras.Model) and model.class_names == prep.class_names
+    x = np.asarray(prep.x_val[:20], dtype="float32")
+    np.testing.assert_allclose(model.predict(None, x), predict_two_step(nets, coarse, dec, x), atol=1e-5)
+    with pytest.raises(MlflowException, match="does not match"):
+        model.predict(None, x[:, :8])
+
+
+@pytest.mark.parametrize("model,spec,shape", [("vgg3", "typeB", (32, 32, 3)), ("resnet20", "2x2", (31, 31, 3)),
+                                               ("cnn3d", "2x2x1", (16, 16, 8, 1))])
+def test_packs_any_network_and_box_sizes(model, spec, shape):
+    """Boxes of different sizes (type B; 2x2 of 31 pixels) and 3D volumes pack together; nets with
+    batch normalisation (resnet20, cnn3d) match separate training, moving statistics included."""
+    from ddmlflow.decomposition import make
+    from ddmlflow.packing import train_packed
+    from ddmlflow.pipeline.prepared import Prepared
+
+    rng = np.random.default_rng(1)
+    dec = make(spec, shape)
+    x, xv = rng.random((40, *shape), dtype=np.float32), rng.random((16, *shape), dtype=np.float32)
+    p = Prepared(x, rng.integers(0, 2, 40), xv, rng.integers(0, 2, 16), ["a", "b"], dec, "random", None)
+    cfg = config(model=model)
+    sizes = {dec.boxes[i].shape for i in range(dec.n)}
+    assert len(sizes) > 1 or model == "cnn3d"
+    packed = train_packed(cfg, p, list(range(dec.n)), [""] * dec.n, None)
+    for r in packed:
+        assert r.model.input_shape[1:] == dec.input_shape(r.box)
+    for box in {0, dec.n - 1}:  # boxes of different sizes in 2D
+        alone, _ = separate(cfg, p, box)
+        assert max_diff(packed[box].model, alone) < TOL
+
+
+def test_epoch_logger_logs_each_epoch_once_across_resumes(mlflow_env):
+    import mlflow
+
+    from ddmlflow.packing import mlflow_epoch_logger
+
+    ids = [mlflow.MlflowClient().create_run(mlflow.set_experiment("packed").experiment_id).info.run_id
+           for _ in range(2)]
+    first = mlflow_epoch_logger(ids)
+    first(0, 0, {"loss": 1.0, "accuracy": 0.5})
+    first(1, 0, {"loss": 2.0, "accuracy": 0.5})
+    again = mlflow_epoch_logger(ids)  # a resumed attempt redoes epoch 0
+    again(0, 0, {"loss": 9.0, "accuracy": 0.9})
+    again(0, 1, {"loss": 0.5, "accuracy": 0.7})
+    hist = mlflow.MlflowClient().get_metric_history(ids[0], "loss")
+    assert sorted((m.step, m.value) for m in hist) == [(0, 1.0), (1, 0.5)]
+    assert [m.value for m in mlflow.MlflowClient().get_metric_history(ids[1], "loss")] == [2.0]
