@@ -12,6 +12,7 @@ pin devices and pass parent ids.
 """
 from __future__ import annotations
 
+import threading
 import time
 
 import mlflow
@@ -192,6 +193,7 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
         for k, v in {"ddmlflow.executor": name, "ddmlflow.device": f"GPU:{job.device}" if job.device else "CPU"}.items():
             retry(mlflow.MlflowClient().set_tag, job.run_id, k, v)
     say(f"{len(jobs)} trainings through the {name} executor")
+    threading.Thread(target=_import_tensorflow, daemon=True).start()  # off the critical path: the coarse net needs it
     try:
         results = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address,
                                 bool(opts.gpus)).run(jobs, progress)
@@ -208,6 +210,14 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
         lines = "; ".join(f"{r.job.name}: {r.reason} (log: {r.job.log})" for r in failed)
         raise StepsFailed(f"{len(failed)} of {len(jobs)} trainings failed: {lines}. No later step ran. "
                           "Rerun the same command to resume them (finished ones are reused).")
+
+
+def _import_tensorflow() -> None:
+    """Import TensorFlow/Keras (and the coarse step) while the executor trains, not after it."""
+    import importlib
+
+    for module in ("tensorflow", "keras", "ddmlflow.pipeline.coarse", "ddmlflow.pipeline.evaluate"):
+        importlib.import_module(module)
 
 
 def run_full(cfg: RunConfig, opts: FullOptions, run_id: str = "", track=None) -> dict:
