@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 from . import profiling
 from .errors import InputError, require
 from .tracking import REASON_TAG, logged_steps, retry, step_run, work_dir
-from .training import AtomicBackupAndRestore, FitConfig, _Augmented, compile_model
+from .training import EpochCheckpoint, FitConfig, _Augmented, compile_model
 
 TUNERS = ("grid", "random", "bayesian", "hyperband")
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
@@ -262,7 +262,12 @@ class NetworkHyperModel(kt.HyperModel):
         if self.fit_cfg.patience > 0:
             cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=self.fit_cfg.patience, mode="max"))
         backup = self.project_dir / f"trial_{trial_id}" / f"backup_{execution}"
-        cbs += [AtomicBackupAndRestore(str(backup), save_freq="epoch"), _EpochLog(run_id, execution)]
+        backup.mkdir(parents=True, exist_ok=True)
+        ckpt = EpochCheckpoint(backup / "fit.npz", None)  # a killed trial resumes after its last finished epoch
+        model.optimizer.build(model.trainable_variables)
+        ckpt.restore(model)
+        initial_epoch = max(initial_epoch, ckpt.epochs_done)
+        cbs += [ckpt, _EpochLog(run_id, execution)]
         bs = int(v["batch_size"])
         if self.fit_cfg.augment:
             data, kw = _Augmented(x, y, bs, self.fit_cfg.augment, self.fit_cfg.seed), {}
