@@ -277,7 +277,7 @@ class NetworkHyperModel(kt.HyperModel):
         hist = model.fit(data, validation_data=validation_data, epochs=epochs, callbacks=cbs,
                          initial_epoch=initial_epoch, verbose=2, **kw)
         self.executions.append({"time_s": time.perf_counter() - t0, "epochs": len(hist.epoch),
-                                "flops_per_sample": profiling.flops(model, exact=True), "samples": len(x)})
+                                "flops_per_sample": profiling.flops_exact(model), "samples": len(x)})
         return hist
 
 

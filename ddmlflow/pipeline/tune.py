@@ -193,7 +193,7 @@ def tune_coarse(cfg: RunConfig, local_runs: list[str], opts) -> dict:
 
 def _finish(result: dict, name: str, x, xv) -> dict:
     """Log the search's best values, costs and the best model's probabilities into the active run."""
-    from ..profiling import flops
+    from ..profiling import flops_exact
     from ..training import predict_probs
     from .train import log_probs
 
@@ -201,7 +201,7 @@ def _finish(result: dict, name: str, x, xv) -> dict:
     log_probs(predict_probs(model, x), predict_probs(model, xv))
     retry(mlflow.log_dict, {name: result["best_values"]}, "best_hparams.json")
     retry(mlflow.log_metrics, {"best_objective": result["best_score"], "params_count": model.count_params(),
-                               "flops_per_sample": flops(model, exact=True), "trials_completed": result["trials_completed"],
+                               "flops_per_sample": flops_exact(model), "trials_completed": result["trials_completed"],
                                "trials_failed": result["trials_failed"], "tune_flops": result["flops_spent"],
                                "tune_time_s": result["time_s"], "tune_epochs": result["epochs_run"],
                                "samples": len(x)})

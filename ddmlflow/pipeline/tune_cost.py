@@ -52,7 +52,7 @@ def log_costs(runs: dict[str, str], cfg, opts, target: str) -> dict:
 def _all_ratios(runs, groups, cfg) -> dict:
     """A global search of the same space and trial count, priced from the global net's profile."""
     from .. import models
-    from ..profiling import flops
+    from ..profiling import flops_exact
 
     locs, coarse = groups["locals"], groups["coarse"][0]
     dec = retry(get_run, runs["local/00"]).data.params["decompose_run"]
@@ -62,7 +62,7 @@ def _all_ratios(runs, groups, cfg) -> dict:
     big_k, small_k, n = net.count_params(), coarse.get("params_count", 0.0), len(locs)
     epochs = _sum(locs, "tune_epochs") / n          # the same trial schedule as one local search
     m_cnn, m_dnn = _sum(locs, "trials_completed") / n, coarse.get("trials_completed", 0.0)
-    g_flops = flops(net, exact=True) * locs[0].get("samples", 0.0) * epochs
+    g_flops = flops_exact(net) * locs[0].get("samples", 0.0) * epochs
     f_all = _sum(locs, "tune_flops") + coarse.get("tune_flops", 0.0)
     f_par = max(m.get("tune_flops", 0.0) for m in locs) + coarse.get("tune_flops", 0.0)
     return {"tune_flops/global_equivalent": g_flops, "tune_flops/all": f_all,
