@@ -34,8 +34,10 @@ def main(spec: str, status: str) -> int:
             seen[r] = {"ok": ok, "reason": why}
         Path(status).write_text(json.dumps(seen))
 
-    local = [j for j in jobs if j["step"] == "train_local"]
-    if local:
+    groups: dict[str, list[dict]] = {}  # locals with the same config pack together (tuned ones may differ)
+    for j in (j for j in jobs if j["step"] == "train_local"):
+        groups.setdefault(json.dumps(j["config"], sort_keys=True), []).append(j)
+    for local in groups.values():
         from ..pipeline.packed import train_locals_packed
 
         ids = [j["run_id"] for j in local]
