@@ -11,6 +11,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def use_store(mp: pytest.MonkeyPatch, uri: str, folder: Path) -> None:
+    """Point MLflow and ddmlflow at ``uri`` with work folder and data cache in ``folder``; no inherited run."""
+    import mlflow
+
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("DDMLFLOW_WORK", str(folder / "work"))
+    mp.setenv("DDMLFLOW_CACHE", str(folder / "cache"))
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        mp.delenv(var, raising=False)
+    mlflow.set_tracking_uri(uri)
+
+
 @pytest.fixture
 def mlflow_env(tmp_path, monkeypatch):
     """A fresh sqlite store, work folder and data cache in tmp_path; cwd is tmp_path."""
@@ -18,12 +30,7 @@ def mlflow_env(tmp_path, monkeypatch):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("DDMLFLOW_WORK", str(tmp_path / "work"))
-    monkeypatch.setenv("DDMLFLOW_CACHE", str(tmp_path / "cache"))
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(var, raising=False)
-    mlflow.set_tracking_uri(uri)
+    use_store(monkeypatch, uri, tmp_path)
     mlflow.MlflowClient().search_experiments()  # create the store now: concurrent creation corrupts it
     yield uri
     while mlflow.active_run():

@@ -18,7 +18,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from conftest import ROOT  # noqa: E402
+from conftest import use_store  # noqa: E402
 from ddmlflow.config import FullOptions, parse_options, resolve  # noqa: E402
 from ddmlflow.errors import InputError  # noqa: E402
 
@@ -59,16 +59,9 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_ray(server, tmp_path_factory):
     """An in-process Ray of 2 CPUs whose workers share this process's work folder; tracking on the server."""
-    import mlflow
-
     tmp = tmp_path_factory.mktemp("ray")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", server)
-        mp.setenv("DDMLFLOW_WORK", str(tmp / "work"))
-        mp.setenv("DDMLFLOW_CACHE", str(tmp / "cache"))
-        for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.delenv(var, raising=False)
-        mlflow.set_tracking_uri(server)
+        use_store(mp, server, tmp)
         ray.shutdown()
         ray.init(num_cpus=2, include_dashboard=False)
         yield server

@@ -38,11 +38,7 @@ def train_coarse(cfg: RunConfig, local_runs: list[str]) -> None:
     """
     run_id = mlflow.active_run().info.run_id
     seed_everything(cfg.seed)
-    runs = [get_run(r, "local_runs") for r in local_runs]
-    probs = [load_probs(r.info.run_id) for r in runs]
-    y, yv = _labels(runs[0].data.params["decompose_run"])
-    k = probs[0][0].shape[1]
-    f, fv = coarse_features([p[0] for p in probs]), coarse_features([p[1] for p in probs])
+    f, y, fv, yv, k = coarse_inputs(local_runs)
     net = build_coarse(len(local_runs), k, hidden=cfg.coarse_hidden, dropout=cfg.coarse_dropout)
     if cfg.coarse_patience > 0 and len(y) >= 2:
         fit_i, sel_i = selection_split(len(y), cfg.seed)
@@ -58,6 +54,15 @@ def train_coarse(cfg: RunConfig, local_runs: list[str]) -> None:
     summary = fit(net, data, k, fc, checkpoint_dir=work_dir("checkpoints", run_id),
                   skip_epochs=logged_steps(run_id, "loss"))
     finish_training(net, (f, y, fv, yv), summary, batch_size=cfg.coarse_batch_size)
+
+
+def coarse_inputs(local_runs: list[str]) -> tuple:
+    """(features, labels, val features, val labels, K): the locals' concatenated probabilities (KLW sec. 3.2)."""
+    runs = [get_run(r, "local_runs") for r in local_runs]
+    probs = [load_probs(r.info.run_id) for r in runs]
+    y, yv = _labels(runs[0].data.params["decompose_run"])
+    return (coarse_features([p[0] for p in probs]), y, coarse_features([p[1] for p in probs]), yv,
+            probs[0][0].shape[1])
 
 
 def _labels(decompose_run: str) -> tuple[np.ndarray, np.ndarray]:

@@ -194,9 +194,16 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
             retry(mlflow.MlflowClient().set_tag, job.run_id, k, v)
     say(f"{len(jobs)} trainings through the {name} executor")
     threading.Thread(target=_import_tensorflow, daemon=True).start()  # off the critical path: the coarse net needs it
+    executor = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, bool(opts.gpus))
+    run_and_close(executor, jobs, progress, "trainings", "No later step ran. Rerun the same command to resume "
+                                                         "them (finished ones are reused).")
+
+
+def run_and_close(executor, jobs: list[Job], progress, what: str, hint: str) -> list[Result]:
+    """Run ``jobs``; close the runs a killed job left open (KILLED on Ctrl-C, FAILED with the reason);
+    raise ``StepsFailed`` naming every failure and ``hint``."""
     try:
-        results = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address,
-                                bool(opts.gpus)).run(jobs, progress)
+        results = executor.run(jobs, progress)
     except KeyboardInterrupt:  # Ctrl-C: the executor stopped the jobs; close the runs they left open
         for job in jobs:
             if retry(mlflow.get_run, job.run_id).info.status == "RUNNING":
@@ -208,8 +215,8 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
             end_run(r.job.run_id, "FAILED", r.reason)
     if failed:
         lines = "; ".join(f"{r.job.name}: {r.reason} (log: {r.job.log})" for r in failed)
-        raise StepsFailed(f"{len(failed)} of {len(jobs)} trainings failed: {lines}. No later step ran. "
-                          "Rerun the same command to resume them (finished ones are reused).")
+        raise StepsFailed(f"{len(failed)} of {len(jobs)} {what} failed: {lines}. {hint}")
+    return results
 
 
 def _import_tensorflow() -> None:

@@ -29,8 +29,8 @@ from .. import devices
 from ..config import RunConfig
 from ..errors import require
 from ..executors import Job, make_executor
-from ..tracking import end_run, get_run, log_params, retry, say, work_dir
-from .full import Steps, StepsFailed
+from ..tracking import log_params, retry, say, work_dir
+from .full import Steps, run_and_close
 from .tune_cost import log_costs
 
 TARGETS = ("global", "locals", "coarse", "all")
@@ -112,21 +112,8 @@ def _search_cnns(steps: Steps, cfg, opts, dec, boxes, gpus, jobs_per_gpu, max_pa
 
     def progress(s: dict) -> None:
         say(f"searches: {s['done']} done, {s['running']} running, {s['failed']} failed, {s['pending']} waiting")
-    try:
-        results = make_executor("process", jobs_per_gpu, max_parallel).run(jobs, progress)
-    except KeyboardInterrupt:  # Ctrl-C: the workers were terminated; close the runs they left open
-        for job in jobs:
-            if retry(mlflow.get_run, job.run_id).info.status == "RUNNING":
-                end_run(job.run_id, "KILLED", "interrupted (Ctrl-C in the parent)")
-        raise
-    failed = [r for r in results if not r.ok]
-    for r in failed:  # a killed process could not close its run
-        if retry(mlflow.get_run, r.job.run_id).info.status == "RUNNING":
-            end_run(r.job.run_id, "FAILED", r.reason)
-    if failed:
-        lines = "; ".join(f"{r.job.name}: {r.reason} (log: {r.job.log})" for r in failed)
-        raise StepsFailed(f"{len(failed)} of {len(jobs)} searches failed: {lines}. "
-                          "Rerun the same command to resume them (finished trials are kept).")
+    run_and_close(make_executor("process", jobs_per_gpu, max_parallel), jobs, progress, "searches",
+                  "Rerun the same command to resume them (finished trials are kept).")
     return runs
 
 
@@ -164,18 +151,12 @@ def tune_network(cfg: RunConfig, decompose_run: str, box: int | None, opts) -> d
 def tune_coarse(cfg: RunConfig, local_runs: list[str], opts) -> dict:
     """In the active run: search the coarse net on the local runs' probabilities (KLW Table 1)."""
     from ..models import build_coarse
-    from ..models.cnn_dnn import coarse_features
     from ..training import FitConfig, seed_everything
     from ..tuning import NetworkHyperModel, default_space, search
-    from .coarse import _labels
-    from .train import load_probs
+    from .coarse import coarse_inputs
 
     seed_everything(cfg.seed)
-    runs = [get_run(r, "local_runs") for r in local_runs]
-    probs = [load_probs(r.info.run_id) for r in runs]
-    y, yv = _labels(runs[0].data.params["decompose_run"])
-    k = probs[0][0].shape[1]
-    f, fv = coarse_features([p[0] for p in probs]), coarse_features([p[1] for p in probs])
+    f, y, fv, yv, k = coarse_inputs(local_runs)
     log_params({**cfg.params(), **opts.key(), "local_runs": ",".join(local_runs)})
     mlflow.set_tags({"network": "coarse"})
     space = opts.space.get("coarse") or default_space("coarse", cfg)
