@@ -34,8 +34,10 @@ class CNNDNNModel(mlflow.pyfunc.PythonModel):
         import keras
 
         from .decomposition import Decomposition
+        from .models import register_layers
         from .models.cnn_dnn import build_coherent
 
+        register_layers()
         art = context.artifacts
         self.decomposition = Decomposition.from_json(Path(art["decomposition"]).read_text())
         meta = json.loads(Path(art["meta"]).read_text())

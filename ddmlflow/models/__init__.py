@@ -29,6 +29,13 @@ LOCAL_FORMS: frozenset[str] = frozenset({"vgg9"})  # models whose KLW local net 
 __all__ = ["MODELS", "build", "build_coarse", "loss_for", "output_units", "to_probabilities"]
 
 
+def register_layers() -> None:
+    """Import the modules that register the package's custom layers (BoxCrop, ChannelPad), so saved models
+    load with ``safe_mode`` in any process; call before ``keras.saving.load_model``."""
+    for module in ("cnn_dnn", "resnet"):
+        importlib.import_module(f".{module}", __name__)
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
@@ -48,7 +55,7 @@ def build(model: str, input_shape: tuple[int, ...], num_classes: int, width_divi
     """
     if model not in _BUILDERS:
         raise InputError("model", model, f"one of {', '.join(MODELS)}")
-    importlib.import_module(".cnn_dnn", __name__)  # registers BoxCrop, so saved coherent models load
+    register_layers()
     module, fn = _BUILDERS[model].split(":")
     builder = getattr(importlib.import_module(f".{module}", __name__), fn)
     local_form = {"klw_local": klw_local} if model in LOCAL_FORMS else {}

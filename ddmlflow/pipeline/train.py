@@ -70,8 +70,9 @@ def load_probs(run_id: str) -> tuple[np.ndarray, np.ndarray]:
 
 def load_keras(run_id: str):
     """The Keras model a training run logged (a ``.keras`` archive, loaded with ``safe_mode``)."""
-    from ..models import cnn_dnn  # noqa: F401 - registers BoxCrop, so coherent models load
+    from ..models import register_layers
     from ..tracking import get_run
 
+    register_layers()
     return mlflow.keras.load_model(get_run(run_id).data.tags["model_uri"], load_model_kwargs={"safe_mode": True})
 
