@@ -164,7 +164,10 @@ def test_served_cnn_dnn_is_one_program_equal_to_two_steps(prep, tmp_path):
     model.load_context(type("Ctx", (), {"artifacts": {a: str(p) for a, p in art.items()}})())
     assert isinstance(model.program, keras.Model) and model.class_names == prep.class_names
     x = np.asarray(prep.x_val[:20], dtype="float32")
-    np.testing.assert_allclose(model.predict(None, x), predict_two_step(nets, coarse, dec, x), atol=1e-5)
+    out = model.predict(None, x)  # a label column, then one probability column per class name
+    assert list(out.columns) == ["label", *prep.class_names]
+    np.testing.assert_allclose(out.drop(columns="label").to_numpy(dtype="float64"), predict_two_step(nets, coarse, dec, x),
+                               atol=1e-5)
     with pytest.raises(MlflowException, match="does not match"):
         model.predict(None, x[:, :8])
 

@@ -197,7 +197,12 @@ def test_figures_are_real_images(e2e, recomputed):
         assert 250 <= rgb.shape[0] <= 3000 and 250 <= rgb.shape[1] <= 3000, (name, rgb.shape)
         assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 50, name  # drawn on, not a blank canvas
     bars = np.asarray(Image.open(dst / "training_times.png").convert("RGB")).reshape(-1, 3)
-    for colour in ((0x4C, 0x72, 0xB0), (0xDD, 0x84, 0x52), (0xC4, 0x4E, 0x52)):  # global, slowest local, CNN-DNN
+    from matplotlib.colors import to_rgb
+
+    from ddmlflow import figures
+
+    for hex_colour in (figures.GLOBAL, figures.LOCAL, figures.COARSE):  # a bar each: global, slowest local, coarse
+        colour = tuple(round(255 * v) for v in to_rgb(hex_colour))
         assert (np.abs(bars.astype(int) - colour).max(1) <= 2).sum() > 20, colour
     h, w = sizes["local_predictions.png"]
     assert h > w  # four images (rows) of four boxes each, with titles: taller than wide
@@ -316,7 +321,9 @@ def test_second_version_is_latest_and_takes_champion_only_when_not_worse(e2e, tm
     assert latest.metadata.run_id == run.info.run_id  # version 2, not the champion's evaluate run
     champion = mlflow.pyfunc.load_model("models:/e2e-shapes@champion")
     assert champion.metadata.run_id == children["evaluate"].info.run_id
-    np.testing.assert_allclose(latest.predict(x), champion.predict(x), atol=1e-5)  # the same trained nets
+    new, old = latest.predict(x), champion.predict(x)  # the same trained nets
+    assert list(new["label"]) == list(old["label"])
+    np.testing.assert_allclose(new.drop(columns="label").to_numpy(), old.drop(columns="label").to_numpy(), atol=1e-5)
     equal = register(uri, "e2e-shapes", best)
     assert (equal["version"], equal["champion"], equal["previous_champion"]) == (3, True, 1)
     assert int(c.get_model_version_by_alias("e2e-shapes", "champion").version) == 3

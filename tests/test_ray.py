@@ -216,7 +216,7 @@ def test_a_killed_task_is_retried_and_resumes(decomposed):
     out: list = []
     t = threading.Thread(target=lambda: out.extend(RayExecutor().run([job])))
     t.start()
-    checkpoint = work_dir("checkpoints", job.run_id) / "training_metadata.json"
+    checkpoint = work_dir("checkpoints", job.run_id) / "fit.npz"  # written after each finished epoch
     while not checkpoint.exists():
         assert t.is_alive(), out
         time.sleep(0.05)
@@ -280,7 +280,7 @@ def test_two_nodes_share_the_fan_out_and_a_lost_node_is_retried_elsewhere(server
             on_b = f"tags.`{TAG}node_id` = '{node_b.node_id}'"
             runs = _client().search_runs([exp.experiment_id], on_b) if exp else []
             victim = next((r for r in runs if r.info.status == "RUNNING" and any(
-                f.path.endswith("training_metadata.json")
+                f.path.endswith("fit.npz")
                 for f in _client().list_artifacts(r.info.run_id, "checkpoint"))), None)
         cluster.remove_node(node_b)
         assert driver.wait(timeout=1200) == 0, (tmp_path / "driver.log").read_text()[-3000:]
