@@ -313,7 +313,8 @@ def test_second_version_is_latest_and_takes_champion_only_when_not_worse(e2e, tm
         mlflow.keras.load_model(children[name].data.tags["model_uri"]).save(paths[-1])
     x = np.random.default_rng(2).random((3, 32, 32, 3), dtype=np.float32)
     with mlflow.start_run(run_name="second-cnn-dnn") as run:
-        uri = log_cnn_dnn(paths[:4], paths[4], dec, [str(k) for k in range(6)], x[:2], tmp_path)
+        names = children["decompose"].data.tags["class_names"].split(",")
+        uri = log_cnn_dnn(paths[:4], paths[4], dec, names, x[:2], tmp_path)
     worse = register(uri, "e2e-shapes", best - 0.01)
     assert (worse["version"], worse["champion"], worse["previous_champion"]) == (2, False, 1)
     assert int(c.get_model_version_by_alias("e2e-shapes", "champion").version) == 1

@@ -39,6 +39,18 @@ def _pid_of(run_id: str) -> int | None:
     return None
 
 
+def _child_of(parent: int, marker: str) -> int:
+    """The child process of ``parent`` whose command line holds ``marker``."""
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent \
+                    and marker in (p / "cmdline").read_bytes().decode(errors="ignore"):
+                return int(p.name)
+        except (OSError, ValueError, IndexError):
+            pass
+    raise AssertionError(f"no child of {parent} runs {marker}")
+
+
 def _full(extra=()) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ddmlflow.cli", "full", *SMALL, *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -107,7 +119,7 @@ def test_sigkilled_packed_group_resumes_from_its_last_epoch(mlflow_env):
     the reason, and the rerun resumes the group from its checkpoint, each epoch logged exactly once."""
     proc = _full(["--executor", "packed"])
     first = _wait_for_epoch("train_local/00", 1, proc)
-    worker = _pid_of("ddmlflow.executors.worker")
+    worker = _child_of(proc.pid, "ddmlflow.executors.worker")  # this run's worker, not another one's
     os.kill(worker, signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1 and "4 of 4 trainings failed" in err and "killed by SIGKILL" in err, err[-2000:]
