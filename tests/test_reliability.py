@@ -119,6 +119,7 @@ def test_sigkilled_packed_group_resumes_from_its_last_epoch(mlflow_env):
     the reason, and the rerun resumes the group from its checkpoint, each epoch logged exactly once."""
     proc = _full(["--executor", "packed"])
     first = _wait_for_epoch("train_local/00", 1, proc)
+    _wait_for_epoch("train_local/03", 1, proc)  # the group logs its branches one after another
     worker = _child_of(proc.pid, "ddmlflow.executors.worker")  # this run's worker, not another one's
     os.kill(worker, signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
