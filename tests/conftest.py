@@ -33,6 +33,7 @@ def mlflow_env(tmp_path, monkeypatch):
     use_store(monkeypatch, uri, tmp_path)
     mlflow.MlflowClient().search_experiments()  # create the store now: concurrent creation corrupts it
     mlflow.set_experiment(experiment_id="0")  # not the experiment an earlier test made active in its own store
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # set_experiment exports it; ddmlflow would obey it
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
