@@ -9,7 +9,12 @@ validation every epoch, ``training.fit``) for the global net and the locals:
 * ``global``: the global net, ``training.fit``;
 * ``process``: the local nets one after another with ``training.fit`` (in one
   process; the executor's process start, import and data load are not counted);
-* ``packed``: all local nets as one program, ``packing.train_packed``;
+* ``packed``: all local nets as one program, ``packing.train_packed``, with the
+  packed engine's CPU threads (``packing.configure_threads``: one intra-op thread,
+  one inter-op thread per core);
+* ``global_threads``: the global net again, under the packed engine's threads.
+  The baseline ``global_s_per_epoch`` is the faster of the two global routes,
+  so no ratio is won by slowing the global net;
 * ``inference``: images/s of the global net and of the CNN-DNN as one Keras
   model (crop -> locals -> coarse, ``build_coherent``) at batch 256.
 
@@ -121,6 +126,10 @@ def route(name: str, a) -> dict:
     import os as _os
 
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if name in ("packed", "global_threads") and not a.threads:
+        from ddmlflow.packing import configure_threads
+
+        configure_threads()
     if a.threads:  # intra,inter op threads, set before TensorFlow starts
         import tensorflow as tf
 
@@ -139,12 +148,15 @@ def route(name: str, a) -> dict:
             rounds.append({"process_speedup": t["global"] / t["process"], "packed_speedup": t["global"] / t["packed"],
                            **{f"{r}_s_per_epoch": v for r, v in t.items()}})
         out["rounds"] = rounds
-    elif name in ("global", "process", "packed"):
-        out["s_per_epoch"] = route_seconds(name, p, cfg, prep)
+    elif name in ("global", "global_threads", "process", "packed"):
+        from ddmlflow.packing import threads
+
+        out["s_per_epoch"] = route_seconds(name.removesuffix("_threads"), p, cfg, prep)
+        out["tf_threads"] = threads()
         if name != "packed":  # exact FLOPs (model-profiler's convention miscounts Conv3D)
-            nets = ([models.build(p.model, dec.image_shape, k)] if name == "global" else
+            nets = ([models.build(p.model, dec.image_shape, k)] if name.startswith("global") else
                     [models.build(p.model, dec.input_shape(i), k, p.width_divisor) for i in range(dec.n)])
-            out["flops"] = sum(profiling.flops(net, exact=True) for net in nets)
+            out["flops"] = sum(profiling.flops_exact(net) for net in nets)
     elif name == "inference":
         from ddmlflow.models.cnn_dnn import build_coherent_from_scratch
 
@@ -176,7 +188,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs + 1 warm-up epoch")
     ap.add_argument("--image-size", type=lambda s: [int(v) for v in s.split(",")], default=None,
                     help="spatial size instead of the preset's, e.g. 64,64,32")
-    ap.add_argument("--routes", default="global,process,packed,inference")
+    ap.add_argument("--routes", default="global,global_threads,process,packed,inference")
     ap.add_argument("--rounds", type=int, default=0,
                     help="also time global/process/packed in turn for this many rounds in one process; "
                          "speedups are then the medians of the per-round ratios (robust on a shared CPU)")
@@ -195,6 +207,11 @@ def main() -> None:
     out = {"preset": a.preset, "n": a.n, "batch_size": cfg.batch_size, "epochs": a.epochs,
            "image_shape": list(prep.decomposition.image_shape), "n_locals": prep.decomposition.n,
            "cpu_count": os.cpu_count()}
+    if "global_threads" in r:
+        out.update(global_default_threads_s_per_epoch=r["global"]["s_per_epoch"],
+                   global_packed_threads_s_per_epoch=r["global_threads"]["s_per_epoch"])
+        if r["global_threads"]["s_per_epoch"] < r["global"]["s_per_epoch"]:
+            r["global"] = {**r["global"], "s_per_epoch": r["global_threads"]["s_per_epoch"]}
     if "global" in r:
         out.update(global_s_per_epoch=r["global"]["s_per_epoch"], global_rss_mb=r["global"]["rss_mb"])
     if "process" in r:
@@ -204,7 +221,8 @@ def main() -> None:
             out["process_speedup"] = r["global"]["s_per_epoch"] / r["process"]["s_per_epoch"]
             out["flops_ratio"] = r["global"]["flops"] / r["process"]["flops"]
     if "packed" in r:
-        out.update(packed_s_per_epoch=r["packed"]["s_per_epoch"], packed_rss_mb=r["packed"]["rss_mb"])
+        out.update(packed_s_per_epoch=r["packed"]["s_per_epoch"], packed_rss_mb=r["packed"]["rss_mb"],
+                   packed_tf_threads=r["packed"]["tf_threads"])
         if "global" in r:
             out["packed_speedup"] = r["global"]["s_per_epoch"] / r["packed"]["s_per_epoch"]
             out["packed_rss_ratio"] = r["packed"]["rss_mb"] / r["global"]["rss_mb"]

@@ -26,9 +26,16 @@ and statistics stop changing) and reports its best epoch's weights; the group
 stops when every branch has. After every epoch the whole group is checkpointed
 atomically, so a killed group resumes after its last finished epoch with the
 same results as an uninterrupted one.
+
+On a CPU the branches run side by side, one thread per op (``configure_threads``):
+tiny kernels split across cores cost more in synchronisation than they gain,
+while independent branches keep every core busy. Measured on 2 cores (VGG3 2x2
+at batch 32, ms per packed step): 19 with TensorFlow's default threads, 12 with
+one intra-op and two inter-op threads (the global net: 37 and 41).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +50,42 @@ from .training import EPOCH_METRICS, FitConfig, compile_model, seed_everything
 
 VAL_BATCH = 256
 CHECKPOINT = "packed.npz"
+
+
+def cpu_threads() -> tuple[int, int]:
+    """(intra-op, inter-op) threads for a packed group on a CPU: one per op, branches on every core."""
+    return 1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def configure_threads() -> str | None:
+    """Apply ``cpu_threads`` in a process that has not run a TensorFlow op yet; returns what was set.
+
+    Only where no GPU is visible (``CUDA_VISIBLE_DEVICES`` empty or -1): on a GPU the
+    host threads only feed the device. The user's own ``TF_NUM_INTRAOP_THREADS`` /
+    ``TF_NUM_INTEROP_THREADS`` win. Returns None when nothing was changed.
+    """
+    if "TF_NUM_INTRAOP_THREADS" in os.environ or "TF_NUM_INTEROP_THREADS" in os.environ:
+        return None
+    import tensorflow as tf
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if (visible.strip() not in ("", "-1")) if visible is not None else tf.config.list_physical_devices("GPU"):
+        return None
+    intra, inter = cpu_threads()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:  # TensorFlow already started: keep its threads
+        return None
+    return threads()
+
+
+def threads() -> str:
+    """This process's TensorFlow threads, as logged with a packed group (0: TensorFlow's default)."""
+    import tensorflow as tf
+
+    return (f"intra_op={tf.config.threading.get_intra_op_parallelism_threads()},"
+            f"inter_op={tf.config.threading.get_inter_op_parallelism_threads()}")
 
 
 @dataclass

@@ -37,6 +37,10 @@ def main(spec: str, status: str) -> int:
     groups: dict[str, list[dict]] = {}  # locals with the same config pack together (tuned ones may differ)
     for j in (j for j in jobs if j["step"] == "train_local"):
         groups.setdefault(json.dumps(j["config"], sort_keys=True), []).append(j)
+    if any(len(g) > 1 for g in groups.values()):
+        from ..packing import configure_threads
+
+        configure_threads()  # before any TensorFlow op; the device's other jobs share these threads
     for local in groups.values():
         from ..pipeline.packed import train_locals_packed
 

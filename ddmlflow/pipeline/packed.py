@@ -31,7 +31,7 @@ def _start_run(run_id: str, params: dict, tags: dict) -> None:
 
 
 def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], run_ids: list[str]) -> None:
-    from ..packing import mlflow_epoch_logger, train_packed
+    from ..packing import mlflow_epoch_logger, threads, train_packed
 
     device = configure_tensorflow()
     prep = load_prepared(decompose_run)
@@ -42,7 +42,8 @@ def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], ru
                             "input_shape": "x".join(map(str, x_shape)), "effective_width_divisor": cfg.width_divisor,
                             "box_bounds": str(prep.decomposition.boxes[box])},
                    {"device": device, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-                    "subdomain": str(box), "ddmlflow.group": group, "ddmlflow.executor": "packed"})
+                    "subdomain": str(box), "ddmlflow.group": group, "ddmlflow.executor": "packed",
+                    "ddmlflow.tf_threads": threads()})
     say(f"packed group {group}: {len(boxes)} locals as one program on {device}")
     results = train_packed(cfg, prep, boxes, run_ids, checkpoint_dir=work_dir("checkpoints", f"group-{group}"),
                            log_epoch=mlflow_epoch_logger(run_ids))
