@@ -130,3 +130,22 @@ def test_memory_growth_is_set_on_every_visible_gpu(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     assert devices.configure_tensorflow() == "GPU:3"
     assert calls == [("GPU:0", True), ("GPU:1", True)]
+
+
+def test_packed_plan_splits_the_cpu_only():
+    """On the CPU, packed locals get a worker of their own (one thread per op) and the other jobs a second
+    worker that waits for it; a GPU keeps one worker for everything pinned there."""
+    from ddmlflow.executors.packed import workers
+
+    def job(step, box, device):
+        return Job(step, f"{step}/{box}", f"run-{step}-{box}-{device}", {"box": box}, device=device)
+
+    cpu = [job("train_global", 0, "")] + [job("train_local", k, "") for k in range(4)]
+    plan = workers(cpu)
+    assert [(name, [j.step for j in js], after) for name, js, after in plan] == [
+        ("cpu-packed", ["train_local"] * 4, None), ("cpu-other", ["train_global"], "cpu-packed")]
+    gpus = [job("train_global", 0, "0")] + [job("train_local", k, str(k % 2)) for k in range(4)]
+    assert [(name, len(js), after) for name, js, after in workers(gpus)] == [("0", 3, None), ("1", 2, None)]
+    one_local = [job("train_global", 0, ""), job("train_local", 0, "")]
+    assert [(name, len(js), after) for name, js, after in workers(one_local)] == [("cpu", 2, None)]
+    assert [name for name, _, _ in workers(cpu[1:])] == ["cpu"]

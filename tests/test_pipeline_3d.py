@@ -1,6 +1,8 @@
 """The 3D path end to end: generated CT-like volumes as NIfTI, cnn3d locals, a pyfunc that takes volumes."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -16,10 +18,18 @@ def test_full_3d_and_predict_nifti(mlflow_env, tmp_path, capsys):
     import nibabel as nib
 
     argv = ["full", "--dataset", "shapes3d", "--decomposition", "2x2x1", "--n-train", "24", "--n-val", "12",
-            "--epochs", "1", "--coarse-epochs", "2", "--global", "false", "--max-parallel", "2"]
+            "--epochs", "1", "--coarse-epochs", "2", "--max-parallel", "2"]
     assert main(argv) == 0, capsys.readouterr().err[-2000:]
     c = mlflow.MlflowClient()
     runs = {r.info.run_name: r for r in c.search_runs(experiment_ids(c))}
+    # auto on the CPU: the locals packed with one thread per op; the global net in its own worker with
+    # TensorFlow's default threads, after the group (one training at a time on the device)
+    locals_ = [runs[f"train_local/{k:02d}"] for k in range(4)]
+    assert {r.data.tags["ddmlflow.executor"] for r in locals_} == {"packed"}
+    assert {r.data.tags["ddmlflow.tf_threads"] for r in locals_} == {f"intra_op=1,inter_op={len(os.sched_getaffinity(0))}"}
+    assert runs["train_global"].data.tags["ddmlflow.tf_threads"] == "intra_op=0,inter_op=0"
+    last_local = max(m.timestamp for r in locals_ for m in c.get_metric_history(r.info.run_id, "loss"))
+    assert min(m.timestamp for m in c.get_metric_history(runs["train_global"].info.run_id, "loss")) > last_local
     assert {f"train_local/{k:02d}" for k in range(4)} <= set(runs)
     assert runs["train_local/00"].data.params["input_shape"] == "16x16x16x1"
     assert runs["decompose"].data.params["image_shape"] == "32x32x16x1"

@@ -30,7 +30,9 @@ def _start_run(run_id: str, params: dict, tags: dict) -> None:
           tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
-def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], run_ids: list[str]) -> None:
+def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], run_ids: list[str],
+                        on_trained=None) -> None:
+    """Train the group, then log each local's results; ``on_trained()`` is called in between."""
     from ..packing import mlflow_epoch_logger, threads, train_packed
 
     device = configure_tensorflow()
@@ -47,6 +49,8 @@ def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], ru
     say(f"packed group {group}: {len(boxes)} locals as one program on {device}")
     results = train_packed(cfg, prep, boxes, run_ids, checkpoint_dir=work_dir("checkpoints", f"group-{group}"),
                            log_epoch=mlflow_epoch_logger(run_ids))
+    if on_trained is not None:
+        on_trained()
     for box, run_id, r in zip(boxes, run_ids, results):
         with step_run(run_id, system_metrics=False):
             finish_training(r.model, prep.box(box), {"train_time_s": r.group_train_time_s, "epochs_run": r.epochs_run},

@@ -39,8 +39,10 @@ def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
     """In the active run: fit, then log metrics, profile, probabilities and the model."""
     run_id = mlflow.active_run().info.run_id
     device = configure_tensorflow()
+    from ..packing import threads
+
     mlflow.set_tags({"device": device, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-                     "subdomain": "global" if box is None else str(box)})
+                     "subdomain": "global" if box is None else str(box), "ddmlflow.tf_threads": threads()})
     seed = cfg.seed + (0 if box is None else 1 + box)
     seed_everything(seed)
     prep = load_prepared(decompose_run)
