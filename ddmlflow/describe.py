@@ -71,6 +71,16 @@ def bounds(box_bounds: str) -> str:
     return ",".join(f"{a}:{b}" for a, b in zip(nums[:half], nums[half:]))
 
 
+def decompose_note(cfg, image_shape, n_boxes: int, n_train: int, n_val: int, num_classes: int) -> str:
+    """What the ``decompose`` run did: data set, image shape, decomposition, number of boxes."""
+    shape = "x".join(map(str, image_shape))
+    return (f"Cut `{cfg.dataset}` ({n_train} training and {n_val} validation images of shape {shape}, "
+            f"{num_classes} classes, seed {cfg.seed}) into the {n_boxes} boxes of decomposition "
+            f"`{cfg.decomposition}` with overlap {cfg.overlap}.\n"
+            "Artifacts: the prepared data (`data/`), `decomposition.json` and `boxes.png`; every training "
+            "run of this tree reads them.\n")
+
+
 def training_note(params: dict, device: str, n_train: int, n_val: int) -> str:
     """What one training run saw: box, input shape, width divisor, device, sample counts."""
     box = params.get("box", "")

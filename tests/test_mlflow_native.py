@@ -99,6 +99,9 @@ def test_descriptions_hold_the_results_table_and_what_each_child_saw(tree):
     assert (local["ddmlflow.box"], local["ddmlflow.device"]) == ("2", "CPU")
     assert local["ddmlflow.executor"] == new.data.tags["ddmlflow.executor"] != "auto"  # the executor `auto` chose
     assert "coarse net" in children["train_coarse"].data.tags["mlflow.note.content"]
+    cut = children["decompose"].data.tags["mlflow.note.content"]
+    assert "`shapes2d`" in cut and "120 training and 60 validation images of shape 32x32x3" in cut
+    assert "4 boxes of decomposition `2x2` with overlap 0" in cut
 
 
 def test_every_training_child_logs_its_datasets(tree):
