@@ -150,12 +150,11 @@ def step_run(run_id: str, system_metrics: bool = False) -> Iterator[mlflow.Activ
     ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` s (5 unless set), as ``system/...`` metrics.
     """
     os.environ.pop("MLFLOW_RUN_ID", None)
-    if system_metrics:
-        os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
     run = retry(mlflow.start_run, run_id=run_id, nested=mlflow.active_run() is not None,
-                log_system_metrics=system_metrics)
+                log_system_metrics=False)
     try:
-        yield run
+        with monitor_system([run_id] if system_metrics else []):
+            yield run
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
         raise
@@ -168,6 +167,35 @@ def step_run(run_id: str, system_metrics: bool = False) -> Iterator[mlflow.Activ
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+@contextlib.contextmanager
+def monitor_system(run_ids: list[str]) -> Iterator[None]:
+    """``system/...`` metrics (CPU, memory, disk, network; GPU through NVML) into each run while the
+    block runs, every ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` s (5 unless set).
+
+    MLflow's own monitor drops the interval a run ends in, so a training shorter than the
+    interval (the coarse net) logged nothing: here each run gets at least one sample. One
+    process may watch several runs (a packed group's locals); a resumed run continues its steps.
+    """
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
+    monitors = []
+    for r in run_ids:
+        m = SystemMetricsMonitor(r, resume_logging=True)
+        monitors.append((m, m._logging_step))
+        m.start()
+    try:
+        yield
+    finally:
+        for m, first_step in monitors:
+            m.finish()
+            if m._logging_step == first_step:  # nothing published yet: the sample(s) taken so far
+                with contextlib.suppress(Exception):
+                    m.collect_metrics()
+                    m.publish_metrics(m.aggregate_metrics())
+                    m.mlflow_logger.flush()
 
 
 def trains(step: str) -> bool:

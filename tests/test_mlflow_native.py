@@ -123,7 +123,7 @@ def test_every_training_child_logs_its_datasets(tree):
 
 
 def test_training_children_have_system_metrics(tree):
-    for name in LOCALS:
+    for name in LOCALS + ["train_coarse"]:  # the coarse net trains for less than one sampling interval
         keys = tree["children"][name].data.metrics
         assert any(k.startswith("system/cpu_utilization") for k in keys), (name, sorted(keys))
 

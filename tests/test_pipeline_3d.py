@@ -30,6 +30,8 @@ def test_full_3d_and_predict_nifti(mlflow_env, tmp_path, capsys):
     assert runs["train_global"].data.tags["ddmlflow.tf_threads"] == "intra_op=0,inter_op=0"
     last_local = max(m.timestamp for r in locals_ for m in c.get_metric_history(r.info.run_id, "loss"))
     assert min(m.timestamp for m in c.get_metric_history(runs["train_global"].info.run_id, "loss")) > last_local
+    for r in locals_ + [runs["train_global"], runs["train_coarse"]]:  # packed locals watched in their group
+        assert "system/cpu_utilization_percentage" in r.data.metrics, r.info.run_name
     assert {f"train_local/{k:02d}" for k in range(4)} <= set(runs)
     assert runs["train_local/00"].data.params["input_shape"] == "16x16x16x1"
     assert runs["decompose"].data.params["image_shape"] == "32x32x16x1"

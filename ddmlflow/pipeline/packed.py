@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from ..config import RunConfig
 from ..devices import configure_tensorflow
-from ..tracking import retry, say, step_run, work_dir
+from ..tracking import monitor_system, retry, say, step_run, work_dir
 from .finish import finish_training
 from .prepared import load_prepared
 
@@ -47,8 +47,9 @@ def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], ru
                     "subdomain": str(box), "ddmlflow.group": group, "ddmlflow.executor": "packed",
                     "ddmlflow.tf_threads": threads()})
     say(f"packed group {group}: {len(boxes)} locals as one program on {device}")
-    results = train_packed(cfg, prep, boxes, run_ids, checkpoint_dir=work_dir("checkpoints", f"group-{group}"),
-                           log_epoch=mlflow_epoch_logger(run_ids))
+    with monitor_system(run_ids):  # the group's CPU/GPU use, in every local's run
+        results = train_packed(cfg, prep, boxes, run_ids, checkpoint_dir=work_dir("checkpoints", f"group-{group}"),
+                               log_epoch=mlflow_epoch_logger(run_ids))
     if on_trained is not None:
         on_trained()
     for box, run_id, r in zip(boxes, run_ids, results):
