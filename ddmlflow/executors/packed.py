@@ -57,7 +57,7 @@ def workers(jobs: list[Job]) -> list[tuple[str, list[Job], str | None]]:
 class PackedExecutor:
     """One worker per device, all devices at once (on the CPU: one worker)."""
 
-    def __init__(self, poll_s: float = 0.5):
+    def __init__(self, poll_s: float = 0.2):
         self.poll_s = poll_s
 
     def run(self, jobs: list[Job], on_change: OnChange | None = None) -> list[Result]:

@@ -12,6 +12,7 @@ worker that trains only packed groups uses the packed engine's CPU threads.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -89,4 +90,7 @@ if __name__ == "__main__":
     ap.add_argument("--wait-for", default="")
     ap.add_argument("--then", default="")
     a = ap.parse_args()
-    sys.exit(main(a.spec, a.status, a.wait_for, a.then))
+    code = main(a.spec, a.status, a.wait_for, a.then)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # every run is closed and STATUS written: skip TensorFlow's ~1-2 s teardown
