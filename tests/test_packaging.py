@@ -89,3 +89,33 @@ def test_ci_runs_exactly_the_readme_test_command():
     blocks = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
     test_cmd = next(b for b in blocks if "pytest" in b).strip()
     assert test_cmd in ci
+
+
+ENTRY_PROBE = """
+import os, runpy, sys
+sys.argv = ["decompose.py", "--help"]
+try:
+    runpy.run_path({script!r}, run_name="__main__")
+except SystemExit:
+    pass
+print(sys.modules["ddmlflow"].__file__)
+print(os.environ["PYTHONPATH"].split(os.pathsep)[0])
+"""
+
+
+def test_an_entry_point_runs_its_own_checkout(tmp_path):
+    """`mlflow run` may reuse an environment whose editable ddmlflow is another checkout (or a deleted
+    one): the entry point, and every process it starts, use the checkout it belongs to."""
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "checkout"
+    for part in ("ddmlflow", "entrypoints"):
+        shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+    script = copy / "entrypoints" / "decompose.py"
+    r = subprocess.run([sys.executable, "-c", ENTRY_PROBE.format(script=str(script))], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    module, path = r.stdout.strip().splitlines()[-2:]
+    assert module.startswith(str(copy / "ddmlflow")) and path == str(copy)
