@@ -114,4 +114,15 @@ def shuffled_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs:
     xt, yt = tf.constant(np.asarray(x)), tf.constant(np.asarray(y))
     ds = tf.data.Dataset.from_tensor_slices(order).flat_map(
         lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size))
-    return ds.map(lambda i: (tf.gather(xt, i), tf.gather(yt, i))).prefetch(2)
+    return quiet(ds.map(lambda i: (tf.gather(xt, i), tf.gather(yt, i))).prefetch(2))
+
+
+def quiet(ds):
+    """``ds`` without tf.data's autotuning thread. Deleting an autotuned iterator waits for that
+    thread: in a worker that had trained before, ``model.fit`` then hung ~35 s after its last epoch
+    (py-spy: ``RootDataset::Iterator::~Iterator`` waiting in ``UnboundedThreadPool``)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)

@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .checkpoint import EarlyStop, load_state, save_state, shuffled_batches, training_state
+from .checkpoint import EarlyStop, load_state, quiet, save_state, shuffled_batches, training_state
 from .models import loss_for, to_probabilities
 from .optimizers import make_optimizer
 
@@ -219,7 +219,7 @@ def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
         kw = {"steps_per_epoch": int(np.ceil(len(x) / cfg.batch_size)), "shuffle": False}
     t0 = time.perf_counter()
     if first < cfg.epochs and not (ckpt.stop is not None and ckpt.stop.stopped):
-        model.fit(train, validation_data=(xv, yv), epochs=cfg.epochs, initial_epoch=first,
+        model.fit(train, validation_data=validation_batches(xv, yv, cfg.batch_size), epochs=cfg.epochs, initial_epoch=first,
                   callbacks=callbacks, verbose=2, **kw)
     train_time = time.perf_counter() - t0
     if ckpt.stop is not None and ckpt.stop.best_weights is not None:
@@ -228,6 +228,13 @@ def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
         ckpt.path.unlink(missing_ok=True)  # as BackupAndRestore: a finished training leaves no checkpoint
     return {"train_time_s": train_time, "epochs_run": ckpt.epochs_done,
             "best_epoch": None if ckpt.stop is None else ckpt.stop.best_epoch}
+
+
+def validation_batches(xv, yv, batch_size: int):
+    """The validation data as fit() would batch it, without tf.data's autotuning (see ``checkpoint.quiet``)."""
+    import tensorflow as tf
+
+    return quiet(tf.data.Dataset.from_tensor_slices((np.asarray(xv), np.asarray(yv))).batch(batch_size))
 
 
 def predict_probs(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
