@@ -45,7 +45,7 @@ import keras
 import numpy as np
 
 from . import models
-from .checkpoint import EarlyStop, epoch_order, load_state, save_state, shuffled_batches, training_state
+from .checkpoint import EarlyStop, epoch_order, load_state, quiet, save_state, shuffled_batches, training_state
 from .training import EPOCH_METRICS, FitConfig, compile_model, seed_everything
 
 VAL_BATCH = 256
@@ -216,7 +216,7 @@ def _train_batches(prep, cfg, first_epoch: int):
                 yield augment_batch(prep.augment, x[idx], rng).astype(x.dtype), y[idx]
 
     spec = (tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)), tf.TensorSpec((None,), tf.as_dtype(y.dtype)))
-    return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+    return quiet(tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2))
 
 
 def _validate(branches, step, xv, yv) -> tuple[np.ndarray, np.ndarray]:

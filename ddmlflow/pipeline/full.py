@@ -198,8 +198,12 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
             retry(mlflow.MlflowClient().set_tag, job.run_id, k, v)
     say(f"{len(jobs)} trainings through the {name} executor")
     executor = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, bool(opts.gpus))
-    run_and_close(executor, jobs, progress, "trainings", "No later step ran. Rerun the same command to resume "
-                                                         "them (finished ones are reused).")
+    try:
+        run_and_close(executor, jobs, progress, "trainings", "No later step ran. Rerun the same command to resume "
+                                                             "them (finished ones are reused).")
+    finally:
+        if importing.ident is not None:  # two threads importing TensorFlow at once deadlock
+            importing.join()
 
 
 def run_and_close(executor, jobs: list[Job], progress, what: str, hint: str) -> list[Result]:
