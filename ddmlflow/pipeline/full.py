@@ -189,21 +189,19 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
     def progress(s: dict) -> None:
         say(f"trainings: {s['done']} done, {s['running']} running, {s['failed']} failed, "
             f"{s['pending']} waiting ({s['elapsed_s']:.0f} s)")
-        if s["done"] and not importing.is_alive() and importing.ident is None:
-            importing.start()  # the coarse net needs TensorFlow next; not earlier, when the workers import it
     name = choose(opts.executor, sum(j.step == "train_local" for j in jobs), opts.gpus, opts.jobs_per_gpu)
     mlflow.set_tag("ddmlflow.executor", name)
     for job in jobs:  # the pinned device; the training overwrites it with the one TensorFlow used
         for k, v in {"ddmlflow.executor": name, "ddmlflow.device": f"GPU:{job.device}" if job.device else "CPU"}.items():
             retry(mlflow.MlflowClient().set_tag, job.run_id, k, v)
     say(f"{len(jobs)} trainings through the {name} executor")
+    importing.start()  # off the critical path: the coarse net needs it next
     executor = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, bool(opts.gpus))
     try:
         run_and_close(executor, jobs, progress, "trainings", "No later step ran. Rerun the same command to resume "
                                                              "them (finished ones are reused).")
     finally:
-        if importing.ident is not None:  # two threads importing TensorFlow at once deadlock
-            importing.join()
+        importing.join()  # two threads importing TensorFlow at once deadlock
 
 
 def run_and_close(executor, jobs: list[Job], progress, what: str, hint: str) -> list[Result]:
