@@ -184,8 +184,6 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
     for k, job in enumerate(per_box + [j for j in jobs if "box" not in j.inputs]):
         job.device = devices.pin(job.inputs["box"] if "box" in job.inputs else k, list(opts.gpus))
 
-    importing = threading.Thread(target=_import_tensorflow, daemon=True)
-
     def progress(s: dict) -> None:
         say(f"trainings: {s['done']} done, {s['running']} running, {s['failed']} failed, "
             f"{s['pending']} waiting ({s['elapsed_s']:.0f} s)")
@@ -195,13 +193,10 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
         for k, v in {"ddmlflow.executor": name, "ddmlflow.device": f"GPU:{job.device}" if job.device else "CPU"}.items():
             retry(mlflow.MlflowClient().set_tag, job.run_id, k, v)
     say(f"{len(jobs)} trainings through the {name} executor")
-    importing.start()  # off the critical path: the coarse net needs it next
+    threading.Thread(target=_import_tensorflow, daemon=True).start()  # off the critical path: the coarse net needs it
     executor = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, bool(opts.gpus))
-    try:
-        run_and_close(executor, jobs, progress, "trainings", "No later step ran. Rerun the same command to resume "
-                                                             "them (finished ones are reused).")
-    finally:
-        importing.join()  # two threads importing TensorFlow at once deadlock
+    run_and_close(executor, jobs, progress, "trainings", "No later step ran. Rerun the same command to resume "
+                                                         "them (finished ones are reused).")
 
 
 def run_and_close(executor, jobs: list[Job], progress, what: str, hint: str) -> list[Result]:
