@@ -52,8 +52,11 @@ def _child_of(parent: int, marker: str) -> int:
 
 
 def _full(extra=()) -> subprocess.Popen:
+    """``full`` in its own process group, with SIGINT at its default as under a terminal (a suite started
+    in the background, ``cmd &``, ignores SIGINT, and its children would inherit that)."""
     return subprocess.Popen([sys.executable, "-m", "ddmlflow.cli", "full", *SMALL, *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_epoch(run_name: str, step: int, proc: subprocess.Popen, timeout: float = 300):
