@@ -119,7 +119,7 @@ def shuffled_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs:
 
 def quiet(ds):
     """``ds`` without tf.data's autotuning thread. Deleting an autotuned iterator waits for that
-    thread: in a worker that had trained before, ``model.fit`` then hung ~35 s after its last epoch
+    thread: in the packed executor's second worker ``model.fit`` hung ~35 s after its last epoch
     (py-spy: ``RootDataset::Iterator::~Iterator`` waiting in ``UnboundedThreadPool``)."""
     import tensorflow as tf
 

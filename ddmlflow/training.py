@@ -219,8 +219,8 @@ def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
         kw = {"steps_per_epoch": int(np.ceil(len(x) / cfg.batch_size)), "shuffle": False}
     t0 = time.perf_counter()
     if first < cfg.epochs and not (ckpt.stop is not None and ckpt.stop.stopped):
-        model.fit(train, validation_data=validation_batches(xv, yv, cfg.batch_size), epochs=cfg.epochs, initial_epoch=first,
-                  callbacks=callbacks, verbose=2, **kw)
+        model.fit(train, validation_data=validation_batches(xv, yv, cfg.batch_size), epochs=cfg.epochs,
+                  initial_epoch=first, callbacks=callbacks, verbose=2, **kw)
     train_time = time.perf_counter() - t0
     if ckpt.stop is not None and ckpt.stop.best_weights is not None:
         model.set_weights(ckpt.stop.best_weights)  # as EarlyStopping(restore_best_weights=True)
