@@ -48,10 +48,10 @@ class CNNDNNModel(mlflow.pyfunc.PythonModel):
         self.program = build_coherent(self.locals, self.coarse, self.decomposition, name="cnn_dnn")
 
     def predict(self, context, model_input, params=None):
-        from .models import to_probabilities
+        from .training import predict_probs
 
         x = check_input(model_input, self.decomposition.image_shape)
-        return named_output(to_probabilities(self.program.predict(x, batch_size=256, verbose=0)), self.class_names)
+        return named_output(predict_probs(self.program, x, batch_size=256), self.class_names)
 
 
 def named_output(probs: np.ndarray, class_names: list[str]):
@@ -185,13 +185,15 @@ def log_keras_model(model, example, name: str = "model", params: dict | None = N
     import mlflow.keras.save as keras_save
     from mlflow.models import Model, infer_signature
 
+    from .training import predict
+
     original = keras_save._save_example
 
     def save_example(mlflow_model, input_example, path, *args, **kwargs):
         os.makedirs(path, exist_ok=True)
         return original(mlflow_model, input_example, path, *args, **kwargs)
 
-    signature = infer_signature(example, model.predict(example, verbose=0))
+    signature = infer_signature(example, predict(model, example))
     keras_save._save_example = save_example
     try:  # mlflow.keras.log_model, without re-loading the saved model to predict its example (~0.5 s a model)
         info = retry(Model.log, None, flavor=_KerasFlavor, flavor_name=mlflow.keras.__name__, model=model,

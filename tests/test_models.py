@@ -220,3 +220,31 @@ def test_resnet20a_saves_and_loads_safely(tmp_path):
     again = keras.saving.load_model(tmp_path / "r.keras", safe_mode=True)
     x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
     assert np.allclose(net.predict(x, verbose=0), again.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("model,shape,k,n,batch", [
+    ("vgg3", (16, 16, 3), 6, 70, 32),      # the last batch is short (70 = 2 x 32 + 6)
+    ("vgg3", (16, 16, 3), 2, 5, 256),      # one sigmoid unit, fewer images than a batch
+    ("cnn3d", (16, 16, 8, 1), 3, 9, 4),
+])
+def test_fast_predict_equals_keras_predict(model, shape, k, n, batch):
+    """``training.predict`` (what the pyfunc and every step's probabilities use) is ``model.predict``
+    without the pipeline: the same outputs, one traced function per model that does not keep it alive."""
+    import gc
+    import weakref
+
+    from ddmlflow.training import _PREDICT, predict, predict_probs
+
+    net = models.build(model, shape, k, width_divisor=2)
+    x = np.random.default_rng(0).random((n, *shape), dtype=np.float32)
+    want = net.predict(x, batch_size=batch, verbose=0)
+    got = predict(net, x, batch)
+    assert got.shape == want.shape == (n, models.output_units(k))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict_probs(net, x.astype("float64"), batch), models.to_probabilities(want),
+                               rtol=1e-5, atol=1e-6)  # float64 input is cast, as Keras does
+    assert net in _PREDICT and len(predict(net, x[:0], batch)) == 0
+    ref = weakref.ref(net)
+    del net
+    gc.collect()
+    assert ref() is None, "the cache of traced functions keeps the model alive"

@@ -23,11 +23,10 @@ def coarse_features(local_probs: Sequence[np.ndarray]) -> np.ndarray:
 
 def predict_two_step(local_models: Sequence, coarse, decomposition, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Class probabilities of the CNN-DNN for whole images ``x`` (n, *image_shape)."""
-    from . import to_probabilities
+    from ..training import predict_probs
 
-    probs = [to_probabilities(m.predict(decomposition.crop(x, i), batch_size=batch_size, verbose=0))
-             for i, m in enumerate(local_models)]
-    return to_probabilities(coarse.predict(coarse_features(probs), batch_size=batch_size, verbose=0))
+    probs = [predict_probs(m, decomposition.crop(x, i), batch_size) for i, m in enumerate(local_models)]
+    return predict_probs(coarse, coarse_features(probs), batch_size)
 
 
 # -- the CNN-DNN as one Keras model (KLW-TL sec. 2.1 "coherent", 2.2 "transfer") ----------------------

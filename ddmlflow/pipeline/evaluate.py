@@ -20,7 +20,7 @@ from ..serving import log_cnn_dnn, register
 from ..tracking import NOTE_TAG, get_run, log_params, retry, say, work_dir
 from ..training import accuracy
 from .prepared import load_prepared
-from .train import load_keras, load_probs
+from .train import load_probs, logged_keras_archive
 
 
 def _metric(run_id: str, key: str) -> float:
@@ -90,12 +90,8 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
 def _log_and_register(cfg: RunConfig, prep, local_runs, coarse_run, name: str, results: dict, art: Path) -> dict:
     """Log the composed CNN-DNN (a logged model with the run's params and results) and register it."""
     val_acc = results["val_accuracy/cnn_dnn"]
-    paths = []
-    for i, r in enumerate(local_runs):
-        paths.append(art / f"local_{i:02d}.keras")
-        load_keras(r).save(paths[-1])
-    coarse_path = art / "coarse.keras"
-    load_keras(coarse_run).save(coarse_path)
+    paths = [logged_keras_archive(r, art / f"local_{i:02d}") for i, r in enumerate(local_runs)]
+    coarse_path = logged_keras_archive(coarse_run, art / "coarse")
     run = mlflow.active_run()
     tags = {**describe.cfg_tags(cfg), "ddmlflow.source_run": run.info.run_id,
             "ddmlflow.parent_run": run.data.tags.get("mlflow.parentRunId", "")}

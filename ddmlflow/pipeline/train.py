@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -68,6 +69,17 @@ def load_probs(run_id: str) -> tuple[np.ndarray, np.ndarray]:
                                                dst_path=tempfile.mkdtemp(dir=work_dir("tmp")))
     with np.load(path) as z:
         return z["train"], z["val"]
+
+
+def logged_keras_archive(run_id: str, dst: Path) -> Path:
+    """The ``.keras`` archive of the model a training run logged, copied into folder ``dst``: the file
+    itself, not loaded and saved again (the logged model's layout: ``data/model.keras``)."""
+    from ..tracking import get_run
+
+    model_id = get_run(run_id).data.tags["model_uri"].split("/", 1)[1]
+    location = mlflow.get_logged_model(model_id).artifact_location
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/data/model.keras", dst_path=str(dst)))
 
 
 def load_keras(run_id: str):
