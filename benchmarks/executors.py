@@ -21,8 +21,9 @@ validation every epoch, ``training.fit``) for the global net and the locals:
   threads (as ``mlflow models serve`` runs them), the median of three passes.
 
 An epoch's time is the mean over epochs 2..E (epoch 1 includes tracing). On a
-shared CPU, ``--rounds R`` also times global, process and packed in turn, R
-rounds in one process, and reports the medians of the per-round ratios.
+shared CPU, ``--rounds R`` then times the routes again in turn, R rounds, each
+route in a fresh process with its own threads, and reports the medians of the
+per-round ratios.
 ``--image-size`` shrinks the volume/image (e.g. ``64,64,32`` for chest CT).
 """
 from __future__ import annotations
@@ -143,14 +144,7 @@ def route(name: str, a) -> dict:
     p, cfg, prep = _setup(a)
     dec, k = prep.decomposition, prep.num_classes
     out: dict = {}
-    if name == "paired":  # the three routes in turn, round after round: ratios from the same minutes
-        rounds = []
-        for _ in range(a.rounds):
-            t = {r: route_seconds(r, p, cfg, prep) for r in ("global", "process", "packed")}
-            rounds.append({"process_speedup": t["global"] / t["process"], "packed_speedup": t["global"] / t["packed"],
-                           **{f"{r}_s_per_epoch": v for r, v in t.items()}})
-        out["rounds"] = rounds
-    elif name in ("global", "global_threads", "process", "packed"):
+    if name in ("global", "global_threads", "process", "packed"):
         from ddmlflow.packing import threads
 
         out["s_per_epoch"] = route_seconds(name.removesuffix("_threads"), p, cfg, prep)
@@ -186,6 +180,18 @@ def run_child(name: str, argv: list[str]) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _round(t: dict) -> dict:
+    """One round's seconds per epoch and ratios; the baseline is the faster global route, as above."""
+    out = {f"{n}_s_per_epoch": v["s_per_epoch"] for n, v in t.items()}
+    base = min((v["s_per_epoch"] for n, v in t.items() if n.startswith("global")), default=None)
+    for n in ("process", "packed"):
+        if base is not None and n in t:
+            out[f"{n}_speedup"] = base / t[n]["s_per_epoch"]
+    if "packed" in t:
+        out["packed_tf_threads"] = t["packed"]["tf_threads"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="cifar10-vgg3-2x2")
@@ -196,7 +202,7 @@ def main() -> None:
                     help="spatial size instead of the preset's, e.g. 64,64,32")
     ap.add_argument("--routes", default="global,global_threads,process,packed,inference")
     ap.add_argument("--rounds", type=int, default=0,
-                    help="also time global/process/packed in turn for this many rounds in one process; "
+                    help="then time the routes again in turn for this many rounds (each in a fresh process); "
                          "speedups are then the medians of the per-round ratios (robust on a shared CPU)")
     ap.add_argument("--threads", type=lambda s: [int(v) for v in s.split(",")], default=None,
                     help="TensorFlow intra,inter op threads for every route (default: TensorFlow's)")
@@ -207,8 +213,10 @@ def main() -> None:
         print(json.dumps(route(a.route, a)))
         return
     argv = [arg for arg in sys.argv[1:] if arg not in ("--json",)]
-    names = a.routes.split(",") + (["paired"] if a.rounds else [])
+    names = a.routes.split(",")
     r = {name: run_child(name, argv) for name in names}
+    timed = [n for n in names if n != "inference"]  # each round: every timed route in turn, fresh processes
+    rounds = [{n: run_child(n, argv) for n in timed} for _ in range(a.rounds)]
     p, cfg, prep = _setup(a)
     out = {"preset": a.preset, "n": a.n, "batch_size": cfg.batch_size, "epochs": a.epochs,
            "image_shape": list(prep.decomposition.image_shape), "n_locals": prep.decomposition.n,
@@ -236,12 +244,12 @@ def main() -> None:
         i = r["inference"]
         out.update(global_images_per_s=i["global_images_per_s"], cnn_dnn_images_per_s=i["cnn_dnn_images_per_s"],
                    inference_speedup=i["cnn_dnn_images_per_s"] / i["global_images_per_s"])
-    if "paired" in r:
-        rounds = r["paired"]["rounds"]
-        med = {key: float(np.median([x[key] for x in rounds])) for key in rounds[0]}
+    if rounds:
+        rounds = [_round(t) for t in rounds]
+        med = {key: float(np.median([x[key] for x in rounds])) for key in rounds[0] if key.endswith("speedup")}
         out.update({f"{key}_median": v for key, v in med.items()}, rounds=rounds,
-                   note="speedups: medians of per-round ratios (global, process, packed timed in turn)")
-        out["process_speedup"], out["packed_speedup"] = med["process_speedup"], med["packed_speedup"]
+                   note=f"speedups: medians of per-round ratios ({', '.join(timed)} timed in turn)")
+        out.update(med)
     if a.json:
         print(json.dumps(out))
     else:

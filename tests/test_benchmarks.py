@@ -30,3 +30,22 @@ def test_executors_benchmark_prints_every_figure():
     assert out["packed_speedup"] == pytest.approx(out["global_s_per_epoch"] / out["packed_s_per_epoch"])
     assert out["packed_tf_threads"].startswith("intra_op=1,")
     assert 3.5 < out["flops_ratio"] < 4.5  # four half-width locals of a quarter of the pixels each (with overlap 0)
+
+
+def test_rounds_time_each_route_in_its_own_process_and_report_medians():
+    """``--rounds``: the routes again in turn, each in a fresh process, so the packed locals keep the packed
+    engine's threads in every round; the speedups are the medians of the per-round ratios."""
+    import statistics
+
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "executors.py"), "--preset", "cifar10-vgg3-2x2",
+                        "--n", "64", "--epochs", "2", "--batch-size", "32", "--routes", "global,packed",
+                        "--rounds", "3", "--json"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    rounds = out["rounds"]
+    assert len(rounds) == 3 and "process_speedup" not in out
+    for x in rounds:
+        assert x["packed_tf_threads"].startswith("intra_op=1,")
+        assert x["packed_speedup"] == pytest.approx(x["global_s_per_epoch"] / x["packed_s_per_epoch"])
+    assert out["packed_speedup"] == out["packed_speedup_median"] == statistics.median(
+        x["packed_speedup"] for x in rounds)
