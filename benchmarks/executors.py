@@ -21,9 +21,9 @@ validation every epoch, ``training.fit``) for the global net and the locals:
   threads (as ``mlflow models serve`` runs them), the median of three passes.
 
 An epoch's time is the mean over epochs 2..E (epoch 1 includes tracing). On a
-shared CPU, ``--rounds R`` then times the routes again in turn, R rounds, each
-route in a fresh process with its own threads, and reports the medians of the
-per-round ratios.
+shared CPU, ``--rounds R`` times the routes R times in turn (the first pass is
+round 1), each route in a fresh process with its own threads, and reports the
+medians of the per-round ratios.
 ``--image-size`` shrinks the volume/image (e.g. ``64,64,32`` for chest CT).
 """
 from __future__ import annotations
@@ -202,7 +202,7 @@ def main() -> None:
                     help="spatial size instead of the preset's, e.g. 64,64,32")
     ap.add_argument("--routes", default="global,global_threads,process,packed,inference")
     ap.add_argument("--rounds", type=int, default=0,
-                    help="then time the routes again in turn for this many rounds (each in a fresh process); "
+                    help="time the routes in turn this many times in all (each in a fresh process); "
                          "speedups are then the medians of the per-round ratios (robust on a shared CPU)")
     ap.add_argument("--threads", type=lambda s: [int(v) for v in s.split(",")], default=None,
                     help="TensorFlow intra,inter op threads for every route (default: TensorFlow's)")
@@ -216,7 +216,8 @@ def main() -> None:
     names = a.routes.split(",")
     r = {name: run_child(name, argv) for name in names}
     timed = [n for n in names if n != "inference"]  # each round: every timed route in turn, fresh processes
-    rounds = [{n: run_child(n, argv) for n in timed} for _ in range(a.rounds)]
+    rounds = [_round({n: r[n] for n in timed})]  # the pass above is round 1
+    rounds += [_round({n: run_child(n, argv) for n in timed}) for _ in range(a.rounds - 1)]
     p, cfg, prep = _setup(a)
     out = {"preset": a.preset, "n": a.n, "batch_size": cfg.batch_size, "epochs": a.epochs,
            "image_shape": list(prep.decomposition.image_shape), "n_locals": prep.decomposition.n,
@@ -232,24 +233,21 @@ def main() -> None:
         out.update(process_sum_s_per_epoch=r["process"]["s_per_epoch"], process_rss_mb=r["process"]["rss_mb"],
                    process_note="locals one after another in one process (start/import/data load not counted)")
         if "global" in r:
-            out["process_speedup"] = r["global"]["s_per_epoch"] / r["process"]["s_per_epoch"]
             out["flops_ratio"] = r["global"]["flops"] / r["process"]["flops"]
     if "packed" in r:
         out.update(packed_s_per_epoch=r["packed"]["s_per_epoch"], packed_rss_mb=r["packed"]["rss_mb"],
                    packed_tf_threads=r["packed"]["tf_threads"])
         if "global" in r:
-            out["packed_speedup"] = r["global"]["s_per_epoch"] / r["packed"]["s_per_epoch"]
             out["packed_rss_ratio"] = r["packed"]["rss_mb"] / r["global"]["rss_mb"]
     if "inference" in r:
         i = r["inference"]
         out.update(global_images_per_s=i["global_images_per_s"], cnn_dnn_images_per_s=i["cnn_dnn_images_per_s"],
                    inference_speedup=i["cnn_dnn_images_per_s"] / i["global_images_per_s"])
-    if rounds:
-        rounds = [_round(t) for t in rounds]
-        med = {key: float(np.median([x[key] for x in rounds])) for key in rounds[0] if key.endswith("speedup")}
+    med = {key: float(np.median([x[key] for x in rounds])) for key in rounds[0] if key.endswith("speedup")}
+    out.update(med)  # one round: its ratios
+    if a.rounds > 1:
         out.update({f"{key}_median": v for key, v in med.items()}, rounds=rounds,
                    note=f"speedups: medians of per-round ratios ({', '.join(timed)} timed in turn)")
-        out.update(med)
     if a.json:
         print(json.dumps(out))
     else:

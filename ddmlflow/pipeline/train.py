@@ -76,8 +76,7 @@ def logged_keras_archive(run_id: str, dst: Path) -> Path:
     itself, not loaded and saved again (the logged model's layout: ``data/model.keras``)."""
     from ..tracking import get_run
 
-    model_id = get_run(run_id).data.tags["model_uri"].split("/", 1)[1]
-    location = mlflow.get_logged_model(model_id).artifact_location
+    location = mlflow.get_logged_model(get_run(run_id).data.tags["ddmlflow.model_id"]).artifact_location
     dst.mkdir(parents=True, exist_ok=True)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/data/model.keras", dst_path=str(dst)))
 
