@@ -53,13 +53,26 @@ def pin(k: int, gpus: list[str]) -> str:
 
 
 def configure_tensorflow() -> str:
-    """In a training process: memory growth on every visible GPU; returns the device used."""
+    """In a training process: memory growth on every visible GPU; returns the device used.
+
+    Visible, not present: the packed executor's driver hides its GPUs from TensorFlow when it
+    trains the CPU's jobs itself (``CUDA_VISIBLE_DEVICES`` is only read when TensorFlow starts).
+    """
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = [g for g in tf.config.list_physical_devices("GPU") if g in tf.config.get_visible_devices("GPU")]
     for g in gpus:
         try:
             tf.config.experimental.set_memory_growth(g, True)
         except RuntimeError:  # already initialised
             pass
     return f"GPU:{os.environ.get('CUDA_VISIBLE_DEVICES', '0')}" if gpus else "CPU"
+
+
+def process_tags(device: str) -> dict[str, str]:
+    """Where a training ran: device, ``CUDA_VISIBLE_DEVICES``, TensorFlow's threads and the process id
+    (the packed executor trains the CPU's non-local jobs in the driver, the locals in a worker)."""
+    from .packing import threads
+
+    return {"device": device, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+            "ddmlflow.tf_threads": threads(), "ddmlflow.pid": str(os.getpid())}

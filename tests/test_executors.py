@@ -126,6 +126,7 @@ def test_memory_growth_is_set_on_every_visible_gpu(monkeypatch):
 
     calls = []
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: ["GPU:0", "GPU:1"] if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config, "get_visible_devices", lambda kind: ["GPU:0", "GPU:1"] if kind == "GPU" else [])
     monkeypatch.setattr(tf.config.experimental, "set_memory_growth", lambda g, on: calls.append((g, on)))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     assert devices.configure_tensorflow() == "GPU:3"
@@ -133,8 +134,9 @@ def test_memory_growth_is_set_on_every_visible_gpu(monkeypatch):
 
 
 def test_packed_plan_splits_the_cpu_only():
-    """On the CPU, packed locals get a worker of their own (one thread per op) and the other jobs a second
-    worker that waits for it; a GPU keeps one worker for everything pinned there."""
+    """On the CPU, packed locals get a worker of their own (one thread per op) and the other jobs wait for
+    it (they run in the driver, with TensorFlow's default threads); a GPU keeps one worker for everything
+    pinned there."""
     from ddmlflow.executors.packed import workers
 
     def job(step, box, device):
@@ -149,3 +151,29 @@ def test_packed_plan_splits_the_cpu_only():
     one_local = [job("train_global", 0, ""), job("train_local", 0, "")]
     assert [(name, len(js), after) for name, js, after in workers(one_local)] == [("cpu", 2, None)]
     assert [name for name, _, _ in workers(cpu[1:])] == ["cpu"]
+
+
+def test_prestarted_worker_runs_the_jobs_it_is_handed_and_close_stops_the_rest(mlflow_env, tmp_path):
+    """``prestart`` starts workers before their jobs exist (``full``: before ``decompose``); ``run`` hands a
+    job to one of them, ``close`` stops the other. The job here is the cheap ``decompose`` step, run by the worker into its own run."""
+    import mlflow
+
+    from ddmlflow.config import resolve
+    from ddmlflow.executors.packed import PackedExecutor
+    from ddmlflow.executors.worker import STATUS
+
+    ex = PackedExecutor(poll_s=0.05)
+    ex.prestart(["", ""], {"MLFLOW_TRACKING_URI": mlflow_env})
+    first, second = ex._spare
+    run = mlflow.MlflowClient().create_run("0", run_name="decompose")
+    cfg = resolve("", dataset="shapes2d", n_train="16", n_val="8", decomposition="2x2")
+    job = Job("decompose", "decompose", run.info.run_id, {}, cfg, log=tmp_path / "decompose.log",
+              env={"MLFLOW_TRACKING_URI": mlflow_env})
+    [result] = ex.run([job])
+    assert result.ok, result.reason
+    assert (first.folder / STATUS).exists() and not (second.folder / STATUS).exists()
+    assert first.proc.poll() == 0 and second.proc.poll() is None
+    done = mlflow.MlflowClient().get_run(run.info.run_id)
+    assert done.info.status == "FINISHED" and done.data.params["n_boxes"] == "4"
+    ex.close()
+    assert second.proc.poll() is not None and not ex._spare

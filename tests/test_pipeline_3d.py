@@ -22,12 +22,14 @@ def test_full_3d_and_predict_nifti(mlflow_env, tmp_path, capsys):
     assert main(argv) == 0, capsys.readouterr().err[-2000:]
     c = mlflow.MlflowClient()
     runs = {r.info.run_name: r for r in c.search_runs(experiment_ids(c))}
-    # auto on the CPU: the locals packed with one thread per op; the global net in its own worker with
-    # TensorFlow's default threads, after the group (one training at a time on the device)
+    # auto on the CPU: the locals packed with one thread per op in one worker; the global net in the driver
+    # (here: this process) with TensorFlow's default threads, after the group (one training at a time)
     locals_ = [runs[f"train_local/{k:02d}"] for k in range(4)]
     assert {r.data.tags["ddmlflow.executor"] for r in locals_} == {"packed"}
     assert {r.data.tags["ddmlflow.tf_threads"] for r in locals_} == {f"intra_op=1,inter_op={len(os.sched_getaffinity(0))}"}
     assert runs["train_global"].data.tags["ddmlflow.tf_threads"] == "intra_op=0,inter_op=0"
+    assert runs["train_global"].data.tags["ddmlflow.pid"] == str(os.getpid())
+    assert len({r.data.tags["ddmlflow.pid"] for r in locals_} - {str(os.getpid())}) == 1
     last_local = max(m.timestamp for r in locals_ for m in c.get_metric_history(r.info.run_id, "loss"))
     assert min(m.timestamp for m in c.get_metric_history(runs["train_global"].info.run_id, "loss")) > last_local
     for r in locals_ + [runs["train_global"], runs["train_coarse"]]:  # packed locals watched in their group

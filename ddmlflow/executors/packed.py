@@ -2,34 +2,45 @@
 
 Small local nets are dominated by per-step overhead (Python, op dispatch, tiny
 kernels): on one CPU four half-width VGG3 locals trained one after another
-cost ~0.9x the global net where the FLOPs allow 0.25x. This executor starts
-one fresh process per device; it trains all ``train_local`` jobs pinned there
-as one Keras program (``ddmlflow.packing``: one input pipeline, a branch per
-local with its own weights, optimizer state and early stopping), then runs
-that device's other jobs (global net, strategies) one after another in the
-same process, so TensorFlow is imported and the data set loaded once. Each
-local still reports into its own child run.
+cost ~0.9x the global net where the FLOPs allow 0.25x. This executor gives
+each device one fresh worker process (``executors/worker.py``); it trains all
+``train_local`` jobs pinned there as one Keras program (``ddmlflow.packing``:
+one input pipeline, a branch per local with its own weights, optimizer state
+and early stopping), then that device's other jobs (global net, strategies)
+one after another in the same process, so TensorFlow is imported and the
+data set loaded once. Each local still reports into its own child run.
 
 On the CPU the packed locals run best with one thread per op and the branches
 side by side (``packing.configure_threads``), while a big net (the global one)
 wants TensorFlow's default threads (2D VGG3 ~10 %, 3D CNN ~40 % slower with one
-thread per op). Threads are fixed when TensorFlow starts, so there the device's
-other jobs get a second worker, started at once so that its imports overlap the
-packed training. It starts training when the packed worker has trained its
-groups (while that one logs their models and probabilities) or has ended: one
-training at a time on the device, as before.
+thread per op). Threads are fixed when TensorFlow starts, so there the CPU's
+other jobs run in this (the driver's) process, which has the default threads
+and, in ``full``, TensorFlow already imported: no second worker to start,
+import and connect (~12 s of CPU, on two cores while the packed worker starts).
+They start when the packed worker has trained its groups (while it logs their
+models and probabilities) or has ended: one training at a time on the device.
+Where this process cannot hide its GPUs from TensorFlow any more, they get a
+worker of their own instead.
+
+``prestart(devices)`` starts the workers before their jobs are known (``full``
+does so before ``decompose``), so their imports overlap the steps before the
+trainings; ``close()`` stops those that got no job.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import Job, OnChange, Result, progress_counts
 from .process import child_env, reason, terminate
+from .worker import LOG, SPEC, STATUS
 
 
 def groups(jobs: list[Job]) -> dict[str, list[Job]]:
@@ -42,7 +53,7 @@ def groups(jobs: list[Job]) -> dict[str, list[Job]]:
 
 def workers(jobs: list[Job]) -> list[tuple[str, list[Job], str | None]]:
     """(name, jobs, name of the worker to wait for) per worker: one per device; on the CPU
-    (device '') a second one for the non-local jobs when two or more locals are packed."""
+    (device '') the non-local jobs apart ('cpu-other', run in the driver) when two or more locals are packed."""
     out = []
     for device, group in groups(jobs).items():
         local = [j for j in group if j.step == "train_local"]
@@ -54,57 +65,129 @@ def workers(jobs: list[Job]) -> list[tuple[str, list[Job], str | None]]:
     return out
 
 
+@dataclass
+class _Worker:
+    device: str
+    folder: Path
+    proc: subprocess.Popen
+    jobs: list[Job] = field(default_factory=list)
+    start: float = 0.0
+
+    def assign(self, jobs: list[Job], then: Path | None) -> None:
+        """Hand the worker its jobs (written atomically: it polls for the file)."""
+        self.jobs, self.start = jobs, time.time()
+        spec = {"jobs": [{"step": j.step, "name": j.name, "run_id": j.run_id, "inputs": j.inputs,
+                          "config": j.config.params()} for j in jobs],
+                "log": str(jobs[0].log), "then": str(then) if then else ""}
+        tmp = self.folder / (SPEC + ".tmp")
+        tmp.write_text(json.dumps(spec))
+        os.replace(tmp, self.folder / SPEC)
+
+    def results(self) -> list[Result]:
+        """Each job's outcome as the worker recorded it; what it never reached failed with the worker."""
+        status, elapsed = self.folder / STATUS, time.time() - self.start
+        seen = json.loads(status.read_text()) if status.exists() else {}
+        log = self.jobs[0].log if self.jobs[0].log.exists() else self.folder / LOG  # killed before its jobs
+        why = reason(self.proc.returncode, log) if self.proc.returncode != 0 else "the worker ended before this job"
+        return [Result(j, seen[j.run_id]["ok"], seen[j.run_id]["reason"], elapsed) if j.run_id in seen
+                else Result(j, False, why, elapsed) for j in self.jobs]
+
+
+def _spawn(device: str, env: dict[str, str]) -> _Worker:
+    folder = Path(tempfile.mkdtemp(prefix=f"ddmlflow-worker-{device or 'cpu'}-"))
+    with open(folder / LOG, "ab") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "ddmlflow.executors.worker", str(folder)],
+                                env=child_env(device, env), stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    return _Worker(device, folder, proc)
+
+
+def _cpu_only_here() -> bool:
+    """Hide every GPU from this process's TensorFlow (before it starts); False if it already sees one."""
+    from .. import preload
+
+    preload.wait()
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+        return True
+    except RuntimeError:  # TensorFlow has started: fine only if it found no GPU
+        return not tf.config.list_logical_devices("GPU")
+
+
+def run_here(job: Job) -> Result:
+    """One job in this process, into its run (FAILED with the reason on an error), printing into its log."""
+    from ..steps import STEPS
+    from ..tracking import step_run, trains
+
+    t0 = time.time()
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(job.log, "a") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        try:
+            with step_run(job.run_id, system_metrics=trains(job.step)):
+                STEPS[job.step].call(job.config, **job.inputs)
+            return Result(job, True, "", time.time() - t0)
+        except Exception as e:  # noqa: BLE001 - step_run marked the run FAILED; the driver goes on
+            return Result(job, False, f"{type(e).__name__}: {e}", time.time() - t0)
+
+
 class PackedExecutor:
-    """One worker per device, all devices at once (on the CPU: one worker)."""
+    """One worker per device, all devices at once (on the CPU: one worker, then this process)."""
 
     def __init__(self, poll_s: float = 0.2):
         self.poll_s = poll_s
+        self._spare: list[_Worker] = []
+
+    def prestart(self, devices: list[str], env: dict[str, str]) -> None:
+        """Start a worker per device now; ``run`` hands them their jobs."""
+        self._spare += [_spawn(d, env) for d in devices]
+
+    def close(self) -> None:
+        """Stop the prestarted workers that got no job."""
+        terminate([w.proc for w in self._spare], grace_s=5.0)
+        self._spare = []
+
+    def _worker(self, group: list[Job], then: Path | None) -> _Worker:
+        """A prestarted worker of the group's device (if alive), else a new one, with the group assigned."""
+        w = next((w for w in self._spare if w.device == group[0].device and w.proc.poll() is None), None)
+        if w is not None:
+            self._spare.remove(w)
+        else:
+            w = _spawn(group[0].device, group[0].env)
+        w.assign(group, then)
+        return w
 
     def run(self, jobs: list[Job], on_change: OnChange | None = None) -> list[Result]:
         t0, done = time.time(), []
         plan = workers(jobs)
-        go = {name: Path(tempfile.mkdtemp(prefix=f"ddmlflow-{name}-")) / "go" for name, _, _ in plan}
-        waiting = {after: name for name, _, after in plan if after is not None}
-        running = {name: (group, *self._start(go[name].parent, group, go[name] if after else None,
-                                              go[waiting[name]] if name in waiting else None))
-                   for name, group, after in plan}
+        followed = {after for _, _, after in plan if after}
+        go = {name: Path(tempfile.mkdtemp(prefix="ddmlflow-go-")) / "go" for name in followed}
+        later = [(group, after) for _, group, after in plan if after]
+        running = {name: self._worker(group, go.get(name)) for name, group, after in plan if not after}
+
+        def progress() -> None:
+            if on_change:
+                on_change(progress_counts(len(jobs), done, sum(len(w.jobs) for w in running.values()), t0))
         try:
-            while running:
-                for name, (group, proc, status, start) in list(running.items()):
-                    if proc.poll() is None:
+            while running or later:
+                for name, w in list(running.items()):
+                    if w.proc.poll() is not None:
+                        done += w.results()
+                        del running[name]
+                        progress()
+                for group, after in list(later):
+                    if after in running and not go[after].exists():
                         continue
-                    done += self._results(group, proc.returncode, status, time.time() - start)
-                    del running[name]
-                    if name in waiting:  # its follower may train now (whatever the outcome)
-                        go[waiting[name]].touch()
-                    if on_change:
-                        on_change(progress_counts(len(jobs), done, sum(len(g) for g, *_ in running.values()), t0))
+                    later.remove((group, after))
+                    if _cpu_only_here():
+                        done += [run_here(j) for j in group]
+                        progress()
+                    else:
+                        running[f"{after}-then"] = self._worker(group, None)
                 time.sleep(self.poll_s)
         except BaseException:
-            terminate([p for _, p, _, _ in running.values()])
+            terminate([w.proc for w in running.values()])
             raise
         order = {id(j): i for i, j in enumerate(jobs)}
         return sorted(done, key=lambda r: order[id(r.job)])
-
-    def _start(self, folder: Path, group: list[Job], wait_for: Path | None, then: Path | None):
-        spec, status = folder / "jobs.json", folder / "status.json"
-        spec.write_text(json.dumps([{"step": j.step, "name": j.name, "run_id": j.run_id, "inputs": j.inputs,
-                                     "config": j.config.params()} for j in group]))
-        log = group[0].log
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "ddmlflow.executors.worker", str(spec), str(status),
-                                     *(["--wait-for", str(wait_for)] if wait_for else []),
-                                     *(["--then", str(then)] if then else [])],
-                                    env=child_env(group[0].device, group[0].env), stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        return proc, status, time.time()
-
-    @staticmethod
-    def _results(group: list[Job], returncode: int, status: Path, elapsed: float) -> list[Result]:
-        """Each job's outcome as the worker recorded it; what it never reached failed with the worker."""
-        seen = json.loads(status.read_text()) if status.exists() else {}
-        why = reason(returncode, group[0].log) if returncode != 0 else "the worker ended before this job"
-        return [Result(j, seen[j.run_id]["ok"], seen[j.run_id]["reason"], elapsed) if j.run_id in seen
-                else Result(j, False, why, elapsed) for j in group]
-

@@ -1,13 +1,15 @@
-"""The worker process of the packed executor: ``python -m ddmlflow.executors.worker JOBS STATUS [--wait-for GO] [--then GO]``.
+"""The worker process of the packed executor: ``python -m ddmlflow.executors.worker FOLDER``.
 
-Trains the ``train_local`` jobs as one packed program, then runs the other
-jobs one after another, each into its own run, and records every job's
-outcome in STATUS (JSON) as it goes, so the driver knows which finished
-even when the worker is killed. With ``--wait-for GO`` it imports TensorFlow,
-then waits for that file before its first job; with ``--then GO`` it creates
-the file once its packed groups are trained (before logging their models and
-probabilities), and the driver creates it anyway when the worker ends. A
-worker that trains only packed groups uses the packed engine's CPU threads.
+It imports TensorFlow, Keras and the training steps and opens the tracking
+store first, then waits for ``FOLDER/spec.json`` (its jobs, its log, and the
+file to create once its packed groups are trained): so a worker started
+before its jobs are known (``PackedExecutor.prestart``) spends that time
+importing, not idle. It trains the ``train_local`` jobs as one packed program,
+then runs the other jobs one after another, each into its own run, and
+records every job's outcome in ``FOLDER/status.json`` as it goes, so the
+driver knows which finished even when the worker is killed. A worker that
+trains only packed groups uses the packed engine's CPU threads (set after the
+imports, before TensorFlow runs an op). It exits when its driver does.
 """
 from __future__ import annotations
 
@@ -15,30 +17,64 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
+
+SPEC, STATUS, LOG = "spec.json", "status.json", "worker.log"
 
 
 def _on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _wait_for(go: str) -> None:
+def _warm() -> None:
+    """What every job needs, before the job is known: the imports (~10 s) and the tracking store (~1.5 s)."""
     import importlib
-    import time
 
-    for module in ("tensorflow", "keras", "ddmlflow.pipeline.train"):
+    for module in ("tensorflow", "keras", "ddmlflow.pipeline.packed", "ddmlflow.pipeline.train"):
         importlib.import_module(module)
-    while not Path(go).exists():
-        time.sleep(0.1)
+    from mlflow.tracking import MlflowClient
+
+    from ..tracking import retry
+
+    retry(MlflowClient().search_experiments, max_results=1)
 
 
-def main(spec: str, status: str, wait_for: str = "", then: str = "") -> int:
+def _wait_for_spec(folder: Path, driver: int) -> dict:
+    """The spec once the driver has written it (atomically); exit if the driver is gone."""
+    while not (folder / SPEC).exists():
+        if os.getppid() != driver:
+            sys.exit(3)
+        time.sleep(0.05)
+    return json.loads((folder / SPEC).read_text())
+
+
+def _to_job_log(folder: Path, log: str) -> None:
+    """From now on write into the job's log, starting with what the warm-up printed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    warm = folder / LOG
+    if warm.exists():
+        os.write(fd, warm.read_bytes())
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def main(folder: str) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    folder, driver = Path(folder), os.getppid()
+    _warm()
+    spec = _wait_for_spec(folder, driver)
+    _to_job_log(folder, spec["log"])
+
     from ..config import resolve
     from ..steps import STEPS
     from ..tracking import say, step_run, trains
 
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    jobs = json.loads(Path(spec).read_text())
+    jobs, then, status = spec["jobs"], spec.get("then", ""), folder / STATUS
     for j in jobs:
         params = dict(j["config"])
         j["cfg"] = resolve(params.pop("preset"), **params)
@@ -47,7 +83,7 @@ def main(spec: str, status: str, wait_for: str = "", then: str = "") -> int:
     def record(run_ids, ok: bool, why: str = "") -> None:
         for r in run_ids:
             seen[r] = {"ok": ok, "reason": why}
-        Path(status).write_text(json.dumps(seen))
+        status.write_text(json.dumps(seen))
 
     groups: dict[str, list[dict]] = {}  # locals with the same config pack together (tuned ones may differ)
     for j in (j for j in jobs if j["step"] == "train_local"):
@@ -56,8 +92,6 @@ def main(spec: str, status: str, wait_for: str = "", then: str = "") -> int:
         from ..packing import configure_threads
 
         configure_threads()  # before any TensorFlow op
-    if wait_for:
-        _wait_for(wait_for)
     for k, local in enumerate(groups.values()):
         from ..pipeline.packed import train_locals_packed
 
@@ -82,15 +116,7 @@ def main(spec: str, status: str, wait_for: str = "", then: str = "") -> int:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser()
-    ap.add_argument("spec")
-    ap.add_argument("status")
-    ap.add_argument("--wait-for", default="")
-    ap.add_argument("--then", default="")
-    a = ap.parse_args()
-    code = main(a.spec, a.status, a.wait_for, a.then)
+    code = main(sys.argv[1])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # every run is closed and STATUS written: skip TensorFlow's ~1-2 s teardown

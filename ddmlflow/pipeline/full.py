@@ -12,12 +12,11 @@ pin devices and pass parent ids.
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import mlflow
 
-from .. import describe, devices
+from .. import describe, devices, preload
 from ..config import FullOptions, RunConfig
 from ..executors import Job, Result, choose, make_executor
 from ..hparams import load_hparams
@@ -68,6 +67,7 @@ class Steps:
         """Run a cheap step ``fn(*args, **kwargs)`` in this process, unless reused."""
         run_id, done = self.get(step, name, inputs)
         if not done:
+            preload.wait()  # the step imports TensorFlow too
             with step_run(run_id, system_metrics=trains(step)):
                 fn(*args, **kwargs)
         return run_id
@@ -100,9 +100,34 @@ def _selected(step: Step, opts: FullOptions) -> bool:
 
 def full(cfg: RunConfig, opts: FullOptions) -> dict:
     """In the active (parent) run: every step, then a summary; raises ``StepsFailed``."""
+    t0 = time.time()
+    warm = _prestart(opts)
+    try:
+        return _full(cfg, opts, t0, warm)
+    finally:
+        if warm is not None:
+            warm.close()
+
+
+def _prestart(opts: FullOptions):
+    """The packed executor with its workers already importing TensorFlow while ``decompose`` runs, when
+    the trainings will go through it (on the CPU, or when asked for), else None. If every training is
+    reused, ``close`` stops them unused."""
+    if choose(opts.executor, 0, opts.gpus, opts.jobs_per_gpu) != "packed":
+        return None
+    executor = make_executor("packed")
+    executor.prestart(list(opts.gpus) or [""], _job_env())
+    return executor
+
+
+def _job_env() -> dict[str, str]:
+    """What a training process needs beyond the parent's environment: the parent's tracking store."""
+    return {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+
+
+def _full(cfg: RunConfig, opts: FullOptions, t0: float, warm) -> dict:
     parent = mlflow.active_run()
     exp = parent.info.experiment_id
-    t0 = time.time()
     log_params({**cfg.params(), **opts.params()})
     log_environment()
     steps = Steps(cfg, parent.info.run_id, exp, opts.force)
@@ -115,7 +140,7 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
         if not _selected(step, opts):
             continue
         if not step.training:
-            _train_all(batch, opts)
+            _train_all(batch, opts, warm)
             batch = []
         for inputs in _instances(step, have, n_boxes):
             name = step.run_name(inputs)
@@ -125,7 +150,7 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
                 if not done:
                     batch.append(Job(step.name, name, run_id, inputs, step_cfg,
                                      log=work_dir("logs", run_id) / "train.log",
-                                     env={"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}))
+                                     env=_job_env()))
             else:
                 run_id = steps.inline(step.name, name, inputs, step.call, step_cfg, **inputs)
             runs[name] = run_id
@@ -133,7 +158,7 @@ def full(cfg: RunConfig, opts: FullOptions) -> dict:
         if step.name == "decompose":
             n_boxes = int(retry(mlflow.get_run, have["decompose_run"]).data.params["n_boxes"])
             say(f"{n_boxes} local models on {'GPUs ' + ','.join(opts.gpus) if opts.gpus else 'the CPU'}")
-    _train_all(batch, opts)
+    _train_all(batch, opts, warm)
     if steps.adopted:
         say(f"adopted {len(steps.adopted)} runs of an unfinished earlier parent: {', '.join(steps.adopted)}")
     ev = have["evaluate_run"]
@@ -176,8 +201,9 @@ def _collect(have: dict, step: Step, inputs: dict, run_id: str) -> None:
         have[step.output] = run_id
 
 
-def _train_all(jobs: list[Job], opts: FullOptions) -> None:
-    """Run the trainings through the executor, each pinned to GPU k mod G; close what failed."""
+def _train_all(jobs: list[Job], opts: FullOptions, warm=None) -> None:
+    """Run the trainings through the executor (``warm``: the prestarted packed one), each pinned to GPU
+    k mod G; close what failed."""
     if not jobs:
         return
     per_box = [j for j in jobs if "box" in j.inputs]
@@ -193,8 +219,11 @@ def _train_all(jobs: list[Job], opts: FullOptions) -> None:
         for k, v in {"ddmlflow.executor": name, "ddmlflow.device": f"GPU:{job.device}" if job.device else "CPU"}.items():
             retry(mlflow.MlflowClient().set_tag, job.run_id, k, v)
     say(f"{len(jobs)} trainings through the {name} executor")
-    threading.Thread(target=_import_tensorflow, daemon=True).start()  # off the critical path: the coarse net needs it
-    executor = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, bool(opts.gpus))
+    # off the critical path: the coarse net (and the CPU's non-local jobs of the packed executor) need it
+    preload.start("tensorflow", "keras", "ddmlflow.pipeline.train", "ddmlflow.pipeline.coarse",
+                  "ddmlflow.pipeline.evaluate")
+    executor = warm if name == "packed" and warm is not None else \
+        make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, bool(opts.gpus))
     run_and_close(executor, jobs, progress, "trainings", "No later step ran. Rerun the same command to resume "
                                                          "them (finished ones are reused).")
 
@@ -217,14 +246,6 @@ def run_and_close(executor, jobs: list[Job], progress, what: str, hint: str) -> 
         lines = "; ".join(f"{r.job.name}: {r.reason} (log: {r.job.log})" for r in failed)
         raise StepsFailed(f"{len(failed)} of {len(jobs)} {what} failed: {lines}. {hint}")
     return results
-
-
-def _import_tensorflow() -> None:
-    """Import TensorFlow/Keras (and the coarse step) while the executor trains, not after it."""
-    import importlib
-
-    for module in ("tensorflow", "keras", "ddmlflow.pipeline.coarse", "ddmlflow.pipeline.evaluate"):
-        importlib.import_module(module)
 
 
 def run_full(cfg: RunConfig, opts: FullOptions, run_id: str = "", track=None) -> dict:

@@ -10,13 +10,12 @@ cannot be measured), also logged as ``group_train_time_s`` with the tag
 from __future__ import annotations
 
 import hashlib
-import os
 
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from ..config import RunConfig
-from ..devices import configure_tensorflow
+from ..devices import configure_tensorflow, process_tags
 from ..tracking import monitor_system, retry, say, step_run, work_dir
 from .finish import finish_training
 from .prepared import load_prepared
@@ -33,7 +32,7 @@ def _start_run(run_id: str, params: dict, tags: dict) -> None:
 def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], run_ids: list[str],
                         on_trained=None) -> None:
     """Train the group, then log each local's results; ``on_trained()`` is called in between."""
-    from ..packing import mlflow_epoch_logger, threads, train_packed
+    from ..packing import mlflow_epoch_logger, train_packed
 
     device = configure_tensorflow()
     prep = load_prepared(decompose_run)
@@ -43,9 +42,8 @@ def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], ru
         _start_run(run_id, {**cfg.params(), "decompose_run": decompose_run, "box": box,
                             "input_shape": "x".join(map(str, x_shape)), "effective_width_divisor": cfg.width_divisor,
                             "box_bounds": str(prep.decomposition.boxes[box])},
-                   {"device": device, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-                    "subdomain": str(box), "ddmlflow.group": group, "ddmlflow.executor": "packed",
-                    "ddmlflow.tf_threads": threads()})
+                   {**process_tags(device), "subdomain": str(box), "ddmlflow.group": group,
+                    "ddmlflow.executor": "packed"})
     say(f"packed group {group}: {len(boxes)} locals as one program on {device}")
     with monitor_system(run_ids):  # the group's CPU/GPU use, in every local's run
         results = train_packed(cfg, prep, boxes, run_ids, checkpoint_dir=work_dir("checkpoints", f"group-{group}"),

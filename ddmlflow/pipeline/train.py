@@ -5,7 +5,6 @@ One function trains either: ``box=None`` is the global net on whole images,
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 
 from .. import models
 from ..config import RunConfig
-from ..devices import configure_tensorflow
+from ..devices import configure_tensorflow, process_tags
 from ..tracking import log_params, logged_steps, work_dir
 from ..training import FitConfig, fit, seed_everything
 from .finish import finish_training, log_probs  # noqa: F401 - log_probs: part of this step's API
@@ -39,11 +38,7 @@ def train_local(cfg: RunConfig, decompose_run: str, box: int) -> None:
 def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
     """In the active run: fit, then log metrics, profile, probabilities and the model."""
     run_id = mlflow.active_run().info.run_id
-    device = configure_tensorflow()
-    from ..packing import threads
-
-    mlflow.set_tags({"device": device, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-                     "subdomain": "global" if box is None else str(box), "ddmlflow.tf_threads": threads()})
+    mlflow.set_tags({**process_tags(configure_tensorflow()), "subdomain": "global" if box is None else str(box)})
     seed = cfg.seed + (0 if box is None else 1 + box)
     seed_everything(seed)
     prep = load_prepared(decompose_run)
