@@ -161,7 +161,7 @@ class Command:
         import mlflow
 
         from . import describe
-        from .executors import check
+        from .executors import check, prestart
         from .tracking import open_run, step_run
 
         if hasattr(opts, "ray_address"):  # before any run or connection: e.g. sqlite with a Ray cluster
@@ -172,10 +172,18 @@ class Command:
         else:
             tags, experiment, name = {}, f"ddmlflow-{self.name}", self.name
         exp_name, run_name = (track.experiment_name, track.run_name) if track else ("", "")
-        run_id = open_run(run_id, exp_name, experiment, run_name or name, self.name,
-                          {**tags, "ddmlflow.command": self.name})
-        with step_run(run_id):
-            return self.function()(*([cfg] if self.config else []), opts)
+        # the packed workers import TensorFlow (~10 s) while this process opens its run
+        started = hasattr(opts, "executor") and prestart(opts)
+        try:
+            run_id = open_run(run_id, exp_name, experiment, run_name or name, self.name,
+                              {**tags, "ddmlflow.command": self.name})
+            with step_run(run_id):
+                return self.function()(*([cfg] if self.config else []), opts)
+        finally:
+            if started:
+                from .executors.packed import stop_spares
+
+                stop_spares()
 
 
 COMMANDS: dict[str, Command] = {c.name: c for c in [

@@ -153,27 +153,31 @@ def test_packed_plan_splits_the_cpu_only():
     assert [name for name, _, _ in workers(cpu[1:])] == ["cpu"]
 
 
-def test_prestarted_worker_runs_the_jobs_it_is_handed_and_close_stops_the_rest(mlflow_env, tmp_path):
-    """``prestart`` starts workers before their jobs exist (``full``: before ``decompose``); ``run`` hands a
-    job to one of them, ``close`` stops the other. The job here is the cheap ``decompose`` step, run by the worker into its own run."""
+def test_prestarted_worker_runs_the_jobs_it_is_handed_and_stop_spares_stops_the_rest(mlflow_env, tmp_path):
+    """``prestart`` starts workers before their jobs exist (``full``: before it opens its parent run); they
+    import, connect to the store once it is ready, then wait. ``run`` hands a job to one of them and
+    ``stop_spares`` stops the other. The job is the cheap ``decompose`` step, run into its own run."""
     import mlflow
 
     from ddmlflow.config import resolve
-    from ddmlflow.executors.packed import PackedExecutor
+    from ddmlflow.executors import packed
     from ddmlflow.executors.worker import STATUS
 
-    ex = PackedExecutor(poll_s=0.05)
-    ex.prestart(["", ""], {"MLFLOW_TRACKING_URI": mlflow_env})
-    first, second = ex._spare
+    packed.prestart(["", ""], {"MLFLOW_TRACKING_URI": mlflow_env})
+    assert len(packed.SPARES) == 1  # one per device
+    packed.prestart(["", "0"], {"MLFLOW_TRACKING_URI": mlflow_env})
+    first, second = packed.SPARES
+    assert [first.device, second.device] == ["", "0"]
+    packed.store_ready()
     run = mlflow.MlflowClient().create_run("0", run_name="decompose")
     cfg = resolve("", dataset="shapes2d", n_train="16", n_val="8", decomposition="2x2")
     job = Job("decompose", "decompose", run.info.run_id, {}, cfg, log=tmp_path / "decompose.log",
               env={"MLFLOW_TRACKING_URI": mlflow_env})
-    [result] = ex.run([job])
+    [result] = packed.PackedExecutor(poll_s=0.05).run([job])
     assert result.ok, result.reason
     assert (first.folder / STATUS).exists() and not (second.folder / STATUS).exists()
-    assert first.proc.poll() == 0 and second.proc.poll() is None
+    assert first.proc.poll() == 0 and second.proc.poll() is None and packed.SPARES == [second]
     done = mlflow.MlflowClient().get_run(run.info.run_id)
     assert done.info.status == "FINISHED" and done.data.params["n_boxes"] == "4"
-    ex.close()
-    assert second.proc.poll() is not None and not ex._spare
+    packed.stop_spares()
+    assert second.proc.poll() is not None and not packed.SPARES

@@ -73,6 +73,24 @@ def make_executor(name: str, jobs_per_gpu: int = 1, max_parallel: int = 1, ray_a
     return ProcessExecutor(jobs_per_device=jobs_per_gpu, max_parallel=max_parallel)
 
 
+def tracking_env() -> dict[str, str]:
+    """What a training process needs beyond the parent's environment: the parent's tracking store."""
+    import mlflow
+
+    return {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+
+
+def prestart(opts) -> bool:
+    """Start the packed workers now, if the trainings of a command with these options (``full``'s) will go
+    through the packed executor (on the CPU, or when asked for); True if it did."""
+    if choose(opts.executor, 0, opts.gpus, opts.jobs_per_gpu) != "packed":
+        return False
+    from .packed import prestart as start
+
+    start(list(opts.gpus) or [""], tracking_env())
+    return True
+
+
 def check(opts, tracking_uri: str) -> None:
     """Refuse, before any work, options the chosen executor cannot run (``full`` calls it first)."""
     if opts.executor == "ray":

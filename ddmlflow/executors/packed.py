@@ -22,9 +22,12 @@ models and probabilities) or has ended: one training at a time on the device.
 Where this process cannot hide its GPUs from TensorFlow any more, they get a
 worker of their own instead.
 
-``prestart(devices)`` starts the workers before their jobs are known (``full``
-does so before ``decompose``), so their imports overlap the steps before the
-trainings; ``close()`` stops those that got no job.
+``prestart(devices)`` starts workers before their jobs are known: ``full``
+starts the packed worker before it opens its parent run, so the worker's
+imports (~10 s) overlap the parent's own start and ``decompose``. A prestarted
+worker touches the tracking store only after ``store_ready()`` (the parent
+creates the store: concurrent creation corrupted one); ``stop_spares()``
+stops those that got no job.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from pathlib import Path
 
 from . import Job, OnChange, Result, progress_counts
 from .process import child_env, reason, terminate
-from .worker import LOG, SPEC, STATUS
+from .worker import LOG, READY, SPEC, STATUS
 
 
 def groups(jobs: list[Job]) -> dict[str, list[Job]]:
@@ -132,27 +135,39 @@ def run_here(job: Job) -> Result:
             return Result(job, False, f"{type(e).__name__}: {e}", time.time() - t0)
 
 
+SPARES: list[_Worker] = []  # this process's prestarted workers without a job yet
+
+
+def prestart(devices: list[str], env: dict[str, str]) -> None:
+    """Start a worker per device that has no spare yet; the next ``run`` hands them their jobs."""
+    have = {w.device for w in SPARES if w.proc.poll() is None}
+    SPARES.extend(_spawn(d, env) for d in dict.fromkeys(devices) if d not in have)
+
+
+def store_ready() -> None:
+    """The tracking store exists now: the spares may connect to it."""
+    for w in SPARES:
+        (w.folder / READY).touch()
+
+
+def stop_spares() -> None:
+    """Stop the prestarted workers that got no job."""
+    terminate([w.proc for w in SPARES], grace_s=5.0)
+    SPARES.clear()
+
+
 class PackedExecutor:
     """One worker per device, all devices at once (on the CPU: one worker, then this process)."""
 
     def __init__(self, poll_s: float = 0.2):
         self.poll_s = poll_s
-        self._spare: list[_Worker] = []
 
-    def prestart(self, devices: list[str], env: dict[str, str]) -> None:
-        """Start a worker per device now; ``run`` hands them their jobs."""
-        self._spare += [_spawn(d, env) for d in devices]
-
-    def close(self) -> None:
-        """Stop the prestarted workers that got no job."""
-        terminate([w.proc for w in self._spare], grace_s=5.0)
-        self._spare = []
-
-    def _worker(self, group: list[Job], then: Path | None) -> _Worker:
+    @staticmethod
+    def _worker(group: list[Job], then: Path | None) -> _Worker:
         """A prestarted worker of the group's device (if alive), else a new one, with the group assigned."""
-        w = next((w for w in self._spare if w.device == group[0].device and w.proc.poll() is None), None)
+        w = next((w for w in SPARES if w.device == group[0].device and w.proc.poll() is None), None)
         if w is not None:
-            self._spare.remove(w)
+            SPARES.remove(w)
         else:
             w = _spawn(group[0].device, group[0].env)
         w.assign(group, then)

@@ -1,10 +1,10 @@
 """The worker process of the packed executor: ``python -m ddmlflow.executors.worker FOLDER``.
 
-It imports TensorFlow, Keras and the training steps and opens the tracking
-store first, then waits for ``FOLDER/spec.json`` (its jobs, its log, and the
-file to create once its packed groups are trained): so a worker started
-before its jobs are known (``PackedExecutor.prestart``) spends that time
-importing, not idle. It trains the ``train_local`` jobs as one packed program,
+It imports TensorFlow, Keras and the training steps first, opens the tracking
+store once the driver says it exists (``FOLDER/ready``, or the spec), then
+waits for ``FOLDER/spec.json`` (its jobs, its log, and the file to create once
+its packed groups are trained): so a worker started before its jobs are known
+(``packed.prestart``) spends that time importing, not idle. It trains the ``train_local`` jobs as one packed program,
 then runs the other jobs one after another, each into its own run, and
 records every job's outcome in ``FOLDER/status.json`` as it goes, so the
 driver knows which finished even when the worker is killed. A worker that
@@ -20,19 +20,23 @@ import sys
 import time
 from pathlib import Path
 
-SPEC, STATUS, LOG = "spec.json", "status.json", "worker.log"
+SPEC, STATUS, LOG, READY = "spec.json", "status.json", "worker.log", "ready"
 
 
 def _on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _warm() -> None:
-    """What every job needs, before the job is known: the imports (~10 s) and the tracking store (~1.5 s)."""
+def _import() -> None:
+    """What every job needs, before the job is known (~10 s)."""
     import importlib
 
     for module in ("tensorflow", "keras", "ddmlflow.pipeline.packed", "ddmlflow.pipeline.train"):
         importlib.import_module(module)
+
+
+def _connect() -> None:
+    """Open the tracking store (~1.5 s: SQLAlchemy's models and the schema check)."""
     from mlflow.tracking import MlflowClient
 
     from ..tracking import retry
@@ -40,13 +44,12 @@ def _warm() -> None:
     retry(MlflowClient().search_experiments, max_results=1)
 
 
-def _wait_for_spec(folder: Path, driver: int) -> dict:
-    """The spec once the driver has written it (atomically); exit if the driver is gone."""
-    while not (folder / SPEC).exists():
+def _wait_for(folder: Path, names: tuple[str, ...], driver: int) -> None:
+    """Until one of these files exists in ``folder``; exit if the driver is gone."""
+    while not any((folder / n).exists() for n in names):
         if os.getppid() != driver:
             sys.exit(3)
         time.sleep(0.05)
-    return json.loads((folder / SPEC).read_text())
 
 
 def _to_job_log(folder: Path, log: str) -> None:
@@ -66,8 +69,11 @@ def _to_job_log(folder: Path, log: str) -> None:
 def main(folder: str) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     folder, driver = Path(folder), os.getppid()
-    _warm()
-    spec = _wait_for_spec(folder, driver)
+    _import()
+    _wait_for(folder, (READY, SPEC), driver)
+    _connect()
+    _wait_for(folder, (SPEC,), driver)
+    spec = json.loads((folder / SPEC).read_text())  # written atomically by the driver
     _to_job_log(folder, spec["log"])
 
     from ..config import resolve

@@ -18,7 +18,8 @@ import mlflow
 
 from .. import describe, devices, preload
 from ..config import FullOptions, RunConfig
-from ..executors import Job, Result, choose, make_executor
+from ..executors import Job, Result, choose, make_executor, prestart, tracking_env
+from ..executors.packed import stop_spares, store_ready
 from ..hparams import load_hparams
 from ..steps import STEPS, Step
 from ..tracking import (NOTE_TAG, adopt, create_child, end_run, find_run, log_params, retry, say, step_key,
@@ -101,31 +102,15 @@ def _selected(step: Step, opts: FullOptions) -> bool:
 def full(cfg: RunConfig, opts: FullOptions) -> dict:
     """In the active (parent) run: every step, then a summary; raises ``StepsFailed``."""
     t0 = time.time()
-    warm = _prestart(opts)
+    if prestart(opts):  # for devices without a spare: the command started them before opening this run
+        store_ready()  # the store exists now: they may connect
     try:
-        return _full(cfg, opts, t0, warm)
+        return _full(cfg, opts, t0)
     finally:
-        if warm is not None:
-            warm.close()
+        stop_spares()
 
 
-def _prestart(opts: FullOptions):
-    """The packed executor with its workers already importing TensorFlow while ``decompose`` runs, when
-    the trainings will go through it (on the CPU, or when asked for), else None. If every training is
-    reused, ``close`` stops them unused."""
-    if choose(opts.executor, 0, opts.gpus, opts.jobs_per_gpu) != "packed":
-        return None
-    executor = make_executor("packed")
-    executor.prestart(list(opts.gpus) or [""], _job_env())
-    return executor
-
-
-def _job_env() -> dict[str, str]:
-    """What a training process needs beyond the parent's environment: the parent's tracking store."""
-    return {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
-
-
-def _full(cfg: RunConfig, opts: FullOptions, t0: float, warm) -> dict:
+def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
     parent = mlflow.active_run()
     exp = parent.info.experiment_id
     log_params({**cfg.params(), **opts.params()})
@@ -140,7 +125,7 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float, warm) -> dict:
         if not _selected(step, opts):
             continue
         if not step.training:
-            _train_all(batch, opts, warm)
+            _train_all(batch, opts)
             batch = []
         for inputs in _instances(step, have, n_boxes):
             name = step.run_name(inputs)
@@ -150,7 +135,7 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float, warm) -> dict:
                 if not done:
                     batch.append(Job(step.name, name, run_id, inputs, step_cfg,
                                      log=work_dir("logs", run_id) / "train.log",
-                                     env=_job_env()))
+                                     env=tracking_env()))
             else:
                 run_id = steps.inline(step.name, name, inputs, step.call, step_cfg, **inputs)
             runs[name] = run_id
@@ -158,7 +143,7 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float, warm) -> dict:
         if step.name == "decompose":
             n_boxes = int(retry(mlflow.get_run, have["decompose_run"]).data.params["n_boxes"])
             say(f"{n_boxes} local models on {'GPUs ' + ','.join(opts.gpus) if opts.gpus else 'the CPU'}")
-    _train_all(batch, opts, warm)
+    _train_all(batch, opts)
     if steps.adopted:
         say(f"adopted {len(steps.adopted)} runs of an unfinished earlier parent: {', '.join(steps.adopted)}")
     ev = have["evaluate_run"]
@@ -201,9 +186,8 @@ def _collect(have: dict, step: Step, inputs: dict, run_id: str) -> None:
         have[step.output] = run_id
 
 
-def _train_all(jobs: list[Job], opts: FullOptions, warm=None) -> None:
-    """Run the trainings through the executor (``warm``: the prestarted packed one), each pinned to GPU
-    k mod G; close what failed."""
+def _train_all(jobs: list[Job], opts: FullOptions) -> None:
+    """Run the trainings through the executor, each pinned to GPU k mod G; close what failed."""
     if not jobs:
         return
     per_box = [j for j in jobs if "box" in j.inputs]
@@ -222,8 +206,7 @@ def _train_all(jobs: list[Job], opts: FullOptions, warm=None) -> None:
     # off the critical path: the coarse net (and the CPU's non-local jobs of the packed executor) need it
     preload.start("tensorflow", "keras", "ddmlflow.pipeline.train", "ddmlflow.pipeline.coarse",
                   "ddmlflow.pipeline.evaluate")
-    executor = warm if name == "packed" and warm is not None else \
-        make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, bool(opts.gpus))
+    executor = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, bool(opts.gpus))
     run_and_close(executor, jobs, progress, "trainings", "No later step ran. Rerun the same command to resume "
                                                          "them (finished ones are reused).")
 
