@@ -117,6 +117,21 @@ def test_ctrl_c_stops_children_and_marks_runs_killed(mlflow_env):
 
 
 @pytest.mark.slow
+def test_ctrl_c_while_the_driver_trains_the_global_net_marks_it_killed(mlflow_env):
+    """Packed on the CPU: the global net trains in the driver (after the group); Ctrl-C there ends it KILLED."""
+    proc = _full(["--executor", "packed", "--global", "true"])
+    glob = _wait_for_epoch("train_global", 0, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    runs = {("full" if r.data.tags.get("ddmlflow.step") == "full" else r.info.run_name): r for r in _runs()}
+    assert runs["full"].info.status == "KILLED" and runs["train_global"].info.status == "KILLED"
+    assert runs["train_global"].data.tags["ddmlflow.pid"] == str(proc.pid) == glob.data.tags["ddmlflow.pid"]
+    assert {runs[f"train_local/{k:02d}"].info.status for k in range(4)} == {"FINISHED"}
+    assert "train_coarse" not in runs
+
+
+@pytest.mark.slow
 def test_sigkilled_packed_group_resumes_from_its_last_epoch(mlflow_env):
     """The packed worker (all four locals as one program) killed after epoch 1: every local fails with
     the reason, and the rerun resumes the group from its checkpoint, each epoch logged exactly once."""
