@@ -175,9 +175,9 @@ def test_prestarted_worker_runs_the_jobs_it_is_handed_and_stop_spares_stops_the_
               env={"MLFLOW_TRACKING_URI": mlflow_env})
     [result] = packed.PackedExecutor(poll_s=0.05).run([job])
     assert result.ok, result.reason
-    assert (first.folder / STATUS).exists() and not (second.folder / STATUS).exists()
     assert first.proc.poll() == 0 and second.proc.poll() is None and packed.SPARES == [second]
+    assert not first.folder.exists() and not (second.folder / STATUS).exists()  # read, then removed
     done = mlflow.MlflowClient().get_run(run.info.run_id)
     assert done.info.status == "FINISHED" and done.data.params["n_boxes"] == "4"
     packed.stop_spares()
-    assert second.proc.poll() is not None and not packed.SPARES
+    assert second.proc.poll() is not None and not packed.SPARES and not second.folder.exists()

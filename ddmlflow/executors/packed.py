@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,6 +93,7 @@ class _Worker:
         seen = json.loads(status.read_text()) if status.exists() else {}
         log = self.jobs[0].log if self.jobs[0].log.exists() else self.folder / LOG  # killed before its jobs
         why = reason(self.proc.returncode, log) if self.proc.returncode != 0 else "the worker ended before this job"
+        shutil.rmtree(self.folder, ignore_errors=True)  # spec, status, warm-up log: all read or copied
         return [Result(j, seen[j.run_id]["ok"], seen[j.run_id]["reason"], elapsed) if j.run_id in seen
                 else Result(j, False, why, elapsed) for j in self.jobs]
 
@@ -153,6 +155,8 @@ def store_ready() -> None:
 def stop_spares() -> None:
     """Stop the prestarted workers that got no job."""
     terminate([w.proc for w in SPARES], grace_s=5.0)
+    for w in SPARES:
+        shutil.rmtree(w.folder, ignore_errors=True)
     SPARES.clear()
 
 
@@ -204,5 +208,8 @@ class PackedExecutor:
         except BaseException:
             terminate([w.proc for w in running.values()])
             raise
+        finally:  # what results() did not read and remove (Ctrl-C)
+            for folder in [g.parent for g in go.values()] + [w.folder for w in running.values()]:
+                shutil.rmtree(folder, ignore_errors=True)
         order = {id(j): i for i, j in enumerate(jobs)}
         return sorted(done, key=lambda r: order[id(r.job)])
