@@ -20,6 +20,8 @@ validation every epoch, ``training.fit``) for the global net and the locals:
   ``training.predict`` (what the registered pyfunc runs), TensorFlow's default
   threads (as ``mlflow models serve`` runs them), the median of three passes.
 
+Every route runs with the package's CPU kernels (``devices.use_onednn``: oneDNN on
+unless ``TF_ENABLE_ONEDNN_OPTS=0``), reported as ``onednn``.
 An epoch's time is the mean over epochs 2..E (epoch 1 includes tracing). On a
 shared CPU, ``--rounds R`` times the routes R times in turn (the first pass is
 round 1), each route in a fresh process with its own threads, and reports the
@@ -128,6 +130,8 @@ def route(name: str, a) -> dict:
     """One route, in this process."""
     import os as _os
 
+    import ddmlflow  # noqa: F401 - the package's CPU kernels (devices.use_onednn), before TensorFlow starts
+
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if name in ("packed", "global_threads") and not a.threads:
         from ddmlflow.packing import configure_threads
@@ -140,6 +144,7 @@ def route(name: str, a) -> dict:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
         tf.config.threading.set_inter_op_parallelism_threads(inter)
     from ddmlflow import models, profiling
+    from ddmlflow.devices import onednn
 
     p, cfg, prep = _setup(a)
     dec, k = prep.decomposition, prep.num_classes
@@ -149,6 +154,7 @@ def route(name: str, a) -> dict:
 
         out["s_per_epoch"] = route_seconds(name.removesuffix("_threads"), p, cfg, prep)
         out["tf_threads"] = threads()
+        out["onednn"] = onednn()
         if name != "packed":  # exact FLOPs (model-profiler's convention miscounts Conv3D)
             nets = ([models.build(p.model, dec.image_shape, k)] if name.startswith("global") else
                     [models.build(p.model, dec.input_shape(i), k, p.width_divisor) for i in range(dec.n)])
@@ -189,6 +195,7 @@ def _round(t: dict) -> dict:
             out[f"{n}_speedup"] = base / t[n]["s_per_epoch"]
     if "packed" in t:
         out["packed_tf_threads"] = t["packed"]["tf_threads"]
+    out["onednn"] = ",".join(sorted({v["onednn"] for v in t.values()}))
     return out
 
 
@@ -220,6 +227,7 @@ def main() -> None:
     rounds += [_round({n: run_child(n, argv) for n in timed}) for _ in range(a.rounds - 1)]
     p, cfg, prep = _setup(a)
     out = {"preset": a.preset, "n": a.n, "batch_size": cfg.batch_size, "epochs": a.epochs,
+           "onednn": rounds[0]["onednn"],
            "image_shape": list(prep.decomposition.image_shape), "n_locals": prep.decomposition.n,
            "cpu_count": os.cpu_count()}
     if "global_threads" in r:

@@ -85,6 +85,13 @@ class Step:
     def call(self, cfg, **inputs):
         return self.function()(cfg, **inputs)
 
+    def run_into(self, run_id: str, cfg, inputs: dict) -> None:
+        """This step in this process, into its existing run: FINISHED, or FAILED with the reason (re-raised)."""
+        from .tracking import step_run, trains
+
+        with step_run(run_id, system_metrics=trains(self.name)):
+            self.call(cfg, **inputs)
+
     def argv(self, run_id: str, inputs: dict, cfg) -> list[str]:
         """The subcommand that runs this step into ``run_id`` (for a child process)."""
         out = [self.command, "--run-id", run_id]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import ddmlflow  # noqa: F401 - its CPU-kernel default (devices.use_onednn), before a test imports TensorFlow
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -29,6 +29,8 @@ def test_full_3d_and_predict_nifti(mlflow_env, tmp_path, capsys):
     assert {r.data.tags["ddmlflow.tf_threads"] for r in locals_} == {f"intra_op=1,inter_op={len(os.sched_getaffinity(0))}"}
     assert runs["train_global"].data.tags["ddmlflow.tf_threads"] == "intra_op=0,inter_op=0"
     assert runs["train_global"].data.tags["ddmlflow.pid"] == str(os.getpid())
+    kernels = "off" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" else "on"  # the package's default
+    assert {r.data.tags["ddmlflow.onednn"] for r in locals_ + [runs["train_global"]]} == {kernels}
     assert len({r.data.tags["ddmlflow.pid"] for r in locals_} - {str(os.getpid())}) == 1
     last_local = max(m.timestamp for r in locals_ for m in c.get_metric_history(r.info.run_id, "loss"))
     assert min(m.timestamp for m in c.get_metric_history(runs["train_global"].info.run_id, "loss")) > last_local

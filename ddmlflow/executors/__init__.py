@@ -44,6 +44,17 @@ class Result:
 OnChange = Callable[[dict], None]
 
 
+def attempt(step: str, run_id: str, cfg, inputs: dict) -> str:
+    """One step into its run, in this process; '' or why it failed (the run is then FAILED with it)."""
+    from ..steps import STEPS
+
+    try:
+        STEPS[step].run_into(run_id, cfg, inputs)
+        return ""
+    except Exception as e:  # noqa: BLE001 - step_run marked the run FAILED; the caller goes on
+        return f"{type(e).__name__}: {e}"
+
+
 class Executor(Protocol):
     def run(self, jobs: list[Job], on_change: OnChange | None = None) -> list[Result]:
         """Run every job (a failing one does not stop the others); results in job order.

@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import Job, OnChange, Result, progress_counts
+from . import Job, OnChange, Result, attempt, progress_counts
 from .process import child_env, reason, terminate
 from .worker import LOG, READY, SPEC, STATUS
 
@@ -123,18 +123,11 @@ def _cpu_only_here() -> bool:
 
 def run_here(job: Job) -> Result:
     """One job in this process, into its run (FAILED with the reason on an error), printing into its log."""
-    from ..steps import STEPS
-    from ..tracking import step_run, trains
-
     t0 = time.time()
     job.log.parent.mkdir(parents=True, exist_ok=True)
     with open(job.log, "a") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
-        try:
-            with step_run(job.run_id, system_metrics=trains(job.step)):
-                STEPS[job.step].call(job.config, **job.inputs)
-            return Result(job, True, "", time.time() - t0)
-        except Exception as e:  # noqa: BLE001 - step_run marked the run FAILED; the driver goes on
-            return Result(job, False, f"{type(e).__name__}: {e}", time.time() - t0)
+        why = attempt(job.step, job.run_id, job.config, job.inputs)
+    return Result(job, not why, why, time.time() - t0)
 
 
 SPARES: list[_Worker] = []  # this process's prestarted workers without a job yet

@@ -77,8 +77,8 @@ def main(folder: str) -> int:
     _to_job_log(folder, spec["log"])
 
     from ..config import resolve
-    from ..steps import STEPS
-    from ..tracking import say, step_run, trains
+    from ..tracking import say
+    from . import attempt
 
     jobs, then, status = spec["jobs"], spec.get("then", ""), folder / STATUS
     for j in jobs:
@@ -111,13 +111,9 @@ def main(folder: str) -> int:
         except Exception as e:  # noqa: BLE001 - the group failed; the driver marks its runs
             say(f"packed group failed: {type(e).__name__}: {e}")
             record(ids, False, f"{type(e).__name__}: {e}")
-    for j in (j for j in jobs if j["step"] != "train_local"):
-        try:
-            with step_run(j["run_id"], system_metrics=trains(j["step"])):
-                STEPS[j["step"]].call(j["cfg"], **j["inputs"])
-            record([j["run_id"]], True)
-        except Exception as e:  # noqa: BLE001 - step_run marked the run FAILED; go on with the others
-            record([j["run_id"]], False, f"{type(e).__name__}: {e}")
+    for j in (j for j in jobs if j["step"] != "train_local"):  # a failed one does not stop the others
+        why = attempt(j["step"], j["run_id"], j["cfg"], j["inputs"])
+        record([j["run_id"]], not why, why)
     return 0
 
 
