@@ -165,23 +165,25 @@ class Command:
     def run(self, cfg, opts, run_id: str = "", track=None):
         """The command in its parent run: ``run_id`` (e.g. made by ``mlflow run``) or a new one, named after
         what it runs, in the chosen experiment (``track``: ``config.TrackingOptions``)."""
-        import mlflow
-
-        from . import describe
         from .executors import check, prestart
-        from .tracking import open_run, step_run
 
-        if hasattr(opts, "ray_address"):  # before any run or connection: e.g. sqlite with a Ray cluster
-            check(opts, mlflow.get_tracking_uri())
-        if cfg is not None:
-            tags, experiment, name = describe.cfg_tags(cfg), describe.experiment_name(cfg), describe.parent_name(cfg)
-            name = name if self.name == "full" else f"{self.name}-{name}"
-        else:
-            tags, experiment, name = {}, f"ddmlflow-{self.name}", self.name
-        exp_name, run_name = (track.experiment_name, track.run_name) if track else ("", "")
-        # the packed workers import TensorFlow (~10 s) while this process opens its run
+        # first of all: the packed workers import TensorFlow (~5-10 s) while this process imports MLflow
+        # (~1 s) and opens its run
         started = hasattr(opts, "executor") and prestart(opts)
         try:
+            import mlflow
+
+            from . import describe
+            from .tracking import open_run, step_run
+
+            if hasattr(opts, "ray_address"):  # before any run or connection: e.g. sqlite with a Ray cluster
+                check(opts, mlflow.get_tracking_uri())  # (the ray executor prestarts nothing)
+            if cfg is not None:
+                tags, experiment = describe.cfg_tags(cfg), describe.experiment_name(cfg)
+                name = describe.parent_name(cfg) if self.name == "full" else f"{self.name}-{describe.parent_name(cfg)}"
+            else:
+                tags, experiment, name = {}, f"ddmlflow-{self.name}", self.name
+            exp_name, run_name = (track.experiment_name, track.run_name) if track else ("", "")
             run_id = open_run(run_id, exp_name, experiment, run_name or name, self.name,
                               {**tags, "ddmlflow.command": self.name})
             with step_run(run_id):

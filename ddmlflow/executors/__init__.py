@@ -98,7 +98,7 @@ def prestart(opts) -> bool:
         return False
     from .packed import prestart as start
 
-    start(list(opts.gpus) or [""], tracking_env())
+    start(list(opts.gpus) or [""])  # no MLflow import here: the store's URI comes with ``store_ready``
     return True
 
 

@@ -23,11 +23,12 @@ Where this process cannot hide its GPUs from TensorFlow any more, they get a
 worker of their own instead.
 
 ``prestart(devices)`` starts workers before their jobs are known: ``full``
-starts the packed worker before it opens its parent run, so the worker's
-imports (~10 s) overlap the parent's own start and ``decompose``. A prestarted
-worker touches the tracking store only after ``store_ready()`` (the parent
-creates the store: concurrent creation corrupted one); ``stop_spares()``
-stops those that got no job.
+starts the packed worker before it imports MLflow and opens its parent run, so
+the worker's imports (~5-10 s) overlap the parent's own start and ``decompose``.
+A prestarted worker touches the tracking store only after ``store_ready()``,
+which hands it the store's URI (the parent creates the store: concurrent
+creation corrupted one; and a store set in Python is not in the environment);
+``stop_spares()`` stops those that got no job.
 """
 from __future__ import annotations
 
@@ -80,12 +81,10 @@ class _Worker:
     def assign(self, jobs: list[Job], then: Path | None) -> None:
         """Hand the worker its jobs (written atomically: it polls for the file)."""
         self.jobs, self.start = jobs, time.time()
-        spec = {"jobs": [{"step": j.step, "name": j.name, "run_id": j.run_id, "inputs": j.inputs,
-                          "config": j.config.params()} for j in jobs],
-                "log": str(jobs[0].log), "then": str(then) if then else ""}
-        tmp = self.folder / (SPEC + ".tmp")
-        tmp.write_text(json.dumps(spec))
-        os.replace(tmp, self.folder / SPEC)
+        _write(self.folder / SPEC, {
+            "jobs": [{"step": j.step, "name": j.name, "run_id": j.run_id, "inputs": j.inputs,
+                      "config": j.config.params()} for j in jobs],
+            "log": str(jobs[0].log), "then": str(then) if then else "", "tracking_uri": _tracking_uri()})
 
     def results(self) -> list[Result]:
         """Each job's outcome as the worker recorded it; what it never reached failed with the worker."""
@@ -96,6 +95,19 @@ class _Worker:
         shutil.rmtree(self.folder, ignore_errors=True)  # spec, status, warm-up log: all read or copied
         return [Result(j, seen[j.run_id]["ok"], seen[j.run_id]["reason"], elapsed) if j.run_id in seen
                 else Result(j, False, why, elapsed) for j in self.jobs]
+
+
+def _write(path: Path, content: dict) -> None:
+    """Atomically: the worker polls for the file and reads it as soon as it exists."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(content))
+    os.replace(tmp, path)
+
+
+def _tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
 
 
 def _spawn(device: str, env: dict[str, str]) -> _Worker:
@@ -133,16 +145,17 @@ def run_here(job: Job) -> Result:
 SPARES: list[_Worker] = []  # this process's prestarted workers without a job yet
 
 
-def prestart(devices: list[str], env: dict[str, str]) -> None:
+def prestart(devices: list[str], env: dict[str, str] | None = None) -> None:
     """Start a worker per device that has no spare yet; the next ``run`` hands them their jobs."""
     have = {w.device for w in SPARES if w.proc.poll() is None}
-    SPARES.extend(_spawn(d, env) for d in dict.fromkeys(devices) if d not in have)
+    SPARES.extend(_spawn(d, env or {}) for d in dict.fromkeys(devices) if d not in have)
 
 
 def store_ready() -> None:
-    """The tracking store exists now: the spares may connect to it."""
+    """The tracking store exists now: the spares may connect to it (this process's store)."""
+    uri = _tracking_uri() if SPARES else ""
     for w in SPARES:
-        (w.folder / READY).touch()
+        _write(w.folder / READY, {"tracking_uri": uri})
 
 
 def stop_spares() -> None:

@@ -1,7 +1,8 @@
 """The worker process of the packed executor: ``python -m ddmlflow.executors.worker FOLDER``.
 
 It imports TensorFlow, Keras and the training steps first, opens the tracking
-store once the driver says it exists (``FOLDER/ready``, or the spec), then
+store once the driver says it exists (``FOLDER/ready``, or the spec: both
+name the driver's store, which may have been set in Python), then
 waits for ``FOLDER/spec.json`` (its jobs, its log, and the file to create once
 its packed groups are trained): so a worker started before its jobs are known
 (``packed.prestart``) spends that time importing, not idle. It trains the ``train_local`` jobs as one packed program,
@@ -35,12 +36,18 @@ def _import() -> None:
         importlib.import_module(module)
 
 
-def _connect() -> None:
-    """Open the tracking store (~1.5 s: SQLAlchemy's models and the schema check)."""
+def _connect(folder: Path) -> None:
+    """Open the driver's tracking store (~1 s: SQLAlchemy's models and the schema check)."""
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     from ..tracking import retry
 
+    said = folder / (READY if (folder / READY).exists() else SPEC)  # both written atomically
+    uri = json.loads(said.read_text()).get("tracking_uri")
+    if uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        mlflow.set_tracking_uri(uri)
     retry(MlflowClient().search_experiments, max_results=1)
 
 
@@ -71,7 +78,7 @@ def main(folder: str) -> int:
     folder, driver = Path(folder), os.getppid()
     _import()
     _wait_for(folder, (READY, SPEC), driver)
-    _connect()
+    _connect(folder)
     _wait_for(folder, (SPEC,), driver)
     spec = json.loads((folder / SPEC).read_text())  # written atomically by the driver
     _to_job_log(folder, spec["log"])
