@@ -169,7 +169,7 @@ def stop_spares() -> None:
 class PackedExecutor:
     """One worker per device, all devices at once (on the CPU: one worker, then this process)."""
 
-    def __init__(self, poll_s: float = 0.2):
+    def __init__(self, poll_s: float = 0.05):
         self.poll_s = poll_s
 
     @staticmethod
@@ -210,7 +210,8 @@ class PackedExecutor:
                         progress()
                     else:
                         running[f"{after}-then"] = self._worker(group, None)
-                time.sleep(self.poll_s)
+                if running or later:
+                    time.sleep(self.poll_s)
         except BaseException:
             terminate([w.proc for w in running.values()])
             raise

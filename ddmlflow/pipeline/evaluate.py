@@ -10,7 +10,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import keras
 import mlflow
 import numpy as np
 
@@ -103,5 +102,4 @@ def _log_and_register(cfg: RunConfig, prep, local_runs, coarse_run, name: str, r
     reg = register(uri, name, val_acc, description=note, tags={**tags, "ddmlflow.model_id": uri.split("/", 1)[1]})
     mlflow.set_tags({"registered_model": name, "registered_version": reg["version"], "cnn_dnn_model_uri": uri})
     say(f"registered {name} version {reg['version']}" + (" (champion)" if reg["champion"] else ""))
-    keras.backend.clear_session()
     return reg

@@ -49,6 +49,9 @@ def _run_row(cfg: RunConfig, opts: FullOptions, parent_id: str, experiment_id: s
     with step_run(run_id):
         mlflow.set_tags(tags)
         full(cfg, opts)
+    import keras
+
+    keras.backend.clear_session()  # the next row starts afresh (off the row's clock: ~0.5 s of gc)
     return run_id
 
 
