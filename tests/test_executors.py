@@ -169,19 +169,25 @@ def test_packed_plan_splits_the_cpu_only():
     assert [name for name, _, _ in workers(cpu[1:])] == ["cpu"]
 
 
-def test_prestarted_worker_runs_the_jobs_it_is_handed_and_stop_spares_stops_the_rest(mlflow_env, tmp_path):
-    """``prestart`` starts workers before their jobs exist (``full``: before it opens its parent run); they
-    import, connect to the store once it is ready, then wait. ``run`` hands a job to one of them and
-    ``stop_spares`` stops the other. The job is the cheap ``decompose`` step, run into its own run."""
+def test_prestarted_worker_runs_the_jobs_it_is_handed_and_stop_spares_stops_the_rest(mlflow_env, tmp_path,
+                                                                                        monkeypatch):
+    """``prestart`` starts workers before their jobs exist (``full``: before it imports MLflow and opens its
+    parent run); they import, connect to the store once it is ready, then wait. ``run`` hands a job to one
+    of them and ``stop_spares`` stops the other. The job is the cheap ``decompose`` step, run into its own
+    run. The store is the one this process uses (set in Python), not the one in the workers' environment."""
     import mlflow
 
     from ddmlflow.config import resolve
     from ddmlflow.executors import packed
     from ddmlflow.executors.worker import STATUS
 
-    packed.prestart(["", ""], {"MLFLOW_TRACKING_URI": mlflow_env})
+    decoy = tmp_path / "decoy.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{decoy}")  # what the workers inherit
+    packed.prestart(["", ""])
     assert len(packed.SPARES) == 1  # one per device
-    packed.prestart(["", "0"], {"MLFLOW_TRACKING_URI": mlflow_env})
+    packed.prestart(["", "0"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_env)
+    assert mlflow.get_tracking_uri() == mlflow_env
     first, second = packed.SPARES
     assert [first.device, second.device] == ["", "0"]
     packed.store_ready()
@@ -195,5 +201,6 @@ def test_prestarted_worker_runs_the_jobs_it_is_handed_and_stop_spares_stops_the_
     assert not first.folder.exists() and not (second.folder / STATUS).exists()  # read, then removed
     done = mlflow.MlflowClient().get_run(run.info.run_id)
     assert done.info.status == "FINISHED" and done.data.params["n_boxes"] == "4"
+    assert not decoy.exists()
     packed.stop_spares()
     assert second.proc.poll() is not None and not packed.SPARES and not second.folder.exists()
