@@ -200,7 +200,7 @@ def _round(t: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     ap.add_argument("--preset", default="cifar10-vgg3-2x2")
     ap.add_argument("--n", type=int, default=2048, help="random training images (validation: n/4)")
     ap.add_argument("--batch-size", type=int, default=0, help="default: the preset's")

@@ -30,7 +30,7 @@ def main() -> None:
     from ddmlflow import models, presets
     from ddmlflow.decomposition import make
 
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(allow_abbrev=False)
     ap.add_argument("--preset", default="cifar10-vgg3-2x2")
     ap.add_argument("--n", type=int, default=2048, help="random training images")
     a = ap.parse_args()

@@ -14,8 +14,35 @@ import sys
 from .errors import InputError
 
 class _Parser(argparse.ArgumentParser):
+    """No prefix matching (``--epoch`` is not ``--epochs``); errors as one line, exit 2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
     def error(self, message):  # one line, exit 2 (argparse's own convention)
         raise InputError("arguments", " ".join(sys.argv[1:])[:200], message)
+
+    def parse_args(self, args=None, namespace=None):
+        a, extra = self.parse_known_args(args, namespace)
+        if extra:
+            sub = self.subcommands.get(getattr(a, "command", ""), self) if hasattr(self, "subcommands") else self
+            unknown_option(sub, extra, getattr(a, "command", ""))
+        return a
+
+
+def unknown_option(parser: argparse.ArgumentParser, extra: list[str], command: str) -> None:
+    """Refuse what the parser does not know, naming the nearest valid parameter (e.g. ``epoch`` → ``epochs``)."""
+    import difflib
+
+    flags = [f for f in extra if f.startswith("--")]
+    if not flags:
+        raise InputError("arguments", " ".join(extra)[:200], "unexpected (parameters are --name value)")
+    name = flags[0][2:].split("=", 1)[0].replace("-", "_")
+    known = [o.lstrip("-").replace("-", "_") for o in parser._option_string_actions if o.startswith("--")]
+    near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]}?" if near else "see --help for the parameters"
+    raise InputError(name, extra[extra.index(flags[0]) + 1] if len(extra) > extra.index(flags[0]) + 1 else "",
+                     f"not a parameter of {command or 'ddmlflow'}; {hint}")
 
 
 def _run_args(p: argparse.ArgumentParser, config: bool = True) -> None:
@@ -36,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ddmlflow", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p.subcommands = sub.choices
     for step in STEPS.values():
         s = sub.add_parser(step.command, help=step.help)
         s.set_defaults(step=step.name)
@@ -182,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     signal.signal(signal.SIGTERM, _on_sigterm)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .devices import watch_driver
+
+    watch_driver()  # a training started by a driver stops with it
     try:
         a = build_parser().parse_args(argv)
         handler = {"predict": _predict, "profile": _profile, "presets": _presets,

@@ -126,9 +126,12 @@ def _names(module: str, attr: str) -> Callable[[], tuple[str, ...]]:
 
 # -- the schema -----------------------------------------------------------------------------------
 
-def option(parse: Parser, help: str, default: str | None = None, param: str | None = None) -> Any:
-    """A config field: ``default=None`` takes the value from the preset's field of the same name."""
-    return field(metadata={"parse": parse, "help": help, "default": default, "param": param})
+def option(parse: Parser, help: str, default: str | None = None, param: str | None = None, key: bool = True) -> Any:
+    """A config field: ``default=None`` takes the value from the preset's field of the same name.
+
+    ``key=False``: the value does not change a result (how or where it runs; a path whose content
+    is hashed instead), so it is in no step key (``key_params``)."""
+    return field(metadata={"parse": parse, "help": help, "default": default, "param": param, "key": key})
 
 
 def spec(f: dataclasses.Field) -> dict:
@@ -141,7 +144,7 @@ class RunConfig:
 
     preset: str = option(text, "named paper configuration (see `ddmlflow presets`)", default="")
     dataset: str = option(choice(_names("data", "DATASETS")), "data set (default: the preset's)")
-    data_dir: str = option(text, "folder of the data set (needed offline for real data)", default="")
+    data_dir: str = option(text, "folder of the data set (needed offline for real data)", default="", key=False)
     model: str = option(choice(_names("models", "MODELS")), "network")
     decomposition: str = option(decomposition_spec, "PxP, PxPxQ, typeB, JSON boxes (text or .json file)")
     overlap: int = option(integer(0), "pixels each box grows towards its neighbours (delta)")
@@ -187,17 +190,18 @@ class FullOptions:
     run_global: bool = option(boolean, "also train the global CNN (the baseline)", default="true", param="global")
     executor: str = option(choice(_names("executors", "EXECUTORS")),
                            "how trainings run: auto, process (one process each), packed (one program per device), "
-                           "ray (one Ray task each)", default="auto")
-    gpus: tuple[str, ...] = option(gpu_list, "auto, none, or GPU indices like 0,1,2,3", default="auto")
-    jobs_per_gpu: int = option(integer(1), "trainings at once on one GPU", default="1")
-    max_parallel: int = option(integer(1), "trainings at once without GPUs", default="1")
+                           "ray (one Ray task each)", default="auto", key=False)
+    gpus: tuple[str, ...] = option(gpu_list, "auto, none, or GPU indices like 0,1,2,3", default="auto", key=False)
+    jobs_per_gpu: int = option(integer(1), "trainings at once on one GPU", default="1", key=False)
+    max_parallel: int = option(integer(1), "trainings at once without GPUs", default="1", key=False)
     ray_address: str = option(text, "executor=ray: empty = a local Ray instance, auto = the running cluster, "
-                              "ray://host:port = Ray Client", default="")
-    force: bool = option(boolean, "retrain everything (no reuse of finished steps)", default="false")
+                              "ray://host:port = Ray Client", default="", key=False)
+    force: bool = option(boolean, "retrain everything (no reuse of finished steps)", default="false", key=False)
     registered_model_name: str = option(text, "registered model name ('-': do not register)", default="")
     strategies: tuple[str, ...] = option(choices(_names("steps", "STRATEGIES")),
                                          "cnn_dnn plus any of coherent, transfer, compose", default="cnn_dnn")
-    hparams: str = option(text, "tuned values: a tune run id or a best_hparams.json file", default="")
+    hparams: str = option(text, "tuned values: a tune run id or a best_hparams.json file (the values reach the "
+                                "steps' keys, not the name)", default="", key=False)
 
     def params(self) -> dict[str, str]:
         return {spec(f)["param"]: _to_str(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -215,6 +219,11 @@ class TrackingOptions:
 
     def params(self) -> dict[str, str]:
         return {spec(f)["param"]: _to_str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def key_params(obj) -> dict[str, str]:
+    """The fields of a config or options dataclass that change a result, as strings (see ``option``)."""
+    return {spec(f)["param"]: _to_str(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata["key"]}
 
 
 def _to_str(v: Any) -> str:
@@ -249,8 +258,7 @@ def to_argv(obj) -> list[str]:
 def parse_options(cls: type, **given: Any):
     """An options dataclass without a preset (e.g. ``FullOptions``) from strings; unknown names rejected."""
     known = {o["field"]: o for o in options(cls)} | {o["param"]: o for o in options(cls)}
-    unknown = set(given) - set(known)
-    require(not unknown, sorted(unknown)[0] if unknown else "", "", "not a parameter of this step")
+    _refuse_unknown(set(given) - set(known), known)
     values = {}
     for o in options(cls):
         raw = given.get(o["field"], given.get(o["param"]))
@@ -259,12 +267,21 @@ def parse_options(cls: type, **given: Any):
     return cls(**values)
 
 
+def _refuse_unknown(unknown: set[str], known) -> None:
+    """One line naming the first unknown parameter and the nearest known one (no prefix matching)."""
+    if unknown:
+        import difflib
+
+        name = sorted(unknown)[0]
+        near = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+        raise InputError(name, "", "not a parameter of this step" + (f"; did you mean {near[0]}?" if near else ""))
+
+
 def resolve(preset: str = "", **overrides: Any) -> RunConfig:
     """Preset values, overridden by every non-empty parameter; all checked here."""
     given = {k: str(v).strip() for k, v in overrides.items() if v is not None and str(v).strip() != ""}
     opts = {o["field"]: o for o in options(RunConfig)}
-    unknown = set(given) - set(opts)
-    require(not unknown, sorted(unknown)[0] if unknown else "", "", "not a parameter of this step")
+    _refuse_unknown(set(given) - set(opts), opts)
     dataset = opts["dataset"]["parse"]("dataset", given["dataset"]) if "dataset" in given else ""
     p = presets.get(preset.strip() or DEFAULT_PRESET[dataset or "shapes2d"])
     values = {"preset": p.name}

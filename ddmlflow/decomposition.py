@@ -168,6 +168,24 @@ def check_spec(spec: str) -> str:
     return str(spec).strip()
 
 
+def canonical(spec: str) -> str:
+    """The decomposition a spec means, however spelled and wherever its JSON file lies (for step keys):
+    ``A:2x2``, ``B``, or the boxes (and image shape) as compact JSON."""
+    kind, d = _parse(spec)
+    if kind == "A":
+        return "A:" + "x".join(map(str, d))
+    if kind == "B":
+        return "B"
+    nd = 3 if d["boxes"] and len(_flat(d["boxes"][0])) == 6 else 2
+    boxes = [list(b.start) + list(b.stop) for b in _parse_boxes(d["boxes"], nd)]
+    out = {"boxes": boxes, **({"image_shape": list(d["image_shape"])} if "image_shape" in d else {})}
+    return json.dumps(out, separators=(",", ":"), sort_keys=True)
+
+
+def _flat(item: Any) -> list:
+    return list(item["start"]) + list(item["stop"]) if isinstance(item, dict) else list(item)
+
+
 def make(spec: str, image_shape: Sequence[int], overlap: int = 0) -> Decomposition:
     """Decomposition from a user string: "2x2", "4x4x2", "typeB"/"type-B"/"B", JSON text (a list of
     boxes or {"boxes": [...]}) or a .json file."""

@@ -96,5 +96,31 @@ def process_tags(device: str) -> dict[str, str]:
     the locals in a worker)."""
     from .packing import threads
 
+    import socket
+
+    import psutil
+
     return {"device": device, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-            "ddmlflow.tf_threads": threads(), "ddmlflow.onednn": onednn(), "ddmlflow.pid": str(os.getpid())}
+            "ddmlflow.tf_threads": threads(), "ddmlflow.onednn": onednn(), "ddmlflow.pid": str(os.getpid()),
+            "ddmlflow.pid_started": f"{psutil.Process().create_time():.2f}", "ddmlflow.host": socket.gethostname()}
+
+
+DRIVER_ENV = "DDMLFLOW_DRIVER_PID"
+
+
+def watch_driver() -> None:
+    """A training process started by a driver (``DDMLFLOW_DRIVER_PID``) stops at once, writing nothing more,
+    when that driver is gone: a command that takes the driver's claims over then resumes the runs alone."""
+    import signal
+    import threading
+    import time
+
+    driver = os.environ.get(DRIVER_ENV, "")
+    if not driver.isdigit() or int(driver) != os.getppid():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(driver):
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="ddmlflow-driver-watch", daemon=True).start()

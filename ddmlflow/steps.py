@@ -165,6 +165,7 @@ class Command:
     def run(self, cfg, opts, run_id: str = "", track=None):
         """The command in its parent run: ``run_id`` (e.g. made by ``mlflow run``) or a new one, named after
         what it runs, in the chosen experiment (``track``: ``config.TrackingOptions``)."""
+        from .claims import claims
         from .executors import check, prestart
 
         # first of all: the packed workers import TensorFlow (~5-10 s) while this process imports MLflow
@@ -186,9 +187,11 @@ class Command:
             exp_name, run_name = (track.experiment_name, track.run_name) if track else ("", "")
             run_id = open_run(run_id, exp_name, experiment, run_name or name, self.name,
                               {**tags, "ddmlflow.command": self.name})
+            claims().acquire(f"run-{run_id}", self.name, run_id)  # others see this parent is alive
             with step_run(run_id):
                 return self.function()(*([cfg] if self.config else []), opts)
         finally:
+            claims().release_all()  # what a step left held on an error (and the parent's own)
             if started:
                 from .executors.packed import stop_spares
 

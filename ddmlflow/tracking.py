@@ -1,17 +1,14 @@
-"""MLflow plumbing: runs as steps, reuse of finished steps, resumable epoch logging.
+"""MLflow plumbing: runs as steps, lookup by step key, resumable epoch logging.
 
-A step is identified by a *step key*: a hash of its name, its parameters as
-strings (MLflow stores parameters as strings, so we compare strings) and the
-code version. Rerunning ``full`` with the same key reuses a FINISHED run and
-resumes an unfinished one in place (same run id, so its checkpoints and
-metric history continue).
+What a step key hashes is ``keys``; when a run is reused, resumed or
+created is ``reuse`` (the one rule). A resumed run keeps its id, so its
+checkpoints and metric history continue.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import hashlib
-import json
 import os
 import random
 import re
@@ -36,17 +33,11 @@ REASON_TAG = "failure_reason"
 
 @functools.cache
 def code_version() -> str:
-    """Hash of the package's source, so changed code never reuses stale runs (once per process)."""
+    """Hash of the package's source files as they are (the parent's ``ddmlflow.version.code`` tag)."""
     h = hashlib.sha1()
     for p in sorted(Path(__file__).parent.rglob("*.py")):
         h.update(p.read_bytes())
     return h.hexdigest()[:12]
-
-
-def step_key(step: str, params: dict) -> str:
-    blob = json.dumps({"step": step, "code": code_version(), **{k: str(v) for k, v in params.items()}},
-                      sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 def setup(experiment_name: str = "", default: str = "Default") -> str:
@@ -204,24 +195,6 @@ def trains(step: str) -> bool:
 
     s = STEPS.get(step)
     return s is not None and (s.training or s.name.startswith("train_"))
-
-
-def adopt(run, parent_id: str) -> str | None:
-    """Re-parent ``run`` under ``parent_id`` when its parent did not finish; returns the old parent (or None).
-
-    A run resumed or reused from a FAILED or KILLED parent belongs to the new tree; the old
-    parent is tagged with its successor. Runs of a FINISHED parent stay where they are.
-    """
-    old = run.data.tags.get(PARENT_TAG)
-    if not old or old == parent_id:
-        return None
-    c = MlflowClient()
-    status = retry(c.get_run, old).info.status
-    if run.info.status == "FINISHED" and status not in ("FAILED", "KILLED"):
-        return None
-    retry(c.set_tag, run.info.run_id, PARENT_TAG, parent_id)
-    retry(c.set_tag, old, SUCCESSOR_TAG, parent_id)
-    return old
 
 
 def logged_steps(run_id: str, metric: str) -> set[int]:

@@ -13,7 +13,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ddmlflow.tuning_worker")
+    from .devices import watch_driver
+
+    watch_driver()
+    ap = argparse.ArgumentParser(prog="python -m ddmlflow.tuning_worker", allow_abbrev=False)
     ap.add_argument("--run-id", required=True)
     ap.add_argument("--decompose-run", required=True)
     ap.add_argument("--box", required=True, help="'global' or a box index")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+from ..devices import DRIVER_ENV
 from . import Job, OnChange, Result, progress_counts
 
 
@@ -19,6 +20,7 @@ def child_env(device: str, extra: dict[str, str]) -> dict[str, str]:
     """A clean environment: pinned device, no inherited MLflow run (it would resume the parent)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     env["CUDA_VISIBLE_DEVICES"] = device
+    env[DRIVER_ENV] = str(os.getpid())  # the child stops when this process is gone (devices.watch_driver)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.update(extra)
     return env

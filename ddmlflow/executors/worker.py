@@ -76,6 +76,9 @@ def _to_job_log(folder: Path, log: str) -> None:
 def main(folder: str) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     folder, driver = Path(folder), os.getppid()
+    from ..devices import watch_driver
+
+    watch_driver()  # stop with the driver, also while training
     _import()
     _wait_for(folder, (READY, SPEC), driver)
     _connect(folder)

@@ -2,10 +2,11 @@
 
 The chain is ``steps.STEPS`` in order: decompose, then the trainings (global
 and the N locals) handed to the executor together, the coarse net, the
-chosen strategies (through the executor too), evaluate. Each step has a key
-(its parameters as strings + the code version): a FINISHED run with the same
-key is reused, an unfinished one (killed, failed) is resumed in place from
-its last finished epoch, ``force=True`` trains anew. Cheap steps run in this
+chosen strategies (through the executor too), evaluate. Each step's run comes
+from the one reuse rule (``reuse.Reuse``: content-addressed key, claim): a
+FINISHED run with the same key is reused, an unfinished one (killed, failed)
+is resumed in place from its last finished epoch, a step another live
+process trains is waited for, ``force=True`` trains anew. Cheap steps run in this
 process; calling the step functions in-process, rather than ``mlflow.run``
 per step, saves a process start and a TensorFlow import per step and lets us
 pin devices and pass parent ids.
@@ -21,57 +22,13 @@ from ..config import FullOptions, RunConfig
 from ..executors import Job, Result, choose, make_executor, prestart, tracking_env
 from ..executors.packed import stop_spares, store_ready
 from ..hparams import load_hparams
+from ..reuse import Reuse
 from ..steps import STEPS, Step
-from ..tracking import (NOTE_TAG, adopt, create_child, end_run, find_run, log_params, retry, say, step_key,
-                        step_run, trains, ui_link, work_dir)
+from ..tracking import NOTE_TAG, end_run, log_params, retry, say, ui_link, work_dir
 
 
 class StepsFailed(RuntimeError):
     """Some trainings failed; the message names them and how to resume."""
-
-
-class Steps:
-    """Find, reuse or create the child run of each step under one parent."""
-
-    def __init__(self, cfg: RunConfig, parent_id: str, experiment_id: str, force: bool):
-        self.cfg, self.parent, self.exp, self.force = cfg, parent_id, experiment_id, force
-        self.reused: dict[str, str] = {}
-        self.elsewhere: dict[str, tuple[str, str]] = {}  # reused under a FINISHED parent: name -> (run, parent)
-        self.adopted: list[str] = []  # moved here from a FAILED/KILLED parent
-
-    def get(self, step: str, name: str, inputs: dict, cfg: RunConfig | None = None,
-            tags: dict | None = None) -> tuple[str, bool]:
-        """(run id, already finished) for a step; unfinished matches are resumed in place.
-
-        A run found under a FAILED or KILLED parent moves to this parent (``tracking.adopt``);
-        one reused from a FINISHED parent stays there and is listed in this parent's description.
-        """
-        key = step_key(step, {**(cfg or self.cfg).params(), **inputs})
-        found = None if self.force else find_run(self.exp, key)
-        if found is not None:
-            rid, done = found.info.run_id, found.info.status == "FINISHED"
-            say(f"{name}: {'reusing finished' if done else 'resuming unfinished'} run {rid}")
-            if done:
-                self.reused[name] = rid
-            old = found.data.tags.get("mlflow.parentRunId", "")
-            if adopt(found, self.parent):
-                self.adopted.append(name)
-            elif done and old and old != self.parent:
-                self.elsewhere[name] = (rid, old)
-            return rid, done
-        box = {"ddmlflow.box": str(inputs["box"])} if "box" in inputs else \
-            {"ddmlflow.box": "global"} if step == "train_global" else {}
-        return create_child(self.exp, self.parent, name, step, key,
-                            tags={**describe.cfg_tags(cfg or self.cfg), **box, **(tags or {})}), False
-
-    def inline(self, step: str, name: str, inputs: dict, fn, *args, **kwargs) -> str:
-        """Run a cheap step ``fn(*args, **kwargs)`` in this process, unless reused."""
-        run_id, done = self.get(step, name, inputs)
-        if not done:
-            preload.wait()  # the step imports TensorFlow too
-            with step_run(run_id, system_metrics=trains(step)):
-                fn(*args, **kwargs)
-        return run_id
 
 
 def tuned(cfg: RunConfig, hparams, step: Step, inputs: dict) -> tuple[RunConfig, dict]:
@@ -115,7 +72,7 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
     exp = parent.info.experiment_id
     log_params({**cfg.params(), **opts.params()})
     log_environment()
-    steps = Steps(cfg, parent.info.run_id, exp, opts.force)
+    steps = Reuse(cfg, parent.info.run_id, exp, opts.force)
     hparams = load_hparams(opts.hparams) if opts.hparams else None
     have: dict = {"registered_model_name": opts.registered_model_name, "strategy_runs": {}}
     runs: dict[str, str] = {}
@@ -125,7 +82,7 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
         if not _selected(step, opts):
             continue
         if not step.training:
-            _train_all(batch, opts)
+            _train_all(batch, opts, steps)
             batch = []
         for inputs in _instances(step, have, n_boxes):
             name = step.run_name(inputs)
@@ -143,7 +100,7 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
         if step.name == "decompose":
             n_boxes = int(retry(mlflow.get_run, have["decompose_run"]).data.params["n_boxes"])
             say(f"{n_boxes} local models on {'GPUs ' + ','.join(opts.gpus) if opts.gpus else 'the CPU'}")
-    _train_all(batch, opts)
+    _train_all(batch, opts, steps)
     if steps.adopted:
         say(f"adopted {len(steps.adopted)} runs of an unfinished earlier parent: {', '.join(steps.adopted)}")
     ev = have["evaluate_run"]
@@ -186,10 +143,19 @@ def _collect(have: dict, step: Step, inputs: dict, run_id: str) -> None:
         have[step.output] = run_id
 
 
-def _train_all(jobs: list[Job], opts: FullOptions) -> None:
-    """Run the trainings through the executor, each pinned to GPU k mod G; close what failed."""
+def _train_all(jobs: list[Job], opts: FullOptions, steps: Reuse) -> None:
+    """Run the trainings through the executor, each pinned to GPU k mod G; close what failed; release
+    their claims."""
     if not jobs:
         return
+    try:
+        _run_trainings(jobs, opts)
+    finally:
+        for job in jobs:
+            steps.release(job.run_id)
+
+
+def _run_trainings(jobs: list[Job], opts: FullOptions) -> None:
     per_box = [j for j in jobs if "box" in j.inputs]
     for k, job in enumerate(per_box + [j for j in jobs if "box" not in j.inputs]):
         job.device = devices.pin(job.inputs["box"] if "box" in job.inputs else k, list(opts.gpus))

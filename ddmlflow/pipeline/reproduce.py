@@ -2,15 +2,14 @@
 
     reproduce("klw-3", "smoke", data_dir="/data/cifar10")   # in an active (parent) run, or one is started
 
-Each configuration runs as a ``full`` child of the parent run. A ``full`` child has a step key
-(its config, options and the code version): a FINISHED one is reused, an unfinished one resumed in
-place, and inside it ``full`` reuses its own finished steps, so a rerun after an interruption only
-runs what is missing. The budget and its exact values are logged (params, tags) and printed, and
+Each configuration runs as a ``full`` child of the parent run, found by the one reuse rule
+(``reuse.Reuse``: its key holds the config, the data's content, the options that change what it
+produces and the code): a FINISHED one is reused, an unfinished one resumed in place, and inside it
+``full`` reuses its own finished steps, so a rerun after an interruption only runs what is missing. The budget and its exact values are logged (params, tags) and printed, and
 the report (``report.md``, ``report.html``, figures) is logged as artifacts of the parent run.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -20,8 +19,9 @@ import mlflow
 from .. import config, experiments
 from ..config import RunConfig
 from ..experiments import Budget
-from ..tracking import (create_child, find_run, log_params, retry, say, setup, step_key, step_run, work_dir)
-from ..config import FullOptions
+from ..config import FullOptions, key_params
+from ..reuse import Reuse
+from ..tracking import log_params, retry, say, setup, step_run, work_dir
 from .full import StepsFailed, full
 from .report import FULL_RUNS_TAG, report
 
@@ -37,18 +37,18 @@ def configurations(table: str, budget: str | Budget = "smoke", data_dir: str = "
     return out
 
 
-def _run_row(cfg: RunConfig, opts: FullOptions, parent_id: str, experiment_id: str, name: str,
-             tags: dict) -> str:
-    """One configuration as a nested ``full`` child run; the only place that calls ``full``."""
-    key = step_key("full", {**cfg.params(), **dataclasses.asdict(opts)})
-    found = None if opts.force else find_run(experiment_id, key)
-    if found is not None and found.info.status == "FINISHED":
-        say(f"{name}: reusing finished full run {found.info.run_id}")
-        return found.info.run_id
-    run_id = found.info.run_id if found is not None else create_child(experiment_id, parent_id, name, "full", key, tags)
-    with step_run(run_id):
-        mlflow.set_tags(tags)
-        full(cfg, opts)
+def _run_row(rows: Reuse, cfg: RunConfig, opts: FullOptions, name: str, tags: dict) -> str:
+    """One configuration as a nested ``full`` child run (the one reuse rule: its key holds the config,
+    the data's content and the options that change what it produces); the only place that calls ``full``."""
+    run_id, done = rows.get("full", name, {}, cfg, tags, extra=key_params(opts))
+    if done:
+        return run_id
+    try:
+        with step_run(run_id):
+            mlflow.set_tags(tags)
+            full(cfg, opts)
+    finally:
+        rows.release(run_id)
     import keras
 
     keras.backend.clear_session()  # the next row starts afresh (off the row's clock: ~0.5 s of gc)
@@ -95,6 +95,7 @@ def _reproduce(table, budget, rows, data_dir, *, executor, ray_address, gpus, ma
     for line in dict.fromkeys(values.values()):
         say(line)
     ids, failed = {}, {}
+    reuse = Reuse(rows[0][1], parent.info.run_id, parent.info.experiment_id, force)
     for run, cfg, b in rows:
         opts = config.parse_options(FullOptions, run_global=run.run_global, executor=executor, gpus=gpus,
                                     ray_address=ray_address,
@@ -104,7 +105,7 @@ def _reproduce(table, budget, rows, data_dir, *, executor, ray_address, gpus, ma
                 "ddmlflow.budget": b.name, "ddmlflow.budget_values": b.describe()}
         say(f"{run.name} [{b.describe()}]")
         try:
-            ids[run.name] = _run_row(cfg, opts, parent.info.run_id, parent.info.experiment_id, run.name, tags)
+            ids[run.name] = _run_row(reuse, cfg, opts, run.name, tags)
         except StepsFailed as e:
             failed[run.name] = str(e)
             say(f"{run.name} failed: {e}")

@@ -30,7 +30,8 @@ from ..config import RunConfig
 from ..errors import require
 from ..executors import Job, make_executor
 from ..tracking import log_params, retry, say, work_dir
-from .full import Steps, run_and_close
+from ..reuse import Reuse
+from .full import run_and_close
 from .tune_cost import log_costs
 
 TARGETS = ("global", "locals", "coarse", "all")
@@ -64,7 +65,7 @@ def tune(cfg: RunConfig, target: str = "all", tuner: str = "random", max_trials=
     opts = parse_options(tuner, max_trials, executions_per_trial, epochs, objective, space)
     parent = mlflow.active_run().info
     log_params({**cfg.params(), "target": target, **opts.key(), "space_file": space or ""})
-    steps = Steps(cfg, parent.run_id, parent.experiment_id, force)
+    steps = Reuse(cfg, parent.run_id, parent.experiment_id, force)
     t0 = time.time()
     runs: dict[str, str] = {}
     if target != "coarse":
@@ -90,7 +91,7 @@ def tune(cfg: RunConfig, target: str = "all", tuner: str = "random", max_trials=
     return {"runs": runs, "best": best, "costs": costs, "reused": steps.reused}
 
 
-def _search_cnns(steps: Steps, cfg, opts, dec, boxes, gpus, jobs_per_gpu, max_parallel) -> dict[str, str]:
+def _search_cnns(steps: Reuse, cfg, opts, dec, boxes, gpus, jobs_per_gpu, max_parallel) -> dict[str, str]:
     """One process per network search, through the executor; raises ``StepsFailed`` naming the failures."""
     gpu_list = devices.parse_gpus(gpus)
     runs, jobs = {}, []
@@ -112,8 +113,12 @@ def _search_cnns(steps: Steps, cfg, opts, dec, boxes, gpus, jobs_per_gpu, max_pa
 
     def progress(s: dict) -> None:
         say(f"searches: {s['done']} done, {s['running']} running, {s['failed']} failed, {s['pending']} waiting")
-    run_and_close(make_executor("process", jobs_per_gpu, max_parallel), jobs, progress, "searches",
-                  "Rerun the same command to resume them (finished trials are kept).")
+    try:
+        run_and_close(make_executor("process", jobs_per_gpu, max_parallel), jobs, progress, "searches",
+                      "Rerun the same command to resume them (finished trials are kept).")
+    finally:
+        for job in jobs:
+            steps.release(job.run_id)
     return runs
 
 
@@ -167,7 +172,7 @@ def tune_coarse(cfg: RunConfig, local_runs: list[str], opts) -> dict:
         return build_coarse(len(local_runs), k, hidden=tuple(int(u) for u in v["hidden"]),
                             dropout=float(v["dropout"]))
     fc = FitConfig(epochs=cfg.coarse_epochs, batch_size=cfg.coarse_batch_size, learning_rate=cfg.coarse_learning_rate,
-                   optimizer=cfg.optimizer, patience=cfg.patience, seed=cfg.seed)
+                   optimizer=cfg.optimizer, patience=cfg.coarse_patience, seed=cfg.seed)  # the coarse net's own rule
     hm = NetworkHyperModel("coarse", space, fixed, builder, k, fc)
     return _finish(search(opts, hm, (f, y, fv, yv), opts.epochs or cfg.coarse_epochs, cfg.seed), "coarse", f, fv)
 
