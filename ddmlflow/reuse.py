@@ -16,6 +16,8 @@ The claim is released when the step's run ends (``release``).
 """
 from __future__ import annotations
 
+import os
+
 from . import describe, keys
 from .claims import alive, claims
 from .config import RunConfig, key_params
@@ -136,20 +138,22 @@ class Reuse:
         return run_id
 
     def _adopt(self, run) -> bool:
-        """Re-parent ``run`` here unless its parent FINISHED (a finished parent keeps its children).
-
-        A RUNNING parent whose process is gone (no live claim) is closed FAILED first, naming this one."""
+        """Re-parent ``run`` here unless its parent FINISHED (a finished parent keeps its children) or
+        is still alive. A RUNNING parent whose process is gone (its claim dead) is closed FAILED first."""
         old = run.data.tags.get(PARENT_TAG)
         if not old or old == self.parent:
             return False
         c = _client()
         prev = retry(c.get_run, old)
-        status = prev.info.status
-        if status == "FINISHED" or (status == "RUNNING" and run.info.status == "FINISHED"):
+        if prev.info.status == "FINISHED":
             return False
-        if status == "RUNNING":
-            if claims().live(f"run-{old}"):
+        if prev.info.status == "RUNNING":
+            held = [k for k in (f"run-{old}", prev.data.tags.get(KEY_TAG)) if k]
+            if any(claims().live(k) for k in held):
                 return False
+            for k in held:  # a dead holder's claim: take it over, then drop it
+                claims().acquire(k, f"parent {old}", old)
+                claims().release(k)
             end_run(old, "FAILED", f"its process is gone; continued by run {self.parent}")
         retry(c.set_tag, run.info.run_id, PARENT_TAG, self.parent)
         retry(c.set_tag, old, SUCCESSOR_TAG, self.parent)
@@ -163,7 +167,7 @@ def _wait_for_trainer(run, name: str) -> None:
 
     tags = run.data.tags
     said = False
-    while alive(tags.get("ddmlflow.host", ""), tags.get("ddmlflow.pid", 0), tags.get("ddmlflow.pid_started")):
+    while tags.get("ddmlflow.pid") != str(os.getpid()) and alive(tags.get("ddmlflow.host", ""), tags.get("ddmlflow.pid", 0), tags.get("ddmlflow.pid_started")):
         if not said:
             say(f"{name}: waiting for process {tags.get('ddmlflow.pid')} of its earlier training to stop")
             said = True

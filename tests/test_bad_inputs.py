@@ -45,7 +45,9 @@ CLI_CASES = [
     (["full", "--seed", "-3"], "seed"),
     (["full", "--image-size", "0"], "image_size"),
     (["full", "--dataset", "folder"], "data_dir"),
-    (["full", "--frobnicate", "1"], "arguments"),
+    (["full", "--frobnicate", "1"], "frobnicate='1': not a parameter of full"),
+    (["full", "--epoch", "3"], "epoch='3': not a parameter of full; did you mean epochs?"),  # no prefix matching
+    (["train-local", "--decompose-run", "x", "--box", "0", "--bo", "1"], "did you mean box?"),
     (["decompose", "--decomposition", "0x0", *FAST], "decomposition"),
     (["decompose", "--decomposition", "64x64", *FAST], "decomposition"),
     (["decompose", "--decomposition", "2x2x2", *FAST], "decomposition"),
