@@ -257,3 +257,22 @@ def test_killed_search_resumes_without_repeating_finished_trials(tuned, cfg, sto
         assert [m.step for m in c.get_metric_history(t.info.run_id, "loss")] == [0]
     status = {p.parent.name: json.loads(p.read_text())["status"] for p in project.glob("trial_*/trial.json")}
     assert status == {"trial_0": "COMPLETED", "trial_1": "COMPLETED"}
+
+
+def test_the_coarse_search_stops_on_coarse_patience_like_train_coarse(tuned, cfg, monkeypatch):
+    """The coarse net's own stopping rule (``coarse_patience``), not the CNNs' ``patience``."""
+    import dataclasses
+
+    import ddmlflow.tuning as tuning
+    from ddmlflow.pipeline.tune import tune_coarse
+
+    seen = {}
+
+    def capture(opts, hm, data, epochs, seed):  # the search's training configuration, before any trial
+        seen["fit"] = hm.fit_cfg
+        raise RuntimeError("captured")
+    monkeypatch.setattr(tuning, "search", capture)
+    with mlflow.start_run(run_name="coarse patience"), pytest.raises(RuntimeError, match="captured"):
+        tune_coarse(dataclasses.replace(cfg, patience=0, coarse_patience=3),
+                    [tuned["runs"]["local/00"], tuned["runs"]["local/01"]], tuning.parse_options("random", 1, 1, 1))
+    assert seen["fit"].patience == 3

@@ -143,16 +143,17 @@ def _collect(have: dict, step: Step, inputs: dict, run_id: str) -> None:
         have[step.output] = run_id
 
 
-def _train_all(jobs: list[Job], opts: FullOptions, steps: Reuse) -> None:
+def _train_all(jobs: list[Job], opts: FullOptions, steps: Reuse | None = None) -> None:
     """Run the trainings through the executor, each pinned to GPU k mod G; close what failed; release
-    their claims."""
+    their claims (``steps``: the ``Reuse`` that claimed them)."""
     if not jobs:
         return
     try:
         _run_trainings(jobs, opts)
     finally:
         for job in jobs:
-            steps.release(job.run_id)
+            if steps is not None:
+                steps.release(job.run_id)
 
 
 def _run_trainings(jobs: list[Job], opts: FullOptions) -> None:
