@@ -1,7 +1,9 @@
 """The ``ddmlflow`` command: one subcommand per step, the MLproject's parameter names.
 
 Bad input: one line on stderr naming the parameter, exit code 2, no traceback
-(``--debug`` shows it), and the MLflow run (if one was opened) marked FAILED.
+(``--debug`` shows it), and the MLflow run (if one was opened) marked FAILED. A
+run that ``mlflow run`` opened fails where the command would have logged: in its
+experiment, under its name. Subcommands take the entry-point names too (``train_global``).
 """
 from __future__ import annotations
 
@@ -65,14 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p.subcommands = sub.choices
     for step in STEPS.values():
-        s = sub.add_parser(step.command, help=step.help)
+        s = sub.add_parser(step.command, help=step.help, aliases=_alias(step.command))
         s.set_defaults(step=step.name)
         _run_args(s)
         for i in step.inputs:
             s.add_argument(f"--{i.name.replace('_', '-')}", dest=i.name, required=i.required and i.kind != "text",
                            default="", help=i.help)
     for c in COMMANDS.values():
-        s = sub.add_parser(c.command, help=c.help)
+        s = sub.add_parser(c.command, help=c.help, aliases=_alias(c.command))
         s.set_defaults(chain=c.name)
         _run_args(s, c.config)
         add_options(s, c.options_class())
@@ -87,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("mlproject", help="write MLproject and entrypoints/ from the schema and the step registry")
     s.add_argument("--check", action="store_true", help="only say whether the checked-in files are in sync")
     return p
+
+
+def _alias(command: str) -> list[str]:
+    """The MLproject entry point's name (``train_global``) beside the command's (``train-global``)."""
+    return [command.replace("-", "_")] if "-" in command else []
 
 
 def _config(a: argparse.Namespace):
@@ -205,46 +212,109 @@ def _on_sigterm(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _verbose(argv: list[str]) -> bool | None:
+    """``--verbose`` / ``--verbose true`` (read before anything loads: it decides what TensorFlow prints)."""
+    for i, arg in enumerate(argv):
+        if arg == "--verbose":
+            value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else "true"
+        elif arg.startswith("--verbose="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        return value.strip().lower() in ("true", "1", "yes")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    launcher = os.environ.get("MLFLOW_RUN_ID", "")  # the run `mlflow run` opened (popped once it is used)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from . import console
     from .devices import watch_driver
 
+    console.setup(_verbose(argv))
+    if "ddmlflow.tracking" in sys.modules:  # an earlier main() in this process (tests) opened its own runs
+        sys.modules["ddmlflow.tracking"]._OPENED.clear()
     watch_driver()  # a training started by a driver stops with it
     try:
         a = build_parser().parse_args(argv)
         handler = {"predict": _predict, "profile": _profile, "presets": _presets,
                    "mlproject": _mlproject}
-        return handler.get(a.command, _run_command if getattr(a, "chain", "") else _run_step)(a)
+        code = handler.get(a.command, _run_command if getattr(a, "chain", "") else _run_step)(a)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is caught below
+        return code
     except InputError as e:
-        _fail_open_run(str(e))
+        _fail_open_run(str(e), launcher, argv)
         if debug:
             raise
         print(f"ddmlflow: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `ddmlflow presets | head`: the reader left; end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command ended by a closed pipe
     except KeyboardInterrupt:
         print("ddmlflow: interrupted; open runs marked KILLED", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - one line unless --debug
         if debug:
             raise
+        _fail_open_run(f"{type(e).__name__}: {e}", launcher, argv)
         print(f"ddmlflow: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 
 
-def _fail_open_run(message: str) -> None:
-    """A run opened for us by ``mlflow run`` is marked FAILED with the message as a tag."""
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if not run_id:
-        return
+def _fail_open_run(message: str, launcher: str, argv: list[str]) -> None:
+    """Mark FAILED, with the message as its reason, the run this command opened, if it is still open; a
+    launcher run of ``mlflow run`` that was never used first becomes the run the command would have made."""
     try:
-        from .tracking import end_run
+        from .tracking import end_run, get_run, opened_runs
 
-        end_run(run_id, "FAILED", message)
+        opened = opened_runs()
+        if launcher and not opened:
+            opened = [_open_as_intended(launcher, argv)]
+        for run_id in opened:
+            if get_run(run_id).info.status == "RUNNING":
+                end_run(run_id, "FAILED", message)
+        if launcher and launcher not in opened and get_run(launcher).info.status == "RUNNING":
+            end_run(launcher, "FAILED", message)
     except Exception:  # noqa: BLE001 - the message on stderr is what matters
         pass
+
+
+def _open_as_intended(launcher: str, argv: list[str]) -> str:
+    """The run a command refused for bad input would have logged into (its experiment and name), from the
+    parameters that were valid."""
+    from . import describe
+    from .config import RunConfig, TrackingOptions, options, resolve
+    from .steps import COMMANDS, STEPS
+    from .tracking import open_run
+
+    a, _ = build_parser().parse_known_args(argv)
+    given = {o["field"]: getattr(a, o["field"], "") for o in options(RunConfig) if o["field"] != "preset"}
+    cfg = None
+    for _ in range(len(given) + 1):  # drop the bad values one by one: what is left names the run
+        try:
+            cfg = resolve(getattr(a, "preset", ""), **given)
+            break
+        except InputError as e:
+            if given.pop(e.param, None) is None:
+                break
+    chain = getattr(a, "chain", "")
+    step = chain or getattr(a, "step", "") or "full"
+    if cfg is None:
+        name, default_exp, tags = step, "ddmlflow", {}
+    elif chain:
+        name = describe.parent_name(cfg) if chain == "full" else f"{chain}-{describe.parent_name(cfg)}"
+        default_exp, tags = describe.experiment_name(cfg), describe.cfg_tags(cfg)
+    else:
+        name, default_exp, tags = STEPS[step].name, describe.experiment_name(cfg), describe.cfg_tags(cfg)
+    if chain and not COMMANDS[chain].config:
+        default_exp = f"ddmlflow-{chain}"
+    track = {o["field"]: getattr(a, o["field"], "") for o in options(TrackingOptions)}
+    return open_run(launcher, track.get("experiment_name") or "", default_exp, track.get("run_name") or name, step,
+                    tags)
 
 
 if __name__ == "__main__":

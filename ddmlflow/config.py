@@ -171,7 +171,7 @@ class RunConfig:
     n_val: int | None = option(optional(integer(1)), "use the first N validation samples", default="")
 
     def params(self) -> dict[str, str]:
-        return {spec(f)["param"]: _to_str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {spec(f)["param"]: _value(self, f) for f in dataclasses.fields(self)}
 
     def to_argv(self) -> list[str]:
         """The config as CLI options for a child process (empty values omitted)."""
@@ -204,7 +204,7 @@ class FullOptions:
                                 "steps' keys, not the name)", default="", key=False)
 
     def params(self) -> dict[str, str]:
-        return {spec(f)["param"]: _to_str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {spec(f)["param"]: _value(self, f) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)
@@ -216,14 +216,22 @@ class TrackingOptions:
                                   default="")
     run_name: str = option(text, "name of the run (default: what it is, e.g. shapes2d-vgg3-2x2-d2 for full)",
                            default="")
+    verbose: bool = option(boolean, "show everything: TensorFlow's and MLflow's logs, Keras' epoch lines "
+                           "(default: our progress lines only)", default="false")
 
     def params(self) -> dict[str, str]:
-        return {spec(f)["param"]: _to_str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {spec(f)["param"]: _value(self, f) for f in dataclasses.fields(self)}
 
 
 def key_params(obj) -> dict[str, str]:
     """The fields of a config or options dataclass that change a result, as strings (see ``option``)."""
-    return {spec(f)["param"]: _to_str(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata["key"]}
+    return {spec(f)["param"]: _value(obj, f) for f in dataclasses.fields(obj) if f.metadata["key"]}
+
+
+def _value(obj, f: dataclasses.Field) -> str:
+    """A field as logged: the value used (no GPU found or asked for: ``none``, not empty)."""
+    v = getattr(obj, f.name)
+    return "none" if f.metadata["parse"] is gpu_list and not v else _to_str(v)
 
 
 def _to_str(v: Any) -> str:
@@ -243,13 +251,16 @@ def add_options(parser, cls: type = RunConfig) -> None:
     """argparse options ``--param-name`` for every field of ``cls`` (all strings, checked by ``resolve``)."""
     for o in options(cls):
         default = o["default"] if o["default"] is not None else ""
-        parser.add_argument(f"--{o['param'].replace('_', '-')}", dest=o["field"], default=default, help=o["help"])
+        flag = {"nargs": "?", "const": "true"} if o["parse"] is boolean else {}  # `--force` = `--force true`
+        parser.add_argument(f"--{o['param'].replace('_', '-')}", dest=o["field"], default=default, help=o["help"],
+                            **flag)
 
 
 def to_argv(obj) -> list[str]:
     out = []
     for o in options(type(obj)):
-        v = _to_str(getattr(obj, o["field"]))
+        v = getattr(obj, o["field"])
+        v = "none" if o["parse"] is gpu_list and not v else _to_str(v)
         if v != "":
             out += [f"--{o['param'].replace('_', '-')}", v]
     return out

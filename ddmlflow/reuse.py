@@ -123,15 +123,18 @@ class Reuse:
         if key:
             claims().release(key)
 
-    def inline(self, step: str, name: str, inputs: dict, fn, *args, extra: dict | None = None, **kwargs) -> str:
-        """Run a cheap step ``fn(*args, **kwargs)`` in this process, unless reused."""
-        from . import preload
+    def inline(self, step: str, name: str, inputs: dict, fn, *args, extra: dict | None = None, watch: int = 0,
+               **kwargs) -> str:
+        """Run a cheap step ``fn(*args, **kwargs)`` in this process, unless reused; ``watch``: show its
+        progress over that many epochs."""
+        from . import preload, progress
 
         run_id, done = self.get(step, name, inputs, extra=extra)
         if not done:
             try:
                 preload.wait()  # the step imports TensorFlow too
-                with step_run(run_id, system_metrics=trains(step)):
+                with progress.watch([progress.Training(name, run_id, watch)] if watch else []), \
+                        step_run(run_id, system_metrics=trains(step)):
                     fn(*args, **kwargs)
             finally:
                 self.release(run_id)

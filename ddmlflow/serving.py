@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 
+from .console import hushed
 from .tracking import retry
 
 PACKAGE_DIR = Path(__file__).parent
@@ -47,7 +48,9 @@ class CNNDNNModel(mlflow.pyfunc.PythonModel):
         self.coarse = keras.saving.load_model(art["coarse"], safe_mode=True)
         self.program = build_coherent(self.locals, self.coarse, self.decomposition, name="cnn_dnn")
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None):
+        """``np.ndarray``: a type hint MLflow infers no schema from, so the logged signature (and
+        ``check_input``'s HTTP-400 answers) stay in charge of validation."""
         from .training import predict_probs
 
         x = check_input(model_input, self.decomposition.image_shape)
@@ -125,7 +128,8 @@ def register(model_uri: str, name: str, val_accuracy: float, description: str = 
     ``models:/NAME/latest``, so no alias is needed (or allowed) for it.
     """
     client = MlflowClient()
-    mv = retry(mlflow.register_model, model_uri, name)
+    with hushed():  # our own line says it (evaluate)
+        mv = retry(mlflow.register_model, model_uri, name)
     # repr, not rounded: a champion stored as 0.666667 would make an equal 2/3 look worse
     retry(client.set_model_version_tag, name, mv.version, "val_accuracy", repr(float(val_accuracy)))
     for k, v in (tags or {}).items():

@@ -12,7 +12,6 @@ import hashlib
 import os
 import random
 import re
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -55,6 +54,14 @@ def setup(experiment_name: str = "", default: str = "Default") -> str:
 _RANDOM_NAME = re.compile(r"[a-z]+-[a-z]+-\d{1,4}")  # MLflow's generated run names, e.g. languid-cow-425
 
 
+_OPENED: list[str] = []  # the top-level runs this process opened (``opened_runs``)
+
+
+def opened_runs() -> list[str]:
+    """The top-level runs ``open_run`` gave this process, so a failure can close them with its reason."""
+    return list(_OPENED)
+
+
 def open_run(given: str, experiment_name: str, default_experiment: str, name: str, step: str,
              tags: dict | None = None, parent_id: str = "") -> str:
     """The top-level run to log into: ``given`` (by ``mlflow run``) or a new one in the chosen experiment.
@@ -75,10 +82,12 @@ def open_run(given: str, experiment_name: str, default_experiment: str, name: st
                 t["mlflow.runName"] = name
             for k, v in t.items():
                 retry(c.set_tag, given, k, v)
+            _OPENED.append(given)
             return given
     exp = setup(experiment_name, default_experiment) if not given else \
         retry(mlflow.set_experiment, experiment_name or default_experiment).experiment_id
     run_id = create_child(exp, parent_id or None, name, step, key="", tags=tags)
+    _OPENED.append(run_id)
     if given:
         retry(c.set_tag, given, SUCCESSOR_TAG, run_id)
         retry(c.set_tag, given, NOTE_TAG, f"Launcher only: ddmlflow logged this `{step}` in experiment "
@@ -245,4 +254,6 @@ def ui_link(experiment_id: str) -> str:
 
 
 def say(msg: str) -> None:
-    print(f"[ddmlflow] {msg}", file=sys.stderr, flush=True)
+    from .console import say as show
+
+    show(msg)

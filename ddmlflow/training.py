@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from .checkpoint import EarlyStop, load_state, quiet, save_state, shuffled_batches, training_state
+from .console import keras_verbose
 from .models import loss_for, to_probabilities
 from .optimizers import make_optimizer
 
@@ -221,7 +222,7 @@ def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
     t0 = time.perf_counter()
     if first < cfg.epochs and not (ckpt.stop is not None and ckpt.stop.stopped):
         model.fit(train, validation_data=validation_batches(xv, yv, cfg.batch_size), epochs=cfg.epochs,
-                  initial_epoch=first, callbacks=callbacks, verbose=2, **kw)
+                  initial_epoch=first, callbacks=callbacks, verbose=keras_verbose(), **kw)
     train_time = time.perf_counter() - t0
     if ckpt.stop is not None and ckpt.stop.best_weights is not None:
         model.set_weights(ckpt.stop.best_weights)  # as EarlyStopping(restore_best_weights=True)

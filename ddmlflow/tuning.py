@@ -29,6 +29,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from . import profiling
+from .console import keras_verbose
 from .errors import InputError, require
 from .tracking import REASON_TAG, logged_steps, retry, step_run, work_dir
 from .training import EpochCheckpoint, FitConfig, _Augmented, compile_model
@@ -275,7 +276,7 @@ class NetworkHyperModel(kt.HyperModel):
             data, kw = x, {"y": y, "batch_size": bs, "shuffle": True}
         t0 = time.perf_counter()
         hist = model.fit(data, validation_data=validation_data, epochs=epochs, callbacks=cbs,
-                         initial_epoch=initial_epoch, verbose=2, **kw)
+                         initial_epoch=initial_epoch, verbose=keras_verbose(), **kw)
         self.executions.append({"time_s": time.perf_counter() - t0, "epochs": len(hist.epoch),
                                 "flops_per_sample": profiling.flops_exact(model), "samples": len(x)})
         return hist
@@ -368,7 +369,7 @@ def search(opts: TuneOptions, hypermodel: NetworkHyperModel, data: tuple, epochs
     tuner = make_tuner(opts, hypermodel, project_dir, seed, epochs)
     x, y, xv, yv = data
     try:
-        tuner.search(x, y, validation_data=(xv, yv), epochs=epochs, verbose=2)
+        tuner.search(x, y, validation_data=(xv, yv), epochs=epochs, verbose=keras_verbose())
     except RuntimeError as e:  # keras-tuner stops after consecutive failures; report the first reason below
         if "consecutive failures" not in str(e):
             raise

@@ -116,8 +116,16 @@ def test_mlproject_rejects_and_marks_run_failed(mlflow_env):
     assert r.returncode != 0
     assert "ddmlflow: error: epochs='-5': an integer >= 1" in r.stderr
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert [x.info.status for x in runs] == ["FAILED"]
-    assert "epochs" in runs[0].data.tags["failure_reason"]
+    assert [x.info.status for x in runs] == ["FAILED", "FAILED"]
+    # the failure lands where the run would have been: its experiment, its name, with the reason
+    (failed,) = [x for x in runs if x.info.experiment_id != "0"]
+    (launcher,) = [x for x in runs if x.info.experiment_id == "0"]
+    assert mlflow.get_experiment(failed.info.experiment_id).name == "ddmlflow-shapes2d"
+    from ddmlflow import config, describe
+
+    assert failed.info.run_name == describe.parent_name(config.resolve()) and failed.data.tags["ddmlflow.step"] == "full"
+    assert "epochs" in failed.data.tags["failure_reason"] and "epochs" in launcher.data.tags["failure_reason"]
+    assert launcher.data.tags["ddmlflow.successor"] == failed.info.run_id
 
 
 # ---- the registered pyfunc: `ddmlflow predict` and `mlflow models serve` ----

@@ -176,3 +176,19 @@ def test_parent_records_the_installed_versions(tree):
     path = c.download_artifacts(new.info.run_id, "environment.json", str(tree["tmp"]))
     env = json.loads(open(path).read())
     assert env["packages"]["keras"] == version("keras") and "protobuf" in env["packages"]
+
+
+def test_the_console_shows_progress_and_nothing_of_the_stack(tree):
+    """No TensorFlow C++ lines, oneDNN notice, download bars, type-hint warning or Keras epoch lines: the
+    output is not a terminal, so the live display prints one line per event."""
+    import re
+
+    second = tree["second"]
+    chatter = re.compile(r"cuInit|oneDNN|Downloading artifacts|type hints|Epoch [0-9]+/|Successfully registered")
+    assert [ln for ln in (second.stdout + second.stderr).splitlines() if chatter.search(ln)] == []
+    err = second.stderr
+    assert "[ddmlflow] train_local/01: finished after 1 epochs, val_acc " in err
+    assert "[ddmlflow] trainings: 1 done, 0 running, 0 failed, 0 waiting" in err
+    assert "[ddmlflow] train_coarse: finished after 1 epochs" in err
+    _, new = tree["parents"]
+    assert new.data.params["gpus"] == "none"  # the value used (`auto` found no GPU), not ''

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+from ..console import VERBOSE_ENV
 from ..devices import DRIVER_ENV
 from . import Job, OnChange, Result, progress_counts
 
@@ -22,6 +23,7 @@ def child_env(device: str, extra: dict[str, str]) -> dict[str, str]:
     env["CUDA_VISIBLE_DEVICES"] = device
     env[DRIVER_ENV] = str(os.getpid())  # the child stops when this process is gone (devices.watch_driver)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env[VERBOSE_ENV] = "true"  # its output goes to its log file: all of it (Keras' epoch lines too)
     env.update(extra)
     return env
 

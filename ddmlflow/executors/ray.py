@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from ..console import VERBOSE_ENV
 from ..errors import InputError
 from . import Job, OnChange, Result, progress_counts
 
@@ -74,6 +75,7 @@ def run_job(step: str, run_id: str, inputs: dict, config, env: dict) -> dict:
     os.environ.update(env)
     os.environ.pop("MLFLOW_RUN_ID", None)  # would resume the driver's run
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ[VERBOSE_ENV] = "true"  # its output goes to its log file: all of it
     import ray
 
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]

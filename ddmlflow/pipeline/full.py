@@ -17,7 +17,7 @@ import time
 
 import mlflow
 
-from .. import describe, devices, preload
+from .. import describe, devices, preload, progress
 from ..config import FullOptions, RunConfig
 from ..executors import Job, Result, choose, make_executor, prestart, tracking_env
 from ..executors.packed import stop_spares, store_ready
@@ -94,7 +94,9 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
                                      log=work_dir("logs", run_id) / "train.log",
                                      env=tracking_env()))
             else:
-                run_id = steps.inline(step.name, name, inputs, step.call, step_cfg, **inputs)
+                run_id = steps.inline(step.name, name, inputs, step.call, step_cfg,
+                                      watch=progress.epochs_of(step.name, step_cfg) if step.name == "train_coarse"
+                                      else 0, **inputs)
             runs[name] = run_id
             _collect(have, step, inputs, run_id)
         if step.name == "decompose":
@@ -160,10 +162,6 @@ def _run_trainings(jobs: list[Job], opts: FullOptions) -> None:
     per_box = [j for j in jobs if "box" in j.inputs]
     for k, job in enumerate(per_box + [j for j in jobs if "box" not in j.inputs]):
         job.device = devices.pin(job.inputs["box"] if "box" in job.inputs else k, list(opts.gpus))
-
-    def progress(s: dict) -> None:
-        say(f"trainings: {s['done']} done, {s['running']} running, {s['failed']} failed, "
-            f"{s['pending']} waiting ({s['elapsed_s']:.0f} s)")
     name = choose(opts.executor, sum(j.step == "train_local" for j in jobs), opts.gpus, opts.jobs_per_gpu)
     mlflow.set_tag("ddmlflow.executor", name)
     for job in jobs:  # the pinned device; the training overwrites it with the one TensorFlow used
@@ -174,8 +172,10 @@ def _run_trainings(jobs: list[Job], opts: FullOptions) -> None:
     preload.start("tensorflow", "keras", "ddmlflow.pipeline.train", "ddmlflow.pipeline.coarse",
                   "ddmlflow.pipeline.evaluate")
     executor = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, bool(opts.gpus))
-    run_and_close(executor, jobs, progress, "trainings", "No later step ran. Rerun the same command to resume "
-                                                         "them (finished ones are reused).")
+    with progress.Display([progress.Training(j.name, j.run_id, progress.epochs_of(j.step, j.config))
+                           for j in jobs]) as display:
+        run_and_close(executor, jobs, display.counts, "trainings", "No later step ran. Rerun the same command to "
+                                                                   "resume them (finished ones are reused).")
 
 
 def run_and_close(executor, jobs: list[Job], progress, what: str, hint: str) -> list[Result]:
