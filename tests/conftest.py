@@ -10,7 +10,9 @@ import ddmlflow  # noqa: F401 - its CPU-kernel default (devices.use_onednn), bef
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# The papers' text and the real data sets: ../shared beside the checkout, or the folder DDMLFLOW_SHARED names.
+SHARED = Path(os.environ.get("DDMLFLOW_SHARED") or ROOT.parent / "shared")
+SHARED_DATA = SHARED / "data"
 
 
 def use_store(mp: pytest.MonkeyPatch, uri: str, folder: Path) -> None:

@@ -2,22 +2,21 @@
 from __future__ import annotations
 
 import tarfile
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA
 from ddmlflow.data import load, read_input
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-CIFAR_TGZ = SHARED / "cifar10-jpeg.tar.gz"
-MOSMED = SHARED / "mosmed-sample"
+CIFAR_TGZ = SHARED_DATA / "cifar10-jpeg.tar.gz"
+MOSMED = SHARED_DATA / "mosmed-sample"
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 @pytest.mark.slow  # about 25 s: 60,000 JPEG decodes
-@pytest.mark.skipif(not CIFAR_TGZ.is_file(), reason="no ../shared/data/cifar10-jpeg.tar.gz")
+@pytest.mark.skipif(not CIFAR_TGZ.is_file(), reason=f"needs CIFAR-10 in {CIFAR_TGZ} (../shared beside the checkout, or set DDMLFLOW_SHARED)")
 def test_cifar10_jpeg_tree_full(tmp_path):
     with tarfile.open(CIFAR_TGZ) as tar:
         tar.extractall(tmp_path / "cifar", filter="data")
@@ -35,7 +34,7 @@ def test_cifar10_jpeg_tree_full(tmp_path):
         assert len(hits) >= 1 and set(ds.y_train[hits].tolist()) == {k}
 
 
-@pytest.mark.skipif(not MOSMED.is_dir(), reason="no ../shared/data/mosmed-sample")
+@pytest.mark.skipif(not MOSMED.is_dir(), reason=f"needs the MosMed sample in {MOSMED} (../shared beside the checkout, or set DDMLFLOW_SHARED)")
 @pytest.mark.parametrize("i", range(5))
 def test_mosmed_sample_volumes_pass_unchanged(i):
     path = MOSMED / f"volume{i}.nii.gz"

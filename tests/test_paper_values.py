@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
+from conftest import SHARED
 from ddmlflow import paper_values as pv
 
-PAPERS = Path(__file__).resolve().parents[2] / "shared" / "papers"
+PAPERS = SHARED / "papers"
 FILES = {pv.KLW: "klawonn-lanser-weber-2024-cnn-dnn-sisc.txt", pv.TL: "klawonn-lanser-weber-transfer-learning.txt",
          pv.GC: "gu-zhang-liu-cai-2022-decomposition-composition.txt"}
-pytestmark = pytest.mark.skipif(not PAPERS.is_dir(), reason="../shared/papers not present")
+pytestmark = pytest.mark.skipif(not PAPERS.is_dir(), reason=f"needs the papers' text in {PAPERS} (../shared beside the checkout, or set DDMLFLOW_SHARED)")
 
 
 def text(paper: str) -> str:

@@ -101,11 +101,34 @@ def test_sigkilled_local_is_isolated_then_resumed(mlflow_env):
     assert log.count("Epoch 1/4") == 1  # the second attempt started from its last finished epoch
 
 
+def _wait_for(what: str, ok, proc: subprocess.Popen, timeout: float = 600):
+    """Poll until ``ok()`` (a state the code records: a run status, a tag, a pending signal)."""
+    deadline = time.time() + timeout
+    while not ok():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < deadline, f"never: {what}"
+        time.sleep(0.2)
+
+
+def _pending(pid: int, sig: signal.Signals) -> bool:
+    """``sig`` is pending for process ``pid`` (it is stopped: the signal waits for SIGCONT)."""
+    status = dict(ln.split(":", 1) for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in ln)
+    return any(int(status[k].strip(), 16) >> (sig - 1) & 1 for k in ("SigPnd", "ShdPnd"))
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_children_and_marks_runs_killed(mlflow_env):
-    proc = _full(["--executor", "process"])
-    _wait_for_epoch("train_local/00", 0, proc)
+    """The Ctrl-C reaches a local that is training: it is frozen between its first epoch and its end, until
+    the driver has asked it to stop (SIGTERM pending). So the state asserted does not hang on timing."""
+    import psutil
+
+    proc = _full(["--executor", "process", "--epochs", "1000"])  # the locals cannot end before the Ctrl-C
+    victim = _wait_for_epoch("train_local/00", 0, proc)
+    child = psutil.Process(_pid_of(victim.info.run_id))
+    child.suspend()
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _wait_for("the driver sends SIGTERM to the local", lambda: _pending(child.pid, signal.SIGTERM), proc, 120)
+    child.resume()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     statuses = {("full" if r.data.tags.get("ddmlflow.step") == "full" else r.info.run_name): r.info.status
@@ -118,10 +141,25 @@ def test_ctrl_c_stops_children_and_marks_runs_killed(mlflow_env):
 
 @pytest.mark.slow
 def test_ctrl_c_while_the_driver_trains_the_global_net_marks_it_killed(mlflow_env):
-    """Packed on the CPU: the global net trains in the driver (after the group); Ctrl-C there ends it KILLED."""
+    """Packed on the CPU: the global net trains in the driver (after the group); Ctrl-C there ends it KILLED.
+
+    The driver is frozen once its global training has started, until the packed worker has finished the
+    locals (a local still logging its model at Ctrl-C time would be KILLED, rightly); then the Ctrl-C."""
+    import psutil
+
     proc = _full(["--executor", "packed", "--global", "true"])
-    glob = _wait_for_epoch("train_global", 0, proc)
-    os.killpg(proc.pid, signal.SIGINT)
+    _wait_for("train_global starts in the driver",
+              lambda: any("ddmlflow.pid" in r.data.tags for r in _runs("train_global")), proc)
+    driver = psutil.Process(proc.pid)
+    driver.suspend()
+    try:
+        _wait_for("the four locals finish", lambda: [r.info.status for r in _runs("train_local/")] == ["FINISHED"] * 4,
+                  proc)
+        (glob,) = _runs("train_global")
+        assert glob.info.status == "RUNNING"
+        os.killpg(proc.pid, signal.SIGINT)  # pending until the driver runs again
+    finally:
+        driver.resume()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     runs = {("full" if r.data.tags.get("ddmlflow.step") == "full" else r.info.run_name): r for r in _runs()}

@@ -90,7 +90,10 @@ def test_system_metrics_are_logged_for_training_runs(mlflow_env, monkeypatch):
 
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.5")
     rid = create_child(setup(), None, "train_local/00", "train_local", "")
+    deadline = time.time() + 300  # a state to wait for, not a span: the first sample, however busy the machine
     with step_run(rid, system_metrics=True):
-        time.sleep(2.5)
+        while not any(k.startswith("system/") for k in mlflow.MlflowClient().get_run(rid).data.metrics):
+            assert time.time() < deadline, "no system metric was logged"
+            time.sleep(0.2)
     keys = mlflow.MlflowClient().get_run(rid).data.metrics
     assert any(k.startswith("system/cpu_utilization") for k in keys), sorted(keys)
