@@ -1,7 +1,14 @@
 """Shared fixtures: every test gets its own MLflow store and work folder, never the user's."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -41,6 +48,36 @@ def mlflow_env(tmp_path, monkeypatch):
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path):
+    """`mlflow server` on 127.0.0.1 (sqlite backend in ``folder``, artifacts through the server); its URL."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{folder / 'm.db'}", "--artifacts-destination",
+                             str(folder / "art"), "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(folder / "server.log", "wb"), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:  # until it answers (or has died)
+            try:
+                if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+            assert proc.poll() is None, (folder / "server.log").read_text()[-2000:]
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def experiment_ids(client) -> list[str]:

@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
-from conftest import use_store  # noqa: E402
+from conftest import mlflow_server, use_store  # noqa: E402
 from ddmlflow.config import FullOptions, parse_options, resolve  # noqa: E402
 from ddmlflow.errors import InputError  # noqa: E402
 
@@ -27,33 +25,11 @@ TINY = dict(n_train="120", n_val="60", epochs="1", coarse_epochs="1")
 TAG = "ddmlflow.ray."
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 (sqlite backend, artifacts through the server); killed at the end."""
-    tmp = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{tmp / 'm.db'}", "--artifacts-destination",
-                             str(tmp / "art"), "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / "server.log", "wb"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if urllib.request.urlopen(url + "/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-        assert proc.poll() is None, (tmp / "server.log").read_text()[-2000:]
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with mlflow_server(tmp_path_factory.mktemp("server")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
