@@ -106,7 +106,7 @@ def _curves(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict[st
     return {"roc": roc, "pr": pr}
 
 
-def _key(name: str) -> str:
+def class_key(name: str) -> str:
     """A class name as a metric-key part (MLflow allows letters, digits, ``_ - . /`` and spaces)."""
     return re.sub(r"[^\w\-. /]", "_", str(name))
 
@@ -169,7 +169,8 @@ def evaluate_classifiers(y: np.ndarray, methods: list[Method], class_names: list
                                         predictions="prediction", name=dataset_name, digest=digest)
         matrices[LABELS.get(m.name, m.name)] = matrix = confusion(y, m.labels, k)
         out[m.name] = scores = per_class(matrix)
-        metrics = {f"{prefix}{what}/{_key(c)}": float(v[i]) for what, v in scores.items() for i, c in enumerate(names)}
+        metrics = {f"{prefix}{what}/{class_key(c)}": float(v[i])
+                   for what, v in scores.items() for i, c in enumerate(names)}
         curves, artifacts = None, []
         if m.probs is not None and k <= MAX_CURVE_CLASSES:
             curves = _curves(y, m.probs, list(names))

@@ -2,7 +2,8 @@
 
 Reads only the store (MlflowClient): ``full`` parent runs (tag ``ddmlflow.run.evaluate``), their
 ``evaluate``, training and strategy children, metric histories and a few artifacts (``boxes.png``,
-``local_predictions.png``, ``confusion_matrices.png``, ``per_class.md``). Nothing is retrained, so it works on any existing experiment:
+``local_predictions.png``, ``confusion_matrices.png``, ``per_class.md``). Nothing is retrained, so it
+works on any existing experiment:
 
     report(experiment="Default", out_dir="report")          # every finished `full` run
     report(parent_run="<reproduce run id>", out_dir="...")   # the rows of one `reproduce`
