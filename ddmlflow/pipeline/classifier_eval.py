@@ -6,14 +6,15 @@ not on the models: they take image tensors, MLflow's default evaluator wants tab
 features, and the training runs logged every probability already, so no network runs twice.
 The static form has labels only, no probabilities, so MLflow logs no ROC/PR curve, AUC or
 log loss for it. We draw the one-vs-rest ROC and precision-recall curves ourselves (sklearn,
-which MLflow's classifier evaluator imports anyway) and hand them to MLflow as
-``custom_artifacts``, so they sit beside its confusion matrix.
+which MLflow's classifier evaluator imports anyway), hand them to MLflow as
+``custom_artifacts``, so they sit beside its confusion matrix, and log their macro areas
+(``val_cnn_dnn_roc_auc``, ``..._precision_recall_auc``). Majority vote has labels only: no curves.
 
 Names. Each method is one ``evaluate`` call with ``metric_prefix="val_<method>_"``: MLflow's
 metrics (``val_cnn_dnn_accuracy_score``, ..._f1_score, weighted averages) and artifacts
 (``val_cnn_dnn_confusion_matrix.png``) take the prefix. A prefix with ``/`` would break its
 image artifacts (saved into a folder that does not exist), and its ``per_class_metrics.csv``
-ignores the prefix, so methods would overwrite it: ``_Classifier`` names it like the rest.
+ignores the prefix, so methods would overwrite it: our subclass (``_classifier``) names it like the rest.
 MLflow keeps per-class numbers in that CSV only; we log them as metrics too
 (``val_cnn_dnn_recall/<class>``), for the runs table and the logged models.
 
@@ -171,14 +172,14 @@ def evaluate_classifiers(y: np.ndarray, methods: list[Method], class_names: list
         out[m.name] = scores = per_class(matrix)
         metrics = {f"{prefix}{what}/{class_key(c)}": float(v[i])
                    for what, v in scores.items() for i, c in enumerate(names)}
-        curves, artifacts = None, []
-        if m.probs is not None and k <= MAX_CURVE_CLASSES:
-            curves = _curves(y, m.probs, list(names))
-            for kind, long in (("roc", "roc_curve_plot"), ("pr", "precision_recall_curve_plot")):
-                if curves[kind]:
-                    metrics[f"{prefix}{'roc_auc' if kind == 'roc' else 'precision_recall_auc'}"] = float(
-                        np.mean([a for _, _, a in curves[kind].values()]))
-                    artifacts.append(_plot(curves[kind], kind, f"{prefix}{long}", LABELS.get(m.name, m.name)))
+        artifacts = []  # majority vote has no probabilities: no curves, no areas
+        curves = _curves(y, m.probs, list(names)) if m.probs is not None else {}
+        for kind, (area, plot) in {"roc": ("roc_auc", "roc_curve_plot"),
+                                   "pr": ("precision_recall_auc", "precision_recall_curve_plot")}.items():
+            if curves.get(kind):  # macro average over the classes, one vs rest
+                metrics[prefix + area] = float(np.mean([a for _, _, a in curves[kind].values()]))
+                if k <= MAX_CURVE_CLASSES:
+                    artifacts.append(_plot(curves[kind], kind, prefix + plot, LABELS.get(m.name, m.name)))
         with _quiet():
             retry(mlflow.models.evaluate, data=table, model_type="classifier", evaluators=evaluator,
                   model_id=m.model_id, custom_artifacts=artifacts or None,
