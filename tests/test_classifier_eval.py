@@ -51,6 +51,7 @@ def test_sigmoid_column_becomes_two_classes():
     assert m.labels.tolist() == [0, 1] and m.probs.shape == (2, 2)
 
 
+@pytest.mark.filterwarnings("error::sklearn.exceptions.UndefinedMetricWarning")  # off the console
 def test_each_method_gets_its_own_metrics_and_artifacts_linked_to_its_model(mlflow_env, tmp_path):
     import mlflow
 
@@ -61,7 +62,9 @@ def test_each_method_gets_its_own_metrics_and_artifacts_linked_to_its_model(mlfl
     with mlflow.start_run() as run:
         model = mlflow.initialize_logged_model(name="cnn_dnn")
         scores = evaluate_classifiers(y, [Method.from_probs("cnn_dnn", probs, model.model_id),
-                                          Method("majority_vote", np.roll(y, 1))], NAMES, "toy-val", tmp_path)
+                                          Method("majority_vote", np.roll(y, 1)),
+                                          Method("never_triangle", np.minimum(y, 1))],  # nothing predicted as 2
+                                      NAMES, "toy-val", tmp_path)
     c = mlflow.MlflowClient()
     r = c.get_run(run.info.run_id)
     m = r.data.metrics

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,14 +131,19 @@ def _classifier():
 
 @contextmanager
 def _quiet():
-    """MLflow's INFO lines during an evaluation (active model set, class count inferred, ...) stay off
-    the console; its warnings do not."""
+    """MLflow's INFO lines during an evaluation (active model set, class count inferred, ...) and
+    sklearn's "precision is ill-defined" for a class nobody predicts (it counts as 0, as in our
+    metrics) stay off the console; other warnings do not."""
+    from sklearn.exceptions import UndefinedMetricWarning
+
     loggers = [logging.getLogger(n) for n in ("mlflow.models.evaluation", "mlflow.tracking.fluent")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UndefinedMetricWarning)
+            yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
