@@ -21,9 +21,9 @@ from ..config import RunConfig
 from ..serving import log_cnn_dnn, register
 from ..tracking import NOTE_TAG, get_run, log_params, retry, say, work_dir
 from ..training import accuracy
-from .prepared import load_prepared
 from .classifier_eval import Method, evaluate_classifiers
 from .finish import DataSource
+from .prepared import load_prepared
 from .train import load_probs, logged_keras_archive
 
 
