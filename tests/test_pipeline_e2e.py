@@ -185,6 +185,8 @@ def test_evaluate_metrics_equal_those_recomputed_from_the_logged_probs(e2e, reco
         linked = [x for x in mlflow.get_logged_model(model_ids[method]).metrics if x.run_id == ev.info.run_id]
         assert {f"val_{method}_recall/{classes[0]}", f"val_{method}_accuracy_score"} <= {x.key for x in linked}
         assert {x.dataset_name for x in linked if x.key.startswith(f"val_{method}_")} == {"shapes2d-val"}
+        others = {f"val_{o}_" for o in ("cnn_dnn", "global", "avg_prob", "majority_vote") if o != method}
+        assert not [x.key for x in linked if x.key.startswith(tuple(others))]  # no other method's numbers
     for method in ("avg_prob", "majority_vote"):
         assert f"val_{method}_recall/{classes[0]}" in m and f"val_{method}_confusion_matrix.png" in arts
     assert {"confusion_matrices.png", "per_class.md"} <= arts and "per_class_metrics.csv" not in arts

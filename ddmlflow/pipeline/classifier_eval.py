@@ -164,7 +164,13 @@ def evaluate_classifiers(y: np.ndarray, methods: list[Method], class_names: list
                          art: Path, source=None) -> dict[str, dict[str, np.ndarray]]:
     """In the active run: MLflow's classifier evaluation of each method on the validation labels ``y``,
     per-class metrics, curves; ``confusion_matrices.png`` and ``per_class.md``. Returns per-class
-    precision/recall/F1 by method."""
+    precision/recall/F1 by method.
+
+    Clears MLflow's active model first: MLflow makes a model active when it loads one (as when it
+    checks an input example while logging), and a metric without a ``model_id`` goes to the active
+    model, so averaging's metrics would land on the CNN-DNN. Every metric here names its own model.
+    """
+    mlflow.clear_active_model()
     k, evaluator = len(class_names), _classifier()
     names = np.asarray([str(c) for c in class_names], dtype=object)
     df, digest, ds = validation_dataset(y, class_names, dataset_name, source)

@@ -123,11 +123,22 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
 
 
 def _per_class(evaluate_run: str) -> str | None:
-    """The evaluate run's per-class recall table; None for a reused run older than it."""
+    """The evaluate run's per-class recall table (no download bar); None for a reused run older than it."""
+    import os
+
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as BAR
+
+    before = os.environ.get(BAR.name)
+    os.environ[BAR.name] = "false"
     try:
         return mlflow.artifacts.load_text(f"runs:/{evaluate_run}/per_class.md")
     except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
         return None
+    finally:
+        if before is None:
+            os.environ.pop(BAR.name, None)
+        else:
+            os.environ[BAR.name] = before
 
 
 def _train_time_total(run_ids: list[str]) -> float:
