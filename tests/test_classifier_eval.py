@@ -59,9 +59,13 @@ def test_each_method_gets_its_own_metrics_and_artifacts_linked_to_its_model(mlfl
     y = np.repeat([0, 1, 2], 10)
     probs = rng.dirichlet(np.ones(3), size=len(y)) + 2 * np.eye(3)[y] * (rng.random((len(y), 1)) < 0.8)
     probs /= probs.sum(1, keepdims=True)
-    with mlflow.start_run() as run:
-        model = mlflow.initialize_logged_model(name="cnn_dnn")
-        mlflow.set_active_model(model_id=model.model_id)  # as MLflow leaves it after loading a model it logs
+    from mlflow.entities import LoggedModelOutput
+
+    with mlflow.start_run() as run:  # as evaluate is after logging the CNN-DNN: the run's output model and,
+        model = mlflow.initialize_logged_model(name="cnn_dnn")  # MLflow having loaded it, the active model
+        mlflow.MlflowClient().log_outputs(run.info.run_id, [LoggedModelOutput(model.model_id, 0)])
+    with mlflow.start_run(run_id=run.info.run_id):
+        mlflow.set_active_model(model_id=model.model_id)
         scores = evaluate_classifiers(y, [Method.from_probs("cnn_dnn", probs, model.model_id),
                                           Method("majority_vote", np.roll(y, 1)),
                                           Method("never_triangle", np.minimum(y, 1))],  # nothing predicted as 2

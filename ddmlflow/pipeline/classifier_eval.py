@@ -167,8 +167,8 @@ def evaluate_classifiers(y: np.ndarray, methods: list[Method], class_names: list
     precision/recall/F1 by method.
 
     Clears MLflow's active model first: MLflow makes a model active when it loads one (as when it
-    checks an input example while logging), and a metric without a ``model_id`` goes to the active
-    model, so averaging's metrics would land on the CNN-DNN. Every metric here names its own model.
+    checks an input example while logging), and ``evaluate`` without a ``model_id`` links to the
+    active model, so averaging's metrics would land on the CNN-DNN. Every metric here names its model.
     """
     mlflow.clear_active_model()
     k, evaluator = len(class_names), _classifier()
@@ -197,12 +197,24 @@ def evaluate_classifiers(y: np.ndarray, methods: list[Method], class_names: list
                   model_id=m.model_id, custom_artifacts=artifacts or None,
                   evaluator_config={"metric_prefix": prefix, "log_model_explainability": False,
                                     "label_list": list(names)})
-        retry(mlflow.log_metrics, metrics, model_id=m.model_id, dataset=table)
+        _log_metrics(metrics, m.model_id, table)
     figures.confusion_matrices(matrices, list(names), art / "confusion_matrices.png")
     (art / "per_class.md").write_text(per_class_table(y, {m.name: m.labels for m in methods}, list(names)))
     for f in ("confusion_matrices.png", "per_class.md"):
         retry(mlflow.log_artifact, str(art / f))
     return out
+
+
+def _log_metrics(metrics: dict[str, float], model_id: str | None, dataset) -> None:
+    """Metrics of the active run on ``dataset``, linked to ``model_id`` only: ``mlflow.log_metrics``
+    without a model would link them to every model the run logged (the CNN-DNN)."""
+    from mlflow.entities import Metric
+    from mlflow.utils.time import get_current_time_millis
+
+    run_id, now = mlflow.active_run().info.run_id, get_current_time_millis()
+    retry(mlflow.MlflowClient().log_batch, run_id, [
+        Metric(k, v, now, 0, model_id=model_id, dataset_name=dataset.name, dataset_digest=dataset.digest,
+               run_id=run_id) for k, v in metrics.items()])
 
 
 def _plot(curves: dict, kind: str, artifact: str, method: str):
