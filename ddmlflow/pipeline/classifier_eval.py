@@ -170,7 +170,8 @@ def evaluate_classifiers(y: np.ndarray, methods: list[Method], class_names: list
     checks an input example while logging), and ``evaluate`` without a ``model_id`` links to the
     active model, so averaging's metrics would land on the CNN-DNN. Every metric here names its model.
     """
-    mlflow.clear_active_model()
+    with _quiet():
+        mlflow.clear_active_model()
     k, evaluator = len(class_names), _classifier()
     names = np.asarray([str(c) for c in class_names], dtype=object)
     df, digest, ds = validation_dataset(y, class_names, dataset_name, source)
