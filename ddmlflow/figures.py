@@ -9,7 +9,9 @@ function draws one paper-style figure and writes a PNG (``path``) and returns th
   label and confidence, green when right, red when wrong (KLW Fig. 8);
 - ``training_times``: global CNN vs slowest local + coarse net (KLW Fig. 9), one row;
 - ``training_times_rows``: the same for several rows of a table, stacked bars (KLW Figs. 9/12);
-- ``learning_curves``: per-epoch curves of several nets (locals, global, coarse; Gu et al. Fig. 3.2).
+- ``learning_curves``: per-epoch curves of several nets (locals, global, coarse; Gu et al. Fig. 3.2);
+- ``confusion_matrices``: one row-normalized confusion matrix per method, side by side;
+- ``one_vs_rest``: ROC or precision-recall curves, one line per class.
 """
 from __future__ import annotations
 
@@ -174,6 +176,54 @@ def learning_curves(curves: dict[str, Sequence[float]], path: str | os.PathLike 
     ax.set_ylabel(ylabel)
     ax.set_title(title or ylabel, fontsize=9)
     ax.legend(fontsize=6, frameon=False, ncol=2 if len(curves) > 6 else 1)
+    return _save(fig, path)
+
+
+def confusion_matrices(matrices: dict[str, np.ndarray], class_names: Sequence[str],
+                       path: str | os.PathLike | None = None):
+    """One confusion matrix (counts, rows: true class) per method, side by side, coloured by row share.
+
+    The diagonal's colour is each class's recall, so classes one method gets right and another
+    does not stand out across panels; counts are written in when there are few classes.
+    """
+    k = len(class_names)
+    fig = _figure((0.4 * k + 1.0) * len(matrices) + 0.6, 0.4 * k + 2.4)
+    axes = fig.subplots(1, len(matrices), squeeze=False)[0]
+    for ax, (name, m) in zip(axes, matrices.items()):
+        m = np.asarray(m, dtype=float)
+        share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        if k <= 12:
+            for i, j in np.ndindex(m.shape):
+                ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if share[i, j] > 0.6 else "black")
+        ax.set_xticks(range(k), class_names, rotation=90, fontsize=6)
+        ax.set_yticks(range(k), class_names if ax is axes[0] else [], fontsize=6)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_title(f"{name}\naccuracy {np.trace(m) / max(m.sum(), 1):.3f}", fontsize=8)
+    axes[0].set_ylabel("true class", fontsize=7)
+    return _save(fig, path)
+
+
+def one_vs_rest(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], kind: str,
+                path: str | os.PathLike | None = None, title: str = ""):
+    """One-vs-rest ROC (``kind="roc"``: x false positive rate, y true positive rate) or precision-recall
+    (``kind="pr"``: x recall, y precision) curves; ``curves[class] = (x, y, area)``."""
+    import matplotlib
+
+    fig = _figure(5.2, 3.6)
+    ax = fig.add_subplot()
+    seq = matplotlib.colormaps["tab10" if len(curves) <= 10 else "viridis"]
+    for j, (name, (x, y, area)) in enumerate(curves.items()):
+        colour = seq(j) if len(curves) <= 10 else seq(j / max(1, len(curves) - 1))
+        ax.plot(x, y, drawstyle="steps-post", lw=1, color=colour,
+                label=f"{name} ({'AUC' if kind == 'roc' else 'AP'} {area:.3f})")
+    diagonal = ([0, 1], [0, 1]) if kind == "roc" else ([0, 1], [1, 0])
+    ax.plot(*diagonal, color="gray", alpha=0.3, ls="--")
+    ax.set_xlabel("false positive rate" if kind == "roc" else "recall")
+    ax.set_ylabel("true positive rate" if kind == "roc" else "precision")
+    ax.set_title(title or ("ROC curves" if kind == "roc" else "Precision-recall curves") + ", one vs rest", fontsize=9)
+    ax.legend(fontsize=6, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
     return _save(fig, path)
 
 

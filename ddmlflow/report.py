@@ -84,6 +84,13 @@ class Doc:
         return "\n".join(out + ["</body></html>"]) + "\n"
 
 
+def md_table(text: str) -> tuple[list[str], list[list[str]]]:
+    """(head, rows) of the Markdown table in ``text`` (as ``Doc.table`` takes them)."""
+    lines = [line.strip().strip("|") for line in text.splitlines() if line.strip().startswith("|")]
+    cells = [[c.strip() for c in line.split("|")] for line in lines if not set(line) <= set("-|: ")]
+    return (cells[0], cells[1:]) if cells else ([], [])
+
+
 def _fmt(c) -> str:
     if c is None:
         return "-"

@@ -146,7 +146,8 @@ def recomputed(e2e):
              "coarse": t["train_coarse"]}
     times["CNN-DNN"] = times["slowest local"] + times["coarse"]
     out["speedup"] = times["global CNN"] / times["CNN-DNN"]
-    return {"results": out, "times": times, "evaluate": children["evaluate"], "dst": dst}
+    return {"results": out, "times": times, "evaluate": children["evaluate"], "dst": dst, "y_val": labels["val"],
+            "val_probs": {"cnn_dnn": coarse[1], "global": glob[1]}, "global": children["train_global"]}
 
 
 def test_evaluate_metrics_equal_those_recomputed_from_the_logged_probs(e2e, recomputed):
@@ -159,6 +160,39 @@ def test_evaluate_metrics_equal_those_recomputed_from_the_logged_probs(e2e, reco
     assert len({round(v, 9) for k, v in want.items() if "/" in k}) >= 4
     parent = parent_of(e2e["client"])[0].data.metrics  # full copies them into the parent run
     assert all(parent[k] == pytest.approx(m[k]) for k in want)
+    # MLflow's classifier evaluation: per method, per-class metrics equal to those of the logged probabilities,
+    # a confusion matrix of its own, linked to the method's logged model and to the validation set
+    import mlflow
+
+    from ddmlflow.pipeline.classifier_eval import class_key
+
+    c, y = e2e["client"], recomputed["y_val"]
+    classes = [class_key(n) for n in  # "circle+square" -> "circle_square": "+" is not allowed in a metric key
+               runs_by_name(c, parent_of(c)[0].info.run_id)["decompose"].data.tags["class_names"].split(",")]
+    arts = {a.path for a in c.list_artifacts(ev.info.run_id)}
+    model_ids = {"cnn_dnn": ev.data.tags["cnn_dnn_model_uri"].split("/", 1)[1],
+                 "global": recomputed["global"].data.tags["ddmlflow.model_id"]}
+    for method, probs in recomputed["val_probs"].items():
+        pred = probs.argmax(1)
+        for k, name in enumerate(classes):
+            hit, said = y == k, pred == k
+            assert m[f"val_{method}_recall/{name}"] == pytest.approx(np.mean(said[hit]) if hit.any() else 0.0)
+            assert m[f"val_{method}_precision/{name}"] == pytest.approx(np.mean(hit[said]) if said.any() else 0.0)
+            assert f"val_{method}_f1/{name}" in m
+        assert m[f"val_{method}_accuracy_score"] == pytest.approx(want[f"val_accuracy/{method}"])
+        assert {f"val_{method}_confusion_matrix.png", f"val_{method}_per_class_metrics.csv",
+                f"val_{method}_roc_curve_plot.png"} <= arts
+        linked = [x for x in mlflow.get_logged_model(model_ids[method]).metrics if x.run_id == ev.info.run_id]
+        assert {f"val_{method}_recall/{classes[0]}", f"val_{method}_accuracy_score"} <= {x.key for x in linked}
+        assert {x.dataset_name for x in linked if x.key.startswith(f"val_{method}_")} == {"shapes2d-val"}
+        others = {f"val_{o}_" for o in ("cnn_dnn", "global", "avg_prob", "majority_vote") if o != method}
+        assert not [x.key for x in linked if x.key.startswith(tuple(others))]  # no other method's numbers
+    for method in ("avg_prob", "majority_vote"):
+        assert f"val_{method}_recall/{classes[0]}" in m and f"val_{method}_confusion_matrix.png" in arts
+    assert {"confusion_matrices.png", "per_class.md"} <= arts and "per_class_metrics.csv" not in arts
+    contexts = {(i.dataset.name, t.value) for i in c.get_run(ev.info.run_id).inputs.dataset_inputs for t in i.tags}
+    assert ("shapes2d-val", "validation") in contexts
+    assert not any("_recall/" in k for k in parent)  # the parent keeps the results table only
 
 
 def test_results_json_and_table_show_the_recomputed_numbers(e2e, recomputed):

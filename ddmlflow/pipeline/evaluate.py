@@ -2,7 +2,10 @@
 
 Everything is computed from the probabilities the training runs logged, so no
 network is evaluated twice. The composed CNN-DNN is logged as a pyfunc that
-takes whole images and registered (alias ``latest``; ``champion`` unless worse).
+takes whole images, then MLflow's classifier evaluation of the CNN-DNN, the
+global CNN, average probability and majority vote on the validation set
+(``classifier_eval``: per-class metrics linked to the logged models, confusion
+matrices, curves), then the CNN-DNN is registered (``champion`` unless worse).
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from ..config import RunConfig
 from ..serving import log_cnn_dnn, register
 from ..tracking import NOTE_TAG, get_run, log_params, retry, say, work_dir
 from ..training import accuracy
+from .classifier_eval import Method, evaluate_classifiers
+from .finish import DataSource
 from .prepared import load_prepared
 from .train import load_probs, logged_keras_archive
 
@@ -76,19 +81,28 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
     for f in ("results.md", "results.json", "training_times.png", "local_predictions.png"):
         retry(mlflow.log_artifact, str(art / f))
     print(table)
-    mlflow.set_tag(NOTE_TAG, table)
-    registered = {}
-    if registered_model_name != "-":
-        registered = _log_and_register(cfg, prep, local_runs, coarse_run,
-                                       registered_model_name or f"ddmlflow-{prep.dataset}", results, art)
+    uri, tags = None, {}
+    if registered_model_name != "-":  # logged first: the classifier evaluation links its metrics to it
+        uri, tags = _log_cnn_dnn(cfg, prep, local_runs, coarse_run, results, art)
     else:
         retry(mlflow.log_metrics, results)
+    vp = [p[1] for p in local]
+    methods = [Method.from_probs("cnn_dnn", coarse[1], uri and uri.split("/", 1)[1]),
+               Method.from_probs("avg_prob", aggregate.average_probability(vp)),
+               Method("majority_vote", aggregate.majority_vote(vp))]
+    if glob is not None:
+        methods.append(Method.from_probs("global", glob[1], get_run(global_run).data.tags.get("ddmlflow.model_id")))
+    evaluate_classifiers(yv, methods, prep.class_names, f"{prep.dataset}-val", art,
+                         DataSource(decompose_run=decompose_run, split="validation", n=len(yv)))
+    mlflow.set_tag(NOTE_TAG, table + "\n" + (art / "per_class.md").read_text())
+    registered = {}
+    if uri:
+        registered = _register(cfg, uri, registered_model_name or f"ddmlflow-{prep.dataset}", results, tags)
     return {"results": results, "registered": registered}
 
 
-def _log_and_register(cfg: RunConfig, prep, local_runs, coarse_run, name: str, results: dict, art: Path) -> dict:
-    """Log the composed CNN-DNN (a logged model with the run's params and results) and register it."""
-    val_acc = results["val_accuracy/cnn_dnn"]
+def _log_cnn_dnn(cfg: RunConfig, prep, local_runs, coarse_run, results: dict, art: Path) -> tuple[str, dict]:
+    """Log the composed CNN-DNN (a logged model with the run's params and results); its URI and tags."""
     paths = [logged_keras_archive(r, art / f"local_{i:02d}") for i, r in enumerate(local_runs)]
     coarse_path = logged_keras_archive(coarse_run, art / "coarse")
     run = mlflow.active_run()
@@ -98,6 +112,13 @@ def _log_and_register(cfg: RunConfig, prep, local_runs, coarse_run, name: str, r
                       params={**cfg.params(), "local_runs": ",".join(local_runs), "coarse_run": coarse_run},
                       tags=tags)
     retry(mlflow.log_metrics, results, model_id=uri.split("/", 1)[1])
+    return uri, tags
+
+
+def _register(cfg: RunConfig, uri: str, name: str, results: dict, tags: dict) -> dict:
+    """Register the logged CNN-DNN; ``champion`` unless worse than the current one."""
+    val_acc = results["val_accuracy/cnn_dnn"]
+    run = mlflow.active_run()
     note = describe.model_note(name, cfg.params(), run.info.run_id, tags["ddmlflow.parent_run"], val_acc)
     reg = register(uri, name, val_acc, description=note, tags={**tags, "ddmlflow.model_id": uri.split("/", 1)[1]})
     mlflow.set_tags({"registered_model": name, "registered_version": reg["version"], "cnn_dnn_model_uri": uri})

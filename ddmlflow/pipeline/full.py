@@ -108,7 +108,8 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
     ev = have["evaluate_run"]
     results = retry(mlflow.get_run, ev).data.metrics
     wall, trained = time.time() - t0, _train_time_total([r for n, r in runs.items() if n not in steps.reused])
-    retry(mlflow.log_metrics, {**{k: v for k, v in results.items() if "/" in k or k == "speedup"},
+    copied = ("train_accuracy/", "val_accuracy/", "speedup")  # the results table; per-class ones stay on evaluate
+    retry(mlflow.log_metrics, {**{k: v for k, v in results.items() if k.startswith(copied)},
                                "reused_steps": len(steps.reused), "wall_time_s": wall, "train_time_total_s": trained,
                                "overhead_fraction": 1 - trained / wall})
     mlflow.set_tags({f"ddmlflow.run.{k}": v for k, v in runs.items()})
@@ -116,11 +117,30 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
         mlflow.set_tag("ddmlflow.reused", ",".join(sorted(steps.reused)))
     table = mlflow.artifacts.load_text(f"runs:/{ev}/results.md")
     mlflow.set_tag(NOTE_TAG, describe.parent_note(cfg, table, describe.paper_row(cfg), steps.elsewhere,
-                                                  steps.adopted))
+                                                  steps.adopted, _per_class(ev)))
     say(f"done in {time.time() - t0:.0f} s; CNN-DNN val accuracy {results.get('val_accuracy/cnn_dnn', float('nan')):.4f}")
     say(f"runs table: {ui_link(exp)}")
     return {"runs": runs, "decompose": have["decompose_run"], "coarse": have["coarse_run"], "evaluate": ev,
             "results": results, "reused": steps.reused, "adopted": steps.adopted}
+
+
+def _per_class(evaluate_run: str) -> str | None:
+    """The evaluate run's per-class recall table (no download bar); None for a reused run older than it."""
+    import os
+
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as BAR
+
+    before = os.environ.get(BAR.name)
+    os.environ[BAR.name] = "false"
+    try:
+        return mlflow.artifacts.load_text(f"runs:/{evaluate_run}/per_class.md")
+    except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+        return None
+    finally:
+        if before is None:
+            os.environ.pop(BAR.name, None)
+        else:
+            os.environ[BAR.name] = before
 
 
 def _train_time_total(run_ids: list[str]) -> float:

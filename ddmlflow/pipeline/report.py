@@ -1,8 +1,9 @@
 """``report``: the paper's tables and figures rebuilt from the runs in a tracking store, beside the published values.
 
 Reads only the store (MlflowClient): ``full`` parent runs (tag ``ddmlflow.run.evaluate``), their
-``evaluate``, training and strategy children, metric histories and two artifacts (``boxes.png``,
-``local_predictions.png``). Nothing is retrained, so it works on any existing experiment:
+``evaluate``, training and strategy children, metric histories and a few artifacts (``boxes.png``,
+``local_predictions.png``, ``confusion_matrices.png``, ``per_class.md``). Nothing is retrained, so it
+works on any existing experiment:
 
     report(experiment="Default", out_dir="report")          # every finished `full` run
     report(parent_run="<reproduce run id>", out_dir="...")   # the rows of one `reproduce`
@@ -23,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from .. import figures, paper_values as pv, presets
 from ..errors import InputError
-from ..report import Doc, diff, held, relation, val_train
+from ..report import Doc, diff, held, md_table, relation, val_train
 from ..tracking import retry, say
 
 FULL_RUNS_TAG = "ddmlflow.full_runs"  # on a reproduce parent: JSON list of its `full` run ids
@@ -311,9 +312,16 @@ def _figures(doc: Doc, client: MlflowClient, rows: list[Row], out: Path) -> None
                                                                                "validation accuracy per epoch")
             doc.img(f"{safe}_curves.png", f"{r.name}: learning curves of the locals, global and coarse nets")
         for step, art, what in (("decompose", "boxes.png", "decomposition boxes"),
-                                ("evaluate", "local_predictions.png", "local predictions (KLW Fig. 8 style)")):
+                                ("evaluate", "local_predictions.png", "local predictions (KLW Fig. 8 style)"),
+                                ("evaluate", "confusion_matrices.png", "validation confusion matrices, CNN-DNN vs "
+                                                                       "avg. prob. vs maj. vote vs global CNN")):
             if step in r.children and _download(r.children[step], art, out / f"{safe}_{art}"):
                 doc.img(f"{safe}_{art}", f"{r.name}: {what}")
+        if "evaluate" in r.children and _download(r.children["evaluate"], "per_class.md", out / f"{safe}_per_class.md"):
+            head, lines = md_table((out / f"{safe}_per_class.md").read_text())
+            doc.p(f"{r.name}: validation recall per class; the last column shows the classes the coarse net "
+                  "fixes (or breaks) compared with averaging the local probabilities.")
+            doc.table(head, lines)
 
 
 def _download(run_id: str, artifact: str, dst: Path) -> bool:
