@@ -54,7 +54,8 @@ class Display:
         self.trainings, self.out = trainings, console.stream()
         self.tty = hasattr(self.out, "isatty") and self.out.isatty()
         self.every_s = every_s if every_s is not None else (2.0 if self.tty else 5.0)
-        self.header, self.drawn = "", 0
+        self.header = f"trainings: {len(trainings)} to go" if len(trainings) > 1 else ""
+        self.drawn = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="ddmlflow-progress", daemon=True)
 
