@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import experiment_ids
 from ddmlflow.cli import main
 
@@ -26,6 +28,7 @@ def test_presets_list_and_show(capsys):
     assert "preset" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_each_step_runs_alone_given_its_inputs(mlflow_env, capsys):
     import mlflow
 

@@ -100,6 +100,7 @@ def test_early_stopping_is_per_branch(prep):
         assert max_diff(alone.model, group[k].model) < TOL
 
 
+@pytest.mark.slow
 def test_group_resumes_after_interruption(prep, tmp_path):
     from ddmlflow.packing import CHECKPOINT, train_packed
 
@@ -172,6 +173,7 @@ def test_served_cnn_dnn_is_one_program_equal_to_two_steps(prep, tmp_path):
         model.predict(None, x[:, :8])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,spec,shape", [("vgg3", "typeB", (32, 32, 3)), ("resnet20", "2x2", (31, 31, 3)),
                                                ("cnn3d", "2x2x1", (16, 16, 8, 1))])
 def test_packs_any_network_and_box_sizes(model, spec, shape):

@@ -235,6 +235,7 @@ mlflow.end_run()
 """
 
 
+@pytest.mark.slow
 def test_sixteen_concurrent_writers_lose_nothing(mlflow_env):
     from ddmlflow.tracking import create_child, setup
 

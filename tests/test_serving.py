@@ -46,7 +46,7 @@ class Constant(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.value = float(context.model_config["value"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: np.ndarray, params=None):
         return np.full(len(model_input), self.value)
 
 

@@ -22,6 +22,7 @@ def _run(fn, *args) -> str:
     return r.info.run_id
 
 
+@pytest.mark.slow
 def test_strategies_log_what_evaluate_needs(mlflow_env):
     from ddmlflow.pipeline.coarse import train_coarse
     from ddmlflow.pipeline.decompose import decompose

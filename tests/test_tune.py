@@ -61,6 +61,7 @@ def children(parent_id: str) -> dict:
     return {r.info.run_name: r for r in runs}
 
 
+@pytest.mark.slow
 def test_run_tree_trials_and_best(tuned):
     c = MlflowClient()
     kids = children(tuned["parent"])
@@ -82,6 +83,7 @@ def test_run_tree_trials_and_best(tuned):
     assert "hidden_layers" in children(kids["tune_coarse"].info.run_id)["trial_0"].data.params
 
 
+@pytest.mark.slow
 def test_best_hparams_json_per_network(tuned):
     from ddmlflow.hparams import load_hparams
 
@@ -96,6 +98,7 @@ def test_best_hparams_json_per_network(tuned):
             assert str(best[net]["batch_size"]) == best_run.data.params["batch_size"]
 
 
+@pytest.mark.slow
 def test_cost_figures_logged(tuned):
     m = MlflowClient().get_run(tuned["parent"]).data.metrics
     assert m["tune_flops/all"] == pytest.approx(m["tune_flops/locals"] + m["tune_flops/coarse"])
@@ -106,6 +109,7 @@ def test_cost_figures_logged(tuned):
     assert m["cost_ratio/klw_estimate"] == pytest.approx(p2 * mc / (mc + p2 * kk / k * md))
 
 
+@pytest.mark.slow
 def test_rerun_reuses_finished_searches(tuned, cfg):
     from ddmlflow.pipeline.tune import tune
 
@@ -115,6 +119,7 @@ def test_rerun_reuses_finished_searches(tuned, cfg):
     assert again["best"] == tuned["best"]
 
 
+@pytest.mark.slow
 def test_hparams_round_trip(tuned, cfg, tmp_path):
     from ddmlflow.errors import InputError
     from ddmlflow.hparams import apply_hparams, load_hparams
@@ -177,6 +182,7 @@ def test_user_space_file_json_and_yaml(tmp_path):
     assert parse_options(space=str(tmp_path / "s.yaml")).space["cnn"]["learning_rate"]["sampling"] == "log"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tuner", ["grid", "bayesian", "hyperband"])
 def test_other_tuners_on_the_coarse_net(tuned, cfg, tuner, tmp_path):
     """Every keras-tuner tuner runs through the same tracked path (coarse net: cheap)."""
@@ -196,6 +202,7 @@ def test_other_tuners_on_the_coarse_net(tuned, cfg, tuner, tmp_path):
     assert out["best"]["coarse"]["hidden"] in ([16], [32, 16])
 
 
+@pytest.mark.slow
 def test_all_trials_failing_is_an_error_with_the_reason(tuned, cfg, monkeypatch):
     """keras-tuner 1.4.8 fails every TF trial without tensorboard: that must not pass as an empty result."""
     from ddmlflow.pipeline.tune import tune_coarse
@@ -216,6 +223,7 @@ def test_all_trials_failing_is_an_error_with_the_reason(tuned, cfg, monkeypatch)
     assert MlflowClient().get_run(net.info.run_id).info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_without_repeating_finished_trials(tuned, cfg, store):
     """SIGKILL a search while trial 1 runs; rerunning it keeps trial 0 and its run, and finishes trial 1."""
     from ddmlflow.pipeline.tune import tune_network
@@ -259,6 +267,7 @@ def test_killed_search_resumes_without_repeating_finished_trials(tuned, cfg, sto
     assert status == {"trial_0": "COMPLETED", "trial_1": "COMPLETED"}
 
 
+@pytest.mark.slow
 def test_the_coarse_search_stops_on_coarse_patience_like_train_coarse(tuned, cfg, monkeypatch):
     """The coarse net's own stopping rule (``coarse_patience``), not the CNNs' ``patience``."""
     import dataclasses
