@@ -29,6 +29,8 @@ import psutil
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from .tags import (CLAIM_HEARTBEAT_TAG, CLAIM_HOST_TAG, CLAIM_PID_TAG, CLAIM_RUN_TAG, CLAIM_STARTED_TAG,
+                   CLAIM_TOKEN_TAG, CLAIM_WHAT_TAG)
 from .tracking import retry, say
 
 PREFIX = "ddmlflow-claim-"
@@ -58,8 +60,8 @@ class Claims:
         self.beat_s, self.stale_s, self.poll_s = beat_s, stale_s, poll_s
         self.token = uuid.uuid4().hex[:12]
         me = psutil.Process()
-        self.identity = {"host": socket.gethostname(), "pid": str(me.pid), "started": f"{me.create_time():.2f}",
-                         "token": self.token}
+        self.identity = {CLAIM_HOST_TAG: socket.gethostname(), CLAIM_PID_TAG: str(me.pid),
+                         CLAIM_STARTED_TAG: f"{me.create_time():.2f}", CLAIM_TOKEN_TAG: self.token}
         self.held: dict[str, str] = {}  # key -> what
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -73,8 +75,8 @@ class Claims:
         c, name, said, seen = MlflowClient(), self.name(key), False, {}
         while key not in self.held:
             try:
-                retry(c.create_registered_model, name, tags={**self.identity, "heartbeat": "0", "what": what,
-                                                              "run": run},
+                retry(c.create_registered_model, name, tags={**self.identity, CLAIM_HEARTBEAT_TAG: "0",
+                                                              CLAIM_WHAT_TAG: what, CLAIM_RUN_TAG: run},
                       description=f"ddmlflow: `{what}` (run {run or 'new'}) is trained by {self._who(self.identity)};"
                                   " removed when its run ends.")
                 with self._lock:
@@ -94,14 +96,14 @@ class Claims:
                 time.sleep(self.poll_s)
                 continue
             try:  # succeeds for one waiter only: the new name exists once the first has renamed
-                retry(c.rename_registered_model, name, f"{name}-gone-{holder.get('token', 'x')}")
+                retry(c.rename_registered_model, name, f"{name}-gone-{holder.get(CLAIM_TOKEN_TAG, 'x')}")
             except MlflowException as e:
                 if _code(e) in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                     continue
                 raise
             say(f"{what}: its holder {self._who(holder)} is gone; taking it over")
             with contextlib.suppress(MlflowException):
-                retry(c.delete_registered_model, f"{name}-gone-{holder.get('token', 'x')}")
+                retry(c.delete_registered_model, f"{name}-gone-{holder.get(CLAIM_TOKEN_TAG, 'x')}")
 
     def release(self, key: str) -> None:
         """Give ``key`` up (only if this process holds it)."""
@@ -137,17 +139,17 @@ class Claims:
 
     def _dead(self, holder: dict, seen: dict) -> bool:
         """Gone: a dead pid on this host, or a heartbeat unchanged for ``stale_s`` (waiter's clock) elsewhere."""
-        here = alive(holder.get("host", ""), holder.get("pid", 0), holder.get("started"))
+        here = alive(holder.get(CLAIM_HOST_TAG, ""), holder.get(CLAIM_PID_TAG, 0), holder.get(CLAIM_STARTED_TAG))
         if here is not None:
             return not here
-        beat = (holder.get("token"), holder.get("heartbeat"))
+        beat = (holder.get(CLAIM_TOKEN_TAG), holder.get(CLAIM_HEARTBEAT_TAG))
         if seen.get("beat") != beat:
             seen.update(beat=beat, since=time.monotonic())
         return time.monotonic() - seen["since"] > self.stale_s
 
     @staticmethod
     def _who(h: dict) -> str:
-        return f"{h.get('host', '?')} pid {h.get('pid', '?')}"
+        return f"{h.get(CLAIM_HOST_TAG, '?')} pid {h.get(CLAIM_PID_TAG, '?')}"
 
     def _start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -163,7 +165,7 @@ class Claims:
                 keys = list(self.held)
             for key in keys:
                 with contextlib.suppress(Exception):
-                    c.set_registered_model_tag(self.name(key), "heartbeat", f"{time.time():.0f}")
+                    c.set_registered_model_tag(self.name(key), CLAIM_HEARTBEAT_TAG, f"{time.time():.0f}")
 
 
 _CLAIMS: Claims | None = None

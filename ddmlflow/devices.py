@@ -11,6 +11,8 @@ import shutil
 import subprocess
 
 from .errors import require
+from .tags import (CUDA_VISIBLE_DEVICES_TAG, HOST_TAG, ONEDNN_TAG, PID_STARTED_TAG, PID_TAG, PROCESS_DEVICE_TAG,
+                   TF_THREADS_TAG)
 
 
 def discover_gpus() -> list[str]:
@@ -100,9 +102,9 @@ def process_tags(device: str) -> dict[str, str]:
 
     import psutil
 
-    return {"device": device, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-            "ddmlflow.tf_threads": threads(), "ddmlflow.onednn": onednn(), "ddmlflow.pid": str(os.getpid()),
-            "ddmlflow.pid_started": f"{psutil.Process().create_time():.2f}", "ddmlflow.host": socket.gethostname()}
+    return {PROCESS_DEVICE_TAG: device, CUDA_VISIBLE_DEVICES_TAG: os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+            TF_THREADS_TAG: threads(), ONEDNN_TAG: onednn(), PID_TAG: str(os.getpid()),
+            PID_STARTED_TAG: f"{psutil.Process().create_time():.2f}", HOST_TAG: socket.gethostname()}
 
 
 DRIVER_ENV = "DDMLFLOW_DRIVER_PID"

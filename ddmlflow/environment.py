@@ -66,11 +66,13 @@ def installed() -> dict:
 
 
 def version_tags(env: dict) -> dict[str, str]:
-    tags = {"ddmlflow.version.python": env["python"], "ddmlflow.version.ddmlflow": env["ddmlflow"],
-            "ddmlflow.version.code": env["code_version"]}
+    from .tags import version_tag
+
+    tags = {version_tag("python"): env["python"], version_tag("ddmlflow"): env["ddmlflow"],
+            version_tag("code"): env["code_version"]}
     for name in direct():
         if _norm(name) in env["packages"]:
-            tags[f"ddmlflow.version.{_norm(name)}"] = env["packages"][_norm(name)]
+            tags[version_tag(_norm(name))] = env["packages"][_norm(name)]
     return tags
 
 

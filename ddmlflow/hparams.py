@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import InputError, require
+from .tags import HPARAMS_NETWORK_TAG, HPARAMS_SOURCE_TAG, HPARAMS_TAG
 
 _NETWORK = re.compile(r"^(global|coarse|local/\d+)$")
 # best_hparams.json name -> RunConfig field, per kind of network.
@@ -76,6 +77,6 @@ def apply_hparams(cfg, hparams: dict, network: str):
     changes = {}
     for name, value in hparams[used].items():
         changes[FIELDS[kind][name]] = tuple(int(u) for u in value) if name == "hidden" else value
-    tags = {"ddmlflow.hparams.source": getattr(hparams, "source", "") or "<dict>",
-            "ddmlflow.hparams.network": used, "ddmlflow.hparams": json.dumps(hparams[used], sort_keys=True)}
+    tags = {HPARAMS_SOURCE_TAG: getattr(hparams, "source", "") or "<dict>",
+            HPARAMS_NETWORK_TAG: used, HPARAMS_TAG: json.dumps(hparams[used], sort_keys=True)}
     return dataclasses.replace(cfg, **changes), tags

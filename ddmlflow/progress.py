@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 
 from . import console
+from .tags import PID_TAG
 
 METRIC = "val_accuracy"  # logged once per epoch by every training (step = epoch)
 
@@ -110,7 +111,7 @@ class Display:
             if t.status in ("FINISHED", "FAILED", "KILLED"):
                 continue
             run = retry(client.get_run, t.run_id)
-            started = "ddmlflow.pid" in run.data.tags  # the driver creates every run before any starts
+            started = PID_TAG in run.data.tags  # the driver creates every run before any starts
             t.status = run.info.status if run.info.status != "RUNNING" or started else "waiting"
             history = sorted(retry(client.get_metric_history, t.run_id, METRIC), key=lambda m: m.step)
             if not history:

@@ -21,6 +21,7 @@ import os
 from . import describe, keys
 from .claims import alive, claims
 from .config import RunConfig, key_params
+from .tags import BOX_TAG, HOST_TAG, KEY_CODE_TAG, PID_STARTED_TAG, PID_TAG
 from .tracking import (KEY_TAG, PARENT_TAG, SUCCESSOR_TAG, create_child, end_run, find_run, retry, say, step_run,
                        trains)
 
@@ -108,11 +109,11 @@ class Reuse:
             elif done and old and old != self.parent:
                 self.elsewhere[name] = (rid, old)
             return rid, done
-        box = {"ddmlflow.box": str(inputs["box"])} if "box" in inputs else \
-            {"ddmlflow.box": "global"} if step == "train_global" else {}
+        box = {BOX_TAG: str(inputs["box"])} if "box" in inputs else \
+            {BOX_TAG: "global"} if step == "train_global" else {}
         rid = create_child(self.exp, self.parent, name, step, key,
                            tags={**describe.cfg_tags(cfg or self.cfg), **box, **(tags or {}),
-                                 "ddmlflow.key.code": ingredients["code"]})
+                                 KEY_CODE_TAG: ingredients["code"]})
         retry(_client().log_dict, rid, {**ingredients, "key": key}, "key.json")
         self.keys[rid], self.held[rid] = key, key
         return rid, False
@@ -170,9 +171,10 @@ def _wait_for_trainer(run, name: str) -> None:
 
     tags = run.data.tags
     said = False
-    while tags.get("ddmlflow.pid") != str(os.getpid()) and alive(tags.get("ddmlflow.host", ""), tags.get("ddmlflow.pid", 0), tags.get("ddmlflow.pid_started")):
+    while tags.get(PID_TAG) != str(os.getpid()) and \
+            alive(tags.get(HOST_TAG, ""), tags.get(PID_TAG, 0), tags.get(PID_STARTED_TAG)):
         if not said:
-            say(f"{name}: waiting for process {tags.get('ddmlflow.pid')} of its earlier training to stop")
+            say(f"{name}: waiting for process {tags.get(PID_TAG)} of its earlier training to stop")
             said = True
         time.sleep(0.2)
 

@@ -21,6 +21,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 
 from .console import hushed
+from .tags import MODEL_URI_TAG, VAL_ACCURACY_TAG
 from .tracking import retry
 
 PACKAGE_DIR = Path(__file__).parent
@@ -131,7 +132,7 @@ def register(model_uri: str, name: str, val_accuracy: float, description: str = 
     with hushed():  # our own line says it (evaluate)
         mv = retry(mlflow.register_model, model_uri, name)
     # repr, not rounded: a champion stored as 0.666667 would make an equal 2/3 look worse
-    retry(client.set_model_version_tag, name, mv.version, "val_accuracy", repr(float(val_accuracy)))
+    retry(client.set_model_version_tag, name, mv.version, VAL_ACCURACY_TAG, repr(float(val_accuracy)))
     for k, v in (tags or {}).items():
         retry(client.set_model_version_tag, name, mv.version, k, str(v))
         retry(client.set_registered_model_tag, name, k, str(v))
@@ -140,7 +141,7 @@ def register(model_uri: str, name: str, val_accuracy: float, description: str = 
         retry(client.update_registered_model, name, description=description)
     try:
         champ = client.get_model_version_by_alias(name, "champion")
-        best = float(champ.tags.get("val_accuracy", "-1"))
+        best = float(champ.tags.get(VAL_ACCURACY_TAG, "-1"))
     except MlflowException:
         champ, best = None, -1.0
     promoted = val_accuracy >= best
@@ -206,5 +207,5 @@ def log_keras_model(model, example, name: str = "model", params: dict | None = N
                      params=params, tags=tags, validate_serving_input=False)
     finally:
         keras_save._save_example = original
-    mlflow.set_tag("model_uri", info.model_uri)
+    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
     return info.model_uri

@@ -166,6 +166,7 @@ class Command:
         """The command in its parent run: ``run_id`` (e.g. made by ``mlflow run``) or a new one, named after
         what it runs, in the chosen experiment (``track``: ``config.TrackingOptions``)."""
         from .claims import claims
+        from .tags import COMMAND_TAG
         from .executors import check, prestart
 
         # first of all: the packed workers import TensorFlow (~5-10 s) while this process imports MLflow
@@ -186,7 +187,7 @@ class Command:
                 tags, experiment, name = {}, f"ddmlflow-{self.name}", self.name
             exp_name, run_name = (track.experiment_name, track.run_name) if track else ("", "")
             run_id = open_run(run_id, exp_name, experiment, run_name or name, self.name,
-                              {**tags, "ddmlflow.command": self.name})
+                              {**tags, COMMAND_TAG: self.name})
             claims().acquire(f"run-{run_id}", self.name, run_id)  # others see this parent is alive
             with step_run(run_id):
                 return self.function()(*([cfg] if self.config else []), opts)

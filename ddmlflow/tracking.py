@@ -22,12 +22,8 @@ from mlflow.tracking import MlflowClient
 
 from .errors import InputError
 
-PARENT_TAG = "mlflow.parentRunId"
-KEY_TAG = "ddmlflow.step_key"
-STEP_TAG = "ddmlflow.step"
-SUCCESSOR_TAG = "ddmlflow.successor"
-NOTE_TAG = "mlflow.note.content"
-REASON_TAG = "failure_reason"
+from .tags import (KEY_TAG, NOTE_TAG, PARENT_TAG, REASON_TAG, RUN_NAME_TAG, STEP_TAG,  # noqa: F401 - re-exported
+                   SUCCESSOR_TAG)
 
 
 @functools.cache
@@ -79,7 +75,7 @@ def open_run(given: str, experiment_name: str, default_experiment: str, name: st
                 not experiment_name and os.environ.get("MLFLOW_EXPERIMENT_NAME") == "Default"):
             t = {STEP_TAG: step, **(tags or {})}
             if _RANDOM_NAME.fullmatch(run.info.run_name or "") or not run.info.run_name:
-                t["mlflow.runName"] = name
+                t[RUN_NAME_TAG] = name
             for k, v in t.items():
                 retry(c.set_tag, given, k, v)
             _OPENED.append(given)
@@ -122,7 +118,7 @@ def find_run(experiment_id: str, key: str, finished_only: bool = False):
 def create_child(experiment_id: str, parent_id: str | None, name: str, step: str, key: str,
                  tags: dict | None = None) -> str:
     """Create a run without starting it here: a child process starts it by id."""
-    t = {"mlflow.runName": name, STEP_TAG: step, KEY_TAG: key, **(tags or {})}
+    t = {RUN_NAME_TAG: name, STEP_TAG: step, KEY_TAG: key, **(tags or {})}
     if parent_id:
         t[PARENT_TAG] = parent_id
     return retry(MlflowClient().create_run, experiment_id, tags=t).info.run_id

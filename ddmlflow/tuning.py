@@ -31,13 +31,12 @@ from mlflow.tracking import MlflowClient
 from . import profiling
 from .console import keras_verbose
 from .errors import InputError, require
+from .tags import BEST_TAG, PARENT_TAG, RUN_NAME_TAG, STEP_TAG, TRIAL_STATUS_TAG, TRIAL_TAG
 from .tracking import REASON_TAG, logged_steps, retry, step_run, work_dir
 from .training import EpochCheckpoint, FitConfig, _Augmented, compile_model
 
 TUNERS = ("grid", "random", "bayesian", "hyperband")
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
-TRIAL_TAG = "ddmlflow.trial_id"
-BEST_TAG = "ddmlflow.best_trial"
 # The hyperparameters a space may name, per kind of network.
 NAMES = {"cnn": ("batch_size", "learning_rate", "dropout", "optimizer"),
          "coarse": ("batch_size", "learning_rate", "dropout", "hidden", "hidden_layers", "units")}
@@ -319,7 +318,7 @@ class _Tracked:
         super().on_trial_end(trial)  # the oracle scores the trial here
         t = self.oracle.get_trial(trial.trial_id)
         run_id, client = self.trial_run(trial.trial_id), MlflowClient()
-        retry(client.set_tag, run_id, "ddmlflow.trial_status", t.status)
+        retry(client.set_tag, run_id, TRIAL_STATUS_TAG, t.status)
         if t.status == "COMPLETED" and t.score is not None:
             retry(client.log_metric, run_id, "objective", float(t.score))
         elif t.message:
@@ -332,11 +331,11 @@ class _Tracked:
         parent = mlflow.active_run().info
         client = MlflowClient()
         found = retry(client.search_runs, [parent.experiment_id],
-                      f"tags.`mlflow.parentRunId` = '{parent.run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'")
+                      f"tags.`{PARENT_TAG}` = '{parent.run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'")
         self.runs[trial_id] = found[0].info.run_id if found else retry(
             client.create_run, parent.experiment_id,
-            tags={"mlflow.runName": f"trial_{trial_id}", "mlflow.parentRunId": parent.run_id, TRIAL_TAG: trial_id,
-                  "ddmlflow.step": "tune_trial"}).info.run_id
+            tags={RUN_NAME_TAG: f"trial_{trial_id}", PARENT_TAG: parent.run_id, TRIAL_TAG: trial_id,
+                  STEP_TAG: "tune_trial"}).info.run_id
         return self.runs[trial_id]
 
 

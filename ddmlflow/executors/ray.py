@@ -23,8 +23,6 @@ from ..console import VERBOSE_ENV
 from ..errors import InputError
 from . import Job, OnChange, Result, progress_counts
 
-TAG = "ddmlflow.ray."      # node_id, node_ip, gpu_ids, pid, attempts, node_ids (of every attempt), log
-
 
 def check(address: str, tracking_uri: str, gpus: tuple[str, ...] = ()) -> None:
     """Before any work: a cluster needs a tracking server; GPUs asked for must exist (else: pending forever)."""
@@ -84,7 +82,8 @@ def run_job(step: str, run_id: str, inputs: dict, config, env: dict) -> dict:
     import mlflow
 
     from ..steps import STEPS
-    from ..tracking import REASON_TAG, get_run, retry, step_run, work_dir
+    from ..tags import REASON_TAG, ray_tag
+    from ..tracking import get_run, retry, step_run, work_dir
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     log = work_dir("logs", run_id) / "train.log"
@@ -94,13 +93,13 @@ def run_job(step: str, run_id: str, inputs: dict, config, env: dict) -> dict:
     tags = get_run(run_id).data.tags
     node = ray.get_runtime_context().get_node_id()
     where = {"node_id": node, "node_ip": ray.util.get_node_ip_address(), "gpu_ids": ",".join(gpu_ids) or "none",
-             "pid": str(os.getpid()), "attempts": str(int(tags.get(TAG + "attempts", "0")) + 1), "log": str(log),
-             "node_ids": ",".join(filter(None, [tags.get(TAG + "node_ids", ""), node]))}  # every attempt's node
+             "pid": str(os.getpid()), "attempts": str(int(tags.get(ray_tag("attempts"), "0")) + 1), "log": str(log),
+             "node_ids": ",".join(filter(None, [tags.get(ray_tag("node_ids"), ""), node]))}  # every attempt's node
     if REASON_TAG in tags:  # this is a retry: keep why the first attempt failed, apart
-        retry(mlflow.MlflowClient().set_tag, run_id, TAG + "previous_failure", tags[REASON_TAG])
+        retry(mlflow.MlflowClient().set_tag, run_id, ray_tag("previous_failure"), tags[REASON_TAG])
         retry(mlflow.MlflowClient().delete_tag, run_id, REASON_TAG)
     with step_run(run_id):
-        retry(mlflow.set_tags, {TAG + k: v for k, v in where.items()})
+        retry(mlflow.set_tags, {ray_tag(k): v for k, v in where.items()})
         print(f"[ddmlflow] {STEPS[step].run_name(inputs)} attempt {where['attempts']} on node {where['node_ip']} "
               f"{where['node_id'][:12]}, GPUs: {where['gpu_ids']}", flush=True)
         STEPS[step].call(config, **inputs)
