@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-NOTE_TAG = "mlflow.note.content"
+from .tags import DATASET_TAG, DECOMPOSITION_TAG, MODEL_TAG, OVERLAP_TAG, PRESET_TAG
 
 
 def short_spec(cfg) -> str:
@@ -30,8 +30,8 @@ def experiment_name(cfg) -> str:
 
 def cfg_tags(cfg) -> dict[str, str]:
     """Tags every run of one configuration shares (the UI groups and filters by tags)."""
-    return {"ddmlflow.preset": cfg.preset, "ddmlflow.dataset": cfg.dataset, "ddmlflow.model": cfg.model,
-            "ddmlflow.decomposition": short_spec(cfg), "ddmlflow.overlap": str(cfg.overlap)}
+    return {PRESET_TAG: cfg.preset, DATASET_TAG: cfg.dataset, MODEL_TAG: cfg.model,
+            DECOMPOSITION_TAG: short_spec(cfg), OVERLAP_TAG: str(cfg.overlap)}
 
 
 def paper_row(cfg) -> str | None:

@@ -9,7 +9,8 @@ import mlflow
 from .. import data
 from ..config import RunConfig
 from ..decomposition import make
-from ..describe import NOTE_TAG, decompose_note
+from ..describe import decompose_note
+from ..tags import CLASS_NAMES_TAG, NOTE_TAG, NUM_CLASSES_TAG
 from ..tracking import log_params, retry
 from .prepared import log_prepared
 
@@ -27,6 +28,6 @@ def decompose(cfg: RunConfig) -> None:
     retry(mlflow.log_params, {"image_shape": "x".join(map(str, ds.input_shape)), "n_boxes": decomposition.n,
                               "train_size": len(ds.y_train), "val_size": len(ds.y_val),
                               "cache_key": ds.provenance.get("cache_key", "")})
-    mlflow.set_tags({"num_classes": ds.num_classes, "class_names": ",".join(ds.class_names)[:5000],
+    mlflow.set_tags({NUM_CLASSES_TAG: ds.num_classes, CLASS_NAMES_TAG: ",".join(ds.class_names)[:5000],
                      NOTE_TAG: decompose_note(cfg, ds.input_shape, decomposition.n, len(ds.y_train), len(ds.y_val),
                                               ds.num_classes)})

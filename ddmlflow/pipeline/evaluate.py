@@ -19,7 +19,9 @@ import numpy as np
 from .. import aggregate, describe, figures, report
 from ..config import RunConfig
 from ..serving import log_cnn_dnn, register
-from ..tracking import NOTE_TAG, get_run, log_params, retry, say, work_dir
+from ..tags import (CNN_DNN_MODEL_URI_TAG, EXECUTOR_TAG, MODEL_ID_TAG, NOTE_TAG, PARENT_RUN_TAG, PARENT_TAG,
+                    REGISTERED_MODEL_TAG, REGISTERED_VERSION_TAG, SOURCE_RUN_TAG, SPEEDUP_EXECUTORS_TAG)
+from ..tracking import get_run, log_params, retry, say, work_dir
 from ..training import accuracy
 from .classifier_eval import Method, evaluate_classifiers
 from .finish import DataSource
@@ -68,8 +70,8 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
     if global_run:
         times = {"global CNN": _metric(global_run, "train_time_s"), **times}
         results["speedup"] = times["global CNN"] / times["CNN-DNN"]
-        executor = {get_run(r).data.tags.get("ddmlflow.executor", "") for r in [global_run, *local_runs]}
-        mlflow.set_tag("ddmlflow.speedup_executors", ",".join(sorted(executor - {""})) or "unknown")
+        executor = {get_run(r).data.tags.get(EXECUTOR_TAG, "") for r in [global_run, *local_runs]}
+        mlflow.set_tag(SPEEDUP_EXECUTORS_TAG, ",".join(sorted(executor - {""})) or "unknown")
     art = Path(tempfile.mkdtemp(dir=work_dir("tmp")))
     table = report.results_table(results, f"{prep.decomposition.spec}, overlap {prep.decomposition.overlap}",
                                  tuple(extra))
@@ -91,7 +93,7 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
                Method.from_probs("avg_prob", aggregate.average_probability(vp)),
                Method("majority_vote", aggregate.majority_vote(vp))]
     if glob is not None:
-        methods.append(Method.from_probs("global", glob[1], get_run(global_run).data.tags.get("ddmlflow.model_id")))
+        methods.append(Method.from_probs("global", glob[1], get_run(global_run).data.tags.get(MODEL_ID_TAG)))
     evaluate_classifiers(yv, methods, prep.class_names, f"{prep.dataset}-val", art,
                          DataSource(decompose_run=decompose_run, split="validation", n=len(yv)))
     mlflow.set_tag(NOTE_TAG, table + "\n" + (art / "per_class.md").read_text())
@@ -106,8 +108,8 @@ def _log_cnn_dnn(cfg: RunConfig, prep, local_runs, coarse_run, results: dict, ar
     paths = [logged_keras_archive(r, art / f"local_{i:02d}") for i, r in enumerate(local_runs)]
     coarse_path = logged_keras_archive(coarse_run, art / "coarse")
     run = mlflow.active_run()
-    tags = {**describe.cfg_tags(cfg), "ddmlflow.source_run": run.info.run_id,
-            "ddmlflow.parent_run": run.data.tags.get("mlflow.parentRunId", "")}
+    tags = {**describe.cfg_tags(cfg), SOURCE_RUN_TAG: run.info.run_id,
+            PARENT_RUN_TAG: run.data.tags.get(PARENT_TAG, "")}
     uri = log_cnn_dnn(paths, coarse_path, prep.decomposition, prep.class_names, np.asarray(prep.x_val[:2]), art,
                       params={**cfg.params(), "local_runs": ",".join(local_runs), "coarse_run": coarse_run},
                       tags=tags)
@@ -119,8 +121,8 @@ def _register(cfg: RunConfig, uri: str, name: str, results: dict, tags: dict) ->
     """Register the logged CNN-DNN; ``champion`` unless worse than the current one."""
     val_acc = results["val_accuracy/cnn_dnn"]
     run = mlflow.active_run()
-    note = describe.model_note(name, cfg.params(), run.info.run_id, tags["ddmlflow.parent_run"], val_acc)
-    reg = register(uri, name, val_acc, description=note, tags={**tags, "ddmlflow.model_id": uri.split("/", 1)[1]})
-    mlflow.set_tags({"registered_model": name, "registered_version": reg["version"], "cnn_dnn_model_uri": uri})
+    note = describe.model_note(name, cfg.params(), run.info.run_id, tags[PARENT_RUN_TAG], val_acc)
+    reg = register(uri, name, val_acc, description=note, tags={**tags, MODEL_ID_TAG: uri.split("/", 1)[1]})
+    mlflow.set_tags({REGISTERED_MODEL_TAG: name, REGISTERED_VERSION_TAG: reg["version"], CNN_DNN_MODEL_URI_TAG: uri})
     say(f"registered {name} version {reg['version']}" + (" (champion)" if reg["champion"] else ""))
     return reg

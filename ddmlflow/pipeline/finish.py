@@ -21,7 +21,8 @@ from .. import profiling
 from ..describe import bounds, training_note
 from ..devices import configure_tensorflow
 from ..serving import log_keras_model
-from ..tracking import NOTE_TAG, retry
+from ..tags import DEVICE_TAG, MODEL_ID_TAG, NAMESPACE, NOTE_TAG
+from ..tracking import retry
 from ..training import accuracy, predict_probs
 
 
@@ -45,16 +46,16 @@ def finish_training(net, data: tuple, summary: dict, batch_size: int = 32, extra
     params = retry(mlflow.MlflowClient().get_run, mlflow.active_run().info.run_id).data.params
     device = configure_tensorflow()
     seen = log_datasets(params, data)
-    tags = {k: v for k, v in mlflow.active_run().data.tags.items() if k.startswith("ddmlflow.") and "key" not in k}
+    tags = {k: v for k, v in mlflow.active_run().data.tags.items() if k.startswith(NAMESPACE) and "key" not in k}
     uri = log_keras_model(net, np.asarray(x[:2], dtype="float32"), name=model_name(params), params=params,
-                          tags={**tags, "ddmlflow.device": device})
+                          tags={**tags, DEVICE_TAG: device})
     model_id = uri.split("/", 1)[1]  # models:/<model id>: the run's logged model
     final = {k: metrics.pop(k) for k in ("final_train_accuracy", "final_val_accuracy")}
     retry(mlflow.log_metrics, metrics, model_id=model_id)
     for (key, value), ds in zip(final.items(), seen):  # the final accuracies name the data they were measured on
         retry(mlflow.log_metric, key, value, model_id=model_id, dataset=ds)
     log_probs(p_train, p_val)
-    mlflow.set_tags({"ddmlflow.device": device, "ddmlflow.model_id": model_id,
+    mlflow.set_tags({DEVICE_TAG: device, MODEL_ID_TAG: model_id,
                      NOTE_TAG: training_note(params, device, len(y), len(yv))})
     return p_train, p_val
 

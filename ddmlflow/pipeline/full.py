@@ -24,7 +24,8 @@ from ..executors.packed import stop_spares, store_ready
 from ..hparams import load_hparams
 from ..reuse import Reuse
 from ..steps import STEPS, Step
-from ..tracking import NOTE_TAG, end_run, log_params, retry, say, ui_link, work_dir
+from ..tags import DEVICE_TAG, EXECUTOR_TAG, GROUP_TAG, NOTE_TAG, REUSED_TAG, run_tag
+from ..tracking import end_run, log_params, retry, say, ui_link, work_dir
 
 
 class StepsFailed(RuntimeError):
@@ -112,9 +113,9 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
     retry(mlflow.log_metrics, {**{k: v for k, v in results.items() if k.startswith(copied)},
                                "reused_steps": len(steps.reused), "wall_time_s": wall, "train_time_total_s": trained,
                                "overhead_fraction": 1 - trained / wall})
-    mlflow.set_tags({f"ddmlflow.run.{k}": v for k, v in runs.items()})
+    mlflow.set_tags({run_tag(k): v for k, v in runs.items()})
     if steps.reused:
-        mlflow.set_tag("ddmlflow.reused", ",".join(sorted(steps.reused)))
+        mlflow.set_tag(REUSED_TAG, ",".join(sorted(steps.reused)))
     table = mlflow.artifacts.load_text(f"runs:/{ev}/results.md")
     mlflow.set_tag(NOTE_TAG, describe.parent_note(cfg, table, describe.paper_row(cfg), steps.elsewhere,
                                                   steps.adopted, _per_class(ev)))
@@ -147,7 +148,7 @@ def _train_time_total(run_ids: list[str]) -> float:
     """Time spent inside training by these runs; a packed group (tag ``ddmlflow.group``) counted once."""
     total, groups = 0.0, set()
     for r in (retry(mlflow.get_run, r).data for r in run_ids):
-        group = r.tags.get("ddmlflow.group")
+        group = r.tags.get(GROUP_TAG)
         if group not in groups:
             total += r.metrics.get("train_time_s", 0.0)
         if group:
@@ -183,9 +184,9 @@ def _run_trainings(jobs: list[Job], opts: FullOptions) -> None:
     for k, job in enumerate(per_box + [j for j in jobs if "box" not in j.inputs]):
         job.device = devices.pin(job.inputs["box"] if "box" in job.inputs else k, list(opts.gpus))
     name = choose(opts.executor, sum(j.step == "train_local" for j in jobs), opts.gpus, opts.jobs_per_gpu)
-    mlflow.set_tag("ddmlflow.executor", name)
+    mlflow.set_tag(EXECUTOR_TAG, name)
     for job in jobs:  # the pinned device; the training overwrites it with the one TensorFlow used
-        for k, v in {"ddmlflow.executor": name, "ddmlflow.device": f"GPU:{job.device}" if job.device else "CPU"}.items():
+        for k, v in {EXECUTOR_TAG: name, DEVICE_TAG: f"GPU:{job.device}" if job.device else "CPU"}.items():
             retry(mlflow.MlflowClient().set_tag, job.run_id, k, v)
     say(f"{len(jobs)} trainings through the {name} executor")
     # off the critical path: the coarse net (and the CPU's non-local jobs of the packed executor) need it

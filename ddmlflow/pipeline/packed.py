@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from ..config import RunConfig
 from ..devices import configure_tensorflow, process_tags
+from ..tags import EXECUTOR_TAG, GROUP_TAG, SUBDOMAIN_TAG
 from ..tracking import monitor_system, retry, say, step_run, work_dir
 from .finish import finish_training
 from .prepared import load_prepared
@@ -42,8 +43,8 @@ def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], ru
         _start_run(run_id, {**cfg.params(), "decompose_run": decompose_run, "box": box,
                             "input_shape": "x".join(map(str, x_shape)), "effective_width_divisor": cfg.width_divisor,
                             "box_bounds": str(prep.decomposition.boxes[box])},
-                   {**process_tags(device), "subdomain": str(box), "ddmlflow.group": group,
-                    "ddmlflow.executor": "packed"})
+                   {**process_tags(device), SUBDOMAIN_TAG: str(box), GROUP_TAG: group,
+                    EXECUTOR_TAG: "packed"})
     say(f"packed group {group}: {len(boxes)} locals as one program on {device}")
     with monitor_system(run_ids):  # the group's CPU/GPU use, in every local's run
         results = train_packed(cfg, prep, boxes, run_ids, checkpoint_dir=work_dir("checkpoints", f"group-{group}"),

@@ -25,9 +25,10 @@ from mlflow.tracking import MlflowClient
 from .. import figures, paper_values as pv, presets
 from ..errors import InputError
 from ..report import Doc, diff, held, md_table, relation, val_train
+from ..tags import (BUDGET_TAG, BUDGET_VALUES_TAG, DEVICE_TAG, EXECUTOR_TAG, FULL_RUNS_TAG, PROCESS_DEVICE_TAG,
+                    ROW_NAME_TAG, RUN_PREFIX, STEP_TAG, TABLE_TAG, run_tag)
 from ..tracking import retry, say
 
-FULL_RUNS_TAG = "ddmlflow.full_runs"  # on a reproduce parent: JSON list of its `full` run ids
 NAMES = {"global": "global CNN", "local_mean": "local avg", "local_min": "local min", "local_max": "local max",
          "avg_prob": "avg. prob.", "majority_vote": "maj. vote", "cnn_dnn": "CNN-DNN", "coherent": "CNN-DNN-coherent",
          "transfer": "CNN-DNN-transfer", "compose": "GNet-T-trained", "speedup": "speedup",
@@ -54,7 +55,7 @@ class Row:
 
     @property
     def budget(self) -> str:
-        return self.tags.get("ddmlflow.budget") or budget_of(self.params)
+        return self.tags.get(BUDGET_TAG) or budget_of(self.params)
 
     @property
     def key(self) -> tuple:
@@ -94,14 +95,14 @@ def _full_runs(client: MlflowClient, experiment: str, parent_run: str) -> tuple[
     if exp is None:
         raise InputError("experiment", experiment, "the name or id of an experiment in this tracking store")
     runs = retry(client.search_runs, [exp.experiment_id], "attributes.status = 'FINISHED'", max_results=5000)
-    return [r for r in runs if "ddmlflow.run.evaluate" in r.data.tags], exp.experiment_id
+    return [r for r in runs if run_tag("evaluate") in r.data.tags], exp.experiment_id
 
 
 def gather(client: MlflowClient, run, experiment_id: str) -> Row:
     tags = run.data.tags
-    children = {k[len("ddmlflow.run."):]: v for k, v in tags.items() if k.startswith("ddmlflow.run.")}
+    children = {k[len(RUN_PREFIX):]: v for k, v in tags.items() if k.startswith(RUN_PREFIX)}
     p = run.data.params
-    name = tags.get("ddmlflow.row_name") or (f"{p.get('dataset')}-{p.get('model')}-{p.get('decomposition')}"
+    name = tags.get(ROW_NAME_TAG) or (f"{p.get('dataset')}-{p.get('model')}-{p.get('decomposition')}"
                                               f"-d{p.get('overlap')}")
     row = Row(run.info.run_id, name, dict(p), dict(tags), children=children)
     if "evaluate" in children:
@@ -109,7 +110,7 @@ def gather(client: MlflowClient, run, experiment_id: str) -> Row:
     locals_ = sorted(k for k in children if k.startswith("train_local/"))
     infos = {k: retry(client.get_run, children[k]) for k in locals_ + ["train_global", "train_coarse"] if k in children}
     t = {k: r.data.metrics.get("train_time_s") for k, r in infos.items()}
-    row.devices = {r.data.tags.get("ddmlflow.device") or r.data.tags.get("device") for r in infos.values()} - {None}
+    row.devices = {r.data.tags.get(DEVICE_TAG) or r.data.tags.get(PROCESS_DEVICE_TAG) for r in infos.values()} - {None}
     if t.get("train_global") is not None:
         row.times["global CNN"] = t["train_global"]
     if locals_:
@@ -132,7 +133,7 @@ def _gc(client: MlflowClient, row: Row, experiment_id: str) -> None:
     dec = row.children.get("decompose")
     if not dec:
         return
-    runs = retry(client.search_runs, [experiment_id], f"tags.`ddmlflow.step` = 'compose' and params.decompose_run = "
+    runs = retry(client.search_runs, [experiment_id], f"tags.`{STEP_TAG}` = 'compose' and params.decompose_run = "
                  f"'{dec}' and attributes.status = 'FINISHED'", max_results=1)
     if not runs:
         return
@@ -173,7 +174,7 @@ def _share_global(rows: list[Row]) -> None:
 def entries_for(row: Row) -> list[pv.Entry]:
     """The published numbers this row reproduces: by configuration, plus the table a `reproduce` named."""
     out = pv.lookup(*row.key)
-    if row.tags.get("ddmlflow.table") == "gc-3.3":  # their ResNet32 column, for our ResNet20
+    if row.tags.get(TABLE_TAG) == "gc-3.3":  # their ResNet32 column, for our ResNet20
         out += [e for e in pv.table(pv.GC, "3.3") if e.model == "resnet32"
                 and (e.overlap == row.key[3] or e.column == "gnet_r_trained")]
     return out
@@ -210,8 +211,8 @@ def report(experiment: str = "", parent_run: str = "", out_dir: str | Path = "re
                                                             "comparable with the published values; compare orderings."
                                                             if set(budgets) - {"paper"} else ""))
     for r in rows:
-        if r.tags.get("ddmlflow.budget_values"):
-            doc.p(f"{r.name}: {r.tags['ddmlflow.budget_values']}")
+        if r.tags.get(BUDGET_VALUES_TAG):
+            doc.p(f"{r.name}: {r.tags[BUDGET_VALUES_TAG]}")
     _tables(doc, rows)
     _claims(doc, rows)
     _figures(doc, client, rows, out)
@@ -292,7 +293,7 @@ def _figures(doc: Doc, client: MlflowClient, rows: list[Row], out: Path) -> None
     timed = {r.name: r.times for r in rows if r.times}
     if timed:
         devices = sorted(set().union(*(r.devices for r in rows)))
-        executors = sorted({r.tags.get("ddmlflow.executor") or r.params.get("executor") or "process" for r in rows})
+        executors = sorted({r.tags.get(EXECUTOR_TAG) or r.params.get("executor") or "process" for r in rows})
         sub = f"devices: {', '.join(devices) or 'unknown'}; executor: {', '.join(executors)}; " \
               f"budget: {', '.join(sorted({r.budget for r in rows}))}"
         figures.training_times_rows(timed, out / "training_times.png", sub)

@@ -21,9 +21,10 @@ from ..config import RunConfig
 from ..experiments import Budget
 from ..config import FullOptions, key_params
 from ..reuse import Reuse
+from ..tags import BUDGET_TAG, BUDGET_VALUES_TAG, FULL_RUNS_TAG, NOTE_TAG, ROW_NAME_TAG, ROW_TAG, STEP_TAG, TABLE_TAG
 from ..tracking import log_params, retry, say, setup, step_run, work_dir
 from .full import StepsFailed, full
-from .report import FULL_RUNS_TAG, report
+from .report import report
 
 
 def configurations(table: str, budget: str | Budget = "smoke", data_dir: str = "") -> list[tuple]:
@@ -87,9 +88,9 @@ def _reproduce(table, budget, rows, data_dir, *, executor, ray_address, gpus, ma
     parent = mlflow.active_run()
     values = {f"budget.{r.dataset}": b.describe() for r, _, b in rows}
     log_params({"table": table, "budget": _budget_name(budget), "data_dir": data_dir, **values})
-    mlflow.set_tags({"ddmlflow.step": "reproduce", "ddmlflow.table": table,
-                     "ddmlflow.budget": _budget_name(budget),
-                     "mlflow.note.content": f"{exp.label}: {exp.title}. "
+    mlflow.set_tags({STEP_TAG: "reproduce", TABLE_TAG: table,
+                     BUDGET_TAG: _budget_name(budget),
+                     NOTE_TAG: f"{exp.label}: {exp.title}. "
                                             + "; ".join(dict.fromkeys(values.values())) + ". " + exp.note})
     say(f"reproduce {table} ({exp.title}): {len(rows)} configurations")
     for line in dict.fromkeys(values.values()):
@@ -101,8 +102,8 @@ def _reproduce(table, budget, rows, data_dir, *, executor, ray_address, gpus, ma
                                     ray_address=ray_address,
                                     jobs_per_gpu=jobs_per_gpu, max_parallel=max_parallel, force=force,
                                     registered_model_name=registered_model_name, strategies=",".join(run.strategies))
-        tags = {"ddmlflow.table": table, "ddmlflow.row": run.row, "ddmlflow.row_name": run.name,
-                "ddmlflow.budget": b.name, "ddmlflow.budget_values": b.describe()}
+        tags = {TABLE_TAG: table, ROW_TAG: run.row, ROW_NAME_TAG: run.name,
+                BUDGET_TAG: b.name, BUDGET_VALUES_TAG: b.describe()}
         say(f"{run.name} [{b.describe()}]")
         try:
             ids[run.name] = _run_row(reuse, cfg, opts, run.name, tags)

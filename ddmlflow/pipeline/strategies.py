@@ -35,6 +35,7 @@ from ..config import RunConfig
 from ..errors import InputError
 from ..models.cnn_dnn import build_coherent, build_coherent_from_scratch
 from ..models.compose import check, compose, theorem_error
+from ..tags import STRATEGY_TAG
 from ..tracking import log_params, logged_steps, retry, say, work_dir
 from ..training import FitConfig, accuracy, fit, predict_probs, seed_everything
 from .prepared import Prepared, load_prepared
@@ -151,7 +152,7 @@ def _gnet_r(cfg: RunConfig, prep: Prepared, scheduled) -> None:
 def _start(cfg: RunConfig, strategy: str, inputs: dict) -> Prepared:
     seed_everything(cfg.seed)
     log_params({**cfg.params(), "strategy": strategy, **inputs})
-    mlflow.set_tag("strategy", strategy)
+    mlflow.set_tag(STRATEGY_TAG, strategy)
     return load_prepared(inputs["decompose_run"])
 
 

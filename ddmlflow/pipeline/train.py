@@ -14,6 +14,7 @@ import numpy as np
 from .. import models
 from ..config import RunConfig
 from ..devices import configure_tensorflow, process_tags
+from ..tags import MODEL_ID_TAG, MODEL_URI_TAG, SUBDOMAIN_TAG
 from ..tracking import log_params, logged_steps, work_dir
 from ..training import FitConfig, fit, seed_everything
 from .finish import finish_training, log_probs  # noqa: F401 - log_probs: part of this step's API
@@ -38,7 +39,7 @@ def train_local(cfg: RunConfig, decompose_run: str, box: int) -> None:
 def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
     """In the active run: fit, then log metrics, profile, probabilities and the model."""
     run_id = mlflow.active_run().info.run_id
-    mlflow.set_tags({**process_tags(configure_tensorflow()), "subdomain": "global" if box is None else str(box)})
+    mlflow.set_tags({**process_tags(configure_tensorflow()), SUBDOMAIN_TAG: "global" if box is None else str(box)})
     seed = cfg.seed + (0 if box is None else 1 + box)
     seed_everything(seed)
     prep = load_prepared(decompose_run)
@@ -71,7 +72,7 @@ def logged_keras_archive(run_id: str, dst: Path) -> Path:
     itself, not loaded and saved again (the logged model's layout: ``data/model.keras``)."""
     from ..tracking import get_run
 
-    location = mlflow.get_logged_model(get_run(run_id).data.tags["ddmlflow.model_id"]).artifact_location
+    location = mlflow.get_logged_model(get_run(run_id).data.tags[MODEL_ID_TAG]).artifact_location
     dst.mkdir(parents=True, exist_ok=True)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/data/model.keras", dst_path=str(dst)))
 
@@ -82,5 +83,5 @@ def load_keras(run_id: str):
     from ..tracking import get_run
 
     register_layers()
-    return mlflow.keras.load_model(get_run(run_id).data.tags["model_uri"], load_model_kwargs={"safe_mode": True})
+    return mlflow.keras.load_model(get_run(run_id).data.tags[MODEL_URI_TAG], load_model_kwargs={"safe_mode": True})
 

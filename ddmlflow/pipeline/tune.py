@@ -29,6 +29,7 @@ from .. import devices
 from ..config import RunConfig
 from ..errors import require
 from ..executors import Job, make_executor
+from ..tags import BEST_TRIAL_RUN_TAG, BEST_TRIAL_TAG, NETWORK_TAG, SUBDOMAIN_TAG, run_tag
 from ..tracking import log_params, retry, say, work_dir
 from ..reuse import Reuse
 from .full import run_and_close
@@ -85,7 +86,7 @@ def tune(cfg: RunConfig, target: str = "all", tuner: str = "random", max_trials=
         best.update(_json_artifact(run_id, "best_hparams.json"))
     retry(mlflow.log_dict, best, "best_hparams.json")
     costs = log_costs(runs, cfg, opts, target)
-    mlflow.set_tags({f"ddmlflow.run.tune_{k}": v for k, v in runs.items()})
+    mlflow.set_tags({run_tag(f"tune_{k}"): v for k, v in runs.items()})
     say(f"tune {target}: {len(runs)} searches in {time.time() - t0:.0f} s; best values in best_hparams.json "
         f"(use: full -P hparams={parent.run_id})")
     return {"runs": runs, "best": best, "costs": costs, "reused": steps.reused}
@@ -140,7 +141,7 @@ def tune_network(cfg: RunConfig, decompose_run: str, box: int | None, opts) -> d
     name = network_name(box)
     log_params({**cfg.params(), **opts.key(), "decompose_run": decompose_run, "box": "global" if box is None else box,
                 "input_shape": "x".join(map(str, x.shape[1:])), "effective_width_divisor": divisor})
-    mlflow.set_tags({"subdomain": "global" if box is None else str(box), "network": name})
+    mlflow.set_tags({SUBDOMAIN_TAG: "global" if box is None else str(box), NETWORK_TAG: name})
     space = opts.space.get("cnn") or default_space("cnn", cfg, model_dropout(cfg.model))
     fixed = {"batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "optimizer": cfg.optimizer,
              "dropout": cfg_dropout(cfg)}
@@ -163,7 +164,7 @@ def tune_coarse(cfg: RunConfig, local_runs: list[str], opts) -> dict:
     seed_everything(cfg.seed)
     f, y, fv, yv, k = coarse_inputs(local_runs)
     log_params({**cfg.params(), **opts.key(), "local_runs": ",".join(local_runs)})
-    mlflow.set_tags({"network": "coarse"})
+    mlflow.set_tags({NETWORK_TAG: "coarse"})
     space = opts.space.get("coarse") or default_space("coarse", cfg)
     fixed = {"batch_size": cfg.coarse_batch_size, "learning_rate": cfg.coarse_learning_rate,
              "optimizer": cfg.optimizer, "dropout": cfg.coarse_dropout, "hidden": list(cfg.coarse_hidden)}
@@ -191,7 +192,7 @@ def _finish(result: dict, name: str, x, xv) -> dict:
                                "trials_failed": result["trials_failed"], "tune_flops": result["flops_spent"],
                                "tune_time_s": result["time_s"], "tune_epochs": result["epochs_run"],
                                "samples": len(x)})
-    mlflow.set_tags({"best_trial": result["best_trial"], "best_trial_run": result["best_run"]})
+    mlflow.set_tags({BEST_TRIAL_TAG: result["best_trial"], BEST_TRIAL_RUN_TAG: result["best_run"]})
     say(f"tune_{name}: best trial {result['best_trial']} {result['best_score']:.4f} {result['best_values']}")
     return result
 

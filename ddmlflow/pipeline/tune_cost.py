@@ -19,6 +19,7 @@ from __future__ import annotations
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from ..tags import COMPARED_WITH_TAG, NUM_CLASSES_TAG
 from ..tracking import get_run, retry, say
 
 
@@ -58,7 +59,7 @@ def _all_ratios(runs, groups, cfg) -> dict:
     dec = retry(get_run, runs["local/00"]).data.params["decompose_run"]
     d = retry(get_run, dec).data
     shape = tuple(int(s) for s in d.params["image_shape"].split("x"))
-    net = models.build(cfg.model, shape, int(d.tags["num_classes"]), name="global")
+    net = models.build(cfg.model, shape, int(d.tags[NUM_CLASSES_TAG]), name="global")
     big_k, small_k, n = net.count_params(), coarse.get("params_count", 0.0), len(locs)
     epochs = _sum(locs, "tune_epochs") / n          # the same trial schedule as one local search
     m_cnn, m_dnn = _sum(locs, "trials_completed") / n, coarse.get("trials_completed", 0.0)
@@ -84,5 +85,5 @@ def compare_costs(global_tune_run: str, all_tune_run: str) -> dict:
     for k, v in out.items():
         retry(client.log_metric, all_tune_run, k, v)
         say(f"{k} = {v:.3f} (KLW estimate {a.get('cost_ratio/klw_estimate', float('nan')):.3f})")
-    retry(client.set_tag, all_tune_run, "ddmlflow.compared_with", global_tune_run)
+    retry(client.set_tag, all_tune_run, COMPARED_WITH_TAG, global_tune_run)
     return {**out, "cost_ratio/klw_estimate": a.get("cost_ratio/klw_estimate")}
