@@ -75,7 +75,6 @@ TRIAL_STATUS_TAG = "ddmlflow.trial_status"  # on a trial run: the trial's status
 BEST_TAG = "ddmlflow.best_trial"         # on the best trial's run: "true"
 BEST_TRIAL_TAG = "best_trial"            # on a tuning run: the best trial's id
 BEST_TRIAL_RUN_TAG = "best_trial_run"    # on a tuning run: the best trial's run id
-COMPARED_WITH_TAG = "ddmlflow.compared_with"  # on a tuning of all networks: the global tuning it is set against
 
 # --- Reproduce
 TABLE_TAG = "ddmlflow.table"             # the paper's table a run reproduces

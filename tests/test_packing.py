@@ -141,6 +141,15 @@ def test_fit_resumes_with_early_stopping_state(prep, tmp_path):
     assert max_diff(whole, resumed) == 0.0
 
 
+def predict_two_step(local_models, coarse, decomposition, x, batch_size: int = 256):
+    """The CNN-DNN the long way: each local on its crop, then the coarse net on their outputs."""
+    from ddmlflow.models.cnn_dnn import coarse_features
+    from ddmlflow.training import predict_probs
+
+    probs = [predict_probs(m, decomposition.crop(x, i), batch_size) for i, m in enumerate(local_models)]
+    return predict_probs(coarse, coarse_features(probs), batch_size)
+
+
 def test_served_cnn_dnn_is_one_program_equal_to_two_steps(prep, tmp_path):
     """The pyfunc runs crop -> locals -> coarse as one Keras model; same numbers as the two-step path."""
     import json
@@ -148,7 +157,6 @@ def test_served_cnn_dnn_is_one_program_equal_to_two_steps(prep, tmp_path):
     from mlflow.exceptions import MlflowException
 
     from ddmlflow import models
-    from ddmlflow.models.cnn_dnn import predict_two_step
     from ddmlflow.serving import CNNDNNModel
 
     dec, k = prep.decomposition, prep.num_classes

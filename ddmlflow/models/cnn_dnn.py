@@ -21,14 +21,6 @@ def coarse_features(local_probs: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate([p[:, 1:] if k == 2 else p for p in local_probs], axis=1).astype("float32")
 
 
-def predict_two_step(local_models: Sequence, coarse, decomposition, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities of the CNN-DNN for whole images ``x`` (n, *image_shape)."""
-    from ..training import predict_probs
-
-    probs = [predict_probs(m, decomposition.crop(x, i), batch_size) for i, m in enumerate(local_models)]
-    return predict_probs(coarse, coarse_features(probs), batch_size)
-
-
 # -- the CNN-DNN as one Keras model (KLW-TL sec. 2.1 "coherent", 2.2 "transfer") ----------------------
 
 
@@ -60,7 +52,7 @@ def build_coherent(local_models: Sequence[keras.Model], coarse_model: keras.Mode
 
     The concatenated local outputs are exactly ``coarse_features`` (the sigmoid
     unit of a binary local is p(class 1)), so with the same weights the forward
-    pass equals ``predict_two_step``; training it trains all nets jointly
+    pass equals each local on its crop, then the coarse net; training it trains all nets jointly
     (KLW-TL: CNN-DNN-coherent; from pretrained locals: CNN-DNN-transfer).
     The given nets become layers of the new model (weights are shared, not copied).
     """

@@ -17,9 +17,8 @@ It counts one local (they run in parallel), so it compares with our
 from __future__ import annotations
 
 import mlflow
-from mlflow.tracking import MlflowClient
 
-from ..tags import COMPARED_WITH_TAG, NUM_CLASSES_TAG
+from ..tags import NUM_CLASSES_TAG
 from ..tracking import get_run, retry, say
 
 
@@ -73,17 +72,3 @@ def _all_ratios(runs, groups, cfg) -> dict:
             "cost_ratio/klw_estimate": big_k * m_cnn / (big_k / n * m_cnn + small_k * m_dnn),
             "klw/K_global_params": big_k, "klw/k_coarse_params": small_k, "klw/p2": n,
             "klw/M_CNN": m_cnn, "klw/M_DNN": m_dnn}
-
-
-def compare_costs(global_tune_run: str, all_tune_run: str) -> dict:
-    """Measured ratios of a ``global`` search to an ``all`` search (logged into the ``all`` run, printed)."""
-    g, a = retry(get_run, global_tune_run).data.metrics, retry(get_run, all_tune_run).data.metrics
-    out = {"cost_ratio/measured_flops_total": g["tune_flops/global"] / a["tune_flops/all"],
-           "cost_ratio/measured_time_total": g["tune_time_s/global"] / a["tune_time_s/all"],
-           "cost_ratio/measured_time_parallel": g["tune_time_s/global"] / a["tune_time_s/all_parallel"]}
-    client = MlflowClient()
-    for k, v in out.items():
-        retry(client.log_metric, all_tune_run, k, v)
-        say(f"{k} = {v:.3f} (KLW estimate {a.get('cost_ratio/klw_estimate', float('nan')):.3f})")
-    retry(client.set_tag, all_tune_run, COMPARED_WITH_TAG, global_tune_run)
-    return {**out, "cost_ratio/klw_estimate": a.get("cost_ratio/klw_estimate")}
