@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ddmlflow.pipeline.classifier_eval import Method, confusion, evaluate_classifiers, per_class, per_class_table
-from ddmlflow.report import md_table
+from ddmlflow.tables import md_table
 
 Y = np.array([0, 0, 1, 1, 2, 2])
 CNN_DNN = np.array([0, 0, 1, 0, 2, 2])  # one class-1 image wrong

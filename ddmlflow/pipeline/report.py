@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from .. import figures, paper_values as pv, presets
 from ..errors import InputError
-from ..report import Doc, diff, held, md_table, relation, val_train
+from ..tables import Doc, diff, held, md_table, relation, val_train
 from ..tags import (BUDGET_TAG, BUDGET_VALUES_TAG, DEVICE_TAG, EXECUTOR_TAG, FULL_RUNS_TAG, PROCESS_DEVICE_TAG,
                     ROW_NAME_TAG, RUN_PREFIX, STEP_TAG, TABLE_TAG, run_tag)
 from ..tracking import retry, say

@@ -1,7 +1,10 @@
-"""Paper-style tables from a finished run's results (figures: ``ddmlflow.figures``).
+"""Paper-style tables and their pieces (figures: ``ddmlflow.figures``; the ``report`` command that
+writes them out: ``ddmlflow.pipeline.report``).
 
 - ``results_table``: KLW Table 3 layout (val accuracy, train in brackets), with the
   KLW-TL Table 2 columns (avg. prob., maj. vote) and any further strategies.
+- ``Doc``, ``md_table`` and the cell helpers (``val_train``, ``diff``, ``relation``, ``held``): the
+  experiment report's document, rendered as Markdown and HTML.
 """
 from __future__ import annotations
 
