@@ -83,3 +83,12 @@ def _free_port() -> int:
 def experiment_ids(client) -> list[str]:
     """Every experiment of the store: runs go to ddmlflow-<dataset> (and `mlflow run` launchers to Default)."""
     return [e.experiment_id for e in client.search_experiments()]
+
+
+def predict_two_step(local_models, coarse, decomposition, x, batch_size: int = 256):
+    """The CNN-DNN the long way: each local on its crop, then the coarse net on their outputs."""
+    from ddmlflow.models.cnn_dnn import coarse_features
+    from ddmlflow.training import predict_probs
+
+    probs = [predict_probs(m, decomposition.crop(x, i), batch_size) for i, m in enumerate(local_models)]
+    return predict_probs(coarse, coarse_features(probs), batch_size)

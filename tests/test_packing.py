@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import predict_two_step
 
 keras = pytest.importorskip("keras")
 
@@ -139,15 +140,6 @@ def test_fit_resumes_with_early_stopping_state(prep, tmp_path):
     resumed, s_resumed = separate(cfg, prep, 0, checkpoint_dir=tmp_path)
     assert (s_whole["epochs_run"], s_whole["best_epoch"]) == (s_resumed["epochs_run"], s_resumed["best_epoch"])
     assert max_diff(whole, resumed) == 0.0
-
-
-def predict_two_step(local_models, coarse, decomposition, x, batch_size: int = 256):
-    """The CNN-DNN the long way: each local on its crop, then the coarse net on their outputs."""
-    from ddmlflow.models.cnn_dnn import coarse_features
-    from ddmlflow.training import predict_probs
-
-    probs = [predict_probs(m, decomposition.crop(x, i), batch_size) for i, m in enumerate(local_models)]
-    return predict_probs(coarse, coarse_features(probs), batch_size)
 
 
 def test_served_cnn_dnn_is_one_program_equal_to_two_steps(prep, tmp_path):

@@ -28,7 +28,7 @@ def test_strategies_log_what_evaluate_needs(mlflow_env):
     from ddmlflow.pipeline.decompose import decompose
     from ddmlflow.pipeline.prepared import load_prepared
     from ddmlflow.pipeline.train import load_keras, load_probs, train_network
-    from ddmlflow.models.cnn_dnn import predict_two_step
+    from conftest import predict_two_step
     from ddmlflow.training import accuracy, predict_probs
 
     cfg = config.resolve("", dataset="shapes2d", n_train="64", n_val="32", epochs="1", coarse_epochs="1")
