@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ddmlflow.pipeline.classifier_eval import Method, confusion, evaluate_classifiers, per_class, per_class_table
-from ddmlflow.report import md_table
+from ddmlflow.tables import md_table, results_table
 
 Y = np.array([0, 0, 1, 1, 2, 2])
 CNN_DNN = np.array([0, 0, 1, 0, 2, 2])  # one class-1 image wrong
@@ -35,6 +35,16 @@ def test_per_class_precision_recall_f1():
 
     p, r, f, _ = precision_recall_fscore_support(Y, CNN_DNN, labels=[0, 1, 2], zero_division=0)
     np.testing.assert_allclose(np.c_[cnn["precision"], cnn["recall"], cnn["f1"]], np.c_[p, r, f])
+
+
+def test_the_results_table_and_the_report_name_compose_alike():
+    """One label map: the `compose` strategy's column is Gu et al.'s GNet-T-trained everywhere."""
+    from ddmlflow.pipeline import report
+
+    text = results_table({"val_accuracy/compose": 0.7, "train_accuracy/compose": 0.8}, "2x2", ("coherent", "compose"))
+    head, rows = md_table(text)
+    assert head[-2:] == ["CNN-DNN-coherent", "GNet-T-trained"] and rows[0][-1] == "0.7000 (0.8000)"
+    assert report.LABELS["compose"] == "GNet-T-trained" and not hasattr(report, "NAMES")
 
 
 def test_per_class_table_shows_the_class_the_coarse_net_fixes():

@@ -13,10 +13,10 @@ from ddmlflow import models  # noqa: E402
 from ddmlflow.decomposition import make  # noqa: E402
 from ddmlflow.errors import InputError  # noqa: E402
 from ddmlflow.models import layers as L  # noqa: E402
-from conftest import predict_two_step  # noqa: E402
 from ddmlflow.models.cnn_dnn import build_coherent, build_coherent_from_scratch  # noqa: E402
 from ddmlflow.models.compose import check, compose, theorem_error  # noqa: E402
 from ddmlflow.models.resnet import shortcut_a  # noqa: E402
+from conftest import predict_two_step  # noqa: E402
 
 
 def randomize(model: keras.Model, seed: int) -> keras.Model:

@@ -9,10 +9,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import predict_two_step
 
 keras = pytest.importorskip("keras")
-
-from conftest import predict_two_step  # noqa: E402
 
 TOL = 1e-5  # float32 rounding: the packed step sums N losses and runs N nets in one graph
 

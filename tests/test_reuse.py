@@ -95,7 +95,7 @@ def test_code_keys_follow_statements_not_docstrings_comments_or_unrelated_module
                       .replace("\nclass Box:", "\n# a new comment\n\n\nclass Box:"))
     assert module.read_text() != text
     assert _step(copy, exp, parent) == (first, True)  # docstring, comment and blank lines: reused
-    (copy / "ddmlflow" / "report.py").write_text((copy / "ddmlflow" / "report.py").read_text() + "\nUNUSED = 1\n")
+    (copy / "ddmlflow" / "tables.py").write_text((copy / "ddmlflow" / "tables.py").read_text() + "\nUNUSED = 1\n")
     assert _step(copy, exp, parent) == (first, True)  # a module decompose does not run: reused
     module.write_text(module.read_text() + "\nUNUSED = 1\n")
     changed, reused = _step(copy, exp, parent)

@@ -36,10 +36,10 @@ import mlflow
 import numpy as np
 
 from .. import figures
+from ..tables import LABELS
 from ..tracking import retry
 
 MAX_CURVE_CLASSES = 10  # MLflow's own limit for multiclass ROC/PR plots: more lines are unreadable
-LABELS = {"cnn_dnn": "CNN-DNN", "avg_prob": "avg. prob.", "majority_vote": "maj. vote", "global": "global CNN"}
 
 
 @dataclass
@@ -82,7 +82,8 @@ def per_class_table(y: np.ndarray, methods: dict[str, np.ndarray], class_names: 
     recall = {n: per_class(confusion(y, p, k))["recall"] for n, p in methods.items()}
     support = np.bincount(np.asarray(y, dtype=int), minlength=k)
     gain = "cnn_dnn" in recall and "avg_prob" in recall
-    head = ["class", "n", *[LABELS.get(n, n) for n in recall]] + (["CNN-DNN - avg. prob."] if gain else [])
+    head = ["class", "n", *[LABELS.get(n, n) for n in recall]]
+    head += [f"{LABELS['cnn_dnn']} - {LABELS['avg_prob']}"] if gain else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c, name in enumerate(class_names):
         cells = [str(name), str(support[c]), *[f"{r[c]:.3f}" for r in recall.values()]]

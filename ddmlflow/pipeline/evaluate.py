@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from .. import aggregate, describe, figures, report
+from .. import aggregate, describe, figures, tables
 from ..config import RunConfig
 from ..serving import log_cnn_dnn, register
 from ..tags import (CNN_DNN_MODEL_URI_TAG, EXECUTOR_TAG, MODEL_ID_TAG, NOTE_TAG, PARENT_RUN_TAG, PARENT_TAG,
@@ -73,7 +73,7 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
         executor = {get_run(r).data.tags.get(EXECUTOR_TAG, "") for r in [global_run, *local_runs]}
         mlflow.set_tag(SPEEDUP_EXECUTORS_TAG, ",".join(sorted(executor - {""})) or "unknown")
     art = Path(tempfile.mkdtemp(dir=work_dir("tmp")))
-    table = report.results_table(results, f"{prep.decomposition.spec}, overlap {prep.decomposition.overlap}",
+    table = tables.results_table(results, f"{prep.decomposition.spec}, overlap {prep.decomposition.overlap}",
                                  tuple(extra))
     (art / "results.md").write_text(table)
     (art / "results.json").write_text(json.dumps({"results": results, "train_times_s": times}, indent=1))

@@ -24,15 +24,11 @@ from mlflow.tracking import MlflowClient
 
 from .. import figures, paper_values as pv, presets
 from ..errors import InputError
-from ..report import Doc, diff, held, md_table, relation, val_train
+from ..tables import LABELS, Doc, diff, held, md_table, relation, val_train
 from ..tags import (BUDGET_TAG, BUDGET_VALUES_TAG, DEVICE_TAG, EXECUTOR_TAG, FULL_RUNS_TAG, PROCESS_DEVICE_TAG,
                     ROW_NAME_TAG, RUN_PREFIX, STEP_TAG, TABLE_TAG, run_tag)
 from ..tracking import retry, say
 
-NAMES = {"global": "global CNN", "local_mean": "local avg", "local_min": "local min", "local_max": "local max",
-         "avg_prob": "avg. prob.", "majority_vote": "maj. vote", "cnn_dnn": "CNN-DNN", "coherent": "CNN-DNN-coherent",
-         "transfer": "CNN-DNN-transfer", "compose": "GNet-T-trained", "speedup": "speedup",
-         "gnet_t": "GNet-T", "gnet_t_trained": "GNet-T-trained", "gnet_r_trained": "GNet-R-trained"}
 # Relations the papers state, checked per row where the paper prints both numbers
 PAIRS = [("cnn_dnn", "global"), ("cnn_dnn", "avg_prob"), ("avg_prob", "majority_vote"), ("coherent", "cnn_dnn"),
          ("transfer", "cnn_dnn"), ("gnet_t_trained", "gnet_r_trained"), ("gnet_t", "subnet_1")]
@@ -235,7 +231,7 @@ def _tables(doc: Doc, rows: list[Row]) -> None:
         for r, e in sections[(paper, table)]:
             v, t = r.ours(e.column)
             shared = " (from " + r.shared_global + ")" if e.column == "global" and r.shared_global else ""
-            lines.append([r.name, r.budget, e.row, NAMES.get(e.column, e.column),
+            lines.append([r.name, r.budget, e.row, LABELS.get(e.column, e.column),
                           val_train(v, t if e.train is not None else None) + shared,
                           val_train(e.value, e.train), diff(v, e.value)])
         doc.table(["run", "budget", "paper row", "quantity", "ours", "paper", "ours - paper"], lines)
@@ -243,7 +239,7 @@ def _tables(doc: Doc, rows: list[Row]) -> None:
     if plain:
         doc.h(2, "Runs without published values")
         cols = [c for c in pv.ACCURACY_COLUMNS if any(f"val_accuracy/{c}" in r.metrics for r in plain)]
-        doc.table(["run", "budget", *[NAMES[c] for c in cols], "speedup"],
+        doc.table(["run", "budget", *[LABELS[c] for c in cols], "speedup"],
                   [[r.name, r.budget, *[val_train(*r.ours(c)) for c in cols], r.metrics.get("speedup")]
                    for r in plain])
     doc.p("Validation accuracy, training accuracy in brackets (the papers' layout).")
@@ -258,12 +254,13 @@ def _claims(doc: Doc, rows: list[Row]) -> None:
             rel = relation(paper.get(a), paper.get(b))
             ours = relation(r.ours(a)[0], r.ours(b)[0])
             if rel and ours:
-                lines.append([f"{NAMES.get(a, a)} {rel} {NAMES.get(b, b)} (paper's numbers)", r.name, r.budget,
+                lines.append([f"{LABELS.get(a, a)} {rel} {LABELS.get(b, b)} (paper's numbers)", r.name, r.budget,
                               f"{paper[a]:.4f} vs {paper[b]:.4f}", f"{r.ours(a)[0]:.4f} vs {r.ours(b)[0]:.4f}",
                               held(ours == rel)])
         c, a, m = (r.ours(k)[0] for k in ("cnn_dnn", "avg_prob", "majority_vote"))
         if None not in (c, a, m):
-            lines.append(["CNN-DNN >= avg. prob. >= maj. vote (KLW-TL sec. 3.2)", r.name, r.budget, "stated",
+            claim = " >= ".join(LABELS[k] for k in ("cnn_dnn", "avg_prob", "majority_vote"))
+            lines.append([f"{claim} (KLW-TL sec. 3.2)", r.name, r.budget, "stated",
                           f"{c:.4f} / {a:.4f} / {m:.4f}", held(c >= a >= m)])
     groups: dict[tuple, list[Row]] = {}
     for r in rows:
@@ -278,7 +275,7 @@ def _claims(doc: Doc, rows: list[Row]) -> None:
             if None in vals:
                 continue
             ok = all(x < y for x, y in zip(vals, vals[1:]))  # flat is not "helps"
-            lines.append([f"more overlap helps: {NAMES[col]} grows with overlap (KLW sec. 5.1)",
+            lines.append([f"more overlap helps: {LABELS[col]} grows with overlap (KLW sec. 5.1)",
                           f"{ds}-{model}-{dec}", budget, "stated",
                           ", ".join(f"d{r.key[3]}: {v:.4f}" for r, v in zip(rs, vals)), held(ok)])
     doc.h(2, "Orderings the papers claim")
@@ -314,8 +311,8 @@ def _figures(doc: Doc, client: MlflowClient, rows: list[Row], out: Path) -> None
             doc.img(f"{safe}_curves.png", f"{r.name}: learning curves of the locals, global and coarse nets")
         for step, art, what in (("decompose", "boxes.png", "decomposition boxes"),
                                 ("evaluate", "local_predictions.png", "local predictions (KLW Fig. 8 style)"),
-                                ("evaluate", "confusion_matrices.png", "validation confusion matrices, CNN-DNN vs "
-                                                                       "avg. prob. vs maj. vote vs global CNN")):
+                                ("evaluate", "confusion_matrices.png", "validation confusion matrices, " + " vs ".join(
+                                    LABELS[k] for k in ("cnn_dnn", "avg_prob", "majority_vote", "global")))):
             if step in r.children and _download(r.children[step], art, out / f"{safe}_{art}"):
                 doc.img(f"{safe}_{art}", f"{r.name}: {what}")
         if "evaluate" in r.children and _download(r.children["evaluate"], "per_class.md", out / f"{safe}_per_class.md"):

@@ -1,9 +1,22 @@
-"""Paper-style tables from a finished run's results (figures: ``ddmlflow.figures``).
+"""Paper-style tables and their pieces (figures: ``ddmlflow.figures``; the ``report`` command that
+writes them out: ``ddmlflow.pipeline.report``).
 
 - ``results_table``: KLW Table 3 layout (val accuracy, train in brackets), with the
   KLW-TL Table 2 columns (avg. prob., maj. vote) and any further strategies.
+- ``Doc``, ``md_table`` and the cell helpers (``val_train``, ``diff``, ``relation``, ``held``): the
+  experiment report's document, rendered as Markdown and HTML.
 """
 from __future__ import annotations
+
+# The display name of every method, strategy and result column, in the papers' wording (KLW, KLW-TL, Gu et al.).
+# The one map: the results table, the report and the classifier evaluation all take their labels from it.
+# ``compose`` is Gu et al.'s composition; its run's accuracy is that of the composed net after further training,
+# their GNet-T-trained (``gnet_t``: the composed net before it, ``gnet_r_trained``: the global net from random
+# weights; see ``pipeline.strategies.compose_step``).
+LABELS = {"global": "global CNN", "local_mean": "local avg", "local_min": "local min", "local_max": "local max",
+          "avg_prob": "avg. prob.", "majority_vote": "maj. vote", "cnn_dnn": "CNN-DNN", "coherent": "CNN-DNN-coherent",
+          "transfer": "CNN-DNN-transfer", "compose": "GNet-T-trained", "speedup": "speedup",
+          "gnet_t": "GNet-T", "gnet_t_trained": "GNet-T-trained", "gnet_r_trained": "GNet-R-trained"}
 
 
 def _cell(results: dict, key: str) -> str:
@@ -15,10 +28,9 @@ def _cell(results: dict, key: str) -> str:
 
 def results_table(results: dict, decomposition: str, strategies: tuple[str, ...] = ()) -> str:
     """Markdown table: validation accuracy, training accuracy in brackets."""
-    cols = [("global CNN", "global"), ("local avg", "local_mean"), ("local min", "local_min"),
-            ("local max", "local_max"), ("avg. prob.", "avg_prob"), ("maj. vote", "majority_vote"),
-            ("CNN-DNN", "cnn_dnn")]
-    cols += [(f"CNN-DNN-{s}" if s in ("coherent", "transfer") else s, s) for s in strategies if s != "cnn_dnn"]
+    keys = ["global", "local_mean", "local_min", "local_max", "avg_prob", "majority_vote", "cnn_dnn"]
+    keys += [s for s in strategies if s != "cnn_dnn"]
+    cols = [(LABELS.get(k, k), k) for k in keys]
     head = "| Decomp. | " + " | ".join(c for c, _ in cols) + " |"
     rule = "|" + "---|" * (len(cols) + 1)
     row = f"| {decomposition} | " + " | ".join(_cell(results, k) for _, k in cols) + " |"
