@@ -34,6 +34,17 @@ def use_store(mp: pytest.MonkeyPatch, uri: str, folder: Path) -> None:
     mlflow.set_tracking_uri(uri)
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test leaves os.environ as it found it: in-process runs export MLFLOW_EXPERIMENT_ID
+    (mlflow.set_experiment does), and a later test's subprocess would otherwise log into that experiment."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 @pytest.fixture
 def mlflow_env(tmp_path, monkeypatch):
     """A fresh sqlite store, work folder and data cache in tmp_path; cwd is tmp_path."""

@@ -52,10 +52,22 @@ def test_two_identical_commands_at_once_train_each_step_once(mlflow_env):
     assert _claims() == []
 
 
-def test_a_claim_whose_holder_was_sigkilled_is_taken_over_and_resumed(mlflow_env):
+def test_a_claim_whose_holder_was_sigkilled_is_taken_over_and_resumed(mlflow_env, tmp_path, monkeypatch):
+    """Behind `mlflow server`: the frozen processes then hold no lock on the store the test reads."""
+    import mlflow
+
+    from conftest import mlflow_server
+
+    with mlflow_server(tmp_path) as url:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        mlflow.set_tracking_uri(url)
+        _sigkilled_holder_taken_over()
+
+
+def _sigkilled_holder_taken_over() -> None:
     args = ["--executor", "process", "--epochs", "20", "--n-train", "96", "--n-val", "32"]
     proc = _full(args)
-    victim = _wait_for_epoch("train_local/00", 0, proc)
+    victim = _wait_for_epoch("train_local/00", 1, proc)  # epoch 0's checkpoint is written before epoch 1 runs
     driver = psutil.Process(proc.pid)
     tree = [driver, *driver.children(recursive=True)]
     for p in tree:  # freeze the command and its training: the state below cannot move on
@@ -67,7 +79,7 @@ def test_a_claim_whose_holder_was_sigkilled_is_taken_over_and_resumed(mlflow_env
     proc.communicate()
     for p in tree[1:]:
         p.resume()
-    gone, alive = psutil.wait_procs(tree[1:], timeout=120)  # an orphaned trainer stops by itself
+    gone, alive = psutil.wait_procs(tree[1:], timeout=600)  # an orphaned trainer stops by itself
     assert alive == []
     assert {m.tags["pid"] for m in _claims()} == {str(proc.pid)}  # the dead holder's claims are still there
 

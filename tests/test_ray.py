@@ -39,7 +39,7 @@ def local_ray(server, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         use_store(mp, server, tmp)
         ray.shutdown()
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)  # never an earlier cluster of this machine
         yield server
         ray.shutdown()
 
@@ -55,7 +55,7 @@ def _children(parent_id: str, exp: str) -> dict:
 
 
 def _full(executor: str, experiment: str, monkeypatch) -> dict:
-    from ddmlflow.pipeline.full import run_full
+    from ddmlflow.commands.full import run_full
 
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
     opts = parse_options(FullOptions, executor=executor, gpus="none", registered_model_name="-", max_parallel="2")
@@ -207,7 +207,7 @@ def test_a_killed_task_is_retried_and_resumes(decomposed):
 
 
 def test_a_failing_local_fails_alone_and_the_parent_says_why(decomposed):
-    from ddmlflow.pipeline.full import StepsFailed, _train_all
+    from ddmlflow.commands.full import StepsFailed, _train_all
     from ddmlflow.tracking import REASON_TAG, create_child, step_run
 
     exp, dec = decomposed
@@ -243,6 +243,7 @@ def test_two_nodes_share_the_fan_out_and_a_lost_node_is_retried_elsewhere(server
         env = {**os.environ, "MLFLOW_TRACKING_URI": server, "MLFLOW_EXPERIMENT_NAME": "two-nodes",
                "DDMLFLOW_WORK": str(tmp_path / "driver")}
         env.pop("MLFLOW_RUN_ID", None)
+        env.pop("MLFLOW_EXPERIMENT_ID", None)  # it would take precedence over the experiment named here
         cmd = [sys.executable, "-m", "ddmlflow.cli", "full", "--executor", "ray", "--ray-address", cluster.address,
                "--global", "false", "--gpus", "none", "--registered-model-name", "-", "--n-train", "120",
                "--n-val", "60", "--epochs", "3", "--coarse-epochs", "1"]
