@@ -150,7 +150,7 @@ def route(name: str, a) -> dict:
     dec, k = prep.decomposition, prep.num_classes
     out: dict = {}
     if name in ("global", "global_threads", "process", "packed"):
-        from ddmlflow.packing import threads
+        from ddmlflow.devices import threads
 
         out["s_per_epoch"] = route_seconds(name.removesuffix("_threads"), p, cfg, prep)
         out["tf_threads"] = threads()

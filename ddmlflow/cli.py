@@ -60,7 +60,8 @@ def _run_args(p: argparse.ArgumentParser, config: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """One subcommand per registered step, plus ``full`` and the tools; options derived from the schema."""
     from .config import add_options
-    from .steps import COMMANDS, STEPS
+    from .commands import COMMANDS
+    from .steps import STEPS
 
     p = _Parser(prog="ddmlflow", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -121,8 +122,8 @@ def _open_run(a: argparse.Namespace, cfg, name: str, step: str) -> str:
 
 
 def _run_step(a: argparse.Namespace) -> int:
-    from .steps import STEPS
-    from .tracking import say, step_run, trains, ui_link
+    from .steps import STEPS, trains
+    from .tracking import say, step_run, ui_link
 
     step = STEPS[a.step]
     cfg = _config(a)
@@ -137,7 +138,7 @@ def _run_step(a: argparse.Namespace) -> int:
 def _run_command(a: argparse.Namespace) -> int:
     """A chain (``full``, ...): options checked first, then one parent run (given by ``mlflow run``, or new)."""
     from .config import options, parse_options
-    from .steps import COMMANDS
+    from .commands import COMMANDS
 
     c = COMMANDS[a.chain]
     cfg = _config(a) if c.config else None
@@ -288,7 +289,8 @@ def _open_as_intended(launcher: str, argv: list[str]) -> str:
     parameters that were valid."""
     from . import describe
     from .config import RunConfig, TrackingOptions, options, resolve
-    from .steps import COMMANDS, STEPS
+    from .commands import COMMANDS
+    from .steps import STEPS
     from .tracking import open_run
 
     a, _ = build_parser().parse_known_args(argv)

@@ -96,8 +96,6 @@ def process_tags(device: str) -> dict[str, str]:
     """Where and how a training ran: device, ``CUDA_VISIBLE_DEVICES``, TensorFlow's threads and CPU
     kernels, and the process id (the packed executor trains the CPU's non-local jobs in the driver,
     the locals in a worker)."""
-    from .packing import threads
-
     import socket
 
     import psutil
@@ -105,6 +103,14 @@ def process_tags(device: str) -> dict[str, str]:
     return {PROCESS_DEVICE_TAG: device, CUDA_VISIBLE_DEVICES_TAG: os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
             TF_THREADS_TAG: threads(), ONEDNN_TAG: onednn(), PID_TAG: str(os.getpid()),
             PID_STARTED_TAG: f"{psutil.Process().create_time():.2f}", HOST_TAG: socket.gethostname()}
+
+
+def threads() -> str:
+    """This process's TensorFlow threads, as logged with a packed group (0: TensorFlow's default)."""
+    import tensorflow as tf
+
+    return (f"intra_op={tf.config.threading.get_intra_op_parallelism_threads()},"
+            f"inter_op={tf.config.threading.get_inter_op_parallelism_threads()}")
 
 
 DRIVER_ENV = "DDMLFLOW_DRIVER_PID"

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 from .config import RunConfig, TrackingOptions, options
-from .steps import COMMANDS, STEPS
+from .commands import COMMANDS
+from .steps import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = """\

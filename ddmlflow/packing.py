@@ -46,6 +46,7 @@ import numpy as np
 
 from . import models
 from .checkpoint import EarlyStop, epoch_order, load_state, quiet, save_state, shuffled_batches, training_state
+from .devices import threads
 from .training import EPOCH_METRICS, FitConfig, compile_model, seed_everything
 
 VAL_BATCH = 256
@@ -78,14 +79,6 @@ def configure_threads() -> str | None:
     except RuntimeError:  # TensorFlow already started: keep its threads
         return None
     return threads()
-
-
-def threads() -> str:
-    """This process's TensorFlow threads, as logged with a packed group (0: TensorFlow's default)."""
-    import tensorflow as tf
-
-    return (f"intra_op={tf.config.threading.get_intra_op_parallelism_threads()},"
-            f"inter_op={tf.config.threading.get_inter_op_parallelism_threads()}")
 
 
 @dataclass

@@ -22,8 +22,8 @@ from . import describe, keys
 from .claims import alive, claims
 from .config import RunConfig, key_params
 from .tags import BOX_TAG, HOST_TAG, KEY_CODE_TAG, PID_STARTED_TAG, PID_TAG
-from .tracking import (KEY_TAG, PARENT_TAG, SUCCESSOR_TAG, create_child, end_run, find_run, retry, say, step_run,
-                       trains)
+from .steps import trains
+from .tracking import KEY_TAG, PARENT_TAG, SUCCESSOR_TAG, create_child, end_run, find_run, retry, say, step_run
 
 # Code each step runs beyond its own module's imports: the engines that may train it.
 TRAINING_CODE = ("pipeline.packed", "executors.worker")
@@ -36,7 +36,7 @@ def code_roots(step: str) -> tuple[str, ...]:
     if step in STEPS:
         module = STEPS[step].func.split(":")[0]
         return (module, *TRAINING_CODE) if STEPS[step].training else (module,)
-    return {"full": ("pipeline.full", *TRAINING_CODE)}.get(step, ("pipeline.tune", "tuning", "tuning_worker"))
+    return {"full": ("commands.full", *TRAINING_CODE)}.get(step, ("commands.tune", "tuning", "tuning_worker"))
 
 
 def config_params(cfg: RunConfig) -> dict[str, str]:

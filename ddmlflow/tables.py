@@ -1,5 +1,5 @@
 """Paper-style tables and their pieces (figures: ``ddmlflow.figures``; the ``report`` command that
-writes them out: ``ddmlflow.pipeline.report``).
+writes them out: ``ddmlflow.commands.report``).
 
 - ``results_table``: KLW Table 3 layout (val accuracy, train in brackets), with the
   KLW-TL Table 2 columns (avg. prob., maj. vote) and any further strategies.

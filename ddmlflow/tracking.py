@@ -194,14 +194,6 @@ def monitor_system(run_ids: list[str]) -> Iterator[None]:
                     m.mlflow_logger.flush()
 
 
-def trains(step: str) -> bool:
-    """Steps that fit a network get system metrics (the registry's trainings and the coarse net)."""
-    from .steps import STEPS
-
-    s = STEPS.get(step)
-    return s is not None and (s.training or s.name.startswith("train_"))
-
-
 def logged_steps(run_id: str, metric: str) -> set[int]:
     """Epochs already in a run's history, so a resumed run logs each epoch exactly once."""
     return {m.step for m in retry(MlflowClient().get_metric_history, run_id, metric)}

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         params = json.loads(a.config)
         cfg = resolve(params.pop("preset", ""), **params)
         box = None if a.box == "global" else int(a.box)
-        from .pipeline.tune import tune_network
+        from .commands.tune import tune_network
 
         with step_run(a.run_id):
             tune_network(cfg, a.decompose_run, box, TuneOptions.from_json(a.options))

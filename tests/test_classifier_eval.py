@@ -39,7 +39,7 @@ def test_per_class_precision_recall_f1():
 
 def test_the_results_table_and_the_report_name_compose_alike():
     """One label map: the `compose` strategy's column is Gu et al.'s GNet-T-trained everywhere."""
-    from ddmlflow.pipeline import report
+    from ddmlflow.commands import report
 
     text = results_table({"val_accuracy/compose": 0.7, "train_accuracy/compose": 0.8}, "2x2", ("coherent", "compose"))
     head, rows = md_table(text)

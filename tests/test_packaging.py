@@ -74,7 +74,7 @@ def test_every_step_is_reachable_from_cli_mlproject_and_full():
 def test_full_walks_every_selected_registry_step(monkeypatch):
     """`full` with every strategy visits every registry step (a strategy added to the registry runs)."""
     from ddmlflow.config import FullOptions, parse_options
-    from ddmlflow.pipeline import full
+    from ddmlflow.commands import full
     from ddmlflow.steps import STEPS, STRATEGIES
 
     opts = parse_options(FullOptions, strategies=",".join(STRATEGIES))

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from ddmlflow import config, experiments, paper_values
 from ddmlflow.errors import InputError
 from ddmlflow.experiments import Budget
-from ddmlflow.pipeline.reproduce import configurations
+from ddmlflow.commands.reproduce import configurations
 
 TINY = Budget("smoke", n_train=120, n_val=60, epochs=1, coarse_epochs=1, patience=0, note="test")
 
@@ -56,8 +56,8 @@ def test_missing_data_names_where_to_get_it(tmp_path):
 
 @pytest.mark.slow
 def test_reproduce_then_rerun_reuses_and_report_reads_the_store(mlflow_env, tmp_path):
-    from ddmlflow.pipeline.reproduce import reproduce
-    from ddmlflow.pipeline.report import report
+    from ddmlflow.commands.reproduce import reproduce
+    from ddmlflow.commands.report import report
 
     out = reproduce("shapes2d", TINY, out_dir=tmp_path / "r1")
     client = MlflowClient()

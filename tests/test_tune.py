@@ -49,7 +49,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def tuned(store, cfg):
-    from ddmlflow.pipeline.tune import tune
+    from ddmlflow.commands.tune import tune
 
     with mlflow.start_run(run_name="tune") as parent:  # the two local searches run side by side
         out = tune(cfg, target="all", tuner="random", max_trials=2, epochs=1, max_parallel=2)
@@ -111,7 +111,7 @@ def test_cost_figures_logged(tuned):
 
 @pytest.mark.slow
 def test_rerun_reuses_finished_searches(tuned, cfg):
-    from ddmlflow.pipeline.tune import tune
+    from ddmlflow.commands.tune import tune
 
     with mlflow.start_run(run_name="tune again"):
         again = tune(cfg, target="all", tuner="random", max_trials=2, epochs=1)
@@ -186,7 +186,7 @@ def test_user_space_file_json_and_yaml(tmp_path):
 @pytest.mark.parametrize("tuner", ["grid", "bayesian", "hyperband"])
 def test_other_tuners_on_the_coarse_net(tuned, cfg, tuner, tmp_path):
     """Every keras-tuner tuner runs through the same tracked path (coarse net: cheap)."""
-    from ddmlflow.pipeline.tune import tune
+    from ddmlflow.commands.tune import tune
 
     (tmp_path / "s.json").write_text(json.dumps({"coarse": {"hidden": [[16], [32, 16]], "learning_rate": [1e-3, 1e-2]}}))
     local_runs = [tuned["runs"]["local/00"], tuned["runs"]["local/01"]]
@@ -205,7 +205,7 @@ def test_other_tuners_on_the_coarse_net(tuned, cfg, tuner, tmp_path):
 @pytest.mark.slow
 def test_all_trials_failing_is_an_error_with_the_reason(tuned, cfg, monkeypatch):
     """keras-tuner 1.4.8 fails every TF trial without tensorboard: that must not pass as an empty result."""
-    from ddmlflow.pipeline.tune import tune_coarse
+    from ddmlflow.commands.tune import tune_coarse
     from ddmlflow.tracking import step_run
     from ddmlflow.tuning import TuneFailed, parse_options
 
@@ -226,7 +226,7 @@ def test_all_trials_failing_is_an_error_with_the_reason(tuned, cfg, monkeypatch)
 @pytest.mark.slow
 def test_killed_search_resumes_without_repeating_finished_trials(tuned, cfg, store):
     """SIGKILL a search while trial 1 runs; rerunning it keeps trial 0 and its run, and finishes trial 1."""
-    from ddmlflow.pipeline.tune import tune_network
+    from ddmlflow.commands.tune import tune_network
     from ddmlflow.tracking import step_run, work_dir
     from ddmlflow.tuning import parse_options
 
@@ -273,7 +273,7 @@ def test_the_coarse_search_stops_on_coarse_patience_like_train_coarse(tuned, cfg
     import dataclasses
 
     import ddmlflow.tuning as tuning
-    from ddmlflow.pipeline.tune import tune_coarse
+    from ddmlflow.commands.tune import tune_coarse
 
     seen = {}
 

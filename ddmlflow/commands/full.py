@@ -221,7 +221,7 @@ def run_and_close(executor, jobs: list[Job], progress, what: str, hint: str) -> 
 
 def run_full(cfg: RunConfig, opts: FullOptions, run_id: str = "", track=None) -> dict:
     """``full`` from Python as from the command line: a parent run (given, or new), then every step."""
-    from ..steps import COMMANDS
+    from . import COMMANDS
 
     return COMMANDS["full"].run(cfg, opts, run_id, track)
 

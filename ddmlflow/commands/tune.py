@@ -33,7 +33,7 @@ from ..tags import BEST_TRIAL_RUN_TAG, BEST_TRIAL_TAG, NETWORK_TAG, SUBDOMAIN_TA
 from ..tracking import log_params, retry, say, work_dir
 from ..reuse import Reuse
 from .full import run_and_close
-from .tune_cost import log_costs
+from ..pipeline.tune_cost import log_costs
 
 TARGETS = ("global", "locals", "coarse", "all")
 
@@ -70,7 +70,7 @@ def tune(cfg: RunConfig, target: str = "all", tuner: str = "random", max_trials=
     t0 = time.time()
     runs: dict[str, str] = {}
     if target != "coarse":
-        from .decompose import decompose
+        from ..pipeline.decompose import decompose
 
         dec = steps.inline("decompose", "decompose", {}, decompose, cfg)
         n = int(retry(mlflow.get_run, dec).data.params["n_boxes"])
@@ -129,8 +129,8 @@ def tune_network(cfg: RunConfig, decompose_run: str, box: int | None, opts) -> d
     from ..devices import configure_tensorflow
     from ..training import seed_everything
     from ..tuning import NetworkHyperModel, default_space, search
-    from .prepared import load_prepared
-    from .train import fit_config
+    from ..pipeline.prepared import load_prepared
+    from ..pipeline.train import fit_config
 
     configure_tensorflow()
     seed = cfg.seed + (0 if box is None else 1 + box)
@@ -159,7 +159,7 @@ def tune_coarse(cfg: RunConfig, local_runs: list[str], opts) -> dict:
     from ..models import build_coarse
     from ..training import FitConfig, seed_everything
     from ..tuning import NetworkHyperModel, default_space, search
-    from .coarse import coarse_inputs
+    from ..pipeline.coarse import coarse_inputs
 
     seed_everything(cfg.seed)
     f, y, fv, yv, k = coarse_inputs(local_runs)
@@ -182,7 +182,7 @@ def _finish(result: dict, name: str, x, xv) -> dict:
     """Log the search's best values, costs and the best model's probabilities into the active run."""
     from ..profiling import flops_exact
     from ..training import predict_probs
-    from .train import log_probs
+    from ..pipeline.train import log_probs
 
     model = result.pop("model")
     log_probs(predict_probs(model, x), predict_probs(model, xv))

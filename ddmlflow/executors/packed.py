@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import Job, OnChange, Result, attempt, progress_counts
+from .base import Job, OnChange, Result, attempt, progress_counts
 from .process import child_env, reason, terminate
 from .worker import LOG, READY, SPEC, STATUS
 

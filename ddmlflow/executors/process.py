@@ -14,7 +14,7 @@ import time
 
 from ..console import VERBOSE_ENV
 from ..devices import DRIVER_ENV
-from . import Job, OnChange, Result, progress_counts
+from .base import Job, OnChange, Result, progress_counts
 
 
 def child_env(device: str, extra: dict[str, str]) -> dict[str, str]:

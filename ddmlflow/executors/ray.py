@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..console import VERBOSE_ENV
 from ..errors import InputError
-from . import Job, OnChange, Result, progress_counts
+from .base import Job, OnChange, Result, progress_counts
 
 
 def check(address: str, tracking_uri: str, gpus: tuple[str, ...] = ()) -> None:

@@ -88,7 +88,7 @@ def main(folder: str) -> int:
 
     from ..config import resolve
     from ..tracking import say
-    from . import attempt
+    from .base import attempt
 
     jobs, then, status = spec["jobs"], spec.get("then", ""), folder / STATUS
     for j in jobs:
