@@ -14,7 +14,8 @@ the tied class with the highest average probability over all locals, is
 """
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -51,3 +52,23 @@ def majority_vote(probs: np.ndarray | Sequence[np.ndarray], tie_break: str = "ma
     else:
         score = p.mean(axis=0)
     return np.where(candidates, score, -np.inf).argmax(axis=1)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One aggregation of the local probabilities (N, n, K), as ``evaluate`` compares it with the coarse net."""
+
+    fn: Callable[[np.ndarray], np.ndarray]
+    label: str            # its name in the tables and the report (the papers' wording)
+    probabilities: bool   # ``fn`` returns (n, K) probabilities; else (n,) labels
+
+    def labels(self, probs) -> np.ndarray:
+        out = self.fn(probs)
+        return out.argmax(axis=1) if self.probabilities else out
+
+
+# Every aggregation rule, in the tables' order. A new rule: its function above and one line here.
+RULES: dict[str, Rule] = {
+    "avg_prob": Rule(average_probability, "avg. prob.", probabilities=True),
+    "majority_vote": Rule(majority_vote, "maj. vote", probabilities=False),
+}

@@ -8,13 +8,15 @@ writes them out: ``ddmlflow.commands.report``).
 """
 from __future__ import annotations
 
+from .aggregate import RULES
+
 # The display name of every method, strategy and result column, in the papers' wording (KLW, KLW-TL, Gu et al.).
 # The one map: the results table, the report and the classifier evaluation all take their labels from it.
 # ``compose`` is Gu et al.'s composition; its run's accuracy is that of the composed net after further training,
 # their GNet-T-trained (``gnet_t``: the composed net before it, ``gnet_r_trained``: the global net from random
 # weights; see ``pipeline.strategies.compose_step``).
 LABELS = {"global": "global CNN", "local_mean": "local avg", "local_min": "local min", "local_max": "local max",
-          "avg_prob": "avg. prob.", "majority_vote": "maj. vote", "cnn_dnn": "CNN-DNN", "coherent": "CNN-DNN-coherent",
+          **{name: rule.label for name, rule in RULES.items()}, "cnn_dnn": "CNN-DNN", "coherent": "CNN-DNN-coherent",
           "transfer": "CNN-DNN-transfer", "compose": "GNet-T-trained", "speedup": "speedup",
           "gnet_t": "GNet-T", "gnet_t_trained": "GNet-T-trained", "gnet_r_trained": "GNet-R-trained"}
 
@@ -28,7 +30,7 @@ def _cell(results: dict, key: str) -> str:
 
 def results_table(results: dict, decomposition: str, strategies: tuple[str, ...] = ()) -> str:
     """Markdown table: validation accuracy, training accuracy in brackets."""
-    keys = ["global", "local_mean", "local_min", "local_max", "avg_prob", "majority_vote", "cnn_dnn"]
+    keys = ["global", "local_mean", "local_min", "local_max", *RULES, "cnn_dnn"]
     keys += [s for s in strategies if s != "cnn_dnn"]
     cols = [(LABELS.get(k, k), k) for k in keys]
     head = "| Decomp. | " + " | ".join(c for c, _ in cols) + " |"

@@ -19,9 +19,10 @@ if TYPE_CHECKING:
     import keras
 
 # The network names, readable without importing Keras (the config check uses them).
-MODELS: tuple[str, ...] = ("vgg3", "vgg9", "resnet20", "resnet20a", "cnn3d")
+# A new network: its module and one line here ("module:function" inside ddmlflow.models).
 _BUILDERS = {"vgg3": "vgg:build_vgg3", "vgg9": "vgg:build_vgg9", "resnet20": "resnet:build_resnet20",
              "resnet20a": "resnet:build_resnet20a", "cnn3d": "cnn3d:build_cnn3d"}
+MODELS: tuple[str, ...] = tuple(_BUILDERS)
 _LAZY = {"build_coarse": "coarse", "output_units": "layers"}  # Keras-backed, imported on first use
 
 LOCAL_FORMS: frozenset[str] = frozenset({"vgg9"})  # models whose KLW local net has its own form

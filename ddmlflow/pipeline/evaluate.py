@@ -38,8 +38,8 @@ def compare(y: np.ndarray, local: list[np.ndarray], cnn_dnn: np.ndarray, glob: n
     """Accuracy of every way to classify one split (labels ``y``)."""
     accs = [accuracy(p, y) for p in local]
     out = {"local_mean": float(np.mean(accs)), "local_min": float(np.min(accs)), "local_max": float(np.max(accs)),
-           "cnn_dnn": accuracy(cnn_dnn, y), "avg_prob": accuracy(aggregate.average_probability(local), y),
-           "majority_vote": float(np.mean(aggregate.majority_vote(local) == y))}
+           "cnn_dnn": accuracy(cnn_dnn, y),
+           **{name: float(np.mean(rule.labels(local) == y)) for name, rule in aggregate.RULES.items()}}
     if glob is not None:
         out["global"] = accuracy(glob, y)
     for name, p in (extra or {}).items():
@@ -90,8 +90,8 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
         retry(mlflow.log_metrics, results)
     vp = [p[1] for p in local]
     methods = [Method.from_probs("cnn_dnn", coarse[1], uri and uri.split("/", 1)[1]),
-               Method.from_probs("avg_prob", aggregate.average_probability(vp)),
-               Method("majority_vote", aggregate.majority_vote(vp))]
+               *(Method.from_probs(name, rule.fn(vp)) if rule.probabilities else Method(name, rule.fn(vp))
+                 for name, rule in aggregate.RULES.items())]
     if glob is not None:
         methods.append(Method.from_probs("global", glob[1], get_run(global_run).data.tags.get(MODEL_ID_TAG)))
     evaluate_classifiers(yv, methods, prep.class_names, f"{prep.dataset}-val", art,
