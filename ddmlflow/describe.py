@@ -8,6 +8,8 @@ for the parent, what came out of it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import re
 
 from .tags import DATASET_TAG, DECOMPOSITION_TAG, MODEL_TAG, OVERLAP_TAG, PRESET_TAG
@@ -84,17 +86,35 @@ def decompose_note(cfg, image_shape, n_boxes: int, n_train: int, n_val: int, num
             "run of this tree reads them.\n")
 
 
-def training_note(params: dict, device: str, n_train: int, n_val: int) -> str:
-    """What one training run saw: box, input shape, width divisor, device, sample counts."""
-    box = params.get("box", "")
-    if params.get("strategy"):
-        what = f"the `{params['strategy']}` strategy on whole images"
-    elif "local_runs" in params and not box:
-        what = f"the coarse net on the probabilities of {len(params['local_runs'].split(','))} local nets"
-    elif box in ("", "global"):
-        what = "the global CNN on whole images"
-    else:
-        what = f"the local CNN of box {box}, pixels {bounds(params.get('box_bounds', ''))} (rows:cols[:depth])"
+@dataclass(frozen=True)
+class Role:
+    """What a training run trains, passed by the step that trains it (never inferred from its parameters)."""
+
+    kind: str                # global | local | coarse | strategy
+    box: int | None = None   # local: its box index
+    box_bounds: str = ""     # local: its box as logged, e.g. "(0, 0, 20, 20)"
+    strategy: str = ""       # strategy: its name (coherent, transfer, compose)
+    n_locals: int = 0        # coarse: how many local nets it reads
+
+    @property
+    def model_name(self) -> str:
+        """The logged model's name: ``global``, ``local_03``, ``coarse`` or the strategy."""
+        return f"local_{self.box:02d}" if self.kind == "local" else self.strategy or self.kind
+
+    @property
+    def what(self) -> str:
+        if self.kind == "strategy":
+            return f"the `{self.strategy}` strategy on whole images"
+        if self.kind == "coarse":
+            return f"the coarse net on the probabilities of {self.n_locals} local nets"
+        if self.kind == "local":
+            return f"the local CNN of box {self.box}, pixels {bounds(self.box_bounds)} (rows:cols[:depth])"
+        return "the global CNN on whole images"
+
+
+def training_note(role: Role, params: dict, device: str, n_train: int, n_val: int) -> str:
+    """What one training run saw: its role, input shape, width divisor, device, sample counts."""
+    what = role.what
     shape = params.get("input_shape", "")
     return (f"Trained {what}" + (f"; input shape {shape}" if shape else "")
             + (f", widths divided by {params['effective_width_divisor']}" if "effective_width_divisor" in params

@@ -17,6 +17,7 @@ from ..models import build_coarse
 from ..models.cnn_dnn import coarse_features
 from ..tracking import get_run, log_params, logged_steps, work_dir
 from ..training import FitConfig, fit, seed_everything
+from ..describe import Role
 from .finish import finish_training
 from .train import load_probs
 
@@ -53,7 +54,8 @@ def train_coarse(cfg: RunConfig, local_runs: list[str]) -> None:
                    optimizer=cfg.optimizer, patience=cfg.coarse_patience, seed=cfg.seed)
     summary = fit(net, data, k, fc, checkpoint_dir=work_dir("checkpoints", run_id),
                   skip_epochs=logged_steps(run_id, "loss"))
-    finish_training(net, (f, y, fv, yv), summary, batch_size=cfg.coarse_batch_size)
+    finish_training(net, (f, y, fv, yv), summary, Role("coarse", n_locals=len(local_runs)),
+                    batch_size=cfg.coarse_batch_size)
 
 
 def coarse_inputs(local_runs: list[str]) -> tuple:

@@ -18,7 +18,7 @@ import numpy as np
 from mlflow.data.dataset_source import DatasetSource
 
 from .. import profiling
-from ..describe import bounds, training_note
+from ..describe import Role, bounds, training_note
 from ..devices import configure_tensorflow
 from ..serving import log_keras_model
 from ..tags import DEVICE_TAG, MODEL_ID_TAG, NAMESPACE, NOTE_TAG
@@ -26,12 +26,13 @@ from ..tracking import retry
 from ..training import accuracy, predict_probs
 
 
-def finish_training(net, data: tuple, summary: dict, batch_size: int = 32, extra: dict | None = None,
+def finish_training(net, data: tuple, summary: dict, role: Role, batch_size: int = 32, extra: dict | None = None,
                     profile: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """In the active run: metrics, ``probs.npz`` and the model of a trained ``net``; returns its probabilities.
 
     ``data`` is (x, y, x_val, y_val) as the net sees it; ``summary`` is ``training.fit``'s
-    (``train_time_s``, ``epochs_run``); ``extra`` metrics are logged with the others.
+    (``train_time_s``, ``epochs_run``); ``role`` says what the net is; ``extra`` metrics are logged
+    with the others.
     """
     x, y, xv, yv = data
     p_train, p_val = predict_probs(net, x), predict_probs(net, xv)
@@ -45,9 +46,9 @@ def finish_training(net, data: tuple, summary: dict, batch_size: int = 32, extra
                         "flops_exact": prof["flops_exact"], "eval_time_ms": prof["tteval_ms"]})
     params = retry(mlflow.MlflowClient().get_run, mlflow.active_run().info.run_id).data.params
     device = configure_tensorflow()
-    seen = log_datasets(params, data)
+    seen = log_datasets(role, params, data)
     tags = {k: v for k, v in mlflow.active_run().data.tags.items() if k.startswith(NAMESPACE) and "key" not in k}
-    uri = log_keras_model(net, np.asarray(x[:2], dtype="float32"), name=model_name(params), params=params,
+    uri = log_keras_model(net, np.asarray(x[:2], dtype="float32"), name=role.model_name, params=params,
                           tags={**tags, DEVICE_TAG: device})
     model_id = uri.split("/", 1)[1]  # models:/<model id>: the run's logged model
     final = {k: metrics.pop(k) for k in ("final_train_accuracy", "final_val_accuracy")}
@@ -56,18 +57,8 @@ def finish_training(net, data: tuple, summary: dict, batch_size: int = 32, extra
         retry(mlflow.log_metric, key, value, model_id=model_id, dataset=ds)
     log_probs(p_train, p_val)
     mlflow.set_tags({DEVICE_TAG: device, MODEL_ID_TAG: model_id,
-                     NOTE_TAG: training_note(params, device, len(y), len(yv))})
+                     NOTE_TAG: training_note(role, params, device, len(y), len(yv))})
     return p_train, p_val
-
-
-def model_name(params: dict) -> str:
-    """The logged model's name: ``global``, ``local_03``, ``coarse`` or the strategy."""
-    box = params.get("box", "")
-    if params.get("strategy"):
-        return params["strategy"]
-    if "local_runs" in params and not box:
-        return "coarse"
-    return "global" if box in ("", "global") else f"local_{int(box):02d}"
 
 
 class DataSource(DatasetSource):
@@ -99,7 +90,7 @@ class DataSource(DatasetSource):
         return cls(**source_dict)
 
 
-def log_datasets(params: dict, data: tuple) -> tuple:
+def log_datasets(role: Role, params: dict, data: tuple) -> tuple:
     """Log the training and validation data as the net saw them (crop, features) as MLflow datasets.
 
     The digest is computed from the arrays themselves, so two runs that saw the same
@@ -115,12 +106,11 @@ def log_datasets(params: dict, data: tuple) -> tuple:
         origin = {"generator": f"ddmlflow.data.generated:{name}", "seed": params.get("seed")}
     else:
         origin = {"download": name}
-    box = params.get("box", "")
-    if "local_runs" in params and not box and not params.get("strategy"):
+    if role.kind == "coarse":
         name, origin = f"{name}:coarse-features", {"local_runs": params["local_runs"]}
-    elif box not in ("", "global"):
-        name = f"{name}:box{int(box):02d}[{bounds(params.get('box_bounds', ''))}]"
-        origin["box"] = bounds(params.get("box_bounds", ""))
+    elif role.kind == "local":
+        name = f"{name}:box{role.box:02d}[{bounds(role.box_bounds)}]"
+        origin["box"] = bounds(role.box_bounds)
     origin.update(decompose_run=params.get("decompose_run"), image_size=params.get("image_size"))
     out = []
     for split, (f, t) in (("training", (x, y)), ("validation", (xv, yv))):

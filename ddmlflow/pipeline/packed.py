@@ -18,6 +18,7 @@ from ..config import RunConfig
 from ..devices import configure_tensorflow, process_tags
 from ..tags import EXECUTOR_TAG, GROUP_TAG, SUBDOMAIN_TAG
 from ..tracking import monitor_system, retry, say, step_run, work_dir
+from ..describe import Role
 from .finish import finish_training
 from .prepared import load_prepared
 
@@ -54,4 +55,4 @@ def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], ru
     for box, run_id, r in zip(boxes, run_ids, results):
         with step_run(run_id, system_metrics=False):
             finish_training(r.model, prep.box(box), {"train_time_s": r.group_train_time_s, "epochs_run": r.epochs_run},
-                            batch_size=cfg.batch_size, extra={"group_train_time_s": r.group_train_time_s})
+                            Role("local", box, str(prep.decomposition.boxes[box])), batch_size=cfg.batch_size, extra={"group_train_time_s": r.group_train_time_s})

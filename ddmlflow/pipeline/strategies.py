@@ -39,6 +39,7 @@ from ..tags import STRATEGY_TAG
 from ..tracking import log_params, logged_steps, retry, say, work_dir
 from ..training import FitConfig, accuracy, fit, predict_probs, seed_everything
 from .prepared import Prepared, load_prepared
+from ..describe import Role
 from .finish import finish_training
 from .train import fit_config, load_keras, load_probs
 
@@ -51,7 +52,7 @@ def train_coherent(cfg: RunConfig, decompose_run: str) -> None:
     prep = _start(cfg, "coherent", {"decompose_run": decompose_run})
     net = build_coherent_from_scratch(cfg.model, prep.decomposition, prep.num_classes, cfg.width_divisor,
                                       cfg.coarse_hidden, cfg.coarse_dropout)
-    _train_and_log(net, prep, fit_config(cfg, cfg.seed, prep.augment))
+    _train_and_log(net, prep, fit_config(cfg, cfg.seed, prep.augment), "coherent")
 
 
 def transfer(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_run: str | None = None,
@@ -81,7 +82,7 @@ def transfer(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
         init["val_accuracy_two_step"] = accuracy(load_probs(coarse_run)[1], prep.y_val)
     retry(mlflow.log_metrics, init)
     say(f"transfer: validation accuracy before further training {init['val_accuracy_init']:.4f}")
-    _train_and_log(net, prep, fit_config(cfg, cfg.seed, prep.augment))
+    _train_and_log(net, prep, fit_config(cfg, cfg.seed, prep.augment), "transfer")
 
 
 def compose_step(cfg: RunConfig, decompose_run: str) -> None:
@@ -131,7 +132,8 @@ def compose_step(cfg: RunConfig, decompose_run: str) -> None:
                                "subnets_train_time_s": float(np.sum(sub_times))})
     further = scheduled(replace(fit_config(cfg, cfg.seed, prep.augment),
                                 learning_rate=cfg.learning_rate * FURTHER_LR_FACTOR), lr_schedules.GC_FURTHER)
-    summary = _train_and_log(net, prep, further, earlier_time_s=float(np.sum(sub_times)))  # step 5: GNet-T-trained
+    # step 5: GNet-T-trained
+    summary = _train_and_log(net, prep, further, "compose", earlier_time_s=float(np.sum(sub_times)))
     retry(mlflow.log_metric, "train_time_parallel_s", float(np.max(sub_times)) + summary["train_time_s"])
     _gnet_r(cfg, prep, lambda fc: scheduled(fc, lr_schedules.GC_GLOBAL))
 
@@ -156,7 +158,7 @@ def _start(cfg: RunConfig, strategy: str, inputs: dict) -> Prepared:
     return load_prepared(inputs["decompose_run"])
 
 
-def _train_and_log(net, prep: Prepared, fc: FitConfig, earlier_time_s: float = 0.0) -> dict:
+def _train_and_log(net, prep: Prepared, fc: FitConfig, strategy: str, earlier_time_s: float = 0.0) -> dict:
     """Fit on whole images (per-epoch metrics, resumable), then log the run's standard outputs.
 
     ``train_time_s`` includes ``earlier_time_s``, the training before this fit (GC's sub-networks).
@@ -166,5 +168,5 @@ def _train_and_log(net, prep: Prepared, fc: FitConfig, earlier_time_s: float = 0
     summary = fit(net, (x, y, xv, yv), prep.num_classes, fc, checkpoint_dir=work_dir("checkpoints", run_id),
                   skip_epochs=logged_steps(run_id, "loss"))
     finish_training(net, (x, y, xv, yv), {**summary, "train_time_s": earlier_time_s + summary["train_time_s"]},
-                    batch_size=fc.batch_size)
+                    Role("strategy", strategy=strategy), batch_size=fc.batch_size)
     return summary

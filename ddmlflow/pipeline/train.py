@@ -17,6 +17,7 @@ from ..devices import configure_tensorflow, process_tags
 from ..tags import MODEL_ID_TAG, MODEL_URI_TAG, SUBDOMAIN_TAG
 from ..tracking import log_params, logged_steps, work_dir
 from ..training import FitConfig, fit, seed_everything
+from ..describe import Role
 from .finish import finish_training, log_probs  # noqa: F401 - log_probs: part of this step's API
 from .prepared import load_prepared
 
@@ -56,7 +57,8 @@ def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
     train_x = prep.augmented_train(box, fc) if prep.augment else data[0]
     summary = fit(net, (train_x, *data[1:]), prep.num_classes, fc,
                   checkpoint_dir=work_dir("checkpoints", run_id), skip_epochs=logged_steps(run_id, "loss"))
-    finish_training(net, data, summary, batch_size=cfg.batch_size)
+    role = Role("global") if box is None else Role("local", box, str(prep.decomposition.boxes[box]))
+    finish_training(net, data, summary, role, batch_size=cfg.batch_size)
 
 
 def load_probs(run_id: str) -> tuple[np.ndarray, np.ndarray]:
