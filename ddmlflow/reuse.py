@@ -126,20 +126,26 @@ class Reuse:
 
     def inline(self, step: str, name: str, inputs: dict, fn, *args, extra: dict | None = None, watch: int = 0,
                **kwargs) -> str:
-        """Run a cheap step ``fn(*args, **kwargs)`` in this process, unless reused; ``watch``: show its
-        progress over that many epochs."""
+        """Run a cheap step ``fn(*args, **kwargs)`` in this process, unless reused; its run id."""
+        return self.inline_result(step, name, inputs, fn, *args, extra=extra, watch=watch, **kwargs)[0]
+
+    def inline_result(self, step: str, name: str, inputs: dict, fn, *args, extra: dict | None = None,
+                      watch: int = 0, **kwargs) -> tuple[str, object]:
+        """``inline``, with what ``fn`` returned (None when the step was reused: read it from the run);
+        ``watch``: show its progress over that many epochs."""
         from . import preload, progress
 
         run_id, done = self.get(step, name, inputs, extra=extra)
+        out = None
         if not done:
             try:
                 preload.wait()  # the step imports TensorFlow too
                 with progress.watch([progress.Training(name, run_id, watch)] if watch else []), \
                         step_run(run_id, system_metrics=trains(step)):
-                    fn(*args, **kwargs)
+                    out = fn(*args, **kwargs)
             finally:
                 self.release(run_id)
-        return run_id
+        return run_id, out
 
     def _adopt(self, run) -> bool:
         """Re-parent ``run`` here unless its parent FINISHED (a finished parent keeps its children) or

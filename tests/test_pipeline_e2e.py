@@ -324,6 +324,13 @@ def test_second_full_reuses_finished_steps(e2e):
     parent = [r for r in new if "mlflow.parentRunId" not in r.data.tags][0]
     assert parent.data.metrics["reused_steps"] >= 8
     assert "reusing finished run" in second.stderr
+    # the first parent used what its steps returned, this one read them from the reused runs: the same
+    first = parent_of(c)[0]
+    summary = ("train_accuracy/", "val_accuracy/", "speedup")
+    accs = [{k: v for k, v in r.data.metrics.items() if k.startswith(summary)} for r in (first, parent)]
+    assert accs[0] and accs[0] == accs[1]
+    notes = [r.data.tags["mlflow.note.content"].split("\n\nReused finished runs")[0].strip() for r in (first, parent)]
+    assert "Which classes" in notes[0] and notes[0] == notes[1]
 
 
 def test_second_version_is_latest_and_takes_champion_only_when_not_worse(e2e, tmp_path):

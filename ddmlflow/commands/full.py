@@ -22,6 +22,7 @@ from ..config import FullOptions, RunConfig
 from ..executors import Job, Result, choose, make_executor, prestart, tracking_env
 from ..executors.packed import stop_spares, store_ready
 from ..hparams import load_hparams
+from ..results import Decomposed, Evaluation
 from ..reuse import Reuse
 from ..steps import STEPS, Step
 from ..tags import DEVICE_TAG, EXECUTOR_TAG, GROUP_TAG, NOTE_TAG, REUSED_TAG, run_tag
@@ -77,6 +78,7 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
     hparams = load_hparams(opts.hparams) if opts.hparams else None
     have: dict = {"registered_model_name": opts.registered_model_name, "strategy_runs": {}}
     runs: dict[str, str] = {}
+    outputs: dict = {}  # what the steps run here returned (None: reused, read from its run)
     batch: list[Job] = []
     n_boxes = 0
     for step in STEPS.values():
@@ -95,19 +97,20 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
                                      log=work_dir("logs", run_id) / "train.log",
                                      env=tracking_env()))
             else:
-                run_id = steps.inline(step.name, name, inputs, step.call, step_cfg,
-                                      watch=progress.epochs_of(step.name, step_cfg) if step.name == "train_coarse"
-                                      else 0, **inputs)
+                run_id, outputs[step.name] = steps.inline_result(
+                    step.name, name, inputs, step.call, step_cfg,
+                    watch=progress.epochs_of(step.name, step_cfg) if step.name == "train_coarse" else 0, **inputs)
             runs[name] = run_id
             _collect(have, step, inputs, run_id)
         if step.name == "decompose":
-            n_boxes = int(retry(mlflow.get_run, have["decompose_run"]).data.params["n_boxes"])
+            n_boxes = (outputs["decompose"] or Decomposed.from_run(have["decompose_run"])).n_boxes
             say(f"{n_boxes} local models on {'GPUs ' + ','.join(opts.gpus) if opts.gpus else 'the CPU'}")
     _train_all(batch, opts, steps)
     if steps.adopted:
         say(f"adopted {len(steps.adopted)} runs of an unfinished earlier parent: {', '.join(steps.adopted)}")
     ev = have["evaluate_run"]
-    results = retry(mlflow.get_run, ev).data.metrics
+    evaluation = outputs.get("evaluate") or Evaluation.from_run(ev)
+    results = evaluation.results
     wall, trained = time.time() - t0, _train_time_total([r for n, r in runs.items() if n not in steps.reused])
     copied = ("train_accuracy/", "val_accuracy/", "speedup")  # the results table; per-class ones stay on evaluate
     retry(mlflow.log_metrics, {**{k: v for k, v in results.items() if k.startswith(copied)},
@@ -116,32 +119,12 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
     mlflow.set_tags({run_tag(k): v for k, v in runs.items()})
     if steps.reused:
         mlflow.set_tag(REUSED_TAG, ",".join(sorted(steps.reused)))
-    table = mlflow.artifacts.load_text(f"runs:/{ev}/results.md")
-    mlflow.set_tag(NOTE_TAG, describe.parent_note(cfg, table, describe.paper_row(cfg), steps.elsewhere,
-                                                  steps.adopted, _per_class(ev)))
+    mlflow.set_tag(NOTE_TAG, describe.parent_note(cfg, evaluation.table, describe.paper_row(cfg), steps.elsewhere,
+                                                  steps.adopted, evaluation.per_class))
     say(f"done in {time.time() - t0:.0f} s; CNN-DNN val accuracy {results.get('val_accuracy/cnn_dnn', float('nan')):.4f}")
     say(f"runs table: {ui_link(exp)}")
     return {"runs": runs, "decompose": have["decompose_run"], "coarse": have["coarse_run"], "evaluate": ev,
             "results": results, "reused": steps.reused, "adopted": steps.adopted}
-
-
-def _per_class(evaluate_run: str) -> str | None:
-    """The evaluate run's per-class recall table (no download bar); None for a reused run older than it."""
-    import os
-
-    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as BAR
-
-    before = os.environ.get(BAR.name)
-    os.environ[BAR.name] = "false"
-    try:
-        return mlflow.artifacts.load_text(f"runs:/{evaluate_run}/per_class.md")
-    except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
-        return None
-    finally:
-        if before is None:
-            os.environ.pop(BAR.name, None)
-        else:
-            os.environ[BAR.name] = before
 
 
 def _train_time_total(run_ids: list[str]) -> float:

@@ -11,11 +11,12 @@ from ..config import RunConfig
 from ..decomposition import make
 from ..describe import decompose_note
 from ..tags import CLASS_NAMES_TAG, NOTE_TAG, NUM_CLASSES_TAG
+from ..results import Decomposed
 from ..tracking import log_params, retry
 from .prepared import log_prepared
 
 
-def decompose(cfg: RunConfig) -> None:
+def decompose(cfg: RunConfig) -> Decomposed:
     """In the active run: the prepared data set, ``decomposition.json`` and ``boxes.png``."""
     log_params(cfg.params())
     ds = data.load(**cfg.data_args())
@@ -31,3 +32,4 @@ def decompose(cfg: RunConfig) -> None:
     mlflow.set_tags({NUM_CLASSES_TAG: ds.num_classes, CLASS_NAMES_TAG: ",".join(ds.class_names)[:5000],
                      NOTE_TAG: decompose_note(cfg, ds.input_shape, decomposition.n, len(ds.y_train), len(ds.y_val),
                                               ds.num_classes)})
+    return Decomposed(mlflow.active_run().info.run_id, decomposition.n)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import aggregate, describe, figures, tables
 from ..config import RunConfig
+from ..results import Evaluation
 from ..serving import log_cnn_dnn, register
 from ..tags import (CNN_DNN_MODEL_URI_TAG, EXECUTOR_TAG, MODEL_ID_TAG, NOTE_TAG, PARENT_RUN_TAG, PARENT_TAG,
                     REGISTERED_MODEL_TAG, REGISTERED_VERSION_TAG, SOURCE_RUN_TAG, SPEEDUP_EXECUTORS_TAG)
@@ -49,7 +50,7 @@ def compare(y: np.ndarray, local: list[np.ndarray], cnn_dnn: np.ndarray, glob: n
 
 def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_run: str,
              global_run: str | None = None, registered_model_name: str = "",
-             strategy_runs: dict[str, str] | None = None) -> dict:
+             strategy_runs: dict[str, str] | None = None) -> Evaluation:
     """In the active run: metrics, ``results.json``, table, figures, registered pyfunc."""
     log_params({**cfg.params(), "decompose_run": decompose_run, "local_runs": ",".join(local_runs),
                 "coarse_run": coarse_run, "global_run": global_run or ""})
@@ -96,11 +97,12 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
         methods.append(Method.from_probs("global", glob[1], get_run(global_run).data.tags.get(MODEL_ID_TAG)))
     evaluate_classifiers(yv, methods, prep.class_names, f"{prep.dataset}-val", art,
                          DataSource(decompose_run=decompose_run, split="validation", n=len(yv)))
-    mlflow.set_tag(NOTE_TAG, table + "\n" + (art / "per_class.md").read_text())
+    per_class = (art / "per_class.md").read_text()
+    mlflow.set_tag(NOTE_TAG, table + "\n" + per_class)
     registered = {}
     if uri:
         registered = _register(cfg, uri, registered_model_name or f"ddmlflow-{prep.dataset}", results, tags)
-    return {"results": results, "registered": registered}
+    return Evaluation(mlflow.active_run().info.run_id, results, table, per_class, registered)
 
 
 def _log_cnn_dnn(cfg: RunConfig, prep, local_runs, coarse_run, results: dict, art: Path) -> tuple[str, dict]:
