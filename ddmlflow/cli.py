@@ -13,7 +13,12 @@ import os
 import signal
 import sys
 
+from . import console, presets
+from .commands import COMMANDS
+from .config import RunConfig, TrackingOptions, add_options, options, parse_options, resolve
+from .devices import watch_driver
 from .errors import InputError
+from .steps import STEPS, trains
 
 class _Parser(argparse.ArgumentParser):
     """No prefix matching (``--epoch`` is not ``--epochs``); errors as one line, exit 2."""
@@ -48,8 +53,6 @@ def unknown_option(parser: argparse.ArgumentParser, extra: list[str], command: s
 
 
 def _run_args(p: argparse.ArgumentParser, config: bool = True) -> None:
-    from .config import RunConfig, TrackingOptions, add_options
-
     if config:
         add_options(p, RunConfig)
     add_options(p, TrackingOptions)
@@ -59,10 +62,6 @@ def _run_args(p: argparse.ArgumentParser, config: bool = True) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """One subcommand per registered step, plus ``full`` and the tools; options derived from the schema."""
-    from .config import add_options
-    from .commands import COMMANDS
-    from .steps import STEPS
-
     p = _Parser(prog="ddmlflow", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -98,21 +97,17 @@ def _alias(command: str) -> list[str]:
 
 
 def _config(a: argparse.Namespace):
-    from .config import RunConfig, options, resolve
-
     return resolve(a.preset, **{o["field"]: getattr(a, o["field"]) for o in options(RunConfig) if o["field"] != "preset"})
 
 
 def _tracking(a: argparse.Namespace):
-    from .config import TrackingOptions, options, parse_options
-
     return parse_options(TrackingOptions, **{o["field"]: getattr(a, o["field"]) for o in options(TrackingOptions)})
 
 
 def _open_run(a: argparse.Namespace, cfg, name: str, step: str) -> str:
     """The run to log into: given (``--run-id``: used as is), from ``mlflow run``, or a new one."""
-    from . import describe
-    from .tracking import open_run
+    from . import describe  # lazy: not needed by --help and presets (their start-up time)
+    from .tracking import open_run  # lazy: MLflow; --help and presets must not load it
 
     if a.run_id:
         return a.run_id
@@ -122,8 +117,7 @@ def _open_run(a: argparse.Namespace, cfg, name: str, step: str) -> str:
 
 
 def _run_step(a: argparse.Namespace) -> int:
-    from .steps import STEPS, trains
-    from .tracking import say, step_run, ui_link
+    from .tracking import say, step_run, ui_link  # lazy: MLflow; --help and presets must not load it
 
     step = STEPS[a.step]
     cfg = _config(a)
@@ -137,9 +131,6 @@ def _run_step(a: argparse.Namespace) -> int:
 
 def _run_command(a: argparse.Namespace) -> int:
     """A chain (``full``, ...): options checked first, then one parent run (given by ``mlflow run``, or new)."""
-    from .config import options, parse_options
-    from .commands import COMMANDS
-
     c = COMMANDS[a.chain]
     cfg = _config(a) if c.config else None
     cls = c.options_class()
@@ -149,7 +140,7 @@ def _run_command(a: argparse.Namespace) -> int:
 
 
 def _mlproject(a: argparse.Namespace) -> int:
-    from . import mlproject
+    from . import mlproject  # lazy: not needed by --help and presets (their start-up time)
 
     stale = mlproject.stale()
     if a.check:
@@ -164,7 +155,7 @@ def _predict(a: argparse.Namespace) -> int:
     import mlflow
     import numpy as np
 
-    from .data import read_input
+    from .data import read_input  # lazy: SciPy, PIL; --help and presets must not load them
 
     try:
         model = mlflow.pyfunc.load_model(a.model)
@@ -178,7 +169,7 @@ def _predict(a: argparse.Namespace) -> int:
         batch = x if x.shape != shape else x[None]
         names += [f] if batch is not x else [f"{f}[{i}]" for i in range(len(batch))]
         arrays.append(batch)
-    from .serving import check_input
+    from .serving import check_input  # lazy: MLflow; --help and presets must not load it
 
     try:
         out = inner.predict(None, check_input(np.concatenate(arrays), shape))
@@ -190,7 +181,7 @@ def _predict(a: argparse.Namespace) -> int:
 
 
 def _profile(a: argparse.Namespace) -> int:
-    from .profiling import profile_preset
+    from .profiling import profile_preset  # lazy: TensorFlow; --help and presets must not load it
 
     rows = profile_preset(a.preset)
     if a.json:
@@ -203,8 +194,6 @@ def _profile(a: argparse.Namespace) -> int:
 
 
 def _presets(a: argparse.Namespace) -> int:
-    from . import presets
-
     print(presets.describe(a.name) if a.name else "\n".join(presets.listing()))
     return 0
 
@@ -231,9 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     launcher = os.environ.get("MLFLOW_RUN_ID", "")  # the run `mlflow run` opened (popped once it is used)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    from . import console
-    from .devices import watch_driver
-
     console.setup(_verbose(argv))
     if "ddmlflow.tracking" in sys.modules:  # an earlier main() in this process (tests) opened its own runs
         sys.modules["ddmlflow.tracking"]._OPENED.clear()
@@ -270,7 +256,7 @@ def _fail_open_run(message: str, launcher: str, argv: list[str]) -> None:
     """Mark FAILED, with the message as its reason, the run this command opened, if it is still open; a
     launcher run of ``mlflow run`` that was never used first becomes the run the command would have made."""
     try:
-        from .tracking import end_run, get_run, opened_runs
+        from .tracking import end_run, get_run, opened_runs  # lazy: MLflow; --help and presets must not load it
 
         opened = opened_runs()
         if launcher and not opened:
@@ -287,11 +273,8 @@ def _fail_open_run(message: str, launcher: str, argv: list[str]) -> None:
 def _open_as_intended(launcher: str, argv: list[str]) -> str:
     """The run a command refused for bad input would have logged into (its experiment and name), from the
     parameters that were valid."""
-    from . import describe
-    from .config import RunConfig, TrackingOptions, options, resolve
-    from .commands import COMMANDS
-    from .steps import STEPS
-    from .tracking import open_run
+    from . import describe  # lazy: not needed by --help and presets (their start-up time)
+    from .tracking import open_run  # lazy: MLflow; --help and presets must not load it
 
     a, _ = build_parser().parse_known_args(argv)
     given = {o["field"]: getattr(a, o["field"], "") for o in options(RunConfig) if o["field"] != "preset"}

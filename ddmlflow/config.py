@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import presets
+from .devices import parse_gpus
 from .errors import InputError, require
 
 # The preset used when none is named, by data set.
@@ -105,14 +106,12 @@ def optional(parse: Parser) -> Parser:
 
 
 def decomposition_spec(name: str, raw: str) -> str:
-    from .decomposition import check_spec
+    from .decomposition import check_spec  # lazy: NumPy; the schema (`ddmlflow --help`) must not load it
 
     return check_spec(str(raw).strip())
 
 
 def gpu_list(name: str, raw: str) -> tuple[str, ...]:
-    from .devices import parse_gpus
-
     return tuple(parse_gpus(raw))
 
 

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ddmlflow.errors import InputError, require
+from .figures import decomposition_boxes
 
 KINDS = ("A", "B", "explicit")
 SPECS = ('"PxP" (2D), "PxPxQ" (3D; "PxP" means PxPx1), "typeB" (also "type-B", "B"), '
@@ -125,8 +126,6 @@ class Decomposition:
 
     def draw(self, image: np.ndarray, path: str | os.PathLike) -> None:
         """PNG of one image with every box outlined and numbered (``figures.decomposition_boxes``)."""
-        from .figures import decomposition_boxes
-
         decomposition_boxes(self, image, path)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import re
 
+from .paper_values import lookup
 from .tags import DATASET_TAG, DECOMPOSITION_TAG, MODEL_TAG, OVERLAP_TAG, PRESET_TAG
 
 
@@ -38,8 +39,6 @@ def cfg_tags(cfg) -> dict[str, str]:
 
 def paper_row(cfg) -> str | None:
     """The papers' published values for this configuration (``ddmlflow.paper_values``) as Markdown, or None."""
-    from .paper_values import lookup
-
     found = [e for e in lookup(cfg.dataset, cfg.model, cfg.decomposition, cfg.overlap) if e.paper != "GC"]
     if not found:
         return None

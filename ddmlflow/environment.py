@@ -16,6 +16,8 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+from .tags import version_tag
+
 ROOT = Path(__file__).resolve().parents[1]
 # The direct dependencies, as declared in pyproject.toml (read at run time when the source tree is there).
 DIRECT = ("tensorflow", "keras", "mlflow", "keras-tuner", "tensorboard", "numpy", "scipy", "nibabel",
@@ -58,7 +60,7 @@ def closure(names: list[str]) -> dict[str, str]:
 
 def installed() -> dict:
     """Python, platform and the exact versions of the dependency closure."""
-    from . import tracking
+    from . import tracking  # lazy: MLflow; writing the lock file must not load it
 
     return {"python": platform.python_version(), "platform": platform.platform(),
             "ddmlflow": _version("ddmlflow"), "code_version": tracking.code_version(),
@@ -66,8 +68,6 @@ def installed() -> dict:
 
 
 def version_tags(env: dict) -> dict[str, str]:
-    from .tags import version_tag
-
     tags = {version_tag("python"): env["python"], version_tag("ddmlflow"): env["ddmlflow"],
             version_tag("code"): env["code_version"]}
     for name in direct():

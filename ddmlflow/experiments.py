@@ -25,6 +25,7 @@ from pathlib import Path
 
 from . import presets
 from .errors import InputError, require
+from .paper_values import _row as row
 
 # Where to get the data sets that no loader can fetch offline (KLW sec. 4)
 DATA_SOURCES = {
@@ -156,8 +157,6 @@ def _klw(n: str, title: str, names: list[str], rows: list[tuple[str, int]]) -> E
 
 
 def _row(dec: str, o: int) -> str:
-    from .paper_values import _row as row
-
     return row(dec, o)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import InputError, require
 from .tags import HPARAMS_NETWORK_TAG, HPARAMS_SOURCE_TAG, HPARAMS_TAG
+from .tracking import get_run, work_dir
 
 _NETWORK = re.compile(r"^(global|coarse|local/\d+)$")
 # best_hparams.json name -> RunConfig field, per kind of network.
@@ -38,8 +39,6 @@ def load_hparams(source: str) -> Hparams:
         text = Path(source).read_text()
     else:
         import mlflow
-
-        from .tracking import get_run, work_dir
 
         get_run(source, "hparams")
         try:

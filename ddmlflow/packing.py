@@ -46,7 +46,10 @@ import numpy as np
 
 from . import models
 from .checkpoint import EarlyStop, epoch_order, load_state, quiet, save_state, shuffled_batches, training_state
+from .data import augment_batch
 from .devices import threads
+from .errors import require
+from .tracking import logged_steps, retry
 from .training import EPOCH_METRICS, FitConfig, compile_model, seed_everything
 
 VAL_BATCH = 256
@@ -198,7 +201,6 @@ def _train_batches(prep, cfg, first_epoch: int):
     x, y = np.asarray(prep.x_train), np.asarray(prep.y_train)
     if not prep.augment:
         return shuffled_batches(x, y, cfg.batch_size, cfg.seed, first_epoch, cfg.epochs)
-    from .data import augment_batch
 
     def batches():
         for epoch in range(first_epoch, cfg.epochs):
@@ -259,8 +261,6 @@ def train_packed(cfg, prep, boxes: list[int], run_ids: list[str], checkpoint_dir
     still training (see ``mlflow_epoch_logger``). With ``checkpoint_dir`` the group
     resumes after its last finished epoch; the checkpoint is removed at the end.
     """
-    from .errors import require
-
     require(len(boxes) == len(run_ids) and len(boxes) > 0, "boxes", boxes, "one run id per box, at least one box")
     branches = build_branches(cfg, prep, boxes, run_ids)
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT
@@ -306,8 +306,6 @@ def mlflow_epoch_logger(run_ids: list[str]) -> Callable[[int, int, dict], None]:
     skipping epochs a previous (killed) attempt already logged, so each epoch is logged once."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
-
-    from .tracking import logged_steps, retry
 
     client = MlflowClient()
     done = {rid: logged_steps(rid, "loss") for rid in run_ids}

@@ -39,6 +39,9 @@ from types import SimpleNamespace
 import keras
 import numpy as np
 
+from . import models, presets
+from .decomposition import make
+
 _CONVS = (keras.layers.Conv2D, keras.layers.Conv3D)
 
 
@@ -129,9 +132,6 @@ def profile(model: keras.Model, batch_size: int = 32, repeats: int = 5) -> dict:
 
 def profile_preset(name: str, repeats: int = 3) -> dict[str, dict]:
     """Profiles of a preset's global net and of the local net of its first box."""
-    from . import models, presets
-    from .decomposition import make
-
     p = presets.get(name)
     boxes = make(p.decomposition, p.image_shape, p.overlap)
     nets = {"global": models.build(p.model, p.image_shape, p.num_classes, name="global"),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from . import console
 from .tags import PID_TAG
+from .tracking import retry
 
 METRIC = "val_accuracy"  # logged once per epoch by every training (step = epoch)
 
@@ -103,8 +104,6 @@ class Display:
     def poll(self) -> None:
         """Each unfinished training's status, epochs done, last val_accuracy and time per epoch."""
         import mlflow
-
-        from .tracking import retry
 
         client = mlflow.MlflowClient()
         for t in self.trainings:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 
-from . import describe, keys
+from . import describe, keys, preload, progress
 from .claims import alive, claims
 from .config import RunConfig, key_params
+from .decomposition import canonical
 from .tags import BOX_TAG, HOST_TAG, KEY_CODE_TAG, PID_STARTED_TAG, PID_TAG
-from .steps import trains
+from .steps import STEPS, trains
 from .tracking import KEY_TAG, PARENT_TAG, SUCCESSOR_TAG, create_child, end_run, find_run, retry, say, step_run
 
 # Code each step runs beyond its own module's imports: the engines that may train it.
@@ -31,8 +32,6 @@ TRAINING_CODE = ("pipeline.packed", "executors.worker")
 
 def code_roots(step: str) -> tuple[str, ...]:
     """The modules whose import closure computes ``step`` (its registered function's module)."""
-    from .steps import STEPS
-
     if step in STEPS:
         module = STEPS[step].func.split(":")[0]
         return (module, *TRAINING_CODE) if STEPS[step].training else (module,)
@@ -41,8 +40,6 @@ def code_roots(step: str) -> tuple[str, ...]:
 
 def config_params(cfg: RunConfig) -> dict[str, str]:
     """The config's result-changing values, the decomposition as resolved (not its spelling or file)."""
-    from .decomposition import canonical
-
     p = key_params(cfg)
     p["decomposition"] = canonical(cfg.decomposition)
     return p
@@ -133,8 +130,6 @@ class Reuse:
                       watch: int = 0, **kwargs) -> tuple[str, object]:
         """``inline``, with what ``fn`` returned (None when the step was reused: read it from the run);
         ``watch``: show its progress over that many epochs."""
-        from . import preload, progress
-
         run_id, done = self.get(step, name, inputs, extra=extra)
         out = None
         if not done:

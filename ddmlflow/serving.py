@@ -21,6 +21,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.tracking import MlflowClient
 
 from .console import hushed
+from .decomposition import Decomposition
+from .models import register_layers
 from .tags import MODEL_URI_TAG, VAL_ACCURACY_TAG
 from .tracking import retry
 
@@ -35,9 +37,7 @@ class CNNDNNModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         import keras
 
-        from .decomposition import Decomposition
-        from .models import register_layers
-        from .models.cnn_dnn import build_coherent
+        from .models.cnn_dnn import build_coherent  # lazy: Keras; loaded with the model, not with ddmlflow.serving
 
         register_layers()
         art = context.artifacts
@@ -52,7 +52,7 @@ class CNNDNNModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: np.ndarray, params: dict | None = None):
         """``np.ndarray``: a type hint MLflow infers no schema from, so the logged signature (and
         ``check_input``'s HTTP-400 answers) stay in charge of validation."""
-        from .training import predict_probs
+        from .training import predict_probs  # lazy: Keras; loaded with the model, not with ddmlflow.serving
 
         x = check_input(model_input, self.decomposition.image_shape)
         return named_output(predict_probs(self.program, x, batch_size=256), self.class_names)
@@ -191,7 +191,7 @@ def log_keras_model(model, example, name: str = "model", params: dict | None = N
     import mlflow.keras.save as keras_save
     from mlflow.models import Model, infer_signature
 
-    from .training import predict
+    from .training import predict  # lazy: Keras; loaded with the model, not with ddmlflow.serving
 
     original = keras_save._save_example
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from .config import integer
+from .errors import InputError
+
 
 @dataclass(frozen=True)
 class Input:
@@ -24,8 +27,6 @@ class Input:
     help: str = ""
 
     def parse(self, raw: str):
-        from .errors import InputError
-
         raw = str(raw).strip()
         if not raw:
             if self.required:
@@ -34,8 +35,6 @@ class Input:
         if self.kind == "runs":
             return [s.strip() for s in raw.split(",") if s.strip()]
         if self.kind == "int":
-            from .config import integer
-
             return integer(0)(self.name, raw)
         if self.kind == "runmap":
             pairs = [p.split("=", 1) for p in raw.split(",") if p.strip()]
@@ -87,7 +86,7 @@ class Step:
 
     def run_into(self, run_id: str, cfg, inputs: dict) -> None:
         """This step in this process, into its existing run: FINISHED, or FAILED with the reason (re-raised)."""
-        from .tracking import step_run
+        from .tracking import step_run  # lazy: MLflow; reading the step registry must not load it
 
         with step_run(run_id, system_metrics=trains(self.name)):
             self.call(cfg, **inputs)

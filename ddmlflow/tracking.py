@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from .errors import InputError
 
+from .console import say as show
 from .tags import (KEY_TAG, NOTE_TAG, PARENT_TAG, REASON_TAG, RUN_NAME_TAG, STEP_TAG,  # noqa: F401 - re-exported
                    SUCCESSOR_TAG)
 
@@ -242,6 +243,4 @@ def ui_link(experiment_id: str) -> str:
 
 
 def say(msg: str) -> None:
-    from .console import say as show
-
     show(msg)

@@ -21,8 +21,10 @@ import numpy as np
 
 from .checkpoint import EarlyStop, load_state, quiet, save_state, shuffled_batches, training_state
 from .console import keras_verbose
+from .data import augment_batch
 from .models import loss_for, to_probabilities
 from .optimizers import make_optimizer
+from .tracking import is_local_store, retry, say
 
 EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
 
@@ -62,8 +64,6 @@ class MlflowEpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import mlflow
 
-        from .tracking import retry
-
         if epoch in self.skip:
             return
         metrics = {k: float(v) for k, v in (logs or {}).items() if k in EPOCH_METRICS}
@@ -102,8 +102,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
             if self.mirror:  # the run's artifact copy, for a retry on another machine
                 import mlflow
 
-                from .tracking import retry
-
                 retry(mlflow.log_artifact, str(self.path), CHECKPOINT_ARTIFACTS)
 
 
@@ -114,8 +112,6 @@ def mirror_checkpoints() -> bool:
     """Keep checkpoints in the run's artifacts: only with a tracking server (others share no disk)."""
     import mlflow
 
-    from .tracking import is_local_store
-
     return mlflow.active_run() is not None and not is_local_store(mlflow.get_tracking_uri())
 
 
@@ -125,8 +121,6 @@ def restore_checkpoint(checkpoint_dir: Path) -> bool:
     import tempfile
 
     import mlflow
-
-    from .tracking import retry, say
 
     checkpoint_dir = Path(checkpoint_dir)
     run_id = mlflow.active_run().info.run_id
@@ -171,8 +165,6 @@ class _Augmented(keras.utils.PyDataset):
 
     def batch(self, epoch: int, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch i of `epoch`: the same for every caller with the same seed."""
-        from .data import augment_batch
-
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
         idx = np.sort(order[i * self.bs:(i + 1) * self.bs])  # sorted: sequential reads of a memory map
         xb = augment_batch(self.kind, np.asarray(self.x[idx]), np.random.default_rng([self.seed, epoch, i]))

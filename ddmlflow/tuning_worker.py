@@ -11,10 +11,12 @@ import argparse
 import json
 import sys
 
+from .config import resolve
+from .devices import watch_driver
+from .errors import InputError
+
 
 def main(argv: list[str] | None = None) -> int:
-    from .devices import watch_driver
-
     watch_driver()
     ap = argparse.ArgumentParser(prog="python -m ddmlflow.tuning_worker", allow_abbrev=False)
     ap.add_argument("--run-id", required=True)
@@ -23,16 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="RunConfig.params() as JSON")
     ap.add_argument("--options", required=True, help="TuneOptions as JSON")
     a = ap.parse_args(argv)
-    from .config import resolve
-    from .errors import InputError
-    from .tracking import step_run
-    from .tuning import TuneFailed, TuneOptions
+    from .tracking import step_run  # lazy: MLflow; after watch_driver() and the argument check
+    from .tuning import TuneFailed, TuneOptions  # lazy: TensorFlow; after watch_driver() and the argument check
 
     try:
         params = json.loads(a.config)
         cfg = resolve(params.pop("preset", ""), **params)
         box = None if a.box == "global" else int(a.box)
-        from .commands.tune import tune_network
+        from .commands.tune import tune_network  # lazy: TensorFlow; after watch_driver() and the argument check
 
         with step_run(a.run_id):
             tune_network(cfg, a.decompose_run, box, TuneOptions.from_json(a.options))

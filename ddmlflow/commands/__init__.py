@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from ..tags import COMMAND_TAG
+
 
 @dataclass(frozen=True)
 class Command:
@@ -39,9 +41,8 @@ class Command:
     def run(self, cfg, opts, run_id: str = "", track=None):
         """The command in its parent run: ``run_id`` (e.g. made by ``mlflow run``) or a new one, named after
         what it runs, in the chosen experiment (``track``: ``config.TrackingOptions``)."""
-        from ..claims import claims
-        from ..tags import COMMAND_TAG
-        from ..executors import check, prestart
+        from ..claims import claims  # lazy: MLflow; after prestart (--help reads this registry)
+        from ..executors import check, prestart  # lazy: not needed by --help, which reads this registry
 
         # first of all: the packed workers import TensorFlow (~5-10 s) while this process imports MLflow
         # (~1 s) and opens its run
@@ -49,8 +50,8 @@ class Command:
         try:
             import mlflow
 
-            from .. import describe
-            from ..tracking import open_run, step_run
+            from .. import describe  # lazy: not needed by --help, which reads this registry
+            from ..tracking import open_run, step_run  # lazy: MLflow; after prestart (--help reads this registry)
 
             if hasattr(opts, "ray_address"):  # before any run or connection: e.g. sqlite with a Ray cluster
                 check(opts, mlflow.get_tracking_uri())  # (the ray executor prestarts nothing)
@@ -68,7 +69,7 @@ class Command:
         finally:
             claims().release_all()  # what a step left held on an error (and the parent's own)
             if started:
-                from ..executors.packed import stop_spares
+                from ..executors.packed import stop_spares  # lazy: an executor only when used
 
                 stop_spares()
 

@@ -17,16 +17,17 @@ import time
 
 import mlflow
 
-from .. import describe, devices, preload, progress
+from .. import describe, devices, environment, preload, progress
 from ..config import FullOptions, RunConfig
 from ..executors import Job, Result, choose, make_executor, prestart, tracking_env
 from ..executors.packed import stop_spares, store_ready
-from ..hparams import load_hparams
+from ..hparams import apply_hparams, load_hparams
 from ..results import Decomposed, Evaluation
 from ..reuse import Reuse
 from ..steps import STEPS, Step
 from ..tags import DEVICE_TAG, EXECUTOR_TAG, GROUP_TAG, NOTE_TAG, REUSED_TAG, run_tag
 from ..tracking import end_run, log_params, retry, say, ui_link, work_dir
+from . import COMMANDS
 
 
 class StepsFailed(RuntimeError):
@@ -39,8 +40,6 @@ def tuned(cfg: RunConfig, hparams, step: Step, inputs: dict) -> tuple[RunConfig,
                "train_coarse": "coarse"}.get(step.name)
     if hparams is None or network is None:
         return cfg, {}
-    from ..hparams import apply_hparams
-
     return apply_hparams(cfg, hparams, network)
 
 
@@ -204,15 +203,11 @@ def run_and_close(executor, jobs: list[Job], progress, what: str, hint: str) -> 
 
 def run_full(cfg: RunConfig, opts: FullOptions, run_id: str = "", track=None) -> dict:
     """``full`` from Python as from the command line: a parent run (given, or new), then every step."""
-    from . import COMMANDS
-
     return COMMANDS["full"].run(cfg, opts, run_id, track)
 
 
 def log_environment() -> None:
     """The exact installed versions, on the parent run: ``environment.json`` and ``ddmlflow.version.*`` tags."""
-    from .. import environment
-
     env = environment.installed()
     retry(mlflow.log_dict, env, "environment.json")
     mlflow.set_tags(environment.version_tags(env))

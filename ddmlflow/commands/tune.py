@@ -25,15 +25,24 @@ from pathlib import Path
 
 import mlflow
 
-from .. import devices
+from .. import devices, models
 from ..config import RunConfig
+from ..devices import configure_tensorflow
 from ..errors import require
 from ..executors import Job, make_executor
+from ..models import build_coarse, cnn3d, vgg
+from ..pipeline.coarse import coarse_inputs
+from ..pipeline.decompose import decompose
+from ..pipeline.prepared import load_prepared
+from ..pipeline.train import fit_config, log_probs
+from ..pipeline.tune_cost import log_costs
+from ..profiling import flops_exact
+from ..reuse import Reuse
 from ..tags import BEST_TRIAL_RUN_TAG, BEST_TRIAL_TAG, NETWORK_TAG, SUBDOMAIN_TAG, run_tag
 from ..tracking import log_params, retry, say, work_dir
-from ..reuse import Reuse
+from ..training import FitConfig, predict_probs, seed_everything
+from ..tuning import NetworkHyperModel, default_space, parse_options
 from .full import run_and_close
-from ..pipeline.tune_cost import log_costs
 
 TARGETS = ("global", "locals", "coarse", "all")
 
@@ -58,8 +67,6 @@ def tune(cfg: RunConfig, target: str = "all", tuner: str = "random", max_trials=
 
     ``local_runs`` (training or tune runs that logged probs.npz) feed ``target=coarse``.
     """
-    from ..tuning import parse_options
-
     require(target in TARGETS, "target", target, f"one of {', '.join(TARGETS)}")
     require(target != "coarse" or bool(local_runs), "local_runs", "",
             "the local runs whose probabilities the coarse search uses (target=coarse needs them)")
@@ -70,8 +77,6 @@ def tune(cfg: RunConfig, target: str = "all", tuner: str = "random", max_trials=
     t0 = time.time()
     runs: dict[str, str] = {}
     if target != "coarse":
-        from ..pipeline.decompose import decompose
-
         dec = steps.inline("decompose", "decompose", {}, decompose, cfg)
         n = int(retry(mlflow.get_run, dec).data.params["n_boxes"])
         boxes = [None] if target == "global" else list(range(n))
@@ -125,12 +130,7 @@ def _search_cnns(steps: Reuse, cfg, opts, dec, boxes, gpus, jobs_per_gpu, max_pa
 
 def tune_network(cfg: RunConfig, decompose_run: str, box: int | None, opts) -> dict:
     """In the active run: search the global (``box=None``) or local net ``box``; log best values and probs."""
-    from .. import models
-    from ..devices import configure_tensorflow
-    from ..training import seed_everything
-    from ..tuning import NetworkHyperModel, default_space, search
-    from ..pipeline.prepared import load_prepared
-    from ..pipeline.train import fit_config
+    from ..tuning import search  # lazy: looked up per call (tests replace tuning.search)
 
     configure_tensorflow()
     seed = cfg.seed + (0 if box is None else 1 + box)
@@ -156,10 +156,7 @@ def tune_network(cfg: RunConfig, decompose_run: str, box: int | None, opts) -> d
 
 def tune_coarse(cfg: RunConfig, local_runs: list[str], opts) -> dict:
     """In the active run: search the coarse net on the local runs' probabilities (KLW Table 1)."""
-    from ..models import build_coarse
-    from ..training import FitConfig, seed_everything
-    from ..tuning import NetworkHyperModel, default_space, search
-    from ..pipeline.coarse import coarse_inputs
+    from ..tuning import search  # lazy: looked up per call (tests replace tuning.search)
 
     seed_everything(cfg.seed)
     f, y, fv, yv, k = coarse_inputs(local_runs)
@@ -180,10 +177,6 @@ def tune_coarse(cfg: RunConfig, local_runs: list[str], opts) -> dict:
 
 def _finish(result: dict, name: str, x, xv) -> dict:
     """Log the search's best values, costs and the best model's probabilities into the active run."""
-    from ..profiling import flops_exact
-    from ..training import predict_probs
-    from ..pipeline.train import log_probs
-
     model = result.pop("model")
     log_probs(predict_probs(model, x), predict_probs(model, xv))
     retry(mlflow.log_dict, {name: result["best_values"]}, "best_hparams.json")
@@ -199,8 +192,6 @@ def _finish(result: dict, name: str, x, xv) -> dict:
 
 def model_dropout(model: str) -> float:
     """The model's built-in dropout rate (the centre of the default dropout range)."""
-    from ..models import cnn3d, vgg
-
     return {"vgg3": vgg.DROPOUT, "vgg9": vgg.DROPOUT, "cnn3d": cnn3d.DROPOUT}.get(model, 0.0)
 
 

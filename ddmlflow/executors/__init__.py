@@ -32,14 +32,14 @@ def make_executor(name: str, jobs_per_gpu: int = 1, max_parallel: int = 1, ray_a
                   gpus: bool = False) -> Executor:
     """The executor called ``name`` (after ``choose``)."""
     if name == "ray":  # imports ray only now: it is an optional extra
-        from .ray import RayExecutor
+        from .ray import RayExecutor  # lazy: each executor is imported only when chosen
 
         return RayExecutor(ray_address, jobs_per_gpu=jobs_per_gpu, gpus=gpus)
     if name == "packed":
-        from .packed import PackedExecutor
+        from .packed import PackedExecutor  # lazy: each executor is imported only when chosen
 
         return PackedExecutor()
-    from .process import ProcessExecutor
+    from .process import ProcessExecutor  # lazy: each executor is imported only when chosen
 
     return ProcessExecutor(jobs_per_device=jobs_per_gpu, max_parallel=max_parallel)
 
@@ -49,7 +49,7 @@ def prestart(opts) -> bool:
     through the packed executor (on the CPU, or when asked for); True if it did."""
     if choose(opts.executor, 0, opts.gpus, opts.jobs_per_gpu) != "packed":
         return False
-    from .packed import prestart as start
+    from .packed import prestart as start  # lazy: each executor is imported only when chosen
 
     start(list(opts.gpus) or [""])  # no MLflow import here: the store's URI comes with ``store_ready``
     return True
@@ -58,6 +58,6 @@ def prestart(opts) -> bool:
 def check(opts, tracking_uri: str) -> None:
     """Refuse, before any work, options the chosen executor cannot run (``full`` calls it first)."""
     if opts.executor == "ray":
-        from .ray import check as check_ray
+        from .ray import check as check_ray  # lazy: each executor is imported only when chosen
 
         check_ray(opts.ray_address, tracking_uri, gpus=tuple(opts.gpus))

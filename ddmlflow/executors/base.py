@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
+from ..steps import STEPS
+
 @dataclass
 class Job:
     step: str                          # registry name, e.g. "train_local"
@@ -35,8 +37,6 @@ OnChange = Callable[[dict], None]
 
 def attempt(step: str, run_id: str, cfg, inputs: dict) -> str:
     """One step into its run, in this process; '' or why it failed (the run is then FAILED with it)."""
-    from ..steps import STEPS
-
     try:
         STEPS[step].run_into(run_id, cfg, inputs)
         return ""

@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import preload
 from .base import Job, OnChange, Result, attempt, progress_counts
 from .process import child_env, reason, terminate
 from .worker import LOG, READY, SPEC, STATUS
@@ -121,8 +122,6 @@ def _spawn(device: str, env: dict[str, str]) -> _Worker:
 
 def _cpu_only_here() -> bool:
     """Hide every GPU from this process's TensorFlow (before it starts); False if it already sees one."""
-    from .. import preload
-
     preload.wait()
     import tensorflow as tf
 

@@ -14,6 +14,7 @@ import time
 
 from ..console import VERBOSE_ENV
 from ..devices import DRIVER_ENV
+from ..steps import STEPS
 from .base import Job, OnChange, Result, progress_counts
 
 
@@ -32,8 +33,6 @@ def command(job: Job) -> list[str]:
     """The job as a ``ddmlflow`` subcommand run by this interpreter (works in venvs and `mlflow run`)."""
     if job.argv is not None:
         return job.argv
-    from ..steps import STEPS
-
     return [sys.executable, "-m", "ddmlflow.cli", *STEPS[job.step].argv(job.run_id, job.inputs, job.config)]
 
 

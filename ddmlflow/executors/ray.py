@@ -21,12 +21,14 @@ from pathlib import Path
 
 from ..console import VERBOSE_ENV
 from ..errors import InputError
+from ..steps import STEPS
+from ..tags import REASON_TAG, ray_tag
 from .base import Job, OnChange, Result, progress_counts
 
 
 def check(address: str, tracking_uri: str, gpus: tuple[str, ...] = ()) -> None:
     """Before any work: a cluster needs a tracking server; GPUs asked for must exist (else: pending forever)."""
-    from ..tracking import is_local_store
+    from ..tracking import is_local_store  # lazy: MLflow; a Ray worker imports this module before run_job sets its env
 
     if address.strip() and is_local_store(tracking_uri):
         raise InputError("MLFLOW_TRACKING_URI", tracking_uri,
@@ -81,9 +83,7 @@ def run_job(step: str, run_id: str, inputs: dict, config, env: dict) -> dict:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     import mlflow
 
-    from ..steps import STEPS
-    from ..tags import REASON_TAG, ray_tag
-    from ..tracking import get_run, retry, step_run, work_dir
+    from ..tracking import get_run, retry, step_run, work_dir  # lazy: MLflow; only once the worker's environment is set
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     log = work_dir("logs", run_id) / "train.log"

@@ -21,6 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from ..config import resolve
+from ..devices import watch_driver
+from .base import attempt
+
 SPEC, STATUS, LOG, READY = "spec.json", "status.json", "worker.log", "ready"
 
 
@@ -41,7 +45,7 @@ def _connect(folder: Path) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from ..tracking import retry
+    from ..tracking import retry  # lazy: MLflow; the parent's prestart imports this module first
 
     said = folder / (READY if (folder / READY).exists() else SPEC)  # both written atomically
     uri = json.loads(said.read_text()).get("tracking_uri")
@@ -76,8 +80,6 @@ def _to_job_log(folder: Path, log: str) -> None:
 def main(folder: str) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     folder, driver = Path(folder), os.getppid()
-    from ..devices import watch_driver
-
     watch_driver()  # stop with the driver, also while training
     _import()
     _wait_for(folder, (READY, SPEC), driver)
@@ -86,9 +88,7 @@ def main(folder: str) -> int:
     spec = json.loads((folder / SPEC).read_text())  # written atomically by the driver
     _to_job_log(folder, spec["log"])
 
-    from ..config import resolve
-    from ..tracking import say
-    from .base import attempt
+    from ..tracking import say  # lazy: MLflow; the parent's prestart imports this module first
 
     jobs, then, status = spec["jobs"], spec.get("then", ""), folder / STATUS
     for j in jobs:
@@ -105,11 +105,11 @@ def main(folder: str) -> int:
     for j in (j for j in jobs if j["step"] == "train_local"):
         groups.setdefault(json.dumps(j["config"], sort_keys=True), []).append(j)
     if any(len(g) > 1 for g in groups.values()) and all(j["step"] == "train_local" for j in jobs):
-        from ..packing import configure_threads
+        from ..packing import configure_threads  # lazy: TensorFlow; the `full` parent imports this module
 
         configure_threads()  # before any TensorFlow op
     for k, local in enumerate(groups.values()):
-        from ..pipeline.packed import train_locals_packed
+        from ..pipeline.packed import train_locals_packed  # lazy: TensorFlow; the `full` parent imports this module
 
         ids = [j["run_id"] for j in local]
         last = then if k == len(groups) - 1 else ""

@@ -14,6 +14,9 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from ..errors import require
+from . import build, build_coarse
+
 
 def coarse_features(local_probs: Sequence[np.ndarray]) -> np.ndarray:
     """(n, N*units) from N arrays of class probabilities (n, K); binary keeps p(class 1) only."""
@@ -56,8 +59,6 @@ def build_coherent(local_models: Sequence[keras.Model], coarse_model: keras.Mode
     (KLW-TL: CNN-DNN-coherent; from pretrained locals: CNN-DNN-transfer).
     The given nets become layers of the new model (weights are shared, not copied).
     """
-    from ..errors import require
-
     require(len(local_models) == decomposition.n, "local_models", len(local_models),
             f"one local net per box ({decomposition.n})")
     image = keras.Input(decomposition.image_shape, name="image")
@@ -75,8 +76,6 @@ def build_coherent_from_scratch(model: str, decomposition, num_classes: int, wid
                                 coarse_hidden: Sequence[int] = (128, 64, 32), coarse_dropout: float = 0.0,
                                 name: str = "cnn_dnn_coherent") -> keras.Model:
     """A randomly initialised coherent CNN-DNN (KLW-TL: CNN-DNN-coherent)."""
-    from . import build, build_coarse
-
     local = [build(model, decomposition.input_shape(i), num_classes, width_divisor, name=f"local_{i:02d}")
              for i in range(decomposition.n)]
     coarse = build_coarse(decomposition.n, num_classes, hidden=tuple(coarse_hidden), dropout=coarse_dropout)

@@ -13,12 +13,13 @@ import mlflow
 import numpy as np
 
 from ..config import RunConfig
+from ..describe import Role
 from ..models import build_coarse
 from ..models.cnn_dnn import coarse_features
 from ..tracking import get_run, log_params, logged_steps, work_dir
 from ..training import FitConfig, fit, seed_everything
-from ..describe import Role
 from .finish import finish_training
+from .prepared import load_prepared
 from .train import load_probs
 
 SELECTION_FRACTION = 0.2  # of the training samples, held out to choose the coarse net's epoch
@@ -68,7 +69,5 @@ def coarse_inputs(local_runs: list[str]) -> tuple:
 
 
 def _labels(decompose_run: str) -> tuple[np.ndarray, np.ndarray]:
-    from .prepared import load_prepared
-
     prep = load_prepared(decompose_run)
     return np.asarray(prep.y_train), np.asarray(prep.y_val)

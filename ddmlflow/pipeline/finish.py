@@ -18,6 +18,7 @@ import numpy as np
 from mlflow.data.dataset_source import DatasetSource
 
 from .. import profiling
+from ..data import GENERATED
 from ..describe import Role, bounds, training_note
 from ..devices import configure_tensorflow
 from ..serving import log_keras_model
@@ -96,8 +97,6 @@ def log_datasets(role: Role, params: dict, data: tuple) -> tuple:
     The digest is computed from the arrays themselves, so two runs that saw the same
     pixels show the same digest in the UI; the source says where they came from.
     """
-    from ..data import GENERATED
-
     x, y, xv, yv = data
     name = params.get("dataset", "data")
     if params.get("data_dir"):

@@ -15,10 +15,11 @@ from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from ..config import RunConfig
+from ..describe import Role
 from ..devices import configure_tensorflow, process_tags
+from ..packing import mlflow_epoch_logger, train_packed
 from ..tags import EXECUTOR_TAG, GROUP_TAG, SUBDOMAIN_TAG
 from ..tracking import monitor_system, retry, say, step_run, work_dir
-from ..describe import Role
 from .finish import finish_training
 from .prepared import load_prepared
 
@@ -34,8 +35,6 @@ def _start_run(run_id: str, params: dict, tags: dict) -> None:
 def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], run_ids: list[str],
                         on_trained=None) -> None:
     """Train the group, then log each local's results; ``on_trained()`` is called in between."""
-    from ..packing import mlflow_epoch_logger, train_packed
-
     device = configure_tensorflow()
     prep = load_prepared(decompose_run)
     group = hashlib.sha1(",".join(run_ids).encode()).hexdigest()[:10]

@@ -49,7 +49,7 @@ class Prepared:
         """Augmented training batches of box i (``None``: whole images): the whole volume is
         rotated, then cropped, so with one ``cfg.seed`` every local sees crops of the same
         rotated volumes the global net sees (KLW: no augmentation; keras-io CT: rotation)."""
-        from ..training import augmented  # Keras: only the training steps need it
+        from ..training import augmented  # lazy: Keras; only the training steps need it, not decompose (full parent)
 
         crop = None if i is None else partial(self.decomposition.crop, i=i)
         return augmented(self.x_train, self.y_train, replace(cfg, augment=self.augment), crop)

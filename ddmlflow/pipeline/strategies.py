@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import lr_schedules, models
 from ..config import RunConfig
+from ..describe import Role
 from ..errors import InputError
 from ..models.cnn_dnn import build_coherent, build_coherent_from_scratch
 from ..models.compose import check, compose, theorem_error
@@ -39,7 +40,6 @@ from ..tags import STRATEGY_TAG
 from ..tracking import log_params, logged_steps, retry, say, work_dir
 from ..training import FitConfig, accuracy, fit, predict_probs, seed_everything
 from .prepared import Prepared, load_prepared
-from ..describe import Role
 from .finish import finish_training
 from .train import fit_config, load_keras, load_probs
 

@@ -13,11 +13,12 @@ import numpy as np
 
 from .. import models
 from ..config import RunConfig
-from ..devices import configure_tensorflow, process_tags
-from ..tags import MODEL_ID_TAG, MODEL_URI_TAG, SUBDOMAIN_TAG
-from ..tracking import log_params, logged_steps, work_dir
-from ..training import FitConfig, fit, seed_everything
 from ..describe import Role
+from ..devices import configure_tensorflow, process_tags
+from ..models import register_layers
+from ..tags import MODEL_ID_TAG, MODEL_URI_TAG, SUBDOMAIN_TAG
+from ..tracking import get_run, log_params, logged_steps, work_dir
+from ..training import FitConfig, fit, seed_everything
 from .finish import finish_training, log_probs  # noqa: F401 - log_probs: part of this step's API
 from .prepared import load_prepared
 
@@ -72,8 +73,6 @@ def load_probs(run_id: str) -> tuple[np.ndarray, np.ndarray]:
 def logged_keras_archive(run_id: str, dst: Path) -> Path:
     """The ``.keras`` archive of the model a training run logged, copied into folder ``dst``: the file
     itself, not loaded and saved again (the logged model's layout: ``data/model.keras``)."""
-    from ..tracking import get_run
-
     location = mlflow.get_logged_model(get_run(run_id).data.tags[MODEL_ID_TAG]).artifact_location
     dst.mkdir(parents=True, exist_ok=True)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/data/model.keras", dst_path=str(dst)))
@@ -81,9 +80,6 @@ def logged_keras_archive(run_id: str, dst: Path) -> Path:
 
 def load_keras(run_id: str):
     """The Keras model a training run logged (a ``.keras`` archive, loaded with ``safe_mode``)."""
-    from ..models import register_layers
-    from ..tracking import get_run
-
     register_layers()
     return mlflow.keras.load_model(get_run(run_id).data.tags[MODEL_URI_TAG], load_model_kwargs={"safe_mode": True})
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import mlflow
 
+from .. import models
+from ..profiling import flops_exact
 from ..tags import NUM_CLASSES_TAG
 from ..tracking import get_run, retry, say
 
@@ -51,9 +53,6 @@ def log_costs(runs: dict[str, str], cfg, opts, target: str) -> dict:
 
 def _all_ratios(runs, groups, cfg) -> dict:
     """A global search of the same space and trial count, priced from the global net's profile."""
-    from .. import models
-    from ..profiling import flops_exact
-
     locs, coarse = groups["locals"], groups["coarse"][0]
     dec = retry(get_run, runs["local/00"]).data.params["decompose_run"]
     d = retry(get_run, dec).data
