@@ -174,7 +174,7 @@ def _run_trainings(jobs: list[Job], opts: FullOptions) -> None:
     # off the critical path: the coarse net (and the CPU's non-local jobs of the packed executor) need it
     preload.start("tensorflow", "keras", "ddmlflow.pipeline.train", "ddmlflow.pipeline.coarse",
                   "ddmlflow.pipeline.evaluate")
-    executor = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, bool(opts.gpus))
+    executor = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, opts.gpus)
     with progress.Display([progress.Training(j.name, j.run_id, progress.epochs_of(j.step, j.config))
                            for j in jobs]) as display:
         run_and_close(executor, jobs, display.counts, "trainings", "No later step ran. Rerun the same command to "

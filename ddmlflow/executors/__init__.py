@@ -13,12 +13,24 @@ than GPUs x ``jobs_per_gpu``), else ``process``.
 """
 from __future__ import annotations
 
-from .base import Executor, Job, OnChange, Result, attempt, progress_counts, tracking_env
+import importlib
 
-__all__ = ["EXECUTORS", "Executor", "Job", "OnChange", "Result", "attempt", "check", "choose", "make_executor",
-           "prestart", "progress_counts", "tracking_env"]
+from .base import Executor, ExecutorOptions, Job, OnChange, Result, attempt, progress_counts, tracking_env
 
-EXECUTORS: tuple[str, ...] = ("auto", "process", "packed", "ray")
+__all__ = ["EXECUTORS", "Executor", "ExecutorOptions", "Job", "OnChange", "Result", "attempt", "check", "choose",
+           "make_executor", "prestart", "progress_counts", "tracking_env"]
+
+# Every executor, "module:class" in this package; a class builds itself with ``from_options(ExecutorOptions)``
+# and may define ``check(opts, tracking_uri)`` and ``prestart(opts) -> bool`` (static). A new executor: its
+# module and one line here. Imported only when chosen (Ray is an optional extra).
+_REGISTRY: dict[str, str] = {"process": "process:ProcessExecutor", "packed": "packed:PackedExecutor",
+                             "ray": "ray:RayExecutor"}
+EXECUTORS: tuple[str, ...] = ("auto", *_REGISTRY)
+
+
+def executor_class(name: str) -> type:
+    module, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
 def choose(name: str, n_locals: int, gpus: tuple[str, ...] | list[str], jobs_per_gpu: int = 1) -> str:
@@ -29,35 +41,21 @@ def choose(name: str, n_locals: int, gpus: tuple[str, ...] | list[str], jobs_per
 
 
 def make_executor(name: str, jobs_per_gpu: int = 1, max_parallel: int = 1, ray_address: str = "",
-                  gpus: bool = False) -> Executor:
+                  gpus: tuple[str, ...] | list[str] = ()) -> Executor:
     """The executor called ``name`` (after ``choose``)."""
-    if name == "ray":  # imports ray only now: it is an optional extra
-        from .ray import RayExecutor  # lazy: each executor is imported only when chosen
-
-        return RayExecutor(ray_address, jobs_per_gpu=jobs_per_gpu, gpus=gpus)
-    if name == "packed":
-        from .packed import PackedExecutor  # lazy: each executor is imported only when chosen
-
-        return PackedExecutor()
-    from .process import ProcessExecutor  # lazy: each executor is imported only when chosen
-
-    return ProcessExecutor(jobs_per_device=jobs_per_gpu, max_parallel=max_parallel)
+    return executor_class(name).from_options(ExecutorOptions(jobs_per_gpu, max_parallel, ray_address, tuple(gpus)))
 
 
 def prestart(opts) -> bool:
-    """Start the packed workers now, if the trainings of a command with these options (``full``'s) will go
-    through the packed executor (on the CPU, or when asked for); True if it did."""
-    if choose(opts.executor, 0, opts.gpus, opts.jobs_per_gpu) != "packed":
-        return False
-    from .packed import prestart as start  # lazy: each executor is imported only when chosen
-
-    start(list(opts.gpus) or [""])  # no MLflow import here: the store's URI comes with ``store_ready``
-    return True
+    """Let the executor that the trainings of a command with these options (``full``'s) will go through
+    start early (the packed workers import TensorFlow while the command opens its run); True if it did."""
+    hook = getattr(executor_class(choose(opts.executor, 0, opts.gpus, opts.jobs_per_gpu)), "prestart", None)
+    return bool(hook and hook(opts))
 
 
 def check(opts, tracking_uri: str) -> None:
     """Refuse, before any work, options the chosen executor cannot run (``full`` calls it first)."""
-    if opts.executor == "ray":
-        from .ray import check as check_ray  # lazy: each executor is imported only when chosen
-
-        check_ray(opts.ray_address, tracking_uri, gpus=tuple(opts.gpus))
+    if opts.executor in _REGISTRY:
+        hook = getattr(executor_class(opts.executor), "check", None)
+        if hook:
+            hook(opts, tracking_uri)

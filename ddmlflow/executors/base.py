@@ -11,6 +11,16 @@ from typing import Callable, Protocol
 
 from ..steps import STEPS
 
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """The knobs an executor may read (each takes what it needs in ``from_options``)."""
+
+    jobs_per_gpu: int = 1        # trainings at once per GPU
+    max_parallel: int = 1        # trainings at once on the CPU (process executor)
+    ray_address: str = ""        # '' = a local Ray; else the cluster's address
+    gpus: tuple[str, ...] = ()   # the GPUs the trainings are pinned to ('' = none: CPU)
+
+
 @dataclass
 class Job:
     step: str                          # registry name, e.g. "train_local"

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import preload
-from .base import Job, OnChange, Result, attempt, progress_counts
+from .base import ExecutorOptions, Job, OnChange, Result, attempt, progress_counts
 from .process import child_env, reason, terminate
 from .worker import LOG, READY, SPEC, STATUS
 
@@ -170,6 +170,17 @@ class PackedExecutor:
 
     def __init__(self, poll_s: float = 0.05):
         self.poll_s = poll_s
+
+    @classmethod
+    def from_options(cls, o: ExecutorOptions) -> "PackedExecutor":
+        return cls()
+
+    @staticmethod
+    def prestart(opts) -> bool:
+        """Start the workers now (see ``prestart`` below): no MLflow import here, the store's URI comes
+        with ``store_ready``."""
+        prestart(list(opts.gpus) or [""])
+        return True
 
     @staticmethod
     def _worker(group: list[Job], then: Path | None) -> _Worker:

@@ -15,7 +15,7 @@ import time
 from ..console import VERBOSE_ENV
 from ..devices import DRIVER_ENV
 from ..steps import STEPS
-from .base import Job, OnChange, Result, progress_counts
+from .base import ExecutorOptions, Job, OnChange, Result, progress_counts
 
 
 def child_env(device: str, extra: dict[str, str]) -> dict[str, str]:
@@ -48,6 +48,10 @@ def reason(returncode: int, log) -> str:
 class ProcessExecutor:
     def __init__(self, jobs_per_device: int = 1, max_parallel: int = 1, poll_s: float = 0.5):
         self.jobs_per_device, self.max_parallel, self.poll_s = jobs_per_device, max_parallel, poll_s
+
+    @classmethod
+    def from_options(cls, o: ExecutorOptions) -> "ProcessExecutor":
+        return cls(jobs_per_device=o.jobs_per_gpu, max_parallel=o.max_parallel)
 
     def _capacity(self, device: str) -> int:
         return self.jobs_per_device if device else self.max_parallel

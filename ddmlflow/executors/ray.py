@@ -23,7 +23,7 @@ from ..console import VERBOSE_ENV
 from ..errors import InputError
 from ..steps import STEPS
 from ..tags import REASON_TAG, ray_tag
-from .base import Job, OnChange, Result, progress_counts
+from .base import ExecutorOptions, Job, OnChange, Result, progress_counts
 
 
 def check(address: str, tracking_uri: str, gpus: tuple[str, ...] = ()) -> None:
@@ -126,6 +126,14 @@ class RayExecutor:
                  poll_s: float = 1.0):
         self.address, self.jobs_per_gpu, self.gpus = address, jobs_per_gpu, gpus
         self.max_retries, self.poll_s = max_retries, poll_s
+
+    @classmethod
+    def from_options(cls, o: ExecutorOptions) -> "RayExecutor":
+        return cls(o.ray_address, jobs_per_gpu=o.jobs_per_gpu, gpus=bool(o.gpus))
+
+    @staticmethod
+    def check(opts, tracking_uri: str) -> None:
+        check(opts.ray_address, tracking_uri, gpus=tuple(opts.gpus))
 
     def resources(self) -> dict:
         if self.gpus:
