@@ -11,7 +11,7 @@ import shutil
 import subprocess
 
 from .errors import require
-from .tags import (CUDA_VISIBLE_DEVICES_TAG, HOST_TAG, ONEDNN_TAG, PID_STARTED_TAG, PID_TAG, PROCESS_DEVICE_TAG,
+from .tags import (CUDA_VISIBLE_DEVICES_TAG, DEVICE_TAG, HOST_TAG, ONEDNN_TAG, PID_STARTED_TAG, PID_TAG,
                    TF_THREADS_TAG)
 
 
@@ -100,7 +100,7 @@ def process_tags(device: str) -> dict[str, str]:
 
     import psutil
 
-    return {PROCESS_DEVICE_TAG: device, CUDA_VISIBLE_DEVICES_TAG: os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+    return {DEVICE_TAG: device, CUDA_VISIBLE_DEVICES_TAG: os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
             TF_THREADS_TAG: threads(), ONEDNN_TAG: onednn(), PID_TAG: str(os.getpid()),
             PID_STARTED_TAG: f"{psutil.Process().create_time():.2f}", HOST_TAG: socket.gethostname()}
 

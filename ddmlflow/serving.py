@@ -114,6 +114,7 @@ def log_cnn_dnn(local_paths: list[Path], coarse_path: Path, decomposition, class
         name="cnn_dnn", python_model=str(PACKAGE_DIR / "pyfunc_model.py"), artifacts=artifacts,
         code_paths=[str(PACKAGE_DIR)], signature=signature, input_example=example,
         pip_requirements=pip_requirements(), params=params, tags=tags)
+    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
     return info.model_uri
 
 
@@ -209,3 +210,8 @@ def log_keras_model(model, example, name: str = "model", params: dict | None = N
         keras_save._save_example = original
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
     return info.model_uri
+
+
+def model_id(uri: str) -> str:
+    """The logged model's id in its ``models:/<id>`` URI (the run's ``model_uri`` tag)."""
+    return uri.split("/", 1)[1]

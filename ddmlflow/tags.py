@@ -22,8 +22,7 @@ DATASET_TAG = "ddmlflow.dataset"         # the data set's name
 MODEL_TAG = "ddmlflow.model"             # the network's name (vgg3, resnet20 ...)
 DECOMPOSITION_TAG = "ddmlflow.decomposition"  # the decomposition, short: 2x2, typeB, custom
 OVERLAP_TAG = "ddmlflow.overlap"         # the subdomains' overlap (delta)
-BOX_TAG = "ddmlflow.box"                 # on a step's run: its subdomain box, or "global" (train_global)
-SUBDOMAIN_TAG = "subdomain"              # on a training: its subdomain box, or "global"
+BOX_TAG = "ddmlflow.box"                 # on a training: its subdomain (box index), or "global"
 NETWORK_TAG = "network"                  # on a tuning: the network tuned (global, coarse, local/NN)
 STRATEGY_TAG = "strategy"                # on a composition: the strategy that combined the locals
 GROUP_TAG = "ddmlflow.group"             # on a packed training: the group it trained in
@@ -45,8 +44,7 @@ CLAIM_WHAT_TAG = "what"                  # on a claim: the step claimed
 CLAIM_RUN_TAG = "run"                    # on a claim: the run claimed ("" for a new one)
 
 # --- Process and device
-DEVICE_TAG = "ddmlflow.device"           # the device a model trained on (CPU, GPU:0 ...)
-PROCESS_DEVICE_TAG = "device"            # the device the training's process was configured for
+DEVICE_TAG = "ddmlflow.device"           # the device a training runs on (CPU, GPU:0 ...): planned, then as used
 CUDA_VISIBLE_DEVICES_TAG = "CUDA_VISIBLE_DEVICES"  # the process's CUDA_VISIBLE_DEVICES, or <unset>
 TF_THREADS_TAG = "ddmlflow.tf_threads"   # TensorFlow's intra/inter-op threads
 ONEDNN_TAG = "ddmlflow.onednn"           # whether TensorFlow's oneDNN CPU kernels are on
@@ -59,11 +57,10 @@ SPEEDUP_EXECUTORS_TAG = "ddmlflow.speedup_executors"  # on an evaluation: the ex
 # --- Data and models
 NUM_CLASSES_TAG = "num_classes"          # on a decomposition: the data set's number of classes
 CLASS_NAMES_TAG = "class_names"          # on a decomposition: the class names, comma-separated
-MODEL_ID_TAG = "ddmlflow.model_id"       # the id of the run's logged model
-MODEL_URI_TAG = "model_uri"              # the URI of the run's logged Keras model
+MODEL_ID_TAG = "ddmlflow.model_id"       # on a model version: its logged model's id (the sqlite registry leaves it empty)
+MODEL_URI_TAG = "model_uri"              # the run's logged model (models:/<id>): a training's net, evaluate's CNN-DNN
 REGISTERED_MODEL_TAG = "registered_model"      # on an evaluation: the registered model's name
 REGISTERED_VERSION_TAG = "registered_version"  # on an evaluation: the registered version
-CNN_DNN_MODEL_URI_TAG = "cnn_dnn_model_uri"    # on an evaluation: the URI of the composed CNN-DNN
 VAL_ACCURACY_TAG = "val_accuracy"        # on a model version: its validation accuracy (picks the champion)
 HPARAMS_TAG = "ddmlflow.hparams"         # the tuned hyperparameters a training used (JSON)
 HPARAMS_SOURCE_TAG = "ddmlflow.hparams.source"    # where they came from (a file, a run, or <dict>)

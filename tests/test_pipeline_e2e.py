@@ -98,7 +98,7 @@ def test_locals_pinned_k_mod_g(e2e):
     for k in range(4):
         tags = children[f"train_local/{k:02d}"].data.tags
         assert tags["CUDA_VISIBLE_DEVICES"] == str(k % 2)
-        assert tags["device"] in ("CPU", f"GPU:{k % 2}")  # CPU when TensorFlow sees no GPU, else the pinned one
+        assert tags["ddmlflow.device"] in ("CPU", f"GPU:{k % 2}")  # CPU when TensorFlow sees no GPU, else the pinned one
 
 
 def _artifact(client, run_id: str, path: str, dst: Path) -> Path:
@@ -170,8 +170,8 @@ def test_evaluate_metrics_equal_those_recomputed_from_the_logged_probs(e2e, reco
     classes = [class_key(n) for n in  # "circle+square" -> "circle_square": "+" is not allowed in a metric key
                runs_by_name(c, parent_of(c)[0].info.run_id)["decompose"].data.tags["class_names"].split(",")]
     arts = {a.path for a in c.list_artifacts(ev.info.run_id)}
-    model_ids = {"cnn_dnn": ev.data.tags["cnn_dnn_model_uri"].split("/", 1)[1],
-                 "global": recomputed["global"].data.tags["ddmlflow.model_id"]}
+    model_ids = {"cnn_dnn": ev.data.tags["model_uri"].split("/", 1)[1],
+                 "global": recomputed["global"].data.tags["model_uri"].split("/", 1)[1]}
     for method, probs in recomputed["val_probs"].items():
         pred = probs.argmax(1)
         for k, name in enumerate(classes):

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from .. import figures, paper_values as pv, presets
 from ..errors import InputError
 from ..tables import LABELS, Doc, diff, held, md_table, relation, val_train
-from ..tags import (BUDGET_TAG, BUDGET_VALUES_TAG, DEVICE_TAG, EXECUTOR_TAG, FULL_RUNS_TAG, PROCESS_DEVICE_TAG,
+from ..tags import (BUDGET_TAG, BUDGET_VALUES_TAG, DEVICE_TAG, EXECUTOR_TAG, FULL_RUNS_TAG,
                     ROW_NAME_TAG, RUN_PREFIX, STEP_TAG, TABLE_TAG, run_tag)
 from ..tracking import retry, say
 
@@ -106,7 +106,7 @@ def gather(client: MlflowClient, run, experiment_id: str) -> Row:
     locals_ = sorted(k for k in children if k.startswith("train_local/"))
     infos = {k: retry(client.get_run, children[k]) for k in locals_ + ["train_global", "train_coarse"] if k in children}
     t = {k: r.data.metrics.get("train_time_s") for k, r in infos.items()}
-    row.devices = {r.data.tags.get(DEVICE_TAG) or r.data.tags.get(PROCESS_DEVICE_TAG) for r in infos.values()} - {None}
+    row.devices = {r.data.tags.get(DEVICE_TAG) for r in infos.values()} - {None}
     if t.get("train_global") is not None:
         row.times["global CNN"] = t["train_global"]
     if locals_:

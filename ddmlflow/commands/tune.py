@@ -38,7 +38,7 @@ from ..pipeline.train import fit_config, log_probs
 from ..pipeline.tune_cost import log_costs
 from ..profiling import flops_exact
 from ..reuse import Reuse
-from ..tags import BEST_TRIAL_RUN_TAG, BEST_TRIAL_TAG, NETWORK_TAG, SUBDOMAIN_TAG, run_tag
+from ..tags import BEST_TRIAL_RUN_TAG, BEST_TRIAL_TAG, BOX_TAG, NETWORK_TAG, run_tag
 from ..tracking import log_params, retry, say, work_dir
 from ..training import FitConfig, predict_probs, seed_everything
 from ..tuning import NetworkHyperModel, default_space, parse_options
@@ -141,7 +141,7 @@ def tune_network(cfg: RunConfig, decompose_run: str, box: int | None, opts) -> d
     name = network_name(box)
     log_params({**cfg.params(), **opts.key(), "decompose_run": decompose_run, "box": "global" if box is None else box,
                 "input_shape": "x".join(map(str, x.shape[1:])), "effective_width_divisor": divisor})
-    mlflow.set_tags({SUBDOMAIN_TAG: "global" if box is None else str(box), NETWORK_TAG: name})
+    mlflow.set_tags({BOX_TAG: "global" if box is None else str(box), NETWORK_TAG: name})
     space = opts.space.get("cnn") or default_space("cnn", cfg, model_dropout(cfg.model))
     fixed = {"batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "optimizer": cfg.optimizer,
              "dropout": cfg_dropout(cfg)}

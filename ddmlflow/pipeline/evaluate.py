@@ -19,8 +19,8 @@ import numpy as np
 from .. import aggregate, describe, figures, tables
 from ..config import RunConfig
 from ..results import Evaluation
-from ..serving import log_cnn_dnn, register
-from ..tags import (CNN_DNN_MODEL_URI_TAG, EXECUTOR_TAG, MODEL_ID_TAG, NOTE_TAG, PARENT_RUN_TAG, PARENT_TAG,
+from ..serving import log_cnn_dnn, model_id, register
+from ..tags import (EXECUTOR_TAG, MODEL_ID_TAG, MODEL_URI_TAG, NOTE_TAG, PARENT_RUN_TAG, PARENT_TAG,
                     REGISTERED_MODEL_TAG, REGISTERED_VERSION_TAG, SOURCE_RUN_TAG, SPEEDUP_EXECUTORS_TAG)
 from ..tracking import get_run, log_params, retry, say, work_dir
 from ..training import accuracy
@@ -94,7 +94,7 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
                *(Method.from_probs(name, rule.fn(vp)) if rule.probabilities else Method(name, rule.fn(vp))
                  for name, rule in aggregate.RULES.items())]
     if glob is not None:
-        methods.append(Method.from_probs("global", glob[1], get_run(global_run).data.tags.get(MODEL_ID_TAG)))
+        methods.append(Method.from_probs("global", glob[1], model_id(get_run(global_run).data.tags[MODEL_URI_TAG])))
     evaluate_classifiers(yv, methods, prep.class_names, f"{prep.dataset}-val", art,
                          DataSource(decompose_run=decompose_run, split="validation", n=len(yv)))
     per_class = (art / "per_class.md").read_text()
@@ -124,7 +124,7 @@ def _register(cfg: RunConfig, uri: str, name: str, results: dict, tags: dict) ->
     val_acc = results["val_accuracy/cnn_dnn"]
     run = mlflow.active_run()
     note = describe.model_note(name, cfg.params(), run.info.run_id, tags[PARENT_RUN_TAG], val_acc)
-    reg = register(uri, name, val_acc, description=note, tags={**tags, MODEL_ID_TAG: uri.split("/", 1)[1]})
-    mlflow.set_tags({REGISTERED_MODEL_TAG: name, REGISTERED_VERSION_TAG: reg["version"], CNN_DNN_MODEL_URI_TAG: uri})
+    reg = register(uri, name, val_acc, description=note, tags={**tags, MODEL_ID_TAG: model_id(uri)})
+    mlflow.set_tags({REGISTERED_MODEL_TAG: name, REGISTERED_VERSION_TAG: reg["version"]})
     say(f"registered {name} version {reg['version']}" + (" (champion)" if reg["champion"] else ""))
     return reg

@@ -18,7 +18,7 @@ from ..config import RunConfig
 from ..describe import Role
 from ..devices import configure_tensorflow, process_tags
 from ..packing import mlflow_epoch_logger, train_packed
-from ..tags import EXECUTOR_TAG, GROUP_TAG, SUBDOMAIN_TAG
+from ..tags import BOX_TAG, EXECUTOR_TAG, GROUP_TAG
 from ..tracking import monitor_system, retry, say, step_run, work_dir
 from .finish import finish_training
 from .prepared import load_prepared
@@ -43,7 +43,7 @@ def train_locals_packed(cfg: RunConfig, decompose_run: str, boxes: list[int], ru
         _start_run(run_id, {**cfg.params(), "decompose_run": decompose_run, "box": box,
                             "input_shape": "x".join(map(str, x_shape)), "effective_width_divisor": cfg.width_divisor,
                             "box_bounds": str(prep.decomposition.boxes[box])},
-                   {**process_tags(device), SUBDOMAIN_TAG: str(box), GROUP_TAG: group,
+                   {**process_tags(device), BOX_TAG: str(box), GROUP_TAG: group,
                     EXECUTOR_TAG: "packed"})
     say(f"packed group {group}: {len(boxes)} locals as one program on {device}")
     with monitor_system(run_ids):  # the group's CPU/GPU use, in every local's run

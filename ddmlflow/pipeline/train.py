@@ -16,7 +16,8 @@ from ..config import RunConfig
 from ..describe import Role
 from ..devices import configure_tensorflow, process_tags
 from ..models import register_layers
-from ..tags import MODEL_ID_TAG, MODEL_URI_TAG, SUBDOMAIN_TAG
+from ..serving import model_id
+from ..tags import BOX_TAG, MODEL_URI_TAG
 from ..tracking import get_run, log_params, logged_steps, work_dir
 from ..training import FitConfig, fit, seed_everything
 from .finish import finish_training, log_probs  # noqa: F401 - log_probs: part of this step's API
@@ -41,7 +42,7 @@ def train_local(cfg: RunConfig, decompose_run: str, box: int) -> None:
 def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
     """In the active run: fit, then log metrics, profile, probabilities and the model."""
     run_id = mlflow.active_run().info.run_id
-    mlflow.set_tags({**process_tags(configure_tensorflow()), SUBDOMAIN_TAG: "global" if box is None else str(box)})
+    mlflow.set_tags({**process_tags(configure_tensorflow()), BOX_TAG: "global" if box is None else str(box)})
     seed = cfg.seed + (0 if box is None else 1 + box)
     seed_everything(seed)
     prep = load_prepared(decompose_run)
@@ -73,7 +74,7 @@ def load_probs(run_id: str) -> tuple[np.ndarray, np.ndarray]:
 def logged_keras_archive(run_id: str, dst: Path) -> Path:
     """The ``.keras`` archive of the model a training run logged, copied into folder ``dst``: the file
     itself, not loaded and saved again (the logged model's layout: ``data/model.keras``)."""
-    location = mlflow.get_logged_model(get_run(run_id).data.tags[MODEL_ID_TAG]).artifact_location
+    location = mlflow.get_logged_model(model_id(get_run(run_id).data.tags[MODEL_URI_TAG])).artifact_location
     dst.mkdir(parents=True, exist_ok=True)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/data/model.keras", dst_path=str(dst)))
 
