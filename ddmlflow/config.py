@@ -4,6 +4,8 @@
 are the only declarations. The CLI options (``add_options``), the argv of a
 child process (``to_argv``), the MLflow params (``params``) and the MLproject
 parameter blocks (``ddmlflow mlproject``) are all derived from these fields.
+A typed config crosses into a worker process (packed, Ray, tuner) one way:
+``to_json`` once, ``from_json`` there, with a schema version (no re-parsing).
 Every front end passes strings; ``resolve`` turns them into one typed config
 and rejects a bad value with an ``InputError`` before any data is loaded.
 An empty string means "take it from the preset", so ``-P epochs=2`` overrides
@@ -12,6 +14,7 @@ one field and keeps the rest of the paper's configuration.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -263,6 +266,31 @@ def to_argv(obj) -> list[str]:
         if v != "":
             out += [f"--{o['param'].replace('_', '-')}", v]
     return out
+
+
+# The version of ``to_json``'s layout and of the fields' meaning: raise it when a field is renamed or
+# changes meaning, so a worker of another version refuses the config instead of misreading it.
+SCHEMA_VERSION = 1
+
+
+def to_json(obj) -> str:
+    """A typed config (``RunConfig`` or an options dataclass) for a worker process: its typed values."""
+    return json.dumps({"schema": SCHEMA_VERSION, "type": type(obj).__name__, "values": dataclasses.asdict(obj)},
+                      sort_keys=True)
+
+
+def from_json(text: str, cls: type | None = None):
+    """``to_json``'s object back, as it was (validated when it was made; tuples restored)."""
+    d = json.loads(text)
+    classes = {c.__name__: c for c in (RunConfig, FullOptions, TuneOptions, ReproduceOptions, ReportOptions,
+                                       TrackingOptions)}
+    cls = cls or classes.get(d.get("type"))
+    require(d.get("schema") == SCHEMA_VERSION and cls is not None and d.get("type") == cls.__name__, "config",
+            f"schema {d.get('schema')} {d.get('type')}", f"a config of schema {SCHEMA_VERSION}, as this ddmlflow "
+            "writes it (the worker and the command that started it must be the same version)")
+    values = {f.name: tuple(v) if isinstance(v, list) and "tuple" in str(f.type) else v
+              for f in dataclasses.fields(cls) for v in [d["values"][f.name]]}
+    return cls(**values)
 
 
 def parse_options(cls: type, **given: Any):

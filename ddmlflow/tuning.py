@@ -62,13 +62,6 @@ class TuneOptions:
                 "tune_epochs": "" if self.epochs is None else self.epochs, "objective": self.objective,
                 "space": json.dumps(self.space, sort_keys=True) if self.space else ""}
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> "TuneOptions":
-        return cls(**json.loads(text))
-
 
 def parse_options(tuner="random", max_trials=10, executions_per_trial=1, epochs=None, objective="val_accuracy",
                   space="") -> TuneOptions:

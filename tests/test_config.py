@@ -74,3 +74,20 @@ def test_malformed_decompositions_name_the_accepted_forms(bad):
 def test_unknown_parameter_is_named():
     with pytest.raises(InputError, match="colour"):
         resolve("", colour="red")
+
+
+def test_a_config_crosses_into_a_worker_typed_and_refuses_another_schema():
+    """``to_json`` / ``from_json``: the packed, Ray and tuner workers get the driver's typed config back as it
+    was (tuples included), and a config written under another schema version is refused, not misread."""
+    import json
+
+    from ddmlflow.config import FullOptions, from_json, parse_options, resolve, to_json
+
+    cfg = resolve("", image_size="16,16", n_train="100", coarse_hidden="32,16", decomposition="3x3", dropout="")
+    assert from_json(to_json(cfg)) == cfg and from_json(to_json(cfg)).image_size == (16, 16)
+    opts = parse_options(FullOptions, gpus="0,1", executor="packed")
+    assert from_json(to_json(opts)) == opts
+    old = json.loads(to_json(cfg))
+    old["schema"] -= 1
+    with pytest.raises(InputError, match="schema"):
+        from_json(json.dumps(old))

@@ -228,6 +228,7 @@ def test_killed_search_resumes_without_repeating_finished_trials(tuned, cfg, sto
     """SIGKILL a search while trial 1 runs; rerunning it keeps trial 0 and its run, and finishes trial 1."""
     from ddmlflow.commands.tune import tune_network
     from ddmlflow.tracking import step_run, work_dir
+    from ddmlflow.config import to_json
     from ddmlflow.tuning import parse_options
 
     c = MlflowClient()
@@ -237,7 +238,7 @@ def test_killed_search_resumes_without_repeating_finished_trials(tuned, cfg, sto
         net = c.create_run("0", tags={"mlflow.runName": "tune_local/00", "mlflow.parentRunId": parent.info.run_id}
                            ).info.run_id
     argv = [sys.executable, "-m", "ddmlflow.tuning_worker", "--run-id", net, "--decompose-run", dec, "--box", "0",
-            "--config", json.dumps(cfg.params()), "--options", opts.to_json()]
+            "--config", to_json(cfg), "--options", to_json(opts)]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     with open(store / "killed.log", "wb") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

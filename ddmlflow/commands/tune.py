@@ -26,7 +26,7 @@ from pathlib import Path
 import mlflow
 
 from .. import devices, models
-from ..config import RunConfig
+from ..config import RunConfig, to_json
 from ..devices import configure_tensorflow
 from ..errors import require
 from ..executors import Job, make_executor
@@ -109,8 +109,7 @@ def _search_cnns(steps: Reuse, cfg, opts, dec, boxes, gpus, jobs_per_gpu, max_pa
         if done:
             continue
         argv = [sys.executable, "-m", "ddmlflow.tuning_worker", "--run-id", run_id, "--decompose-run", dec,
-                "--box", "global" if box is None else str(box), "--config", json.dumps(cfg.params()),
-                "--options", opts.to_json()]
+                "--box", "global" if box is None else str(box), "--config", to_json(cfg), "--options", to_json(opts)]
         jobs.append(Job(step, f"tune_{name}", run_id, device=devices.pin(len(boxes) if box is None else box, gpu_list),
                         log=work_dir("logs", run_id) / "tune.log", argv=argv,
                         env={"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}))

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import preload
+from ..config import to_json
 from .base import ExecutorOptions, Job, OnChange, Result, attempt, progress_counts
 from .process import child_env, reason, terminate
 from .worker import LOG, READY, SPEC, STATUS
@@ -84,7 +85,7 @@ class _Worker:
         self.jobs, self.start = jobs, time.time()
         _write(self.folder / SPEC, {
             "jobs": [{"step": j.step, "name": j.name, "run_id": j.run_id, "inputs": j.inputs,
-                      "config": j.config.params()} for j in jobs],
+                      "config": to_json(j.config)} for j in jobs],
             "log": str(jobs[0].log), "then": str(then) if then else "", "tracking_uri": _tracking_uri()})
 
     def results(self) -> list[Result]:

@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from ..config import from_json, to_json
 from ..console import VERBOSE_ENV
 from ..errors import InputError
 from ..steps import STEPS
@@ -70,8 +71,9 @@ def absolute_uri(uri: str) -> str:
     return uri if "://" in uri or uri == "databricks" else str(Path(uri).absolute())
 
 
-def run_job(step: str, run_id: str, inputs: dict, config, env: dict) -> dict:
-    """In a Ray worker: the step into its run, output to the node's work folder; returns where it ran."""
+def run_job(step: str, run_id: str, inputs: dict, config: str, env: dict) -> dict:
+    """In a Ray worker: the step into its run (``config``: ``config.to_json``), output to the node's work
+    folder; returns where it ran."""
     os.environ.update(env)
     os.environ.pop("MLFLOW_RUN_ID", None)  # would resume the driver's run
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -102,7 +104,7 @@ def run_job(step: str, run_id: str, inputs: dict, config, env: dict) -> dict:
         retry(mlflow.set_tags, {ray_tag(k): v for k, v in where.items()})
         print(f"[ddmlflow] {STEPS[step].run_name(inputs)} attempt {where['attempts']} on node {where['node_ip']} "
               f"{where['node_id'][:12]}, GPUs: {where['gpu_ids']}", flush=True)
-        STEPS[step].call(config, **inputs)
+        STEPS[step].call(from_json(config), **inputs)
     return where
 
 
@@ -148,7 +150,7 @@ class RayExecutor:
         refs = {}
         for job in jobs:
             env = {**job.env, "MLFLOW_TRACKING_URI": absolute_uri(job.env.get("MLFLOW_TRACKING_URI", ""))}
-            refs[task.options(name=job.name).remote(job.step, job.run_id, job.inputs, job.config, env)] = job
+            refs[task.options(name=job.name).remote(job.step, job.run_id, job.inputs, to_json(job.config), env)] = job
         pending, done = list(refs), []
         try:
             while pending:

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import resolve
+from ..config import from_json
 from ..devices import watch_driver
 from .base import attempt
 
@@ -92,8 +92,7 @@ def main(folder: str) -> int:
 
     jobs, then, status = spec["jobs"], spec.get("then", ""), folder / STATUS
     for j in jobs:
-        params = dict(j["config"])
-        j["cfg"] = resolve(params.pop("preset"), **params)
+        j["cfg"] = from_json(j["config"])  # the typed config, as the driver had it
     seen: dict[str, dict] = {}
 
     def record(run_ids, ok: bool, why: str = "") -> None:
@@ -103,7 +102,7 @@ def main(folder: str) -> int:
 
     groups: dict[str, list[dict]] = {}  # locals with the same config pack together (tuned ones may differ)
     for j in (j for j in jobs if j["step"] == "train_local"):
-        groups.setdefault(json.dumps(j["config"], sort_keys=True), []).append(j)
+        groups.setdefault(j["config"], []).append(j)
     if any(len(g) > 1 for g in groups.values()) and all(j["step"] == "train_local" for j in jobs):
         from ..packing import configure_threads  # lazy: TensorFlow; the `full` parent imports this module
 
