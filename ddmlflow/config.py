@@ -1,11 +1,11 @@
 """The run configuration, declared once: every option is a dataclass field with its parser and help.
 
 ``RunConfig`` (what every step needs) and ``FullOptions`` (how ``full`` runs)
-are the only declarations. The CLI options (``add_options``), the argv of a
-child process (``to_argv``), the MLflow params (``params``) and the MLproject
-parameter blocks (``ddmlflow mlproject``) are all derived from these fields.
-A typed config crosses into a worker process (packed, Ray, tuner) one way:
-``to_json`` once, ``from_json`` there, with a schema version (no re-parsing).
+are the only declarations. The CLI options (``add_options``), the MLflow params
+(``params``) and the MLproject parameter blocks (``ddmlflow mlproject``) are all
+derived from these fields. A typed config crosses into a worker process (process,
+packed, Ray, tuner) one way: ``to_json`` once, ``from_json`` there, with a schema
+version (no re-parsing).
 Every front end passes strings; ``resolve`` turns them into one typed config
 and rejects a bad value with an ``InputError`` before any data is loaded.
 An empty string means "take it from the preset", so ``-P epochs=2`` overrides
@@ -175,10 +175,6 @@ class RunConfig:
     def params(self) -> dict[str, str]:
         return {spec(f)["param"]: _value(self, f) for f in dataclasses.fields(self)}
 
-    def to_argv(self) -> list[str]:
-        """The config as CLI options for a child process (empty values omitted)."""
-        return to_argv(self)
-
     def data_args(self) -> dict:
         """Arguments for ``ddmlflow.data.load``."""
         return dict(name=self.dataset, data_dir=self.data_dir or None, seed=self.seed,
@@ -256,16 +252,6 @@ def add_options(parser, cls: type = RunConfig) -> None:
         flag = {"nargs": "?", "const": "true"} if o["parse"] is boolean else {}  # `--force` = `--force true`
         parser.add_argument(f"--{o['param'].replace('_', '-')}", dest=o["field"], default=default, help=o["help"],
                             **flag)
-
-
-def to_argv(obj) -> list[str]:
-    out = []
-    for o in options(type(obj)):
-        v = getattr(obj, o["field"])
-        v = "none" if o["parse"] is gpu_list and not v else _to_str(v)
-        if v != "":
-            out += [f"--{o['param'].replace('_', '-')}", v]
-    return out
 
 
 # The version of ``to_json``'s layout and of the fields' meaning: raise it when a field is renamed or

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from .config import integer
+from .config import integer, to_json
 from .errors import InputError
 
 
@@ -98,7 +98,7 @@ class Step:
             v = Input.to_str(inputs.get(i.name))
             if v != "":
                 out += [f"--{i.name.replace('_', '-')}", v]
-        return out + cfg.to_argv()
+        return out + ["--config-json", to_json(cfg)]  # the typed config, one way (config.to_json)
 
 
 _DEC = Input("decompose_run", help="run id of a decompose run")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddmlflow.config import FullOptions, RunConfig, integer, options, parse_options, resolve, to_argv
+from ddmlflow.config import FullOptions, RunConfig, integer, options, parse_options, resolve
 from ddmlflow.errors import InputError
 
 
@@ -39,16 +39,17 @@ def test_counts_and_strategies():
         parse_options(FullOptions, strategies="cnn_dnn,magic")
 
 
-def test_argv_round_trips_through_the_cli():
-    """A child process gets the same config back from ``to_argv`` (the executor's contract)."""
+def test_a_child_process_gets_the_drivers_config_back_through_the_cli():
+    """The process executor's contract: ``Step.argv`` carries the typed config (``config.to_json``), and the
+    child's CLI returns it as it was, not re-resolved from strings."""
     from ddmlflow.cli import _config, build_parser
+    from ddmlflow.steps import STEPS
 
     cfg = resolve("", epochs="3", coarse_hidden="16,8", decomposition="type-B", n_val="7")
-    args = build_parser().parse_args(["train-local", "--decompose-run", "x", "--box", "1", *cfg.to_argv()])
-    assert _config(args) == cfg
-    opts = parse_options(FullOptions, gpus="0,1", strategies="cnn_dnn,coherent", force="true")
-    raw = {a[2:].replace("-", "_"): v for a, v in zip(to_argv(opts)[::2], to_argv(opts)[1::2])}
-    assert parse_options(FullOptions, **raw) == opts
+    argv = STEPS["train_local"].argv("r1", {"decompose_run": "x", "box": 1}, cfg)
+    args = build_parser().parse_args(argv)
+    assert _config(args) == cfg and args.box == "1" and args.run_id == "r1"
+    assert "--config-json" not in build_parser().format_help()
 
 
 def test_every_option_has_help_and_a_parser():

@@ -113,13 +113,14 @@ def test_failure_is_isolated_and_explained(tmp_path):
 
 def test_a_step_job_runs_its_cli_command():
     """Without ``argv`` a job is its registered step's subcommand, with run id, inputs and config."""
-    from ddmlflow.config import resolve
+    from ddmlflow.config import from_json, resolve
     from ddmlflow.executors.process import command
 
     cfg = resolve("", epochs="2")
     argv = command(Job("train_local", "train_local/03", "abc", {"decompose_run": "d1", "box": 3}, cfg))
     assert argv[1:5] == ["-m", "ddmlflow.cli", "train-local", "--run-id"]
-    assert argv[5:10] == ["abc", "--decompose-run", "d1", "--box", "3"] and "--epochs" in argv
+    assert argv[5:10] == ["abc", "--decompose-run", "d1", "--box", "3"]
+    assert argv[10] == "--config-json" and from_json(argv[11]) == cfg  # the typed config, one way
 
 
 def test_memory_growth_is_set_on_every_visible_gpu(monkeypatch):
