@@ -90,7 +90,7 @@ def evaluate(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
     else:
         retry(mlflow.log_metrics, results)
     vp = [p[1] for p in local]
-    methods = [Method.from_probs("cnn_dnn", coarse[1], uri and uri.split("/", 1)[1]),
+    methods = [Method.from_probs("cnn_dnn", coarse[1], uri and model_id(uri)),
                *(Method.from_probs(name, rule.fn(vp)) if rule.probabilities else Method(name, rule.fn(vp))
                  for name, rule in aggregate.RULES.items())]
     if glob is not None:
@@ -115,7 +115,7 @@ def _log_cnn_dnn(cfg: RunConfig, prep, local_runs, coarse_run, results: dict, ar
     uri = log_cnn_dnn(paths, coarse_path, prep.decomposition, prep.class_names, np.asarray(prep.x_val[:2]), art,
                       params={**cfg.params(), "local_runs": ",".join(local_runs), "coarse_run": coarse_run},
                       tags=tags)
-    retry(mlflow.log_metrics, results, model_id=uri.split("/", 1)[1])
+    retry(mlflow.log_metrics, results, model_id=model_id(uri))
     return uri, tags
 
 

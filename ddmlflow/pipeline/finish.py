@@ -21,7 +21,7 @@ from .. import profiling
 from ..data import GENERATED
 from ..describe import Role, bounds, training_note
 from ..devices import configure_tensorflow
-from ..serving import log_keras_model
+from ..serving import log_keras_model, model_id
 from ..tags import DEVICE_TAG, NAMESPACE, NOTE_TAG
 from ..tracking import retry
 from ..training import accuracy, predict_probs
@@ -51,11 +51,11 @@ def finish_training(net, data: tuple, summary: dict, role: Role, batch_size: int
     tags = {k: v for k, v in mlflow.active_run().data.tags.items() if k.startswith(NAMESPACE) and "key" not in k}
     uri = log_keras_model(net, np.asarray(x[:2], dtype="float32"), name=role.model_name, params=params,
                           tags={**tags, DEVICE_TAG: device})
-    model_id = uri.split("/", 1)[1]  # models:/<model id>: the run's logged model (its model_uri tag)
+    logged = model_id(uri)  # the run's logged model (its model_uri tag)
     final = {k: metrics.pop(k) for k in ("final_train_accuracy", "final_val_accuracy")}
-    retry(mlflow.log_metrics, metrics, model_id=model_id)
+    retry(mlflow.log_metrics, metrics, model_id=logged)
     for (key, value), ds in zip(final.items(), seen):  # the final accuracies name the data they were measured on
-        retry(mlflow.log_metric, key, value, model_id=model_id, dataset=ds)
+        retry(mlflow.log_metric, key, value, model_id=logged, dataset=ds)
     log_probs(p_train, p_val)
     mlflow.set_tags({DEVICE_TAG: device,
                      NOTE_TAG: training_note(role, params, device, len(y), len(yv))})
