@@ -123,6 +123,15 @@ class Claims:
         """The tags of the claim on ``key``, or None when nobody holds it."""
         return self._holder(MlflowClient(), self.name(key))
 
+    def drop_dead(self, key: str, what: str) -> None:
+        """Remove a claim on ``key`` whose holder on this host is gone (e.g. SIGKILLed after its step
+        finished: nobody would acquire it again, so it would stay in the registry)."""
+        h = self.holder(key)
+        if h is not None and alive(h.get(CLAIM_HOST_TAG, ""), h.get(CLAIM_PID_TAG, 0), h.get(CLAIM_STARTED_TAG)) \
+                is False:
+            self.acquire(key, what)
+            self.release(key)
+
     def live(self, key: str) -> bool:
         """Someone alive holds ``key`` (a holder elsewhere counts as alive until it is seen stale)."""
         h = self.holder(key)

@@ -15,7 +15,7 @@ import sys
 
 from . import console, presets
 from .commands import COMMANDS
-from .config import RunConfig, TrackingOptions, add_options, from_json, options, parse_options, resolve
+from .config import RunConfig, TrackingOptions, add_options, options, parse_options, resolve
 from .devices import watch_driver
 from .errors import InputError
 from .steps import STEPS, trains
@@ -70,7 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(step.command, help=step.help, aliases=_alias(step.command))
         s.set_defaults(step=step.name)
         _run_args(s)
-        s.add_argument("--config-json", default="", help=argparse.SUPPRESS)  # an executor's child: config.to_json
         for i in step.inputs:
             s.add_argument(f"--{i.name.replace('_', '-')}", dest=i.name, required=i.required and i.kind != "text",
                            default="", help=i.help)
@@ -98,8 +97,6 @@ def _alias(command: str) -> list[str]:
 
 
 def _config(a: argparse.Namespace):
-    if getattr(a, "config_json", ""):  # a training started by an executor: the driver's typed config, as it was
-        return from_json(a.config_json, RunConfig)
     return resolve(a.preset, **{o["field"]: getattr(a, o["field"]) for o in options(RunConfig) if o["field"] != "preset"})
 
 

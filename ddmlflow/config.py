@@ -114,6 +114,11 @@ def decomposition_spec(name: str, raw: str) -> str:
     return check_spec(str(raw).strip())
 
 
+def run_ids(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated MLflow run ids (empty: none)."""
+    return tuple(p.strip() for p in str(raw).split(",") if p.strip())
+
+
 def gpu_list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(parse_gpus(raw))
 
@@ -333,7 +338,8 @@ class TuneOptions:
     executions_per_trial: int = option(integer(1), "trainings per trial (averaged)", default="1")
     objective: str = option(text, "val_accuracy, val_loss, accuracy or loss", default="val_accuracy")
     space: str = option(text, "a JSON or YAML search space (empty: KLW's, around the preset)", default="")
-    local_runs: str = option(text, "local runs whose probabilities target=coarse uses", default="")
+    local_runs: tuple[str, ...] = option(run_ids, "local runs whose probabilities target=coarse uses "
+                                         "(comma-separated run ids)", default="")
     gpus: tuple[str, ...] = option(gpu_list, "auto, none, or GPU indices like 0,1,2,3", default="auto")
     jobs_per_gpu: int = option(integer(1), "searches at once on one GPU", default="1")
     max_parallel: int = option(integer(1), "searches at once without GPUs", default="1")

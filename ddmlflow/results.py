@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import mlflow
 
+from .tags import NUM_CLASSES_TAG
 from .tracking import get_run
 
 
@@ -20,11 +21,16 @@ class Decomposed:
 
     run_id: str
     n_boxes: int
+    image_shape: tuple[int, ...]
+    num_classes: int
 
     @classmethod
-    def from_run(cls, run_id: str) -> "Decomposed":
-        """The same, from the run of an earlier command (a reused step)."""
-        return cls(run_id, int(get_run(run_id).data.params["n_boxes"]))
+    def from_run(cls, run_id: str) -> Decomposed:
+        """The same, from the run of an earlier command (a reused step): the one place that knows how
+        ``decompose`` stores it."""
+        d = get_run(run_id).data
+        return cls(run_id, int(d.params["n_boxes"]), tuple(int(s) for s in d.params["image_shape"].split("x")),
+                   int(d.tags[NUM_CLASSES_TAG]))
 
 
 @dataclass
@@ -39,7 +45,7 @@ class Evaluation:
     registered: dict = field(default_factory=dict)
 
     @classmethod
-    def from_run(cls, run_id: str) -> "Evaluation":
+    def from_run(cls, run_id: str) -> Evaluation:
         """The same, from the run of an earlier command (a reused step); ``per_class`` is None for a run
         older than the classifier evaluation."""
         def text(name: str) -> str | None:

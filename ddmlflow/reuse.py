@@ -23,7 +23,7 @@ from .claims import alive, claims
 from .config import RunConfig, key_params
 from .decomposition import canonical
 from .tags import BOX_TAG, HOST_TAG, KEY_CODE_TAG, PID_STARTED_TAG, PID_TAG
-from .steps import STEPS, trains
+from .steps import SEARCHES, STEPS, job_step, trains
 from .tracking import KEY_TAG, PARENT_TAG, SUCCESSOR_TAG, create_child, end_run, find_run, retry, say, step_run
 
 # Code each step runs beyond its own module's imports: the engines that may train it.
@@ -32,10 +32,11 @@ TRAINING_CODE = ("pipeline.packed", "executors.worker")
 
 def code_roots(step: str) -> tuple[str, ...]:
     """The modules whose import closure computes ``step`` (its registered function's module)."""
-    if step in STEPS:
-        module = STEPS[step].func.split(":")[0]
-        return (module, *TRAINING_CODE) if STEPS[step].training else (module,)
-    return {"full": ("commands.full", *TRAINING_CODE)}.get(step, ("commands.tune", "tuning", "tuning_worker"))
+    if step in STEPS or step in SEARCHES:
+        s = job_step(step)
+        module = s.func.split(":")[0]
+        return (module, *TRAINING_CODE) if s.training else (module,)
+    return {"full": ("commands.full", *TRAINING_CODE)}.get(step, ("commands.tune", "pipeline.tune"))
 
 
 def config_params(cfg: RunConfig) -> dict[str, str]:
@@ -91,6 +92,8 @@ class Reuse:
             found = None if self.force else find_run(self.exp, key)
             if found is not None and found.info.status == "FINISHED":
                 claims().release(key)
+        else:  # finished: a claim left by a holder killed after it finished goes now
+            claims().drop_dead(key, name)
         if found is not None:
             rid, done = found.info.run_id, found.info.status == "FINISHED"
             self.keys[rid] = key

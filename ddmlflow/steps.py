@@ -15,14 +15,14 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from .config import integer, to_json
+from .config import integer
 from .errors import InputError
 
 
 @dataclass(frozen=True)
 class Input:
     name: str            # parameter name (MLproject, MLflow) and keyword of the step function
-    kind: str = "run"    # run | runs (comma-separated) | int | text | runmap (name=id,...)
+    kind: str = "run"    # run | runs (comma-separated) | int | text | runmap (name=id,...) | options (typed)
     required: bool = True
     help: str = ""
 
@@ -42,16 +42,6 @@ class Input:
                 raise InputError(self.name, raw, "comma-separated name=run_id pairs")
             return {k.strip(): v.strip() for k, v in pairs}
         return raw
-
-    @staticmethod
-    def to_str(value) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, dict):
-            return ",".join(f"{k}={v}" for k, v in value.items())
-        if isinstance(value, (list, tuple)):
-            return ",".join(map(str, value))
-        return str(value)
 
 
 @dataclass(frozen=True)
@@ -84,21 +74,17 @@ class Step:
     def call(self, cfg, **inputs):
         return self.function()(cfg, **inputs)
 
-    def run_into(self, run_id: str, cfg, inputs: dict) -> None:
-        """This step in this process, into its existing run: FINISHED, or FAILED with the reason (re-raised)."""
-        from .tracking import step_run  # lazy: MLflow; reading the step registry must not load it
+    def run_into(self, run_id: str, cfg, inputs: dict, tags: dict[str, str] | None = None) -> None:
+        """This step in this process, into its existing run (``tags`` set first): FINISHED, or FAILED with
+        the reason (re-raised)."""
+        import mlflow
+
+        from .tracking import retry, step_run  # lazy: MLflow; reading the step registry must not load it
 
         with step_run(run_id, system_metrics=trains(self.name)):
+            if tags:
+                retry(mlflow.set_tags, tags)
             self.call(cfg, **inputs)
-
-    def argv(self, run_id: str, inputs: dict, cfg) -> list[str]:
-        """The subcommand that runs this step into ``run_id`` (for a child process)."""
-        out = [self.command, "--run-id", run_id]
-        for i in self.inputs:
-            v = Input.to_str(inputs.get(i.name))
-            if v != "":
-                out += [f"--{i.name.replace('_', '-')}", v]
-        return out + ["--config-json", to_json(cfg)]  # the typed config, one way (config.to_json)
 
 
 _DEC = Input("decompose_run", help="run id of a decompose run")
@@ -131,11 +117,27 @@ STEPS: dict[str, Step] = {s.name: s for s in [
          help="compare, report, register the CNN-DNN"),
 ]}
 
+# Steps that only ``tune`` starts (as jobs, through an executor): no subcommand, entry point or place in
+# ``full``'s chain. ``search`` is the tuner's settings (``tuning.SearchOptions``).
+SEARCHES: dict[str, Step] = {s.name: s for s in [
+    Step("tune_global", "pipeline.tune:tune_network", "tune_runs", (_DEC, Input("search", "options")),
+         training=True, help="keras-tuner search of the global CNN"),
+    Step("tune_local", "pipeline.tune:tune_network", "tune_runs",
+         (_DEC, Input("box", "int", help="the box index"), Input("search", "options")), training=True,
+         help="keras-tuner search of the local CNN of one box"),
+]}
+
+
+def job_step(name: str) -> Step:
+    """The step a job names: one of ``STEPS`` or ``SEARCHES``."""
+    return STEPS.get(name) or SEARCHES[name]
+
+
 # The two-step CNN-DNN of KLW is always trained; the others are chosen with ``strategies``.
 STRATEGIES: tuple[str, ...] = ("cnn_dnn", *(s.name for s in STEPS.values() if s.strategy))
 
 
 def trains(step: str) -> bool:
     """Steps that fit a network get system metrics (the registry's trainings and the coarse net)."""
-    s = STEPS.get(step)
+    s = STEPS.get(step) or SEARCHES.get(step)
     return s is not None and (s.training or s.name.startswith("train_"))

@@ -48,7 +48,9 @@ class TuneFailed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TuneOptions:
+class SearchOptions:
+    """The tuner's settings, from the ``tune`` command's options (``config.TuneOptions``) by ``of``."""
+
     tuner: str = "random"
     max_trials: int = 10
     executions_per_trial: int = 1
@@ -56,32 +58,23 @@ class TuneOptions:
     objective: str = "val_accuracy"
     space: dict = field(default_factory=dict)  # {"cnn": {...}, "coarse": {...}} as parsed by ``load_space``
 
+    @classmethod
+    def of(cls, opts, epochs: int | None = None) -> SearchOptions:
+        """From ``config.TuneOptions`` (its counts checked there); the tuner, the objective and the space
+        file are checked here, once, with one ``InputError`` line each."""
+        tuner = opts.tuner.strip().lower()
+        require(tuner in TUNERS, "tuner", opts.tuner, f"one of {', '.join(TUNERS)}")
+        objective = opts.objective.strip() or "val_accuracy"
+        require(objective in OBJECTIVES, "objective", objective, f"one of {', '.join(OBJECTIVES)}")
+        require(epochs is None or epochs >= 1, "epochs", str(epochs), "an integer >= 1")
+        return cls(tuner, opts.max_trials, opts.executions_per_trial, epochs, objective,
+                   load_space(opts.space) if opts.space else {})
+
     def key(self) -> dict:
         """As strings, for step keys and MLflow params."""
         return {"tuner": self.tuner, "max_trials": self.max_trials, "executions_per_trial": self.executions_per_trial,
                 "tune_epochs": "" if self.epochs is None else self.epochs, "objective": self.objective,
                 "space": json.dumps(self.space, sort_keys=True) if self.space else ""}
-
-
-def parse_options(tuner="random", max_trials=10, executions_per_trial=1, epochs=None, objective="val_accuracy",
-                  space="") -> TuneOptions:
-    """Check the front ends' (string) values once; bad ones raise one ``InputError`` line."""
-    tuner = str(tuner).strip().lower()
-    require(tuner in TUNERS, "tuner", tuner, f"one of {', '.join(TUNERS)}")
-    objective = str(objective).strip() or "val_accuracy"
-    require(objective in OBJECTIVES, "objective", objective, f"one of {', '.join(OBJECTIVES)}")
-    return TuneOptions(tuner, _count("max_trials", max_trials), _count("executions_per_trial", executions_per_trial),
-                       None if epochs in (None, "") else _count("epochs", epochs), objective,
-                       load_space(space) if space else {})
-
-
-def _count(name: str, raw) -> int:
-    try:
-        v = float(str(raw).strip())
-    except ValueError:
-        v = 0.0
-    require(v >= 1 and v.is_integer(), name, raw, "an integer >= 1")
-    return int(v)
 
 
 # --- search spaces ------------------------------------------------------------------------------------------
@@ -336,7 +329,7 @@ _CLASSES = {"grid": kt.GridSearch, "random": kt.RandomSearch, "bayesian": kt.Bay
             "hyperband": kt.Hyperband}
 
 
-def make_tuner(opts: TuneOptions, hypermodel: NetworkHyperModel, project_dir: Path, seed: int, epochs: int):
+def make_tuner(opts: SearchOptions, hypermodel: NetworkHyperModel, project_dir: Path, seed: int, epochs: int):
     """keras-tuner's tuner of that name, tracked, resuming from ``project_dir`` (``overwrite=False``)."""
     cls = type(f"Tracked{_CLASSES[opts.tuner].__name__}", (_Tracked, _CLASSES[opts.tuner]), {})
     kw = {"max_epochs": epochs} if opts.tuner == "hyperband" else {"max_trials": opts.max_trials}
@@ -353,7 +346,7 @@ def reason(message: str) -> str:
     return lines[-1].strip() if lines else "unknown reason"
 
 
-def search(opts: TuneOptions, hypermodel: NetworkHyperModel, data: tuple, epochs: int, seed: int) -> dict:
+def search(opts: SearchOptions, hypermodel: NetworkHyperModel, data: tuple, epochs: int, seed: int) -> dict:
     """Run (or resume) a search in the active run; returns the best trial's values, its model and the costs."""
     run = mlflow.active_run().info
     project_dir = work_dir("tuner", run.run_id) / "project"

@@ -39,17 +39,15 @@ def test_counts_and_strategies():
         parse_options(FullOptions, strategies="cnn_dnn,magic")
 
 
-def test_a_child_process_gets_the_drivers_config_back_through_the_cli():
-    """The process executor's contract: ``Step.argv`` carries the typed config (``config.to_json``), and the
-    child's CLI returns it as it was, not re-resolved from strings."""
-    from ddmlflow.cli import _config, build_parser
-    from ddmlflow.steps import STEPS
+def test_a_child_process_gets_the_drivers_config_through_the_worker_not_the_cli():
+    """Every executor's child runs through the one worker entry point (``executors/worker.py --job``), so the
+    CLI has no hidden config option: a step subcommand resolves what a user types, nothing else."""
+    from ddmlflow.cli import build_parser
 
-    cfg = resolve("", epochs="3", coarse_hidden="16,8", decomposition="type-B", n_val="7")
-    argv = STEPS["train_local"].argv("r1", {"decompose_run": "x", "box": 1}, cfg)
-    args = build_parser().parse_args(argv)
-    assert _config(args) == cfg and args.box == "1" and args.run_id == "r1"
-    assert "--config-json" not in build_parser().format_help()
+    with pytest.raises(InputError, match="config_json='{}': not a parameter of train-local"):
+        build_parser().parse_args(["train-local", "--run-id", "r1", "--decompose-run", "x", "--box", "1",
+                                   "--config-json", "{}"])
+    assert "config-json" not in build_parser().format_help()
 
 
 def test_every_option_has_help_and_a_parser():

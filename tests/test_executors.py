@@ -13,15 +13,24 @@ import pytest
 
 from ddmlflow import devices
 from ddmlflow.errors import InputError
-from ddmlflow.executors import Job, make_executor
-from ddmlflow.executors.process import ProcessExecutor
+from ddmlflow.executors import ExecutorOptions, Job, open_executor
+from ddmlflow.executors.process import ProcessExecutor as _ProcessExecutor
 
 SPAN = "import time; t = time.time(); time.sleep({s}); print(t, time.time())"
 
 
 def _job(tmp_path, name, code, device=""):
-    return Job("test", name, run_id=f"run-{name}", device=device, log=tmp_path / f"{name}.log",
-               argv=[sys.executable, "-c", code])
+    return Job("test", name, run_id=f"run-{name}", inputs={"code": code}, device=device,
+               log=tmp_path / f"{name}.log")
+
+
+def _python(job: Job) -> list[str]:
+    """A test job is plain Python code (the executor's ``command`` hook), not a registered step."""
+    return [sys.executable, "-c", job.inputs["code"]]
+
+
+def ProcessExecutor(**kw):
+    return _ProcessExecutor(command=_python, **kw)
 
 
 def _spans(results):
@@ -93,7 +102,9 @@ def test_two_jobs_per_gpu_run_together(tmp_path):
 
 def test_cpu_jobs_run_max_parallel_at_once(tmp_path):
     jobs = [_job(tmp_path, f"a{k}", SPAN.format(s=1.5)) for k in range(4)]
-    spans = _spans(make_executor("process", max_parallel=2).run(jobs))
+    executor = open_executor("process", ExecutorOptions(max_parallel=2))
+    executor.command = _python
+    spans = _spans(executor.run(jobs))
     assert _max_concurrency(spans) == 2
     jobs = [_job(tmp_path, f"b{k}", SPAN.format(s=0.3)) for k in range(3)]
     spans = _spans(ProcessExecutor(max_parallel=1, poll_s=0.05).run(jobs))
@@ -111,16 +122,38 @@ def test_failure_is_isolated_and_explained(tmp_path):
     assert "SIGKILL" in results[2].reason
 
 
-def test_a_step_job_runs_its_cli_command():
-    """Without ``argv`` a job is its registered step's subcommand, with run id, inputs and config."""
-    from ddmlflow.config import from_json, resolve
+def test_a_step_job_runs_through_the_one_worker_entry_point():
+    """A job's process is the worker entry point with the job as JSON: step, run id, inputs, the typed
+    config (``config.to_json``) and typed inputs (a tuner's ``SearchOptions``) come back as they were."""
+    from ddmlflow.config import resolve
     from ddmlflow.executors.process import command
+    from ddmlflow.tuning import SearchOptions
 
-    cfg = resolve("", epochs="2")
-    argv = command(Job("train_local", "train_local/03", "abc", {"decompose_run": "d1", "box": 3}, cfg))
-    assert argv[1:5] == ["-m", "ddmlflow.cli", "train-local", "--run-id"]
-    assert argv[5:10] == ["abc", "--decompose-run", "d1", "--box", "3"]
-    assert argv[10] == "--config-json" and from_json(argv[11]) == cfg  # the typed config, one way
+    cfg = resolve("", epochs="2", coarse_hidden="16,8", decomposition="type-B", n_val="7")
+    job = Job("train_local", "train_local/03", "abc", {"decompose_run": "d1", "box": 3}, cfg)
+    argv = command(job)
+    assert argv[1:4] == ["-m", "ddmlflow.executors.worker", "--job"]
+    back = Job.from_json(argv[4])
+    assert (back.step, back.name, back.run_id, back.inputs, back.config) == (job.step, job.name, "abc", job.inputs, cfg)
+    search = SearchOptions("grid", 3, 1, None, "val_loss", {"cnn": {"dropout": {"type": "fixed", "value": 0.2}}})
+    tune = Job("tune_local", "tune_local/00", "r", {"decompose_run": "d1", "box": 0, "search": search}, cfg)
+    assert Job.from_json(tune.to_json()).inputs["search"] == search
+
+
+def test_futures_resolve_as_each_job_ends_and_the_block_waits(tmp_path):
+    """``submit`` returns a future per job; the jobs run when a result is asked for (or the block ends),
+    each future resolves when its own job ends (a callback sees the others still running)."""
+    seen = []
+    with ProcessExecutor(max_parallel=2, poll_s=0.05) as ex:
+        fast = ex.submit(_job(tmp_path, "fast", "print('fast')"))
+        go = str(tmp_path / "go")  # written by the fast job's callback: the slow job cannot end before it
+        slow = ex.submit(_job(tmp_path, "slow", f"import os, time\nwhile not os.path.exists({go!r}): time.sleep(0.02)\n"
+                                                f"print(open({go!r}).read())"))
+        fast.add_done_callback(lambda f: (seen.append(slow.done()), (tmp_path / "go").write_text("after fast")))
+        assert not fast.done() and not slow.done()  # nothing runs before it is waited for
+        assert fast.result().ok
+    assert seen == [False]  # the fast job's future resolved while the slow one still ran
+    assert slow.result().ok and (tmp_path / "slow.log").read_text().strip() == "after fast"
 
 
 def test_memory_growth_is_set_on_every_visible_gpu(monkeypatch):
@@ -194,8 +227,7 @@ def test_prestarted_worker_runs_the_jobs_it_is_handed_and_stop_spares_stops_the_
     packed.store_ready()
     run = mlflow.MlflowClient().create_run("0", run_name="decompose")
     cfg = resolve("", dataset="shapes2d", n_train="16", n_val="8", decomposition="2x2")
-    job = Job("decompose", "decompose", run.info.run_id, {}, cfg, log=tmp_path / "decompose.log",
-              env={"MLFLOW_TRACKING_URI": mlflow_env})
+    job = Job("decompose", "decompose", run.info.run_id, {}, cfg, log=tmp_path / "decompose.log")
     [result] = packed.PackedExecutor(poll_s=0.05).run([job])
     assert result.ok, result.reason
     assert first.proc.poll() == 0 and second.proc.poll() is None and packed.SPARES == [second]

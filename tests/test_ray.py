@@ -155,8 +155,6 @@ def decomposed(local_ray):
 
 
 def _jobs(exp, parent, decompose_run, boxes, **cfg):
-    import mlflow
-
     from ddmlflow.executors import Job
     from ddmlflow.tracking import create_child, work_dir
 
@@ -165,8 +163,7 @@ def _jobs(exp, parent, decompose_run, boxes, **cfg):
         name = f"train_local/{b:02d}"
         run_id = create_child(exp, parent, name, "train_local", key="")
         jobs.append(Job("train_local", name, run_id, {"decompose_run": decompose_run, "box": b},
-                        resolve("", **{**TINY, **cfg}), log=work_dir("logs", run_id) / "train.log",
-                        env={"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}))
+                        resolve("", **{**TINY, **cfg}), log=work_dir("logs", run_id) / "train.log"))
     return jobs
 
 

@@ -180,3 +180,33 @@ def test_upstream_keys_not_run_ids_reach_the_key(store):
     k1 = steps.key("train_local", {"decompose_run": dec, "box": 1})
     k2 = Reuse(cfg, parent, exp, force=False).key("train_local", {"decompose_run": forced, "box": 1})
     assert k1 == k2 and k1["upstream"]["decompose_run"] == _key(dec)["key"]
+
+
+# Claims one key in a fresh process, then SIGKILLs itself: a holder gone without releasing it.
+HOLD_AND_DIE = """
+import os, signal, sys
+from ddmlflow.claims import claims
+claims().acquire(sys.argv[1], "decompose")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_reusing_a_finished_step_drops_the_claim_a_killed_holder_left_on_it(store):
+    """A holder SIGKILLed after its step finished (before it released the claim) leaves a claim nobody
+    acquires again: the next command that reuses the finished run removes it, not the registry forever."""
+    from ddmlflow import keys
+    from ddmlflow.claims import PREFIX
+    from ddmlflow.config import resolve
+    from ddmlflow.reuse import Reuse
+
+    exp, parent = store
+    run_id, _ = _step(None, exp, parent)
+    key = keys.digest(Reuse(resolve("", epochs="1"), parent, exp, False).key("decompose", {}))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
+    died = subprocess.run([sys.executable, "-c", HOLD_AND_DIE, key], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert died.returncode == -9, died.stderr[-2000:]
+    claims = [m.name for m in mlflow.MlflowClient().search_registered_models() if m.name.startswith(PREFIX)]
+    assert claims == [PREFIX + key]  # left behind by the dead holder
+    assert _step(None, exp, parent) == (run_id, True)  # reused ...
+    assert [m.name for m in mlflow.MlflowClient().search_registered_models() if m.name.startswith(PREFIX)] == []

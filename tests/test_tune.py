@@ -56,6 +56,17 @@ def tuned(store, cfg):
     return {"parent": parent.info.run_id, **out}
 
 
+def search_options(tuner="random", max_trials=10, executions_per_trial=1, epochs=None, objective="val_accuracy",
+                   space=""):
+    """The tuner's settings as ``tune`` makes them: the command's options parsed, then ``SearchOptions.of``."""
+    from ddmlflow.config import TuneOptions, parse_options
+    from ddmlflow.tuning import SearchOptions
+
+    opts = parse_options(TuneOptions, tuner=tuner, max_trials=str(max_trials),
+                         executions_per_trial=str(executions_per_trial), objective=objective, space=space)
+    return SearchOptions.of(opts, epochs)
+
+
 def children(parent_id: str) -> dict:
     runs = MlflowClient().search_runs(["0"], f"tags.`mlflow.parentRunId` = '{parent_id}'")
     return {r.info.run_name: r for r in runs}
@@ -161,25 +172,21 @@ def _write(path: Path, obj) -> Path:
 ])
 def test_bad_space_file_is_one_input_error_line(tmp_path, text, fragment):
     from ddmlflow.errors import InputError
-    from ddmlflow.tuning import parse_options
-
     path = tmp_path / "space.yaml"
     path.write_text(text)
     with pytest.raises(InputError) as e:
-        parse_options(space=str(path))
+        search_options(space=str(path))
     assert fragment in str(e.value) and "\n" not in str(e.value) and str(e.value).startswith("space=")
 
 
 def test_user_space_file_json_and_yaml(tmp_path):
-    from ddmlflow.tuning import parse_options
-
     (tmp_path / "s.json").write_text(json.dumps({"cnn": {"batch_size": [8, 16]},
                                                  "coarse": {"hidden": [[50, 30], "100,50,30"], "dropout": 0.2}}))
-    opts = parse_options("grid", 3, 1, 1, "val_loss", str(tmp_path / "s.json"))
+    opts = search_options("grid", 3, 1, 1, "val_loss", str(tmp_path / "s.json"))
     assert opts.space["coarse"]["hidden"] == {"type": "choice", "values": ["50,30", "100,50,30"]}
     assert opts.space["coarse"]["dropout"] == {"type": "fixed", "value": 0.2}
     (tmp_path / "s.yaml").write_text("learning_rate: {type: float, min: 1.0e-4, max: 1.0e-2, sampling: log}\n")
-    assert parse_options(space=str(tmp_path / "s.yaml")).space["cnn"]["learning_rate"]["sampling"] == "log"
+    assert search_options(space=str(tmp_path / "s.yaml")).space["cnn"]["learning_rate"]["sampling"] == "log"
 
 
 @pytest.mark.slow
@@ -205,9 +212,9 @@ def test_other_tuners_on_the_coarse_net(tuned, cfg, tuner, tmp_path):
 @pytest.mark.slow
 def test_all_trials_failing_is_an_error_with_the_reason(tuned, cfg, monkeypatch):
     """keras-tuner 1.4.8 fails every TF trial without tensorboard: that must not pass as an empty result."""
-    from ddmlflow.commands.tune import tune_coarse
+    from ddmlflow.pipeline.tune import tune_coarse
     from ddmlflow.tracking import step_run
-    from ddmlflow.tuning import TuneFailed, parse_options
+    from ddmlflow.tuning import TuneFailed
 
     monkeypatch.setitem(sys.modules, "tensorboard.plugins.hparams", None)  # as if tensorboard were missing
     with mlflow.start_run(run_name="no tensorboard"):
@@ -216,7 +223,7 @@ def test_all_trials_failing_is_an_error_with_the_reason(tuned, cfg, monkeypatch)
         with pytest.raises(TuneFailed, match=r"all 2 trials failed; first \(trial 0\): .*tensorboard"):
             with step_run(net.info.run_id):
                 tune_coarse(cfg, [tuned["runs"]["local/00"], tuned["runs"]["local/01"]],
-                            parse_options("random", 2, 1, 1))
+                            search_options("random", 2, 1, 1))
     trials = children(net.info.run_id)
     assert len(trials) == 2 and all(t.info.status == "FAILED" for t in trials.values())
     assert all("tensorboard" in t.data.tags["failure_reason"] for t in trials.values())
@@ -226,19 +233,18 @@ def test_all_trials_failing_is_an_error_with_the_reason(tuned, cfg, monkeypatch)
 @pytest.mark.slow
 def test_killed_search_resumes_without_repeating_finished_trials(tuned, cfg, store):
     """SIGKILL a search while trial 1 runs; rerunning it keeps trial 0 and its run, and finishes trial 1."""
-    from ddmlflow.commands.tune import tune_network
+    from ddmlflow.executors import Job
+    from ddmlflow.executors.process import command
+    from ddmlflow.pipeline.tune import tune_network
     from ddmlflow.tracking import step_run, work_dir
-    from ddmlflow.config import to_json
-    from ddmlflow.tuning import parse_options
 
     c = MlflowClient()
     dec = children(tuned["parent"])["decompose"].info.run_id
-    opts = parse_options("random", 2, 1, 1)
+    opts = search_options("random", 2, 1, 1)
     with mlflow.start_run(run_name="killed") as parent:
         net = c.create_run("0", tags={"mlflow.runName": "tune_local/00", "mlflow.parentRunId": parent.info.run_id}
                            ).info.run_id
-    argv = [sys.executable, "-m", "ddmlflow.tuning_worker", "--run-id", net, "--decompose-run", dec, "--box", "0",
-            "--config", to_json(cfg), "--options", to_json(opts)]
+    argv = command(Job("tune_local", "tune_local/00", net, {"decompose_run": dec, "box": 0, "search": opts}, cfg))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     with open(store / "killed.log", "wb") as log:
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -255,7 +261,7 @@ def test_killed_search_resumes_without_repeating_finished_trials(tuned, cfg, sto
     assert status == {"trial_0": "COMPLETED", "trial_1": "RUNNING"}, "kill did not land during trial 1"
     before = children(net)
     with mlflow.start_run(run_id=parent.info.run_id), step_run(net):
-        tune_network(cfg, dec, 0, opts)
+        tune_network(cfg, dec, opts, box=0)
     after = children(net)
     assert sorted(after) == ["trial_0", "trial_1"]  # the retried trial continued its own run
     assert after["trial_0"].info.run_id == before["trial_0"].info.run_id
@@ -274,7 +280,7 @@ def test_the_coarse_search_stops_on_coarse_patience_like_train_coarse(tuned, cfg
     import dataclasses
 
     import ddmlflow.tuning as tuning
-    from ddmlflow.commands.tune import tune_coarse
+    from ddmlflow.pipeline.tune import tune_coarse
 
     seen = {}
 
@@ -284,5 +290,5 @@ def test_the_coarse_search_stops_on_coarse_patience_like_train_coarse(tuned, cfg
     monkeypatch.setattr(tuning, "search", capture)
     with mlflow.start_run(run_name="coarse patience"), pytest.raises(RuntimeError, match="captured"):
         tune_coarse(dataclasses.replace(cfg, patience=0, coarse_patience=3),
-                    [tuned["runs"]["local/00"], tuned["runs"]["local/01"]], tuning.parse_options("random", 1, 1, 1))
+                    [tuned["runs"]["local/00"], tuned["runs"]["local/01"]], search_options("random", 1, 1, 1))
     assert seen["fit"].patience == 3

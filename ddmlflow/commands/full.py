@@ -19,7 +19,7 @@ import mlflow
 
 from .. import describe, devices, environment, preload, progress
 from ..config import FullOptions, RunConfig
-from ..executors import Job, Result, choose, make_executor, prestart, tracking_env
+from ..executors import Executor, Job, Result, choose, open_executor, prestart
 from ..executors.packed import stop_spares, store_ready
 from ..hparams import apply_hparams, load_hparams
 from ..results import Decomposed, Evaluation
@@ -93,8 +93,7 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
                 run_id, done = steps.get(step.name, name, inputs, step_cfg, tags)
                 if not done:
                     batch.append(Job(step.name, name, run_id, inputs, step_cfg,
-                                     log=work_dir("logs", run_id) / "train.log",
-                                     env=tracking_env()))
+                                     log=work_dir("logs", run_id) / "train.log"))
             else:
                 run_id, outputs[step.name] = steps.inline_result(
                     step.name, name, inputs, step.call, step_cfg,
@@ -150,18 +149,19 @@ def _collect(have: dict, step: Step, inputs: dict, run_id: str) -> None:
 
 def _train_all(jobs: list[Job], opts: FullOptions, steps: Reuse | None = None) -> None:
     """Run the trainings through the executor, each pinned to GPU k mod G; close what failed; release
-    their claims (``steps``: the ``Reuse`` that claimed them)."""
+    each one's claim as it ends (``steps``: the ``Reuse`` that claimed them)."""
     if not jobs:
         return
+    release = steps.release if steps is not None else None
     try:
-        _run_trainings(jobs, opts)
+        _run_trainings(jobs, opts, release)
     finally:
-        for job in jobs:
-            if steps is not None:
-                steps.release(job.run_id)
+        for job in jobs:  # what an interruption left held
+            if release:
+                release(job.run_id)
 
 
-def _run_trainings(jobs: list[Job], opts: FullOptions) -> None:
+def _run_trainings(jobs: list[Job], opts: FullOptions, release=None) -> None:
     per_box = [j for j in jobs if "box" in j.inputs]
     for k, job in enumerate(per_box + [j for j in jobs if "box" not in j.inputs]):
         job.device = devices.pin(job.inputs["box"] if "box" in job.inputs else k, list(opts.gpus))
@@ -174,18 +174,24 @@ def _run_trainings(jobs: list[Job], opts: FullOptions) -> None:
     # off the critical path: the coarse net (and the CPU's non-local jobs of the packed executor) need it
     preload.start("tensorflow", "keras", "ddmlflow.pipeline.train", "ddmlflow.pipeline.coarse",
                   "ddmlflow.pipeline.evaluate")
-    executor = make_executor(name, opts.jobs_per_gpu, opts.max_parallel, opts.ray_address, opts.gpus)
-    with progress.Display([progress.Training(j.name, j.run_id, progress.epochs_of(j.step, j.config))
-                           for j in jobs]) as display:
+    with open_executor(name, opts) as executor, \
+            progress.Display([progress.Training(j.name, j.run_id, progress.epochs_of(j.step, j.config))
+                              for j in jobs]) as display:
         run_and_close(executor, jobs, display.counts, "trainings", "No later step ran. Rerun the same command to "
-                                                                   "resume them (finished ones are reused).")
+                      "resume them (finished ones are reused).", release)
 
 
-def run_and_close(executor, jobs: list[Job], progress, what: str, hint: str) -> list[Result]:
-    """Run ``jobs``; close the runs a killed job left open (KILLED on Ctrl-C, FAILED with the reason);
-    raise ``StepsFailed`` naming every failure and ``hint``."""
+def run_and_close(executor: Executor, jobs: list[Job], progress, what: str, hint: str,
+                  release=None) -> list[Result]:
+    """Submit ``jobs`` and wait for them; ``release(run_id)`` as each ends (its claim); close the runs a
+    killed job left open (KILLED on Ctrl-C, FAILED with the reason); raise ``StepsFailed`` naming every
+    failure and ``hint``."""
+    for job in jobs:
+        future = executor.submit(job)
+        if release:
+            future.add_done_callback(lambda _, run_id=job.run_id: release(run_id))
     try:
-        results = executor.run(jobs, progress)
+        results = executor.wait(progress)
     except KeyboardInterrupt:  # Ctrl-C: the executor stopped the jobs; close the runs they left open
         for job in jobs:
             if retry(mlflow.get_run, job.run_id).info.status == "RUNNING":

@@ -10,6 +10,7 @@ the report (``report.md``, ``report.html``, figures) is logged as artifacts of t
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -17,9 +18,8 @@ from pathlib import Path
 import mlflow
 
 from .. import config, experiments
-from ..config import RunConfig
+from ..config import FullOptions, ReproduceOptions, RunConfig, key_params, parse_options
 from ..experiments import Budget
-from ..config import FullOptions, key_params
 from ..reuse import Reuse
 from ..tags import BUDGET_TAG, BUDGET_VALUES_TAG, FULL_RUNS_TAG, NOTE_TAG, ROW_NAME_TAG, ROW_TAG, STEP_TAG, TABLE_TAG
 from ..tracking import log_params, retry, say, setup, step_run, work_dir
@@ -56,34 +56,37 @@ def _run_row(rows: Reuse, cfg: RunConfig, opts: FullOptions, name: str, tags: di
     return run_id
 
 
-def run_reproduce(opts) -> dict:
+def run_reproduce(opts: ReproduceOptions) -> dict:
     """``reproduce`` as a command (``config.ReproduceOptions``), in the run the CLI opened."""
-    return reproduce(opts.table, opts.budget, opts.data_dir, executor=opts.executor, gpus=",".join(opts.gpus) or "none",
-                     max_parallel=opts.max_parallel, jobs_per_gpu=opts.jobs_per_gpu, force=opts.force,
-                     ray_address=opts.ray_address)
+    return reproduce(opts.table, opts.budget, opts.data_dir, opts)
 
 
-def reproduce(table: str, budget: str | Budget = "smoke", data_dir: str = "", *, executor: str = "auto",
-              ray_address: str = "",
-              gpus: str = "auto", max_parallel: int = 1, jobs_per_gpu: int = 1, force: bool = False,
-              registered_model_name: str = "-", out_dir: str | Path | None = None) -> dict:
+def reproduce(table: str, budget: str | Budget = "smoke", data_dir: str = "", opts: ReproduceOptions | None = None,
+              *, registered_model_name: str = "-", out_dir: str | Path | None = None, **given) -> dict:
     """Run (or reuse) every row of ``table`` under the active run, then log the report there.
 
-    Returns {"runs": {row name: full run id}, "failed": {row name: reason}, "report": folder}.
-    Raises ``StepsFailed`` at the end if a row failed (the others still ran and are reported).
+    ``opts``: how the rows run (executor, GPUs, force; ``given``: the same by name, parsed like the command
+    line's, when ``opts`` is not given). Returns {"runs": {row name: full run id}, "failed": {row name:
+    reason}, "report": folder}. Raises ``StepsFailed`` at the end if a row failed (the others still ran
+    and are reported).
     """
+    opts = opts or parse_options(ReproduceOptions, **given)
     rows = configurations(table, budget, data_dir)
-    kw = dict(executor=executor, ray_address=ray_address, gpus=gpus, max_parallel=max_parallel, jobs_per_gpu=jobs_per_gpu, force=force,
-              registered_model_name=registered_model_name, out_dir=out_dir)
     if mlflow.active_run() is not None:
-        return _reproduce(table, budget, rows, data_dir, **kw)
+        return _reproduce(table, budget, rows, data_dir, opts, registered_model_name, out_dir)
     setup()
     with retry(mlflow.start_run, run_name=f"reproduce-{table}-{_budget_name(budget)}"):  # FAILED on an exception
-        return _reproduce(table, budget, rows, data_dir, **kw)
+        return _reproduce(table, budget, rows, data_dir, opts, registered_model_name, out_dir)
 
 
-def _reproduce(table, budget, rows, data_dir, *, executor, ray_address, gpus, max_parallel, jobs_per_gpu, force, registered_model_name,
-               out_dir) -> dict:
+def full_options(opts: ReproduceOptions, run: experiments.Run, registered_model_name: str) -> FullOptions:
+    """A row's ``full`` options: the row's own (global net, strategies), the rest as ``reproduce`` got them."""
+    shared = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.name in FullOptions.__dataclass_fields__}
+    return dataclasses.replace(parse_options(FullOptions), **shared, run_global=run.run_global,
+                               strategies=tuple(run.strategies), registered_model_name=registered_model_name)
+
+
+def _reproduce(table, budget, rows, data_dir, opts: ReproduceOptions, registered_model_name, out_dir) -> dict:
     exp = experiments.get(table)
     parent = mlflow.active_run()
     values = {f"budget.{r.dataset}": b.describe() for r, _, b in rows}
@@ -96,17 +99,13 @@ def _reproduce(table, budget, rows, data_dir, *, executor, ray_address, gpus, ma
     for line in dict.fromkeys(values.values()):
         say(line)
     ids, failed = {}, {}
-    reuse = Reuse(rows[0][1], parent.info.run_id, parent.info.experiment_id, force)
+    reuse = Reuse(rows[0][1], parent.info.run_id, parent.info.experiment_id, opts.force)
     for run, cfg, b in rows:
-        opts = config.parse_options(FullOptions, run_global=run.run_global, executor=executor, gpus=gpus,
-                                    ray_address=ray_address,
-                                    jobs_per_gpu=jobs_per_gpu, max_parallel=max_parallel, force=force,
-                                    registered_model_name=registered_model_name, strategies=",".join(run.strategies))
         tags = {TABLE_TAG: table, ROW_TAG: run.row, ROW_NAME_TAG: run.name,
                 BUDGET_TAG: b.name, BUDGET_VALUES_TAG: b.describe()}
         say(f"{run.name} [{b.describe()}]")
         try:
-            ids[run.name] = _run_row(reuse, cfg, opts, run.name, tags)
+            ids[run.name] = _run_row(reuse, cfg, full_options(opts, run, registered_model_name), run.name, tags)
         except StepsFailed as e:
             failed[run.name] = str(e)
             say(f"{run.name} failed: {e}")

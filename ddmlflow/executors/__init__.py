@@ -1,8 +1,9 @@
 """Executors: "train these jobs, each into its own child run".
 
-``full`` creates every child run first, then hands the trainings to an
+``full`` creates every child run first, then submits the trainings to an
 executor as ``Job``s (step, run id, inputs, config, device as fields) and gets
-one ``Result`` per job back. How a job runs is the executor's business:
+a future of each job's ``Result`` back (``base.Executor``: a context manager in
+the style of ``concurrent.futures``). How a job runs is the executor's business:
 
 * ``process``: one fresh OS process per job (``executors/process.py``).
 * ``packed``: one process per device; its locals trained as one program (``executors/packed.py``).
@@ -15,10 +16,10 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Executor, ExecutorOptions, Job, OnChange, Result, attempt, progress_counts, tracking_env
+from .base import Executor, ExecutorOptions, Job, JobFuture, OnChange, Result, attempt, progress_counts, tracking_env
 
-__all__ = ["EXECUTORS", "Executor", "ExecutorOptions", "Job", "OnChange", "Result", "attempt", "check", "choose",
-           "make_executor", "prestart", "progress_counts", "tracking_env"]
+__all__ = ["EXECUTORS", "Executor", "ExecutorOptions", "Job", "JobFuture", "OnChange", "Result", "attempt", "check",
+           "choose", "open_executor", "prestart", "progress_counts", "tracking_env"]
 
 # Every executor, "module:class" in this package; a class builds itself with ``from_options(ExecutorOptions)``
 # and may define ``check(opts, tracking_uri)`` and ``prestart(opts) -> bool`` (static). A new executor: its
@@ -40,10 +41,10 @@ def choose(name: str, n_locals: int, gpus: tuple[str, ...] | list[str], jobs_per
     return "packed" if not gpus or n_locals > len(gpus) * jobs_per_gpu else "process"
 
 
-def make_executor(name: str, jobs_per_gpu: int = 1, max_parallel: int = 1, ray_address: str = "",
-                  gpus: tuple[str, ...] | list[str] = ()) -> Executor:
-    """The executor called ``name`` (after ``choose``)."""
-    return executor_class(name).from_options(ExecutorOptions(jobs_per_gpu, max_parallel, ray_address, tuple(gpus)))
+def open_executor(name: str, opts=None) -> Executor:
+    """The executor called ``name`` (after ``choose``), built from a command's options (``FullOptions``,
+    ``TuneOptions``, an ``ExecutorOptions``: the knobs it has); use it as a context manager."""
+    return executor_class(name).from_options(ExecutorOptions.of(opts) if opts is not None else ExecutorOptions())
 
 
 def prestart(opts) -> bool:

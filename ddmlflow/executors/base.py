@@ -1,15 +1,32 @@
-"""What every executor shares: a ``Job`` in, a ``Result`` out, and the step run in-process.
+"""What every executor shares: a ``Job`` in, a future of its ``Result`` out, and the one way a job runs.
 
 Below the executors themselves, so ``process``, ``packed``, ``ray`` and the
-packed worker import it without importing one another through the package.
+worker import it without importing one another through the package.
+
+An executor is a context manager in the style of ``concurrent.futures``::
+
+    with executors.open("process", opts) as ex:
+        futures = [ex.submit(job) for job in jobs]
+        ex.wait(on_change)                   # or: f.result() for f in futures
+    # the block's end waits for what is left and frees what the executor holds (workers, a Ray session)
+
+Submitted jobs run together when ``wait`` (or a future's ``result``) is called:
+the packed executor must see a device's locals at once to train them as one
+program. Each future resolves as its job ends, not when the last one does.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable
 
-from ..steps import STEPS
+from ..config import from_json, to_json
+from ..steps import job_step
+
 
 @dataclass(frozen=True)
 class ExecutorOptions:
@@ -20,18 +37,46 @@ class ExecutorOptions:
     ray_address: str = ""        # '' = a local Ray; else the cluster's address
     gpus: tuple[str, ...] = ()   # the GPUs the trainings are pinned to ('' = none: CPU)
 
+    @classmethod
+    def of(cls, opts: Any) -> ExecutorOptions:
+        """From a command's options (``FullOptions``, ``TuneOptions``, ...): the fields they have."""
+        return cls(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(cls) if hasattr(opts, f.name)})
+
 
 @dataclass
 class Job:
-    step: str                          # registry name, e.g. "train_local"
+    step: str                          # registry name, e.g. "train_local" (``steps.job_step``)
     name: str                          # run name, e.g. "train_local/03"
     run_id: str                        # the child run it logs into (created by the driver)
     inputs: dict = field(default_factory=dict)   # the step's inputs, e.g. {"decompose_run": ..., "box": 3}
-    config: object = None              # ddmlflow.config.RunConfig
+    config: Any = None                 # ddmlflow.config.RunConfig
     device: str = ""                   # CUDA_VISIBLE_DEVICES for it ('' = CPU)
     log: Path | None = None            # where its output goes
     env: dict[str, str] = field(default_factory=dict)
-    argv: list[str] | None = None      # the command (process executor); None: the step's CLI command
+
+    def to_json(self) -> str:
+        """What a worker needs to run the job (config and typed inputs as ``config.to_json`` writes them)."""
+        inputs = {k: {"__config__": to_json(v), "class": f"{type(v).__module__}:{type(v).__qualname__}"}
+                  if dataclasses.is_dataclass(v) else v for k, v in self.inputs.items()}
+        return json.dumps({"step": self.step, "name": self.name, "run_id": self.run_id, "inputs": inputs,
+                           "config": to_json(self.config)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Job:
+        d = json.loads(text)
+        inputs = {k: from_json(v["__config__"], _class(v["class"])) if isinstance(v, dict) and "__config__" in v
+                  else v for k, v in d["inputs"].items()}
+        return cls(d["step"], d["name"], d["run_id"], inputs, from_json(d["config"]))
+
+
+def _class(path: str) -> type:
+    """A typed input's class, "module:Name" (``ddmlflow`` modules only)."""
+    import importlib
+
+    module, name = path.split(":")
+    if module != "ddmlflow" and not module.startswith("ddmlflow."):
+        raise ValueError(f"not a ddmlflow class: {path}")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass
@@ -45,31 +90,108 @@ class Result:
 OnChange = Callable[[dict], None]
 
 
-def attempt(step: str, run_id: str, cfg, inputs: dict) -> str:
-    """One step into its run, in this process; '' or why it failed (the run is then FAILED with it)."""
+def attempt(step: str, run_id: str, cfg: Any, inputs: dict) -> str:
+    """One step into its run, in this process; '' or why it failed (the run is then FAILED with it).
+
+    Every route ends here or in ``job_step(step).run_into``: the worker's ``--job``, the packed worker,
+    the driver's own jobs (Ray calls ``run_into`` itself, so that Ray retries a failure)."""
     try:
-        STEPS[step].run_into(run_id, cfg, inputs)
+        job_step(step).run_into(run_id, cfg, inputs)
         return ""
     except Exception as e:  # noqa: BLE001 - step_run marked the run FAILED; the caller goes on
         return f"{type(e).__name__}: {e}"
 
 
-class Executor(Protocol):
+class JobFuture(Future):
+    """A job's ``Result`` to come; ``result()`` on a job not started yet runs the executor's queue."""
+
+    def __init__(self, executor: Executor):
+        super().__init__()
+        self._executor = executor
+
+    def result(self, timeout: float | None = None) -> Result:
+        if not self.done() and self._executor._queued:
+            self._executor.wait()
+        return super().result(timeout)
+
+
+class Executor:
+    """Base of every executor: ``submit`` queues, ``wait`` runs the queue (``_run``), the futures resolve.
+
+    A subclass implements ``_run(jobs, on_change) -> list[Result]`` (a failing job does not stop the
+    others; Ctrl-C stops every job and propagates) and calls ``self._finished(result)`` as each job ends;
+    ``close`` frees what it holds. ``from_options(ExecutorOptions)`` builds it; optional static
+    ``check(opts, tracking_uri)`` and ``prestart(opts) -> bool`` run before any work.
+    """
+
+    def __init__(self) -> None:
+        self._queued: list[Job] = []
+        self._futures: dict[int, JobFuture] = {}
+
+    @classmethod
+    def from_options(cls, o: ExecutorOptions) -> Executor:
+        return cls()
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, kind: type | None, *_: Any) -> None:
+        try:
+            if kind is None:
+                self.wait()
+        finally:
+            self.close()
+
+    def submit(self, job: Job) -> JobFuture:
+        future = JobFuture(self)
+        self._futures[id(job)] = future
+        self._queued.append(job)
+        return future
+
+    def wait(self, on_change: OnChange | None = None) -> list[Result]:
+        """Run every queued job; their results in submission order (each future resolved as it ended)."""
+        jobs, self._queued = self._queued, []
+        if not jobs:
+            return []
+        try:
+            results = self._run(jobs, on_change)
+        except BaseException as e:
+            for job in jobs:
+                future = self._futures.pop(id(job), None)
+                if future is not None and not future.done():
+                    future.set_exception(e)
+            raise
+        for r in results:
+            self._finished(r)
+        order = {id(j): i for i, j in enumerate(jobs)}
+        return sorted(results, key=lambda r: order[id(r.job)])
+
     def run(self, jobs: list[Job], on_change: OnChange | None = None) -> list[Result]:
-        """Run every job (a failing one does not stop the others); results in job order.
-        Ctrl-C (KeyboardInterrupt) stops every job and propagates."""
+        """Submit ``jobs`` and wait for them (results in job order)."""
+        for job in jobs:
+            self.submit(job)
+        return self.wait(on_change)
+
+    def close(self) -> None:
+        """Free what the executor holds (nothing here)."""
+
+    def _finished(self, result: Result) -> None:
+        future = self._futures.pop(id(result.job), None)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    def _run(self, jobs: list[Job], on_change: OnChange | None) -> list[Result]:
+        raise NotImplementedError
 
 
 def tracking_env() -> dict[str, str]:
     """What a training process needs beyond the parent's environment: the parent's tracking store."""
-    import mlflow
+    import mlflow  # lazy: the workers import this module before their tracking store is set
 
     return {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
 
 
 def progress_counts(jobs: int, done: list[Result], running: int, t0: float) -> dict:
-    import time
-
     ok = sum(r.ok for r in done)
     return {"done": ok, "failed": len(done) - ok, "running": running, "pending": jobs - len(done) - running,
             "elapsed_s": time.time() - t0}

@@ -44,8 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import preload
-from ..config import to_json
-from .base import ExecutorOptions, Job, OnChange, Result, attempt, progress_counts
+from .base import Executor, ExecutorOptions, Job, OnChange, Result, attempt, progress_counts, tracking_env
 from .process import child_env, reason, terminate
 from .worker import LOG, READY, SPEC, STATUS
 
@@ -83,10 +82,8 @@ class _Worker:
     def assign(self, jobs: list[Job], then: Path | None) -> None:
         """Hand the worker its jobs (written atomically: it polls for the file)."""
         self.jobs, self.start = jobs, time.time()
-        _write(self.folder / SPEC, {
-            "jobs": [{"step": j.step, "name": j.name, "run_id": j.run_id, "inputs": j.inputs,
-                      "config": to_json(j.config)} for j in jobs],
-            "log": str(jobs[0].log), "then": str(then) if then else "", "tracking_uri": _tracking_uri()})
+        _write(self.folder / SPEC, {"jobs": [j.to_json() for j in jobs], "log": str(jobs[0].log),
+                                    "then": str(then) if then else "", **_tracking()})
 
     def results(self) -> list[Result]:
         """Each job's outcome as the worker recorded it; what it never reached failed with the worker."""
@@ -106,17 +103,19 @@ def _write(path: Path, content: dict) -> None:
     os.replace(tmp, path)
 
 
-def _tracking_uri() -> str:
-    import mlflow
+def _tracking() -> dict[str, str]:
+    """The driver's store, for a worker: ``tracking_uri`` in its spec or ``ready`` file."""
+    return {"tracking_uri": tracking_env()["MLFLOW_TRACKING_URI"]}
 
-    return mlflow.get_tracking_uri()
 
-
-def _spawn(device: str, env: dict[str, str]) -> _Worker:
+def _spawn(device: str) -> _Worker:
+    """A worker for ``device``; it learns the store from its ``ready`` or spec file (prestarted: the store
+    may not exist yet)."""
     folder = Path(tempfile.mkdtemp(prefix=f"ddmlflow-worker-{device or 'cpu'}-"))
+    env = child_env(device, tracking=False)  # no MLflow import here (prestart)
     with open(folder / LOG, "ab") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "ddmlflow.executors.worker", str(folder)],
-                                env=child_env(device, env), stdout=fh, stderr=subprocess.STDOUT,
+                                env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     return _Worker(device, folder, proc)
 
@@ -145,17 +144,16 @@ def run_here(job: Job) -> Result:
 SPARES: list[_Worker] = []  # this process's prestarted workers without a job yet
 
 
-def prestart(devices: list[str], env: dict[str, str] | None = None) -> None:
+def prestart(devices: list[str]) -> None:
     """Start a worker per device that has no spare yet; the next ``run`` hands them their jobs."""
     have = {w.device for w in SPARES if w.proc.poll() is None}
-    SPARES.extend(_spawn(d, env or {}) for d in dict.fromkeys(devices) if d not in have)
+    SPARES.extend(_spawn(d) for d in dict.fromkeys(devices) if d not in have)
 
 
 def store_ready() -> None:
     """The tracking store exists now: the spares may connect to it (this process's store)."""
-    uri = _tracking_uri() if SPARES else ""
     for w in SPARES:
-        _write(w.folder / READY, {"tracking_uri": uri})
+        _write(w.folder / READY, _tracking())
 
 
 def stop_spares() -> None:
@@ -166,10 +164,11 @@ def stop_spares() -> None:
     SPARES.clear()
 
 
-class PackedExecutor:
+class PackedExecutor(Executor):
     """One worker per device, all devices at once (on the CPU: one worker, then this process)."""
 
     def __init__(self, poll_s: float = 0.05):
+        super().__init__()
         self.poll_s = poll_s
 
     @classmethod
@@ -190,11 +189,15 @@ class PackedExecutor:
         if w is not None:
             SPARES.remove(w)
         else:
-            w = _spawn(group[0].device, group[0].env)
+            w = _spawn(group[0].device)
         w.assign(group, then)
         return w
 
-    def run(self, jobs: list[Job], on_change: OnChange | None = None) -> list[Result]:
+    def close(self) -> None:
+        """The prestarted workers that got no job stop."""
+        stop_spares()
+
+    def _run(self, jobs: list[Job], on_change: OnChange | None) -> list[Result]:
         t0, done = time.time(), []
         plan = workers(jobs)
         followed = {after for _, _, after in plan if after}
@@ -202,23 +205,25 @@ class PackedExecutor:
         later = [(group, after) for _, group, after in plan if after]
         running = {name: self._worker(group, go.get(name)) for name, group, after in plan if not after}
 
-        def progress() -> None:
+        def progress(new: list[Result]) -> None:
+            done.extend(new)
+            for r in new:
+                self._finished(r)
             if on_change:
                 on_change(progress_counts(len(jobs), done, sum(len(w.jobs) for w in running.values()), t0))
         try:
             while running or later:
                 for name, w in list(running.items()):
                     if w.proc.poll() is not None:
-                        done += w.results()
                         del running[name]
-                        progress()
+                        progress(w.results())
                 for group, after in list(later):
                     if after in running and not go[after].exists():
                         continue
                     later.remove((group, after))
                     if _cpu_only_here():
-                        done += [run_here(j) for j in group]
-                        progress()
+                        for j in group:
+                            progress([run_here(j)])
                     else:
                         running[f"{after}-then"] = self._worker(group, None)
                 if running or later:
@@ -229,5 +234,4 @@ class PackedExecutor:
         finally:  # what results() did not read and remove (Ctrl-C)
             for folder in [g.parent for g in go.values()] + [w.folder for w in running.values()]:
                 shutil.rmtree(folder, ignore_errors=True)
-        order = {id(j): i for i, j in enumerate(jobs)}
-        return sorted(done, key=lambda r: order[id(r.job)])
+        return done

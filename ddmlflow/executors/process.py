@@ -12,28 +12,30 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+from typing import Callable
+
 from ..console import VERBOSE_ENV
 from ..devices import DRIVER_ENV
-from ..steps import STEPS
-from .base import ExecutorOptions, Job, OnChange, Result, progress_counts
+from .base import Executor, ExecutorOptions, Job, OnChange, Result, progress_counts, tracking_env
 
 
-def child_env(device: str, extra: dict[str, str]) -> dict[str, str]:
-    """A clean environment: pinned device, no inherited MLflow run (it would resume the parent)."""
+def child_env(device: str, tracking: bool = True) -> dict[str, str]:
+    """A clean environment: pinned device, the driver's tracking store (``tracking``: MLflow is imported
+    for it), no inherited MLflow run (it would resume the parent)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     env["CUDA_VISIBLE_DEVICES"] = device
     env[DRIVER_ENV] = str(os.getpid())  # the child stops when this process is gone (devices.watch_driver)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env[VERBOSE_ENV] = "true"  # its output goes to its log file: all of it (Keras' epoch lines too)
-    env.update(extra)
+    if tracking:
+        env.update(tracking_env())
     return env
 
 
 def command(job: Job) -> list[str]:
-    """The job as a ``ddmlflow`` subcommand run by this interpreter (works in venvs and `mlflow run`)."""
-    if job.argv is not None:
-        return job.argv
-    return [sys.executable, "-m", "ddmlflow.cli", *STEPS[job.step].argv(job.run_id, job.inputs, job.config)]
+    """The job for the one worker entry point, run by this interpreter (works in venvs and `mlflow run`)."""
+    return [sys.executable, "-m", "ddmlflow.executors.worker", "--job", job.to_json()]
 
 
 def reason(returncode: int, log) -> str:
@@ -45,9 +47,14 @@ def reason(returncode: int, log) -> str:
     return lines[-1] if lines else f"exit code {returncode}"
 
 
-class ProcessExecutor:
-    def __init__(self, jobs_per_device: int = 1, max_parallel: int = 1, poll_s: float = 0.5):
+class ProcessExecutor(Executor):
+    """``command``: how a job becomes a process (default: the worker entry point; tests run plain code)."""
+
+    def __init__(self, jobs_per_device: int = 1, max_parallel: int = 1, poll_s: float = 0.5,
+                 command: Callable[[Job], list[str]] = command):
+        super().__init__()
         self.jobs_per_device, self.max_parallel, self.poll_s = jobs_per_device, max_parallel, poll_s
+        self.command = command
 
     @classmethod
     def from_options(cls, o: ExecutorOptions) -> "ProcessExecutor":
@@ -56,7 +63,7 @@ class ProcessExecutor:
     def _capacity(self, device: str) -> int:
         return self.jobs_per_device if device else self.max_parallel
 
-    def run(self, jobs: list[Job], on_change: OnChange | None = None) -> list[Result]:
+    def _run(self, jobs: list[Job], on_change: OnChange | None) -> list[Result]:
         pending, running, done = list(jobs), {}, []
         t0 = time.time()
         try:
@@ -65,9 +72,10 @@ class ProcessExecutor:
                 for job in list(pending):
                     busy = sum(1 for j, _, _ in running.values() if j.device == job.device)
                     if busy < self._capacity(job.device):
-                        job.log.parent.mkdir(parents=True, exist_ok=True)
-                        with open(job.log, "ab") as fh:
-                            proc = subprocess.Popen(command(job), env=child_env(job.device, job.env), stdout=fh,
+                        log = Path(job.log or os.devnull)
+                        log.parent.mkdir(parents=True, exist_ok=True)
+                        with open(log, "ab") as fh:
+                            proc = subprocess.Popen(self.command(job), env=child_env(job.device), stdout=fh,
                                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                     start_new_session=True)
                         running[proc.pid] = (job, proc, time.time())
@@ -77,6 +85,7 @@ class ProcessExecutor:
                     if proc.poll() is not None:
                         ok = proc.returncode == 0
                         done.append(Result(job, ok, "" if ok else reason(proc.returncode, job.log), time.time() - start))
+                        self._finished(done[-1])
                         del running[pid]
                         changed = True
                 if changed and on_change:
@@ -85,8 +94,7 @@ class ProcessExecutor:
         except BaseException:
             terminate([p for _, p, _ in running.values()])
             raise
-        order = {id(j): i for i, j in enumerate(jobs)}
-        return sorted(done, key=lambda r: order[id(r.job)])
+        return done
 
 
 def terminate(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:

@@ -19,12 +19,10 @@ import os
 import time
 from pathlib import Path
 
-from ..config import from_json, to_json
 from ..console import VERBOSE_ENV
 from ..errors import InputError
-from ..steps import STEPS
 from ..tags import REASON_TAG, ray_tag
-from .base import ExecutorOptions, Job, OnChange, Result, progress_counts
+from .base import Executor, ExecutorOptions, Job, OnChange, Result, progress_counts, tracking_env
 
 
 def check(address: str, tracking_uri: str, gpus: tuple[str, ...] = ()) -> None:
@@ -71,9 +69,9 @@ def absolute_uri(uri: str) -> str:
     return uri if "://" in uri or uri == "databricks" else str(Path(uri).absolute())
 
 
-def run_job(step: str, run_id: str, inputs: dict, config: str, env: dict) -> dict:
-    """In a Ray worker: the step into its run (``config``: ``config.to_json``), output to the node's work
-    folder; returns where it ran."""
+def run_job(text: str, env: dict) -> dict:
+    """In a Ray worker: the job (``Job.to_json``) into its run, output to the node's work folder; returns
+    where it ran. A failure raises (Ray retries the task once)."""
     os.environ.update(env)
     os.environ.pop("MLFLOW_RUN_ID", None)  # would resume the driver's run
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -85,26 +83,27 @@ def run_job(step: str, run_id: str, inputs: dict, config: str, env: dict) -> dic
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     import mlflow
 
-    from ..tracking import get_run, retry, step_run, work_dir  # lazy: MLflow; only once the worker's environment is set
+    from ..tracking import get_run, retry, work_dir  # lazy: MLflow; only once the worker's environment is set
+
+    from ..steps import job_step  # lazy: the step registry; only once the worker's environment is set
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    log = work_dir("logs", run_id) / "train.log"
+    job = Job.from_json(text)
+    log = work_dir("logs", job.run_id) / "train.log"
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    tags = get_run(run_id).data.tags
+    tags = get_run(job.run_id).data.tags
     node = ray.get_runtime_context().get_node_id()
     where = {"node_id": node, "node_ip": ray.util.get_node_ip_address(), "gpu_ids": ",".join(gpu_ids) or "none",
              "pid": str(os.getpid()), "attempts": str(int(tags.get(ray_tag("attempts"), "0")) + 1), "log": str(log),
              "node_ids": ",".join(filter(None, [tags.get(ray_tag("node_ids"), ""), node]))}  # every attempt's node
     if REASON_TAG in tags:  # this is a retry: keep why the first attempt failed, apart
-        retry(mlflow.MlflowClient().set_tag, run_id, ray_tag("previous_failure"), tags[REASON_TAG])
-        retry(mlflow.MlflowClient().delete_tag, run_id, REASON_TAG)
-    with step_run(run_id):
-        retry(mlflow.set_tags, {ray_tag(k): v for k, v in where.items()})
-        print(f"[ddmlflow] {STEPS[step].run_name(inputs)} attempt {where['attempts']} on node {where['node_ip']} "
-              f"{where['node_id'][:12]}, GPUs: {where['gpu_ids']}", flush=True)
-        STEPS[step].call(from_json(config), **inputs)
+        retry(mlflow.MlflowClient().set_tag, job.run_id, ray_tag("previous_failure"), tags[REASON_TAG])
+        retry(mlflow.MlflowClient().delete_tag, job.run_id, REASON_TAG)
+    print(f"[ddmlflow] {job.name} attempt {where['attempts']} on node {where['node_ip']} "
+          f"{where['node_id'][:12]}, GPUs: {where['gpu_ids']}", flush=True)
+    job_step(job.step).run_into(job.run_id, job.config, job.inputs, tags={ray_tag(k): v for k, v in where.items()})
     return where
 
 
@@ -123,9 +122,10 @@ def reason(e: BaseException) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
-class RayExecutor:
+class RayExecutor(Executor):
     def __init__(self, address: str = "", jobs_per_gpu: int = 1, gpus: bool = False, max_retries: int = 1,
                  poll_s: float = 1.0):
+        super().__init__()
         self.address, self.jobs_per_gpu, self.gpus = address, jobs_per_gpu, gpus
         self.max_retries, self.poll_s = max_retries, poll_s
 
@@ -142,15 +142,15 @@ class RayExecutor:
             return {"num_gpus": 1 / self.jobs_per_gpu, "num_cpus": 1}
         return {"num_cpus": 1}
 
-    def run(self, jobs: list[Job], on_change: OnChange | None = None) -> list[Result]:
+    def _run(self, jobs: list[Job], on_change: OnChange | None) -> list[Result]:
         ray = connect(self.address)
         task = ray.remote(max_calls=1, max_retries=self.max_retries, retry_exceptions=True,
                           **self.resources())(run_job)
         t0 = time.time()
         refs = {}
+        env = {"MLFLOW_TRACKING_URI": absolute_uri(tracking_env()["MLFLOW_TRACKING_URI"])}
         for job in jobs:
-            env = {**job.env, "MLFLOW_TRACKING_URI": absolute_uri(job.env.get("MLFLOW_TRACKING_URI", ""))}
-            refs[task.options(name=job.name).remote(job.step, job.run_id, job.inputs, to_json(job.config), env)] = job
+            refs[task.options(name=job.name).remote(job.to_json(), env)] = job
         pending, done = list(refs), []
         try:
             while pending:
@@ -163,11 +163,11 @@ class RayExecutor:
                         done.append(Result(job, True, "", time.time() - t0))
                     except ray.exceptions.RayError as e:
                         done.append(Result(job, False, reason(e), time.time() - t0))
+                    self._finished(done[-1])
                 if ready and on_change:
                     on_change(progress_counts(len(jobs), done, len(pending), t0))
         except BaseException:  # Ctrl-C (or anything): stop every task; full closes their runs as KILLED
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
-        order = {id(j): i for i, j in enumerate(jobs)}
-        return sorted(done, key=lambda r: order[id(r.job)])
+        return done

@@ -1,6 +1,10 @@
-"""The worker process of the packed executor: ``python -m ddmlflow.executors.worker FOLDER``.
+"""The one worker entry point: every job an executor starts in a fresh process runs here.
 
-It imports TensorFlow, Keras and the training steps first, opens the tracking
+``python -m ddmlflow.executors.worker --job JSON`` runs one job (``Job.to_json``: step, run id, inputs,
+the typed config) into its run: the process executor's child, for trainings and tuner searches alike.
+It ends with the job's outcome as the last line of its output (the executor's reason) and exit code 1.
+
+``python -m ddmlflow.executors.worker FOLDER`` is the packed executor's worker. It imports TensorFlow, Keras and the training steps first, opens the tracking
 store once the driver says it exists (``FOLDER/ready``, or the spec: both
 name the driver's store, which may have been set in Python), then
 waits for ``FOLDER/spec.json`` (its jobs, its log, and the file to create once
@@ -21,9 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import from_json
+from ..config import to_json
 from ..devices import watch_driver
-from .base import attempt
+from .base import Job, attempt
 
 SPEC, STATUS, LOG, READY = "spec.json", "status.json", "worker.log", "ready"
 
@@ -90,9 +94,7 @@ def main(folder: str) -> int:
 
     from ..tracking import say  # lazy: MLflow; the parent's prestart imports this module first
 
-    jobs, then, status = spec["jobs"], spec.get("then", ""), folder / STATUS
-    for j in jobs:
-        j["cfg"] = from_json(j["config"])  # the typed config, as the driver had it
+    jobs, then, status = [Job.from_json(j) for j in spec["jobs"]], spec.get("then", ""), folder / STATUS
     seen: dict[str, dict] = {}
 
     def record(run_ids, ok: bool, why: str = "") -> None:
@@ -100,34 +102,44 @@ def main(folder: str) -> int:
             seen[r] = {"ok": ok, "reason": why}
         status.write_text(json.dumps(seen))
 
-    groups: dict[str, list[dict]] = {}  # locals with the same config pack together (tuned ones may differ)
-    for j in (j for j in jobs if j["step"] == "train_local"):
-        groups.setdefault(j["config"], []).append(j)
-    if any(len(g) > 1 for g in groups.values()) and all(j["step"] == "train_local" for j in jobs):
+    groups: dict[str, list[Job]] = {}  # locals with the same config pack together (tuned ones may differ)
+    for j in (j for j in jobs if j.step == "train_local"):
+        groups.setdefault(to_json(j.config), []).append(j)
+    if any(len(g) > 1 for g in groups.values()) and all(j.step == "train_local" for j in jobs):
         from ..packing import configure_threads  # lazy: TensorFlow; the `full` parent imports this module
 
         configure_threads()  # before any TensorFlow op
     for k, local in enumerate(groups.values()):
         from ..pipeline.packed import train_locals_packed  # lazy: TensorFlow; the `full` parent imports this module
 
-        ids = [j["run_id"] for j in local]
+        ids = [j.run_id for j in local]
         last = then if k == len(groups) - 1 else ""
         try:
-            train_locals_packed(local[0]["cfg"], local[0]["inputs"]["decompose_run"],
-                                [j["inputs"]["box"] for j in local], ids,
+            train_locals_packed(local[0].config, local[0].inputs["decompose_run"], [j.inputs["box"] for j in local], ids,
                                 on_trained=(lambda: Path(last).touch()) if last else None)
             record(ids, True)
         except Exception as e:  # noqa: BLE001 - the group failed; the driver marks its runs
             say(f"packed group failed: {type(e).__name__}: {e}")
             record(ids, False, f"{type(e).__name__}: {e}")
-    for j in (j for j in jobs if j["step"] != "train_local"):  # a failed one does not stop the others
-        why = attempt(j["step"], j["run_id"], j["cfg"], j["inputs"])
-        record([j["run_id"]], not why, why)
+    for j in (j for j in jobs if j.step != "train_local"):  # a failed one does not stop the others
+        why = attempt(j.step, j.run_id, j.config, j.inputs)
+        record([j.run_id], not why, why)
     return 0
 
 
+def run_job(text: str) -> int:
+    """``--job JSON``: one job into its run (FAILED with the reason on an error), in this fresh process."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    watch_driver()  # stop with the driver, also while training
+    job = Job.from_json(text)
+    why = attempt(job.step, job.run_id, job.config, job.inputs)
+    if why:
+        print(f"error: {why}", file=sys.stderr, flush=True)  # the last log line: the executor's reason
+    return 1 if why else 0
+
+
 if __name__ == "__main__":
-    code = main(sys.argv[1])
+    code = run_job(sys.argv[2]) if sys.argv[1] == "--job" else main(sys.argv[1])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # every run is closed and STATUS written: skip TensorFlow's ~1-2 s teardown

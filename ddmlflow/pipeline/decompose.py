@@ -32,4 +32,4 @@ def decompose(cfg: RunConfig) -> Decomposed:
     mlflow.set_tags({NUM_CLASSES_TAG: ds.num_classes, CLASS_NAMES_TAG: ",".join(ds.class_names)[:5000],
                      NOTE_TAG: decompose_note(cfg, ds.input_shape, decomposition.n, len(ds.y_train), len(ds.y_val),
                                               ds.num_classes)})
-    return Decomposed(mlflow.active_run().info.run_id, decomposition.n)
+    return Decomposed(mlflow.active_run().info.run_id, decomposition.n, tuple(ds.input_shape), ds.num_classes)

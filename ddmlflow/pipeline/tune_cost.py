@@ -20,7 +20,7 @@ import mlflow
 
 from .. import models
 from ..profiling import flops_exact
-from ..tags import NUM_CLASSES_TAG
+from ..results import Decomposed
 from ..tracking import get_run, retry, say
 
 
@@ -28,7 +28,7 @@ def _sum(ms: list[dict], key: str) -> float:
     return float(sum(m.get(key, 0.0) for m in ms))
 
 
-def log_costs(runs: dict[str, str], cfg, opts, target: str) -> dict:
+def log_costs(runs: dict[str, str], cfg, target: str, decomposed: Decomposed | None = None) -> dict:
     """Per-target FLOPs and time into the active (tune parent) run; for ``all`` the ratios. Printed too."""
     metrics = {name: retry(get_run, run_id).data.metrics for name, run_id in runs.items()}
     groups = {"global": [m for n, m in metrics.items() if n == "global"],
@@ -43,21 +43,18 @@ def log_costs(runs: dict[str, str], cfg, opts, target: str) -> dict:
     if groups["locals"]:
         out["tune_flops/locals_max"] = max(m.get("tune_flops", 0.0) for m in groups["locals"])
         out["tune_time_s/locals_max"] = max(m.get("tune_time_s", 0.0) for m in groups["locals"])
-    if target == "all":
-        out.update(_all_ratios(runs, groups, cfg))
+    if target == "all" and decomposed is not None:
+        out.update(_all_ratios(groups, cfg, decomposed))
     retry(mlflow.log_metrics, out)
     for k, v in out.items():
         say(f"cost {k} = {v:.4g}")
     return out
 
 
-def _all_ratios(runs, groups, cfg) -> dict:
+def _all_ratios(groups: dict, cfg, decomposed: Decomposed) -> dict:
     """A global search of the same space and trial count, priced from the global net's profile."""
     locs, coarse = groups["locals"], groups["coarse"][0]
-    dec = retry(get_run, runs["local/00"]).data.params["decompose_run"]
-    d = retry(get_run, dec).data
-    shape = tuple(int(s) for s in d.params["image_shape"].split("x"))
-    net = models.build(cfg.model, shape, int(d.tags[NUM_CLASSES_TAG]), name="global")
+    net = models.build(cfg.model, decomposed.image_shape, decomposed.num_classes, name="global")
     big_k, small_k, n = net.count_params(), coarse.get("params_count", 0.0), len(locs)
     epochs = _sum(locs, "tune_epochs") / n          # the same trial schedule as one local search
     m_cnn, m_dnn = _sum(locs, "trials_completed") / n, coarse.get("trials_completed", 0.0)
