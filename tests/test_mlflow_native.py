@@ -22,10 +22,11 @@ pytestmark = pytest.mark.slow
 TINY = ["--n-train", "120", "--n-val", "60", "--epochs", "1", "--coarse-epochs", "1", "--global", "false",
         "--max-parallel", "2", "--registered-model-name", "native-shapes", "--executor", "process"]
 KILL_LOCAL_01 = """
-import os, signal, sys
-argv = " ".join(getattr(sys, "orig_argv", []))
+import json, os, signal, sys
+argv = list(getattr(sys, "orig_argv", []))
+job = json.loads(argv[argv.index("--job") + 1]) if "--job" in argv else {}
 marker = os.environ.get("DDMLFLOW_TEST_KILL_MARKER", "")
-if "train-local" in argv and "--box 1 " in argv + " " and marker and not os.path.exists(marker):
+if job.get("step") == "train_local" and job["inputs"].get("box") == 1 and marker and not os.path.exists(marker):
     open(marker, "w").close()
     os.kill(os.getpid(), signal.SIGKILL)
 """
