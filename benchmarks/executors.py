@@ -9,8 +9,8 @@ validation every epoch, ``training.fit``) for the global net and the locals:
 * ``global``: the global net, ``training.fit``;
 * ``process``: the local nets one after another with ``training.fit`` (in one
   process; the executor's process start, import and data load are not counted);
-* ``packed``: all local nets as one program, ``packing.train_packed``, with the
-  packed engine's CPU threads (``packing.configure_threads``: one intra-op thread,
+* ``packed``: all local nets as one program, ``packed_training.train_packed``, with the
+  packed engine's CPU threads (``packed_training.configure_threads``: one intra-op thread,
   one inter-op thread per core);
 * ``global_threads``: the global net again, under the packed engine's threads.
   The baseline ``global_s_per_epoch`` is the faster of the two global routes,
@@ -99,7 +99,7 @@ def _fit_seconds(net, data, num_classes, cfg) -> float:
 def route_seconds(name: str, p, cfg, prep) -> float:
     """Seconds per epoch of one route (global, process: the sum over the locals, packed)."""
     from ddmlflow import models
-    from ddmlflow.packing import train_packed
+    from ddmlflow.packed_training import train_packed
     from ddmlflow.training import seed_everything
 
     dec, k = prep.decomposition, prep.num_classes
@@ -134,7 +134,7 @@ def route(name: str, a) -> dict:
 
     _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if name in ("packed", "global_threads") and not a.threads:
-        from ddmlflow.packing import configure_threads
+        from ddmlflow.packed_training import configure_threads
 
         configure_threads()
     if a.threads:  # intra,inter op threads, set before TensorFlow starts

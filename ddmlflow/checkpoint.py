@@ -6,7 +6,7 @@ state that the next epochs depend on: weights, batch-norm statistics, dropout
 seed generators, optimizer slots, the early-stopping counters and best weights,
 and the batch order. Keras' ``BackupAndRestore`` keeps the first two only and
 Keras' shuffle depends on how many epochs this process has run, so both routes
-(``training.fit`` and the packed group in ``packing.py``) use what is here.
+(``training.fit`` and the packed group in ``packed_training.py``) use what is here.
 """
 from __future__ import annotations
 

@@ -19,9 +19,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import presets
+from . import experiments, presets
 from .devices import parse_gpus
 from .errors import InputError, require
+from .steps import EXECUTORS, STRATEGIES
 
 # The preset used when none is named, by data set.
 DEFAULT_PRESET = {
@@ -124,6 +125,8 @@ def gpu_list(name: str, raw: str) -> tuple[str, ...]:
 
 
 def _names(module: str, attr: str) -> Callable[[], tuple[str, ...]]:
+    """The names of a registry below this module (data sets, networks, optimizers), read when a value is
+    checked: importing them loads NumPy, which ``ddmlflow --help`` must not."""
     def get() -> tuple[str, ...]:
         import importlib
 
@@ -170,7 +173,7 @@ class RunConfig:
     coarse_learning_rate: float = option(number(0.0, 1.0), "learning rate of the coarse net")
     coarse_patience: int = option(integer(0), "the coarse net's early stopping on held-out training data (0: none)")
     transfer_coarse: bool = option(boolean, "transfer: also transfer the trained coarse net (false: locals only)")
-    compose_lr_schedule: str = option(choice(_names("presets", "COMPOSE_LR_SCHEDULES")),
+    compose_lr_schedule: str = option(choice(lambda: tuple(presets.COMPOSE_LR_SCHEDULES)),
                                       "compose: Gu et al.'s step schedules, or constant")
     seed: int = option(integer(0), "random seed (local k uses seed + 1 + k)", default="0")
     image_size: tuple[int, ...] | None = option(optional(integers), "resize images to HxW (or HxWxD)", default="")
@@ -191,7 +194,7 @@ class FullOptions:
     """How ``full`` runs the steps (not part of any step's key)."""
 
     run_global: bool = option(boolean, "also train the global CNN (the baseline)", default="true", param="global")
-    executor: str = option(choice(_names("executors", "EXECUTORS")),
+    executor: str = option(choice(lambda: EXECUTORS),
                            "how trainings run: auto, process (one process each), packed (one program per device), "
                            "ray (one Ray task each)", default="auto", key=False)
     gpus: tuple[str, ...] = option(gpu_list, "auto, none, or GPU indices like 0,1,2,3", default="auto", key=False)
@@ -201,7 +204,7 @@ class FullOptions:
                               "ray://host:port = Ray Client", default="", key=False)
     force: bool = option(boolean, "retrain everything (no reuse of finished steps)", default="false", key=False)
     registered_model_name: str = option(text, "registered model name ('-': do not register)", default="")
-    strategies: tuple[str, ...] = option(choices(_names("steps", "STRATEGIES")),
+    strategies: tuple[str, ...] = option(choices(lambda: STRATEGIES),
                                          "cnn_dnn plus any of coherent, transfer, compose", default="cnn_dnn")
     hparams: str = option(text, "tuned values: a tune run id or a best_hparams.json file (the values reach the "
                                 "steps' keys, not the name)", default="", key=False)
@@ -350,9 +353,9 @@ class TuneOptions:
 class ReproduceOptions:
     """Which paper table to reproduce (``ddmlflow.experiments``) and at which budget."""
 
-    table: str = option(choice(_names("experiments", "EXPERIMENTS")), "a paper table, e.g. klw-3, klw-tl-2, gc-3.3",
+    table: str = option(choice(lambda: tuple(experiments.EXPERIMENTS)), "a paper table, e.g. klw-3, klw-tl-2, gc-3.3",
                         default="klw-3")
-    budget: str = option(choice(_names("experiments", "BUDGETS")),
+    budget: str = option(choice(lambda: tuple(experiments.BUDGETS)),
                          "smoke (tiny, 1 epoch), cpu (about an hour), paper (the paper's data and epochs)",
                          default="smoke")
     data_dir: str = option(text, "data folder (or a folder of <dataset>/ folders)", default="")

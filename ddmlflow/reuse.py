@@ -27,7 +27,7 @@ from .steps import SEARCHES, STEPS, job_step, trains
 from .tracking import KEY_TAG, PARENT_TAG, SUCCESSOR_TAG, create_child, end_run, find_run, retry, say, step_run
 
 # Code each step runs beyond its own module's imports: the engines that may train it.
-TRAINING_CODE = ("pipeline.packed", "executors.worker")
+TRAINING_CODE = ("pipeline.train", "executors.worker")
 
 
 def code_roots(step: str) -> tuple[str, ...]:

@@ -1,4 +1,4 @@
-"""The step registry: each step of the method declared once.
+"""The registries: each step of the method, and each executor that runs them, declared once.
 
 A ``Step`` names its function lazily (``"pipeline.train:train_local"``, called
 as ``fn(cfg, **inputs)``), so reading the registry imports no step module.
@@ -15,8 +15,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from .config import integer
-from .errors import InputError
+from .errors import InputError, require
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,8 @@ class Input:
         if self.kind == "runs":
             return [s.strip() for s in raw.split(",") if s.strip()]
         if self.kind == "int":
-            return integer(0)(self.name, raw)
+            require(raw.isdigit(), self.name, raw, "an integer >= 0")
+            return int(raw)
         if self.kind == "runmap":
             pairs = [p.split("=", 1) for p in raw.split(",") if p.strip()]
             if not all(len(p) == 2 and p[0].strip() and p[1].strip() for p in pairs):
@@ -99,7 +99,9 @@ STEPS: dict[str, Step] = {s.name: s for s in [
     Step("train_local", "pipeline.train:train_local", "local_runs",
          (_DEC, Input("box", "int", help="the box index")), training=True,
          help="the local CNN of one box"),
-    Step("train_coarse", "pipeline.coarse:train_coarse", "coarse_run", (_LOCALS,),
+    Step("train_coarse", "pipeline.coarse:train_coarse", "coarse_run",
+         (_LOCALS, Input("decompose_run", required=False, help="run id of the decompose run (default: the one "
+                                                                 "the first local run names)")),
          help="the coarse net on the local probabilities"),
     Step("coherent", "pipeline.strategies:train_coherent", "strategy_runs", (_DEC,), training=True,
          strategy=True, entry="train_coherent",
@@ -141,3 +143,11 @@ def trains(step: str) -> bool:
     """Steps that fit a network get system metrics (the registry's trainings and the coarse net)."""
     s = STEPS.get(step) or SEARCHES.get(step)
     return s is not None and (s.training or s.name.startswith("train_"))
+
+
+# Every executor, name -> "module:Class" in ``ddmlflow.executors`` (``executors.executor_class``); a class
+# builds itself with ``from_options(ExecutorOptions)``. A new executor: its module and one line here. Names
+# only, so the schema (``config``) checks ``executor=`` without importing an executor.
+EXECUTOR_CLASSES: dict[str, str] = {"process": "process:ProcessExecutor", "packed": "packed:PackedExecutor",
+                                    "ray": "ray:RayExecutor"}
+EXECUTORS: tuple[str, ...] = ("auto", *EXECUTOR_CLASSES)

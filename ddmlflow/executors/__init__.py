@@ -16,21 +16,16 @@ from __future__ import annotations
 
 import importlib
 
+from ..steps import EXECUTOR_CLASSES, EXECUTORS
 from .base import Executor, ExecutorOptions, Job, JobFuture, OnChange, Result, attempt, progress_counts, tracking_env
 
 __all__ = ["EXECUTORS", "Executor", "ExecutorOptions", "Job", "JobFuture", "OnChange", "Result", "attempt", "check",
            "choose", "open_executor", "prestart", "progress_counts", "tracking_env"]
 
-# Every executor, "module:class" in this package; a class builds itself with ``from_options(ExecutorOptions)``
-# and may define ``check(opts, tracking_uri)`` and ``prestart(opts) -> bool`` (static). A new executor: its
-# module and one line here. Imported only when chosen (Ray is an optional extra).
-_REGISTRY: dict[str, str] = {"process": "process:ProcessExecutor", "packed": "packed:PackedExecutor",
-                             "ray": "ray:RayExecutor"}
-EXECUTORS: tuple[str, ...] = ("auto", *_REGISTRY)
-
-
 def executor_class(name: str) -> type:
-    module, cls = _REGISTRY[name].split(":")
+    """The class registered as ``name`` (``steps.EXECUTOR_CLASSES``), imported only now (Ray is an optional
+    extra); it may define ``check(opts, tracking_uri)`` and ``prestart(opts) -> bool`` (static)."""
+    module, cls = EXECUTOR_CLASSES[name].split(":")
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
@@ -56,7 +51,7 @@ def prestart(opts) -> bool:
 
 def check(opts, tracking_uri: str) -> None:
     """Refuse, before any work, options the chosen executor cannot run (``full`` calls it first)."""
-    if opts.executor in _REGISTRY:
+    if opts.executor in EXECUTOR_CLASSES:
         hook = getattr(executor_class(opts.executor), "check", None)
         if hook:
             hook(opts, tracking_uri)

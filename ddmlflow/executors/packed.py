@@ -4,14 +4,14 @@ Small local nets are dominated by per-step overhead (Python, op dispatch, tiny
 kernels): on one CPU four half-width VGG3 locals trained one after another
 cost ~0.9x the global net where the FLOPs allow 0.25x. This executor gives
 each device one fresh worker process (``executors/worker.py``); it trains all
-``train_local`` jobs pinned there as one Keras program (``ddmlflow.packing``:
+``train_local`` jobs pinned there as one Keras program (``ddmlflow.packed_training``:
 one input pipeline, a branch per local with its own weights, optimizer state
 and early stopping), then that device's other jobs (global net, strategies)
 one after another in the same process, so TensorFlow is imported and the
 data set loaded once. Each local still reports into its own child run.
 
 On the CPU the packed locals run best with one thread per op and the branches
-side by side (``packing.configure_threads``), while a big net (the global one)
+side by side (``packed_training.configure_threads``), while a big net (the global one)
 wants TensorFlow's default threads (2D VGG3 ~10 %, 3D CNN ~40 % slower with one
 thread per op). Threads are fixed when TensorFlow starts, so there the CPU's
 other jobs run in this (the driver's) process, which has the default threads

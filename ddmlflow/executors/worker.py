@@ -40,7 +40,7 @@ def _import() -> None:
     """What every job needs, before the job is known (~10 s)."""
     import importlib
 
-    for module in ("tensorflow", "keras", "ddmlflow.pipeline.packed", "ddmlflow.pipeline.train"):
+    for module in ("tensorflow", "keras", "ddmlflow.pipeline.train"):
         importlib.import_module(module)
 
 
@@ -106,11 +106,11 @@ def main(folder: str) -> int:
     for j in (j for j in jobs if j.step == "train_local"):
         groups.setdefault(to_json(j.config), []).append(j)
     if any(len(g) > 1 for g in groups.values()) and all(j.step == "train_local" for j in jobs):
-        from ..packing import configure_threads  # lazy: TensorFlow; the `full` parent imports this module
+        from ..packed_training import configure_threads  # lazy: TensorFlow; the `full` parent imports this module
 
         configure_threads()  # before any TensorFlow op
     for k, local in enumerate(groups.values()):
-        from ..pipeline.packed import train_locals_packed  # lazy: TensorFlow; the `full` parent imports this module
+        from ..pipeline.train import train_locals_packed  # lazy: TensorFlow; the `full` parent imports this module
 
         ids = [j.run_id for j in local]
         last = then if k == len(groups) - 1 else ""

@@ -32,15 +32,16 @@ def selection_split(n: int, seed: int, fraction: float = SELECTION_FRACTION) -> 
     return np.sort(perm[n_sel:]), np.sort(perm[:n_sel])
 
 
-def train_coarse(cfg: RunConfig, local_runs: list[str]) -> None:
-    """In the active run: fit on the locals' train probabilities, report on their val ones.
+def train_coarse(cfg: RunConfig, local_runs: list[str], decompose_run: str | None = None) -> None:
+    """In the active run: fit on the locals' train probabilities, report on their val ones; the labels
+    come from ``decompose_run`` (given by ``full``; alone, the one the first local run names).
 
     With ``coarse_patience`` > 0 the epoch metrics ``val_*`` of this run are those of
     the held-out selection split, not of the validation set (``final_val_accuracy`` is).
     """
     run_id = mlflow.active_run().info.run_id
     seed_everything(cfg.seed)
-    f, y, fv, yv, k = coarse_inputs(local_runs)
+    f, y, fv, yv, k = coarse_inputs(local_runs, decompose_run)
     net = build_coarse(len(local_runs), k, hidden=cfg.coarse_hidden, dropout=cfg.coarse_dropout)
     if cfg.coarse_patience > 0 and len(y) >= 2:
         fit_i, sel_i = selection_split(len(y), cfg.seed)
@@ -59,11 +60,12 @@ def train_coarse(cfg: RunConfig, local_runs: list[str]) -> None:
                     batch_size=cfg.coarse_batch_size)
 
 
-def coarse_inputs(local_runs: list[str]) -> tuple:
-    """(features, labels, val features, val labels, K): the locals' concatenated probabilities (KLW sec. 3.2)."""
+def coarse_inputs(local_runs: list[str], decompose_run: str | None = None) -> tuple:
+    """(features, labels, val features, val labels, K): the locals' concatenated probabilities (KLW sec. 3.2);
+    the labels from ``decompose_run`` (None: the one the first local run names)."""
     runs = [get_run(r, "local_runs") for r in local_runs]
     probs = [load_probs(r.info.run_id) for r in runs]
-    y, yv = _labels(runs[0].data.params["decompose_run"])
+    y, yv = _labels(decompose_run or runs[0].data.params["decompose_run"])
     return (coarse_features([p[0] for p in probs]), y, coarse_features([p[1] for p in probs]), yv,
             probs[0][0].shape[1])
 

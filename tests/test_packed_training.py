@@ -1,4 +1,4 @@
-"""Packed training (packing.py) against separate training, per-branch early stopping, and resume.
+"""Packed training (packed_training.py) against separate training, per-branch early stopping, and resume.
 
 Tiny data (generated shapes, 32x32), tiny nets; every comparison is between two
 real trainings, never against stored numbers.
@@ -56,7 +56,7 @@ def separate(cfg, prep, box: int, **kw):
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
 def test_packed_equals_separate_after_one_epoch(prep, optimizer):
-    from ddmlflow.packing import train_packed
+    from ddmlflow.packed_training import train_packed
 
     cfg = config(optimizer=optimizer, learning_rate=0.01 if optimizer == "sgd" else 1e-3)
     boxes = list(range(prep.decomposition.n))
@@ -78,7 +78,7 @@ def test_early_stopping_is_per_branch(prep):
     """A branch stops (and is restored to its best epoch) while others go on; each branch's result
     is what it would be if trained in a group of its own, so the rest of the group changes nothing."""
     from ddmlflow.checkpoint import EarlyStop
-    from ddmlflow.packing import train_packed
+    from ddmlflow.packed_training import train_packed
 
     cfg = config(epochs=8, patience=1, learning_rate=3e-3)
     boxes = list(range(prep.decomposition.n))
@@ -103,7 +103,7 @@ def test_early_stopping_is_per_branch(prep):
 
 @pytest.mark.slow
 def test_group_resumes_after_interruption(prep, tmp_path):
-    from ddmlflow.packing import CHECKPOINT, train_packed
+    from ddmlflow.packed_training import CHECKPOINT, train_packed
 
     cfg = config(epochs=5, patience=1, learning_rate=3e-3)
     boxes = list(range(prep.decomposition.n))
@@ -180,7 +180,7 @@ def test_packs_any_network_and_box_sizes(model, spec, shape):
     """Boxes of different sizes (type B; 2x2 of 31 pixels) and 3D volumes pack together; nets with
     batch normalisation (resnet20, cnn3d) match separate training, moving statistics included."""
     from ddmlflow.decomposition import make
-    from ddmlflow.packing import train_packed
+    from ddmlflow.packed_training import train_packed
     from ddmlflow.pipeline.prepared import Prepared
 
     rng = np.random.default_rng(1)
@@ -201,7 +201,7 @@ def test_packs_any_network_and_box_sizes(model, spec, shape):
 def test_epoch_logger_logs_each_epoch_once_across_resumes(mlflow_env):
     import mlflow
 
-    from ddmlflow.packing import mlflow_epoch_logger
+    from ddmlflow.packed_training import mlflow_epoch_logger
 
     ids = [mlflow.MlflowClient().create_run(mlflow.set_experiment("packed").experiment_id).info.run_id
            for _ in range(2)]

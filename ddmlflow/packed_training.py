@@ -15,7 +15,7 @@ statistics, dropout seeds and initialisation seed (``cfg.seed + 1 + box``, as
 * the batch order is shared: every branch sees epoch e's samples in
   ``checkpoint.epoch_order(cfg.seed, e)``, while a separate local shuffles with its
   own seed (given the same order, the weights agree to float rounding; see
-  tests/test_packing.py);
+  tests/test_packed_training.py);
 * with augmentation, one random draw per (seed, epoch, batch) transforms the whole
   images, and each branch crops the same transformed images;
 * validation runs in batches of ``VAL_BATCH`` (a mean over samples either way).
