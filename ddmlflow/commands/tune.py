@@ -87,7 +87,7 @@ def tune(cfg: RunConfig, target: str = "all", tuner: str = "random", max_trials=
         runs["coarse"] = steps.inline("tune_coarse", "tune_coarse", {**opts.key(), "local_runs": local_runs},
                                       tune_coarse, cfg, local_runs, opts)
     best = {}
-    for name, run_id in runs.items():
+    for run_id in runs.values():
         best.update(_json_artifact(run_id, "best_hparams.json"))
     retry(mlflow.log_dict, best, "best_hparams.json")
     costs = log_costs(runs, cfg, opts, target)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..steps import STEPS
+
+if TYPE_CHECKING:
+    from ..config import RunConfig
 
 @dataclass(frozen=True)
 class ExecutorOptions:
@@ -26,8 +29,8 @@ class Job:
     step: str                          # registry name, e.g. "train_local"
     name: str                          # run name, e.g. "train_local/03"
     run_id: str                        # the child run it logs into (created by the driver)
-    inputs: dict = field(default_factory=dict)   # the step's inputs, e.g. {"decompose_run": ..., "box": 3}
-    config: object = None              # ddmlflow.config.RunConfig
+    inputs: dict[str, Any] = field(default_factory=dict)   # the step's inputs, e.g. {"decompose_run": ..., "box": 3}
+    config: RunConfig | None = None    # ddmlflow.config.RunConfig
     device: str = ""                   # CUDA_VISIBLE_DEVICES for it ('' = CPU)
     log: Path | None = None            # where its output goes
     env: dict[str, str] = field(default_factory=dict)
@@ -42,10 +45,10 @@ class Result:
     elapsed_s: float = 0.0
 
 
-OnChange = Callable[[dict], None]
+OnChange = Callable[[dict[str, Any]], None]
 
 
-def attempt(step: str, run_id: str, cfg, inputs: dict) -> str:
+def attempt(step: str, run_id: str, cfg: RunConfig, inputs: dict[str, Any]) -> str:
     """One step into its run, in this process; '' or why it failed (the run is then FAILED with it)."""
     try:
         STEPS[step].run_into(run_id, cfg, inputs)
@@ -67,7 +70,7 @@ def tracking_env() -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
 
 
-def progress_counts(jobs: int, done: list[Result], running: int, t0: float) -> dict:
+def progress_counts(jobs: int, done: list[Result], running: int, t0: float) -> dict[str, float]:
     import time
 
     ok = sum(r.ok for r in done)

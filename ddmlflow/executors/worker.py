@@ -115,7 +115,7 @@ def main(folder: str) -> int:
         try:
             train_locals_packed(local[0]["cfg"], local[0]["inputs"]["decompose_run"],
                                 [j["inputs"]["box"] for j in local], ids,
-                                on_trained=(lambda: Path(last).touch()) if last else None)
+                                on_trained=(lambda last=last: Path(last).touch()) if last else None)
             record(ids, True)
         except Exception as e:  # noqa: BLE001 - the group failed; the driver marks its runs
             say(f"packed group failed: {type(e).__name__}: {e}")
