@@ -14,6 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def save_state(path: Path, variables: list, meta: dict, extra: dict | None = Non
     killed while saving leaves the previous checkpoint intact, never a torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {f"var/{i}": np.asarray(v) for i, v in enumerate(variables)}
+    arrays: dict[str, Any] = {f"var/{i}": np.asarray(v) for i, v in enumerate(variables)}
     arrays.update(extra or {})
     arrays["meta"] = np.array(json.dumps(meta))
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -117,7 +118,7 @@ def shuffled_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs:
     return quiet(ds.map(lambda i: (tf.gather(xt, i), tf.gather(yt, i))).prefetch(2))
 
 
-def quiet(ds):
+def quiet(ds: Any) -> Any:
     """``ds`` without tf.data's autotuning thread. Deleting an autotuned iterator waits for that
     thread: in the packed executor's second worker ``model.fit`` hung ~35 s after its last epoch
     (py-spy: ``RootDataset::Iterator::~Iterator`` waiting in ``UnboundedThreadPool``)."""

@@ -17,12 +17,17 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 from . import experiments, presets
 from .devices import parse_gpus
 from .errors import InputError, require
 from .steps import EXECUTORS, STRATEGIES
+
+if TYPE_CHECKING:
+    import argparse
+
+_Options = TypeVar("_Options")
 
 # The preset used when none is named, by data set.
 DEFAULT_PRESET = {
@@ -144,7 +149,7 @@ def option(parse: Parser, help: str, default: str | None = None, param: str | No
     return field(metadata={"parse": parse, "help": help, "default": default, "param": param, "key": key})
 
 
-def spec(f: dataclasses.Field) -> dict:
+def spec(f: dataclasses.Field[Any]) -> dict[str, Any]:
     return {**f.metadata, "param": f.metadata["param"] or f.name}
 
 
@@ -183,7 +188,7 @@ class RunConfig:
     def params(self) -> dict[str, str]:
         return {spec(f)["param"]: _value(self, f) for f in dataclasses.fields(self)}
 
-    def data_args(self) -> dict:
+    def data_args(self) -> dict[str, Any]:
         """Arguments for ``ddmlflow.data.load``."""
         return dict(name=self.dataset, data_dir=self.data_dir or None, seed=self.seed,
                     image_size=self.image_size, n_train=self.n_train, n_val=self.n_val)
@@ -229,12 +234,12 @@ class TrackingOptions:
         return {spec(f)["param"]: _value(self, f) for f in dataclasses.fields(self)}
 
 
-def key_params(obj) -> dict[str, str]:
+def key_params(obj: Any) -> dict[str, str]:
     """The fields of a config or options dataclass that change a result, as strings (see ``option``)."""
     return {spec(f)["param"]: _value(obj, f) for f in dataclasses.fields(obj) if f.metadata["key"]}
 
 
-def _value(obj, f: dataclasses.Field) -> str:
+def _value(obj: Any, f: dataclasses.Field[Any]) -> str:
     """A field as logged: the value used (no GPU found or asked for: ``none``, not empty)."""
     v = getattr(obj, f.name)
     return "none" if f.metadata["parse"] is gpu_list and not v else _to_str(v)
@@ -248,16 +253,17 @@ def _to_str(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def options(cls: type = RunConfig) -> list[dict]:
+def options(cls: type = RunConfig) -> list[dict[str, Any]]:
     """The declared options of ``cls``: param name, parser, help, default (None: from the preset)."""
     return [{"field": f.name, **spec(f)} for f in dataclasses.fields(cls)]
 
 
-def add_options(parser, cls: type = RunConfig) -> None:
+def add_options(parser: argparse.ArgumentParser, cls: type = RunConfig) -> None:
     """argparse options ``--param-name`` for every field of ``cls`` (all strings, checked by ``resolve``)."""
     for o in options(cls):
         default = o["default"] if o["default"] is not None else ""
-        flag = {"nargs": "?", "const": "true"} if o["parse"] is boolean else {}  # `--force` = `--force true`
+        # `--force` = `--force true`
+        flag: dict[str, Any] = {"nargs": "?", "const": "true"} if o["parse"] is boolean else {}
         parser.add_argument(f"--{o['param'].replace('_', '-')}", dest=o["field"], default=default, help=o["help"],
                             **flag)
 
@@ -267,13 +273,13 @@ def add_options(parser, cls: type = RunConfig) -> None:
 SCHEMA_VERSION = 1
 
 
-def to_json(obj) -> str:
+def to_json(obj: Any) -> str:
     """A typed config (``RunConfig`` or an options dataclass) for a worker process: its typed values."""
     return json.dumps({"schema": SCHEMA_VERSION, "type": type(obj).__name__, "values": dataclasses.asdict(obj)},
                       sort_keys=True)
 
 
-def from_json(text: str, cls: type | None = None):
+def from_json(text: str, cls: type | None = None) -> Any:
     """``to_json``'s object back, as it was (validated when it was made; tuples restored)."""
     d = json.loads(text)
     classes = {c.__name__: c for c in (RunConfig, FullOptions, TuneOptions, ReproduceOptions, ReportOptions,
@@ -282,12 +288,13 @@ def from_json(text: str, cls: type | None = None):
     require(d.get("schema") == SCHEMA_VERSION and cls is not None and d.get("type") == cls.__name__, "config",
             f"schema {d.get('schema')} {d.get('type')}", f"a config of schema {SCHEMA_VERSION}, as this ddmlflow "
             "writes it (the worker and the command that started it must be the same version)")
+    assert cls is not None  # required just above
     values = {f.name: tuple(v) if isinstance(v, list) and "tuple" in str(f.type) else v
               for f in dataclasses.fields(cls) for v in [d["values"][f.name]]}
     return cls(**values)
 
 
-def parse_options(cls: type, **given: Any):
+def parse_options(cls: type[_Options], **given: Any) -> _Options:
     """An options dataclass without a preset (e.g. ``FullOptions``) from strings; unknown names rejected."""
     known = {o["field"]: o for o in options(cls)} | {o["param"]: o for o in options(cls)}
     _refuse_unknown(set(given) - set(known), known)
@@ -299,7 +306,7 @@ def parse_options(cls: type, **given: Any):
     return cls(**values)
 
 
-def _refuse_unknown(unknown: set[str], known) -> None:
+def _refuse_unknown(unknown: set[str], known: Iterable[str]) -> None:
     """One line naming the first unknown parameter and the nearest known one (no prefix matching)."""
     if unknown:
         import difflib
@@ -316,7 +323,7 @@ def resolve(preset: str = "", **overrides: Any) -> RunConfig:
     _refuse_unknown(set(given) - set(opts), opts)
     dataset = opts["dataset"]["parse"]("dataset", given["dataset"]) if "dataset" in given else ""
     p = presets.get(preset.strip() or DEFAULT_PRESET[dataset or "shapes2d"])
-    values = {"preset": p.name}
+    values: dict[str, Any] = {"preset": p.name}
     for name, o in opts.items():
         if name == "preset":
             continue
@@ -359,12 +366,12 @@ class ReproduceOptions:
                          "smoke (tiny, 1 epoch), cpu (about an hour), paper (the paper's data and epochs)",
                          default="smoke")
     data_dir: str = option(text, "data folder (or a folder of <dataset>/ folders)", default="")
-    executor: str = FullOptions.__dataclass_fields__["executor"]
-    gpus: tuple[str, ...] = FullOptions.__dataclass_fields__["gpus"]
-    jobs_per_gpu: int = FullOptions.__dataclass_fields__["jobs_per_gpu"]
-    max_parallel: int = FullOptions.__dataclass_fields__["max_parallel"]
-    force: bool = FullOptions.__dataclass_fields__["force"]
-    ray_address: str = FullOptions.__dataclass_fields__["ray_address"]
+    executor: str = FullOptions.__dataclass_fields__["executor"]  # type: ignore[assignment]  # the same Field
+    gpus: tuple[str, ...] = FullOptions.__dataclass_fields__["gpus"]  # type: ignore[assignment]  # the same Field
+    jobs_per_gpu: int = FullOptions.__dataclass_fields__["jobs_per_gpu"]  # type: ignore[assignment]  # the same Field
+    max_parallel: int = FullOptions.__dataclass_fields__["max_parallel"]  # type: ignore[assignment]  # the same Field
+    force: bool = FullOptions.__dataclass_fields__["force"]  # type: ignore[assignment]  # the same Field
+    ray_address: str = FullOptions.__dataclass_fields__["ray_address"]  # type: ignore[assignment]  # the same Field
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ class Box:
     start: tuple[int, ...]
     stop: tuple[int, ...]
 
-    def __post_init__(self):  # accept lists / numpy ints, store plain int tuples
+    def __post_init__(self) -> None:  # accept lists / numpy ints, store plain int tuples
         object.__setattr__(self, "start", tuple(int(v) for v in self.start))
         object.__setattr__(self, "stop", tuple(int(v) for v in self.stop))
 
@@ -65,7 +65,7 @@ class Decomposition:
     spec: str = "explicit"
     overlap: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", _check_image_shape(self.image_shape))
         object.__setattr__(self, "boxes", tuple(self.boxes))
         require(self.kind in KINDS, "decomposition", self.kind, f"kind must be one of {KINDS}")
@@ -97,20 +97,20 @@ class Decomposition:
 
     # -- serialisation ---------------------------------------------------------------
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"image_shape": list(self.image_shape), "kind": self.kind, "spec": self.spec,
                 "overlap": self.overlap,
                 "boxes": [{"start": list(b.start), "stop": list(b.stop)} for b in self.boxes]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Decomposition:
+    def from_dict(cls, d: dict[str, Any]) -> Decomposition:
         require(isinstance(d, dict) and "boxes" in d and "image_shape" in d, "decomposition",
                 d, 'a dict with "image_shape" and "boxes" (and optionally kind, spec, overlap)')
         shape = _check_image_shape(d["image_shape"])
-        return cls(shape, _parse_boxes(d["boxes"], len(shape) - 1), d.get("kind", "explicit"),
+        return cls(shape, tuple(_parse_boxes(d["boxes"], len(shape) - 1)), d.get("kind", "explicit"),
                    str(d.get("spec", "explicit")), d.get("overlap", 0))
 
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
+    def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
         """JSON text; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=1)
         if path is not None:
@@ -119,12 +119,12 @@ class Decomposition:
         return text
 
     @classmethod
-    def from_json(cls, text_or_path: str | os.PathLike) -> Decomposition:
+    def from_json(cls, text_or_path: str | os.PathLike[str]) -> Decomposition:
         return cls.from_dict(_load_json(text_or_path))
 
     # -- picture -----------------------------------------------------------------------
 
-    def draw(self, image: np.ndarray, path: str | os.PathLike) -> None:
+    def draw(self, image: np.ndarray, path: str | os.PathLike[str]) -> None:
         """PNG of one image with every box outlined and numbered (``figures.decomposition_boxes``)."""
         decomposition_boxes(self, image, path)
 
@@ -181,7 +181,7 @@ def canonical(spec: str) -> str:
     return json.dumps(out, separators=(",", ":"), sort_keys=True)
 
 
-def _flat(item: Any) -> list:
+def _flat(item: Any) -> list[Any]:
     return list(item["start"]) + list(item["stop"]) if isinstance(item, dict) else list(item)
 
 
@@ -229,7 +229,7 @@ def type_a(image_shape: Sequence[int], parts: Sequence[int], overlap: int = 0) -
             "at least one axis must be cut into 2 or more parts")
     grid = itertools.product(*(_split(n, p) for n, p in zip(space, parts)))
     tiles = [Box(*zip(*ranges)) for ranges in grid]
-    return Decomposition(shape, _grow(tiles, space, overlap), "A", spec, overlap)
+    return Decomposition(shape, tuple(_grow(tiles, space, overlap)), "A", spec, overlap)
 
 
 def type_b(image_shape: Sequence[int], overlap: int = 0) -> Decomposition:
@@ -258,13 +258,13 @@ def type_b(image_shape: Sequence[int], overlap: int = 0) -> Decomposition:
             extras_ax.append([(c - size // 2, c - size // 2 + size) for c in (t[0][1], t[1][1])])
     tiles = [Box(*zip(*r)) for r in itertools.product(*tiles_ax)]
     tiles += [Box(*zip(*r)) for r in itertools.product(*extras_ax)]
-    return Decomposition(shape, _grow(tiles, space, overlap), "B", "typeB", overlap)
+    return Decomposition(shape, tuple(_grow(tiles, space, overlap)), "B", "typeB", overlap)
 
 
 def explicit(image_shape: Sequence[int], boxes: Sequence[Any]) -> Decomposition:
     """Any boxes: ``Box``, ``[start..., stop...]`` or ``{"start": [...], "stop": [...]}``."""
     shape = _check_image_shape(image_shape)
-    return Decomposition(shape, _parse_boxes(boxes, len(shape) - 1), "explicit", "explicit", 0)
+    return Decomposition(shape, tuple(_parse_boxes(boxes, len(shape) - 1)), "explicit", "explicit", 0)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def _split(n: int, p: int) -> list[tuple[int, int]]:
 
 def _check_overlap(overlap: Any) -> None:
     ok = isinstance(overlap, (int, np.integer)) and not isinstance(overlap, bool) and overlap >= 0
-    require(ok, "overlap", overlap, "an integer >= 0 (pixels added on each side facing a neighbour)")
+    require(bool(ok), "overlap", overlap, "an integer >= 0 (pixels added on each side facing a neighbour)")
 
 
 def _grow(tiles: list[Box], space: tuple[int, ...], overlap: int) -> list[Box]:
@@ -349,7 +349,7 @@ def _parse_boxes(items: Any, nd: int) -> list[Box]:
     return boxes
 
 
-def _load_json(text_or_path: str | os.PathLike) -> Any:
+def _load_json(text_or_path: str | os.PathLike[str]) -> Any:
     s = str(text_or_path).strip()
     if not s.startswith(("{", "[")):
         require(os.path.isfile(s), "decomposition", s, "JSON text or the path of a .json file")

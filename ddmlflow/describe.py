@@ -53,9 +53,9 @@ def paper_row(cfg) -> str | None:
 def parent_note(cfg, table: str, paper: str | None, reused: dict[str, tuple[str, str]], adopted: list[str],
                 per_class: str | None = None) -> str:
     """The parent's description: the results table, per-class recall, the paper's row, where reused runs live."""
-    lines = [f"**{parent_name(cfg)}**: preset `{cfg.preset}`, data set `{cfg.dataset}`, network `{cfg.model}`, "
-             f"decomposition `{cfg.decomposition}`, overlap {cfg.overlap}, width divisor {cfg.width_divisor}, "
-             f"{cfg.epochs} epochs (coarse net {cfg.coarse_epochs}), seed {cfg.seed}.", "", table.strip()]
+    lines = [(f"**{parent_name(cfg)}**: preset `{cfg.preset}`, data set `{cfg.dataset}`, network `{cfg.model}`, "
+              f"decomposition `{cfg.decomposition}`, overlap {cfg.overlap}, width divisor {cfg.width_divisor}, "
+              f"{cfg.epochs} epochs (coarse net {cfg.coarse_epochs}), seed {cfg.seed}."), "", table.strip()]
     if per_class:
         lines += ["", "Which classes the coarse net gets right where averaging does not:", "", per_class.strip()]
     if paper:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import platform
 import re
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -29,11 +28,16 @@ def _norm(name: str) -> str:
 
 
 def direct() -> list[str]:
-    try:
-        deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-        return [re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0] for d in deps]
-    except (OSError, KeyError):
+    if sys.version_info < (3, 11):  # no tomllib (requires-python is 3.10): the list kept here
         return list(DIRECT)
+    else:
+        import tomllib
+
+        try:
+            deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+            return [re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0] for d in deps]
+        except (OSError, KeyError):
+            return list(DIRECT)
 
 
 def closure(names: list[str]) -> dict[str, str]:

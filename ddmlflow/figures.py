@@ -163,7 +163,7 @@ def learning_curves(curves: dict[str, Sequence[float]], path: str | os.PathLike 
     ax = fig.add_subplot()
     seq = matplotlib.colormaps["viridis"]
     locals_ = [k for k in curves if k not in ("global", "coarse")]
-    for j, (name, ys) in enumerate(curves.items()):
+    for name, ys in curves.items():
         ys = np.asarray(ys, dtype=float)
         if name == "global":
             style = dict(color=GLOBAL, lw=2.2)

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -83,8 +84,9 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            first = body[0] if body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
                 node.body = body[1:] or [ast.Pass()]
     return tree
 
@@ -92,7 +94,9 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
 @functools.cache
 def _parsed(name: str) -> tuple[str, frozenset[str]]:
     """(normalised dump, imported package modules) of one module, once per process."""
-    tree = ast.parse(_module_file(name).read_text(encoding="utf-8"))
+    path = _module_file(name)
+    assert path is not None, f"ddmlflow.{name}: not a module of the package"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     deps = frozenset(_imports(name, tree))
     return ast.dump(_strip_docstrings(tree), annotate_fields=False, include_attributes=False), deps
 
@@ -123,7 +127,7 @@ def code_digest(roots: tuple[str, ...]) -> str:
 
 # -- data -------------------------------------------------------------------------------------------
 
-def data_digest(dataset: str, data_dir: str) -> dict:
+def data_digest(dataset: str, data_dir: str) -> dict[str, Any]:
     """What the data is, by content: relative path and bytes of every file under ``data_dir`` (hidden
     files and folders aside), or the generator / Keras data set by name when there is no folder.
 
@@ -160,14 +164,15 @@ def _files(root: Path) -> list[str]:
 # -- keys -------------------------------------------------------------------------------------------
 
 def ingredients(step: str, code_roots: tuple[str, ...], params: dict[str, str], upstream: dict[str, object],
-                inputs: dict | None = None, data: dict | None = None) -> dict:
+                inputs: dict[str, Any] | None = None,
+                data: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything a key hashes, as logged in ``key.json``."""
-    out = {"step": step, "code": code_digest(tuple(sorted(code_roots))), "params": dict(sorted(params.items())),
+    out: dict[str, Any] = {"step": step, "code": code_digest(tuple(sorted(code_roots))), "params": dict(sorted(params.items())),
            "upstream": upstream, "inputs": inputs or {}}
     if data is not None:
         out["data"] = data
     return out
 
 
-def digest(ingredients: dict) -> str:
+def digest(ingredients: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(ingredients, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -25,6 +25,7 @@ name: ddmlflow
 entry_points:
 """
 ENTRYPOINT = '''"""MLproject entry point `{entry}`: a thin wrapper over `ddmlflow {command}`."""
+
 import os
 import sys
 from pathlib import Path
@@ -58,7 +59,7 @@ def _entries() -> list[tuple[str, str, list[tuple[str, str | None]]]]:
 
 def render() -> str:
     lines = [HEADER.rstrip("\n")]
-    for entry, command, params in _entries():
+    for entry, _command, params in _entries():
         lines += [f"  {entry}:", "    parameters:"]
         for name, default in params:
             spec = "{type: string}" if default is None else f"{{type: string, default: {json.dumps(default)}}}"

@@ -39,7 +39,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import keras
 import numpy as np
@@ -51,6 +51,13 @@ from .devices import threads
 from .errors import require
 from .tracking import logged_steps, retry
 from .training import EPOCH_METRICS, FitConfig, compile_model, seed_everything
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+
+# a compiled program of the branches (tf.function): run(iterator, steps) or step(x, y)
+Program = Callable[..., Any]
+LogEpoch = Callable[[int, int, dict[str, float]], None]
 
 VAL_BATCH = 256
 CHECKPOINT = "packed.npz"
@@ -102,7 +109,7 @@ class _Branch:
     box: int
     run_id: str
     net: keras.Model
-    crop: tuple  # index of the box in a batch of whole images
+    crop: tuple[slice, ...]  # index of the box in a batch of whole images
     stop: EarlyStop | None
     history: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in EPOCH_METRICS})
     epochs_run: int = 0
@@ -112,7 +119,7 @@ class _Branch:
         return self.stop is None or not self.stop.stopped
 
 
-def build_branches(cfg, prep, boxes: list[int], run_ids: list[str]) -> list[_Branch]:
+def build_branches(cfg: RunConfig, prep: Any, boxes: list[int], run_ids: list[str]) -> list[_Branch]:
     """One compiled local net per box, each initialised from its own seed as a separate local would be."""
     dec = prep.decomposition
     out = []
@@ -127,12 +134,12 @@ def build_branches(cfg, prep, boxes: list[int], run_ids: list[str]) -> list[_Bra
     return out
 
 
-def _fit_config(cfg, prep) -> FitConfig:
+def _fit_config(cfg: RunConfig, prep: Any) -> FitConfig:
     return FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                      optimizer=cfg.optimizer, patience=cfg.patience, seed=cfg.seed, augment=prep.augment)
 
 
-def _correct(p, y):
+def _correct(p: Any, y: Any) -> Any:
     """Keras' "accuracy" for these nets: sparse categorical, or binary at 0.5 for one sigmoid unit."""
     import tensorflow as tf
 
@@ -141,7 +148,7 @@ def _correct(p, y):
     return tf.reduce_sum(tf.cast(tf.equal(pred, y), tf.float32))
 
 
-def make_train_epoch(branches: list[_Branch]) -> Callable:
+def make_train_epoch(branches: list[_Branch]) -> Program:
     """One compiled program for the given branches: ``run(iterator, steps)`` trains ``steps`` batches.
 
     Per batch: crop each box, forward every branch, sum the losses, one optimizer
@@ -155,7 +162,7 @@ def make_train_epoch(branches: list[_Branch]) -> Callable:
 
     n = len(branches)
 
-    def step(x, y):
+    def step(x: Any, y: Any) -> tuple[Any, Any]:
         with tf.GradientTape() as tape:
             preds = [b.net(x[b.crop], training=True) for b in branches]
             losses = [b.net.compute_loss(x=None, y=y, y_pred=p, training=True) for b, p in zip(branches, preds)]
@@ -167,7 +174,7 @@ def make_train_epoch(branches: list[_Branch]) -> Callable:
         return tf.stack(losses), tf.stack([_correct(p, y) for p in preds])
 
     @tf.function
-    def run(iterator, steps):
+    def run(iterator: Any, steps: Any) -> tuple[Any, Any, Any]:
         loss, correct, seen = tf.zeros([n]), tf.zeros([n]), tf.constant(0.0)
         for _ in tf.range(steps):
             x, y = next(iterator)
@@ -176,24 +183,26 @@ def make_train_epoch(branches: list[_Branch]) -> Callable:
             loss, correct, seen = loss + lo * m, correct + co, seen + m
         return loss, correct, seen
 
-    return run
+    program: Program = run
+    return program
 
 
-def make_eval_step(branches: list[_Branch]) -> Callable:
+def make_eval_step(branches: list[_Branch]) -> Program:
     """Per-branch (summed loss, correct count) of a validation batch, inference mode."""
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
-    def step(x, y):
+    def step(x: Any, y: Any) -> tuple[Any, Any]:
         preds = [b.net(x[b.crop], training=False) for b in branches]
         n = tf.cast(tf.shape(x)[0], tf.float32)
         losses = [b.net.compute_loss(x=None, y=y, y_pred=p, training=False) * n for b, p in zip(branches, preds)]
         return tf.stack(losses), tf.stack([_correct(p, y) for p in preds])
 
-    return step
+    program: Program = step
+    return program
 
 
-def _train_batches(prep, cfg, first_epoch: int):
+def _train_batches(prep: Any, cfg: RunConfig, first_epoch: int) -> Any:
     """One tf.data pipeline of whole-image batches for every epoch from ``first_epoch``,
     in ``epoch_order(cfg.seed, epoch)`` (the order fit() uses)."""
     import tensorflow as tf
@@ -202,7 +211,7 @@ def _train_batches(prep, cfg, first_epoch: int):
     if not prep.augment:
         return shuffled_batches(x, y, cfg.batch_size, cfg.seed, first_epoch, cfg.epochs)
 
-    def batches():
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for epoch in range(first_epoch, cfg.epochs):
             order = epoch_order(cfg.seed, epoch, len(x))
             for i, start in enumerate(range(0, len(x), cfg.batch_size)):
@@ -214,7 +223,7 @@ def _train_batches(prep, cfg, first_epoch: int):
     return quiet(tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2))
 
 
-def _validate(branches, step, xv, yv) -> tuple[np.ndarray, np.ndarray]:
+def _validate(branches: list[_Branch], step: Program, xv: Any, yv: Any) -> tuple[np.ndarray, np.ndarray]:
     loss, correct = np.zeros(len(branches)), np.zeros(len(branches))
     for s in range(0, len(xv), VAL_BATCH):
         lo, co = step(np.asarray(xv[s:s + VAL_BATCH]), np.asarray(yv[s:s + VAL_BATCH]))
@@ -224,7 +233,9 @@ def _validate(branches, step, xv, yv) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _save(path: Path, branches: list[_Branch], epochs_done: int) -> None:
-    variables, extra, meta = [], {}, {"epochs_done": epochs_done, "branches": []}
+    variables: list[Any] = []
+    extra: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] = {"epochs_done": epochs_done, "branches": []}
     for k, b in enumerate(branches):
         variables += training_state(b.net, b.net.optimizer)
         es_meta, es_arrays = b.stop.to_arrays(f"es{k}") if b.stop is not None else (None, {})
@@ -248,11 +259,12 @@ def _restore(path: Path, branches: list[_Branch]) -> int:
         b.history, b.epochs_run = m["history"], m["epochs_run"]
         if b.stop is not None:
             b.stop = EarlyStop.from_arrays(m["early_stopping"], arrays, f"es{k}")
-    return meta["epochs_done"]
+    epochs_done: int = meta["epochs_done"]
+    return epochs_done
 
 
-def train_packed(cfg, prep, boxes: list[int], run_ids: list[str], checkpoint_dir: Path | None,
-                 log_epoch: Callable[[int, int, dict], None] | None = None) -> list[BranchResult]:
+def train_packed(cfg: RunConfig, prep: Any, boxes: list[int], run_ids: list[str], checkpoint_dir: Path | None,
+                 log_epoch: LogEpoch | None = None) -> list[BranchResult]:
     """Train the local nets of ``boxes`` as one program; one ``BranchResult`` per box, in order.
 
     ``cfg``: a RunConfig (model, width_divisor, epochs, batch_size, learning_rate,
@@ -301,7 +313,7 @@ def train_packed(cfg, prep, boxes: list[int], run_ids: list[str], checkpoint_dir
                          None if b.stop is None else b.stop.best_epoch, train_time) for b in branches]
 
 
-def mlflow_epoch_logger(run_ids: list[str]) -> Callable[[int, int, dict], None]:
+def mlflow_epoch_logger(run_ids: list[str]) -> LogEpoch:
     """``log_epoch`` for ``train_packed``: branch k's metrics into run ``run_ids[k]`` with step=epoch,
     skipping epochs a previous (killed) attempt already logged, so each epoch is logged once."""
     from mlflow.entities import Metric
@@ -310,7 +322,7 @@ def mlflow_epoch_logger(run_ids: list[str]) -> Callable[[int, int, dict], None]:
     client = MlflowClient()
     done = {rid: logged_steps(rid, "loss") for rid in run_ids}
 
-    def log(k: int, epoch: int, metrics: dict) -> None:
+    def log(k: int, epoch: int, metrics: dict[str, float]) -> None:
         rid = run_ids[k]
         if epoch in done[rid]:
             return

@@ -8,6 +8,7 @@ steps are all reused reads them without loading TensorFlow.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import mlflow
 
@@ -42,7 +43,7 @@ class Evaluation:
     results: dict[str, float]
     table: str
     per_class: str | None = None
-    registered: dict = field(default_factory=dict)
+    registered: dict[str, Any] = field(default_factory=dict)  # serving.register's answer
 
     @classmethod
     def from_run(cls, run_id: str) -> Evaluation:

@@ -78,12 +78,12 @@ class Doc:
     def html(self, title: str) -> str:
         from html import escape as e
 
-        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
-               "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-               "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;"
-               "padding:3px 8px;text-align:right}th{background:#eef}td:first-child{text-align:left}"
-               "img{max-width:100%;border:1px solid #ddd}.held{color:#2a9d3a}.not{color:#c62828}"
-               "</style></head><body>"]
+        out = [(f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
+                "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+                "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;"
+                "padding:3px 8px;text-align:right}th{background:#eef}td:first-child{text-align:left}"
+                "img{max-width:100%;border:1px solid #ddd}.held{color:#2a9d3a}.not{color:#c62828}"
+                "</style></head><body>")]
         for b in self.blocks:
             if b[0] == "h":
                 out.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")

@@ -15,9 +15,10 @@ import re
 import time
 import traceback
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import mlflow
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from .errors import InputError
@@ -60,7 +61,7 @@ def opened_runs() -> list[str]:
 
 
 def open_run(given: str, experiment_name: str, default_experiment: str, name: str, step: str,
-             tags: dict | None = None, parent_id: str = "") -> str:
+             tags: dict[str, str] | None = None, parent_id: str = "") -> str:
     """The top-level run to log into: ``given`` (by ``mlflow run``) or a new one in the chosen experiment.
 
     A run ``mlflow run`` made in the Default experiment, when nobody chose one, stays a
@@ -95,7 +96,10 @@ def open_run(given: str, experiment_name: str, default_experiment: str, name: st
     return run_id
 
 
-def retry(fn, *args, attempts: int = 8, **kwargs):
+_T = TypeVar("_T")
+
+
+def retry(fn: Callable[..., _T], *args: Any, attempts: int = 8, **kwargs: Any) -> _T:
     """Call ``fn``, retrying sqlite's transient 'database is locked' with jittered backoff."""
     for i in range(attempts):
         try:
@@ -104,9 +108,10 @@ def retry(fn, *args, attempts: int = 8, **kwargs):
             if "locked" not in str(e).lower() or i == attempts - 1:
                 raise
             time.sleep(0.05 * 2 ** i * (1 + random.random()))
+    raise ValueError(f"retry: attempts={attempts}, at least 1 needed")
 
 
-def find_run(experiment_id: str, key: str, finished_only: bool = False):
+def find_run(experiment_id: str, key: str, finished_only: bool = False) -> Run | None:
     """Newest run with this step key (FINISHED first), or None."""
     runs = retry(MlflowClient().search_runs, [experiment_id], f"tags.`{KEY_TAG}` = '{key}'",
                  order_by=["attributes.start_time DESC"], max_results=20)
@@ -117,15 +122,16 @@ def find_run(experiment_id: str, key: str, finished_only: bool = False):
 
 
 def create_child(experiment_id: str, parent_id: str | None, name: str, step: str, key: str,
-                 tags: dict | None = None) -> str:
+                 tags: dict[str, str] | None = None) -> str:
     """Create a run without starting it here: a child process starts it by id."""
     t = {RUN_NAME_TAG: name, STEP_TAG: step, KEY_TAG: key, **(tags or {})}
     if parent_id:
         t[PARENT_TAG] = parent_id
-    return retry(MlflowClient().create_run, experiment_id, tags=t).info.run_id
+    run_id: str = retry(MlflowClient().create_run, experiment_id, tags=t).info.run_id
+    return run_id
 
 
-def get_run(run_id: str, param: str = "run"):
+def get_run(run_id: str, param: str = "run") -> Run:
     try:
         return MlflowClient().get_run(run_id)
     except Exception:  # noqa: BLE001
@@ -200,9 +206,10 @@ def logged_steps(run_id: str, metric: str) -> set[int]:
     return {m.step for m in retry(MlflowClient().get_metric_history, run_id, metric)}
 
 
-def log_params(params: dict) -> None:
+def log_params(params: dict[str, Any]) -> None:
     """Log parameters that are not there yet (a resumed run keeps its own)."""
     run = mlflow.active_run()
+    assert run is not None, "log_params logs into the active run"
     have = retry(MlflowClient().get_run, run.info.run_id).data.params
     new = {k: str(v)[:6000] for k, v in params.items() if k not in have}
     if new:
@@ -225,7 +232,7 @@ def work_dir(*parts: str) -> Path:
     current folder, which ``mlflow run <git URL>`` makes a fresh clone each time, so a
     rerun after a crash finds its checkpoints; two stores never share run folders.
     """
-    root = os.environ.get("DDMLFLOW_WORK")
+    root: str | Path | None = os.environ.get("DDMLFLOW_WORK")
     if not root:
         store = hashlib.sha1(mlflow.get_tracking_uri().encode()).hexdigest()[:12]
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ddmlflow" / "work" / store

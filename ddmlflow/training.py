@@ -15,6 +15,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import keras
 import numpy as np
@@ -57,11 +58,11 @@ def compile_model(model: keras.Model, num_classes: int, cfg: FitConfig) -> keras
 class MlflowEpochLogger(keras.callbacks.Callback):
     """Logs Keras' epoch metrics with step=epoch, once per epoch even across resumes."""
 
-    def __init__(self, skip: set[int] = frozenset()):
+    def __init__(self, skip: Iterable[int] = frozenset()) -> None:
         super().__init__()
         self.skip = set(skip)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         import mlflow
 
         if epoch in self.skip:
@@ -79,7 +80,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     before ``fit`` resumes at ``epochs_done``.
     """
 
-    def __init__(self, path: Path | None, stop: EarlyStop | None, mirror: bool = False):
+    def __init__(self, path: Path | None, stop: EarlyStop | None, mirror: bool = False) -> None:
         super().__init__()
         self.path, self.stop, self.epochs_done, self.mirror = path, stop, 0, mirror
 
@@ -91,9 +92,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.stop is not None:
             self.stop = EarlyStop.from_arrays(meta["early_stopping"], arrays, "es")
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epochs_done = epoch + 1
-        if self.stop is not None and self.stop.update(epoch, float(logs["val_accuracy"]), self.model.get_weights):
+        if self.stop is not None and self.stop.update(epoch, float((logs or {})["val_accuracy"]), self.model.get_weights):
             self.model.stop_training = True
         if self.path is not None:
             es_meta, es_arrays = self.stop.to_arrays("es") if self.stop is not None else (None, {})
@@ -123,7 +124,9 @@ def restore_checkpoint(checkpoint_dir: Path) -> bool:
     import mlflow
 
     checkpoint_dir = Path(checkpoint_dir)
-    run_id = mlflow.active_run().info.run_id
+    run = mlflow.active_run()
+    assert run is not None, "restore_checkpoint runs inside a training's run"
+    run_id = run.info.run_id
     if any(checkpoint_dir.iterdir()) or not retry(mlflow.MlflowClient().list_artifacts, run_id, CHECKPOINT_ARTIFACTS):
         return False
     with tempfile.TemporaryDirectory(dir=checkpoint_dir.parent) as tmp:
@@ -149,7 +152,8 @@ class _Augmented(keras.utils.PyDataset):
     ``first_epoch`` shifts the count for a training resumed at that epoch.
     """
 
-    def __init__(self, x, y, batch_size, kind, seed, crop=None, first_epoch: int = 0):
+    def __init__(self, x: Any, y: Any, batch_size: int, kind: str | None, seed: int,
+                 crop: Callable[[np.ndarray], np.ndarray] | None = None, first_epoch: int = 0) -> None:
         super().__init__()
         self.x, self.y, self.bs, self.kind, self.seed = x, np.asarray(y), batch_size, kind, int(seed)
         self.crop, self.first_epoch = crop, int(first_epoch)
@@ -157,10 +161,10 @@ class _Augmented(keras.utils.PyDataset):
         self._training = False  # Keras reads a few batches to infer shapes before training starts
         self._lock = threading.Lock()
 
-    def __len__(self):
+    def __len__(self) -> int:
         return int(np.ceil(len(self.x) / self.bs))
 
-    def on_epoch_begin(self):
+    def on_epoch_begin(self) -> None:
         self._training = True
 
     def batch(self, epoch: int, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +174,7 @@ class _Augmented(keras.utils.PyDataset):
         xb = augment_batch(self.kind, np.asarray(self.x[idx]), np.random.default_rng([self.seed, epoch, i]))
         return (xb if self.crop is None else np.ascontiguousarray(self.crop(xb))), self.y[idx]
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             k = self._served.get(i, 0)
             if self._training:
@@ -178,14 +182,14 @@ class _Augmented(keras.utils.PyDataset):
         return self.batch(self.first_epoch + k, i)
 
 
-def augmented(x, y, cfg: FitConfig, crop=None) -> _Augmented:
+def augmented(x: Any, y: Any, cfg: FitConfig, crop: Callable[[np.ndarray], np.ndarray] | None = None) -> _Augmented:
     """Training input for ``fit``: whole images ``x`` augmented by ``cfg.augment``, then ``crop``ped."""
     return _Augmented(x, y, cfg.batch_size, cfg.augment, cfg.seed, crop)
 
 
-def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
-        checkpoint_dir: Path | None = None, log_to_mlflow: bool = True, skip_epochs: set[int] = frozenset(),
-        callbacks: list = ()) -> dict:
+def fit(model: keras.Model, data: tuple[Any, Any, Any, Any], num_classes: int, cfg: FitConfig,
+        checkpoint_dir: Path | None = None, log_to_mlflow: bool = True, skip_epochs: Iterable[int] = frozenset(),
+        callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train with early stopping on val_accuracy (best weights restored); returns a summary.
 
     ``data`` is (x, y, x_val, y_val); x may be ``augmented(...)`` batches (whole images, then cropped).
@@ -199,7 +203,7 @@ def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
     # patience 0: no early stopping (KLW trains some nets a fixed 500 epochs)
     stop = EarlyStop(cfg.patience) if cfg.patience > 0 else None
     mirror = checkpoint_dir is not None and mirror_checkpoints()
-    if mirror:
+    if mirror and checkpoint_dir is not None:
         restore_checkpoint(Path(checkpoint_dir))
     ckpt = EpochCheckpoint(None if checkpoint_dir is None else Path(checkpoint_dir) / "fit.npz", stop, mirror)
     ckpt.restore(model)
@@ -224,7 +228,7 @@ def fit(model: keras.Model, data: tuple, num_classes: int, cfg: FitConfig,
             "best_epoch": None if ckpt.stop is None else ckpt.stop.best_epoch}
 
 
-def validation_batches(xv, yv, batch_size: int):
+def validation_batches(xv: Any, yv: Any, batch_size: int) -> Any:
     """The validation data as fit() would batch it, without tf.data's autotuning (see ``checkpoint.quiet``)."""
     import tensorflow as tf
 
@@ -236,7 +240,7 @@ def predict_probs(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> n
     return to_probabilities(predict(model, x, batch_size))
 
 
-_PREDICT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its traced forward pass
+_PREDICT: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # model -> its traced forward pass
 
 
 def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -249,10 +253,11 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndar
     try:
         (spec,) = model.inputs
     except (AttributeError, ValueError):  # several inputs, or a subclassed model: Keras' own loop
-        return model.predict(x, batch_size=batch_size, verbose=0)
+        probs: np.ndarray = model.predict(x, batch_size=batch_size, verbose=0)
+        return probs
     fn = _PREDICT.get(model)
     if fn is None:
-        net = weakref.ref(model)  # the cache must not keep the model alive
+        net: Callable[[], Any] = weakref.ref(model)  # the cache must not keep the model alive
         fn = _PREDICT[model] = tf.function(lambda a: net()(a, training=False), input_signature=[
             tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)])
     if len(x) == 0:  # (Keras' predict fails here; an empty conv batch fails on oneDNN)

@@ -1,4 +1,5 @@
 """MLproject entry point `compose`: a thin wrapper over `ddmlflow compose`."""
+
 import os
 import sys
 from pathlib import Path

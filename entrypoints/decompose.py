@@ -1,4 +1,5 @@
 """MLproject entry point `decompose`: a thin wrapper over `ddmlflow decompose`."""
+
 import os
 import sys
 from pathlib import Path

@@ -1,4 +1,5 @@
 """MLproject entry point `evaluate`: a thin wrapper over `ddmlflow evaluate`."""
+
 import os
 import sys
 from pathlib import Path

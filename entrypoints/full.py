@@ -1,4 +1,5 @@
 """MLproject entry point `full`: a thin wrapper over `ddmlflow full`."""
+
 import os
 import sys
 from pathlib import Path

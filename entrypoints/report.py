@@ -1,4 +1,5 @@
 """MLproject entry point `report`: a thin wrapper over `ddmlflow report`."""
+
 import os
 import sys
 from pathlib import Path

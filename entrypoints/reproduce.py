@@ -1,4 +1,5 @@
 """MLproject entry point `reproduce`: a thin wrapper over `ddmlflow reproduce`."""
+
 import os
 import sys
 from pathlib import Path

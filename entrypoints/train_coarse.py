@@ -1,4 +1,5 @@
 """MLproject entry point `train_coarse`: a thin wrapper over `ddmlflow train-coarse`."""
+
 import os
 import sys
 from pathlib import Path

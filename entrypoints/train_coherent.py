@@ -1,4 +1,5 @@
 """MLproject entry point `train_coherent`: a thin wrapper over `ddmlflow train-coherent`."""
+
 import os
 import sys
 from pathlib import Path

@@ -1,4 +1,5 @@
 """MLproject entry point `train_global`: a thin wrapper over `ddmlflow train-global`."""
+
 import os
 import sys
 from pathlib import Path

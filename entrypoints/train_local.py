@@ -1,4 +1,5 @@
 """MLproject entry point `train_local`: a thin wrapper over `ddmlflow train-local`."""
+
 import os
 import sys
 from pathlib import Path

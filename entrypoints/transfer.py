@@ -1,4 +1,5 @@
 """MLproject entry point `transfer`: a thin wrapper over `ddmlflow transfer`."""
+
 import os
 import sys
 from pathlib import Path

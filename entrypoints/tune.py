@@ -1,4 +1,5 @@
 """MLproject entry point `tune`: a thin wrapper over `ddmlflow tune`."""
+
 import os
 import sys
 from pathlib import Path

@@ -67,8 +67,8 @@ def test_display_without_a_terminal_prints_one_line_per_event(mlflow_env, monkey
     d.poll()
     d._show()
     d._show()  # nothing new: nothing printed twice
-    assert out.getvalue().splitlines() == [l for l in out.getvalue().splitlines() if "\x1b" not in l]
-    assert [l.split(", ETA")[0] for l in out.getvalue().splitlines()] == [
+    assert out.getvalue().splitlines() == [ln for ln in out.getvalue().splitlines() if "\x1b" not in ln]
+    assert [ln.split(", ETA")[0] for ln in out.getvalue().splitlines()] == [
         "[ddmlflow] train_global: epoch 1/3, val_acc 0.2500"]
 
 

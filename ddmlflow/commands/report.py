@@ -147,9 +147,10 @@ def _gc(client: MlflowClient, row: Row, experiment_id: str) -> None:
 
 def _share_global(rows: list[Row]) -> None:
     """Rows trained without a global CNN take it from a row of the same data, network and budget."""
-    same = lambda r: (r.params.get("dataset"), r.params.get("model"), r.budget, r.params.get("seed"),  # noqa: E731
-                      r.params.get("epochs"), r.params.get("n_train"), r.params.get("n_val"),
-                      r.params.get("image_size"))
+    def same(r: Row) -> tuple:
+        return (r.params.get("dataset"), r.params.get("model"), r.budget, r.params.get("seed"),
+                r.params.get("epochs"), r.params.get("n_train"), r.params.get("n_val"), r.params.get("image_size"))
+
     for r in rows:
         if "val_accuracy/global" in r.metrics:
             continue

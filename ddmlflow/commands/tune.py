@@ -77,7 +77,7 @@ def tune(cfg: RunConfig, opts: TuneOptions | None = None, epochs: int | None = N
         runs["coarse"] = steps.inline("tune_coarse", "tune_coarse", {**search.key(), "local_runs": local_runs},
                                       tune_coarse, cfg, local_runs, search)
     best = {}
-    for name, run_id in runs.items():
+    for run_id in runs.values():
         best.update(_json_artifact(run_id, "best_hparams.json"))
     retry(mlflow.log_dict, best, "best_hparams.json")
     costs = log_costs(runs, cfg, target, decomposed)

@@ -79,7 +79,7 @@ def read_input(path: str, input_shape: tuple[int, ...] | None = None) -> np.ndar
     if name.endswith(".npy"):
         try:
             a = np.load(p, allow_pickle=False).astype(np.float32)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - numpy raises several types for a broken file
             raise InputError("file", str(p), f"unreadable .npy array ({type(e).__name__}: {e})") from None
         require(shape is None or a.shape in (shape, (len(a), *shape)), "file", str(p),
                 f"an array of shape {shape} or a batch of them; got {a.shape}")

@@ -33,7 +33,7 @@ def read_nifti(path: str | Path) -> np.ndarray:
 
     try:
         vol = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
-    except Exception as e:  # nibabel, gzip and numpy all raise their own types
+    except Exception as e:  # noqa: BLE001 - nibabel, gzip and numpy all raise their own types
         raise InputError("file", str(path), f"unreadable NIfTI volume ({type(e).__name__}: {e})") from None
     while vol.ndim > 3 and vol.shape[-1] == 1:
         vol = vol[..., 0]

@@ -38,7 +38,7 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None,
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.BILINEAR)
             a = np.asarray(img)
-    except Exception as e:  # Pillow raises many types for broken files
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken files
         raise InputError("file", str(path), f"unreadable image ({type(e).__name__}: {e})") from None
     a = a.astype(np.float32) / 255 if a.dtype == np.uint8 else np.clip(a.astype(np.float32), 0, 1)
     if a.ndim == 2:
@@ -52,7 +52,7 @@ def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             return pickle.load(f, encoding="bytes")
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - pickle raises many types for a broken file
         raise InputError("file", str(path), f"unreadable CIFAR-10 batch ({type(e).__name__}: {e})") from None
 
 

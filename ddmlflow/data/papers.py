@@ -67,7 +67,7 @@ def cifar10(a: LoadArgs) -> Dataset:
         require(size is None or tuple(size) == (32, 32), "image_size", size, "(32, 32) or a data_dir")
         try:
             (x_tr, y_tr), (x_va, y_va) = keras_cifar10()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - offline: Keras' download fails in many ways
             raise _offline("CIFAR-10", e, "a cifar-10-batches-py folder or a train/ test/ image tree") \
                 from None
         x_tr, x_va = x_tr.astype(np.float32) / 255, x_va.astype(np.float32) / 255

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import from_json, to_json
+from ..config import RunConfig, from_json, to_json
 from ..steps import job_step
 
 
@@ -48,8 +48,8 @@ class Job:
     step: str                          # registry name, e.g. "train_local" (``steps.job_step``)
     name: str                          # run name, e.g. "train_local/03"
     run_id: str                        # the child run it logs into (created by the driver)
-    inputs: dict = field(default_factory=dict)   # the step's inputs, e.g. {"decompose_run": ..., "box": 3}
-    config: Any = None                 # ddmlflow.config.RunConfig
+    inputs: dict[str, Any] = field(default_factory=dict)  # the step's inputs, e.g. {"decompose_run": ..., "box": 3}
+    config: RunConfig | None = None
     device: str = ""                   # CUDA_VISIBLE_DEVICES for it ('' = CPU)
     log: Path | None = None            # where its output goes
     env: dict[str, str] = field(default_factory=dict)
@@ -87,10 +87,10 @@ class Result:
     elapsed_s: float = 0.0
 
 
-OnChange = Callable[[dict], None]
+OnChange = Callable[[dict[str, Any]], None]
 
 
-def attempt(step: str, run_id: str, cfg: Any, inputs: dict) -> str:
+def attempt(step: str, run_id: str, cfg: RunConfig | None, inputs: dict[str, Any]) -> str:
     """One step into its run, in this process; '' or why it failed (the run is then FAILED with it).
 
     Every route ends here or in ``job_step(step).run_into``: the worker's ``--job``, the packed worker,
@@ -191,7 +191,7 @@ def tracking_env() -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
 
 
-def progress_counts(jobs: int, done: list[Result], running: int, t0: float) -> dict:
+def progress_counts(jobs: int, done: list[Result], running: int, t0: float) -> dict[str, float]:
     ok = sum(r.ok for r in done)
     return {"done": ok, "failed": len(done) - ok, "running": running, "pending": jobs - len(done) - running,
             "elapsed_s": time.time() - t0}

@@ -115,8 +115,8 @@ def main(folder: str) -> int:
         ids = [j.run_id for j in local]
         last = then if k == len(groups) - 1 else ""
         try:
-            train_locals_packed(local[0].config, local[0].inputs["decompose_run"], [j.inputs["box"] for j in local], ids,
-                                on_trained=(lambda: Path(last).touch()) if last else None)
+            train_locals_packed(local[0].config, local[0].inputs["decompose_run"], [j.inputs["box"] for j in local],
+                                ids, on_trained=(lambda last=last: Path(last).touch()) if last else None)
             record(ids, True)
         except Exception as e:  # noqa: BLE001 - the group failed; the driver marks its runs
             say(f"packed group failed: {type(e).__name__}: {e}")
