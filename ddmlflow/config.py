@@ -356,6 +356,11 @@ class TuneOptions:
     force: bool = option(boolean, "search anew (no reuse of finished searches)", default="false")
 
 
+def same_as(cls: type, name: str) -> Any:
+    """Another options class's field, declared once there (parser, help, default)."""
+    return {f.name: f for f in dataclasses.fields(cls)}[name]
+
+
 @dataclass(frozen=True)
 class ReproduceOptions:
     """Which paper table to reproduce (``ddmlflow.experiments``) and at which budget."""
@@ -366,12 +371,12 @@ class ReproduceOptions:
                          "smoke (tiny, 1 epoch), cpu (about an hour), paper (the paper's data and epochs)",
                          default="smoke")
     data_dir: str = option(text, "data folder (or a folder of <dataset>/ folders)", default="")
-    executor: str = FullOptions.__dataclass_fields__["executor"]  # type: ignore[assignment]  # the same Field
-    gpus: tuple[str, ...] = FullOptions.__dataclass_fields__["gpus"]  # type: ignore[assignment]  # the same Field
-    jobs_per_gpu: int = FullOptions.__dataclass_fields__["jobs_per_gpu"]  # type: ignore[assignment]  # the same Field
-    max_parallel: int = FullOptions.__dataclass_fields__["max_parallel"]  # type: ignore[assignment]  # the same Field
-    force: bool = FullOptions.__dataclass_fields__["force"]  # type: ignore[assignment]  # the same Field
-    ray_address: str = FullOptions.__dataclass_fields__["ray_address"]  # type: ignore[assignment]  # the same Field
+    executor: str = same_as(FullOptions, "executor")
+    gpus: tuple[str, ...] = same_as(FullOptions, "gpus")
+    jobs_per_gpu: int = same_as(FullOptions, "jobs_per_gpu")
+    max_parallel: int = same_as(FullOptions, "max_parallel")
+    force: bool = same_as(FullOptions, "force")
+    ray_address: str = same_as(FullOptions, "ray_address")
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,8 @@ def tune(cfg: RunConfig, opts: TuneOptions | None = None, epochs: int | None = N
     decomposed = None
     if target != "coarse":
         dec, out = steps.inline_result("decompose", "decompose", {}, decompose, cfg)
-        decomposed = out or Decomposed.from_run(dec)
-        boxes = [None] if target == "global" else list(range(decomposed.n_boxes))
+        decomposed = out if isinstance(out, Decomposed) else Decomposed.from_run(dec)
+        boxes: list[int | None] = [None] if target == "global" else list(range(decomposed.n_boxes))
         runs = _search_cnns(steps, cfg, opts, search, dec, boxes)
         if target == "all":
             local_runs = [runs[network_name(b)] for b in boxes]

@@ -76,7 +76,8 @@ def _class(path: str) -> type:
     module, name = path.split(":")
     if module != "ddmlflow" and not module.startswith("ddmlflow."):
         raise ValueError(f"not a ddmlflow class: {path}")
-    return getattr(importlib.import_module(module), name)
+    cls: type = getattr(importlib.import_module(module), name)
+    return cls
 
 
 @dataclass
@@ -102,7 +103,7 @@ def attempt(step: str, run_id: str, cfg: RunConfig | None, inputs: dict[str, Any
         return f"{type(e).__name__}: {e}"
 
 
-class JobFuture(Future):
+class JobFuture(Future["Result"]):
     """A job's ``Result`` to come; ``result()`` on a job not started yet runs the executor's queue."""
 
     def __init__(self, executor: Executor):
