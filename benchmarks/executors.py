@@ -28,6 +28,7 @@ round 1), each route in a fresh process with its own threads, and reports the
 medians of the per-round ratios.
 ``--image-size`` shrinks the volume/image (e.g. ``64,64,32`` for chest CT).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,11 +58,19 @@ def _setup(a):
     nv = max(a.n // 4, 1)
     xv, yv = rng.random((nv, *shape), dtype=np.float32), rng.integers(0, p.num_classes, nv)
     dec = make(p.decomposition, shape, p.overlap)
-    cfg = SimpleNamespace(model=p.model, width_divisor=p.width_divisor, epochs=a.epochs,
-                          batch_size=a.batch_size or p.batch_size, learning_rate=p.learning_rate,
-                          optimizer=p.optimizer, patience=0, seed=0)
-    prep = SimpleNamespace(x_train=x, y_train=y, x_val=xv, y_val=yv, decomposition=dec,
-                           num_classes=p.num_classes, augment=None)
+    cfg = SimpleNamespace(
+        model=p.model,
+        width_divisor=p.width_divisor,
+        epochs=a.epochs,
+        batch_size=a.batch_size or p.batch_size,
+        learning_rate=p.learning_rate,
+        optimizer=p.optimizer,
+        patience=0,
+        seed=0,
+    )
+    prep = SimpleNamespace(
+        x_train=x, y_train=y, x_val=xv, y_val=yv, decomposition=dec, num_classes=p.num_classes, augment=None
+    )
     return p, cfg, prep
 
 
@@ -89,8 +98,13 @@ def _fit_seconds(net, data, num_classes, cfg) -> float:
     orig = T.MlflowEpochLogger  # fit()'s logger slot, used here as a timer (no MLflow in the benchmark)
     T.MlflowEpochLogger = lambda skip=(): Stamp()
     try:
-        fit(net, data, num_classes, FitConfig(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.optimizer,
-                                              patience=0, seed=0), log_to_mlflow=True)
+        fit(
+            net,
+            data,
+            num_classes,
+            FitConfig(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.optimizer, patience=0, seed=0),
+            log_to_mlflow=True,
+        )
     finally:
         T.MlflowEpochLogger = orig
     return _per_epoch(stamps)
@@ -112,8 +126,10 @@ def route_seconds(name: str, p, cfg, prep) -> float:
         for i in range(dec.n):
             seed_everything(1 + i)
             net = models.build(p.model, dec.input_shape(i), k, p.width_divisor, name=f"local_{i:02d}")
-            data = tuple(np.ascontiguousarray(d) for d in (dec.crop(prep.x_train, i), prep.y_train,
-                                                           dec.crop(prep.x_val, i), prep.y_val))
+            data = tuple(
+                np.ascontiguousarray(d)
+                for d in (dec.crop(prep.x_train, i), prep.y_train, dec.crop(prep.x_val, i), prep.y_val)
+            )
             total += _fit_seconds(net, data, k, cfg)
         return total
     stamps = [time.perf_counter()]
@@ -156,16 +172,21 @@ def route(name: str, a) -> dict:
         out["tf_threads"] = threads()
         out["onednn"] = onednn()
         if name != "packed":  # exact FLOPs (model-profiler's convention miscounts Conv3D)
-            nets = ([models.build(p.model, dec.image_shape, k)] if name.startswith("global") else
-                    [models.build(p.model, dec.input_shape(i), k, p.width_divisor) for i in range(dec.n)])
+            nets = (
+                [models.build(p.model, dec.image_shape, k)]
+                if name.startswith("global")
+                else [models.build(p.model, dec.input_shape(i), k, p.width_divisor) for i in range(dec.n)]
+            )
             out["flops"] = sum(profiling.flops_exact(net) for net in nets)
     elif name == "inference":
         from ddmlflow.models.cnn_dnn import build_coherent_from_scratch
         from ddmlflow.training import predict
 
-        x = prep.x_train[:max(a.n, 1024)]
-        nets = {"global": models.build(p.model, dec.image_shape, k, name="global"),
-                "cnn_dnn": build_coherent_from_scratch(p.model, dec, k, p.width_divisor, p.coarse_hidden)}
+        x = prep.x_train[: max(a.n, 1024)]
+        nets = {
+            "global": models.build(p.model, dec.image_shape, k, name="global"),
+            "cnn_dnn": build_coherent_from_scratch(p.model, dec, k, p.width_divisor, p.coarse_hidden),
+        }
         for key, net in nets.items():  # the served path (training.predict, as the pyfunc), median of 3 passes
             predict(net, x[:256], 256)
             rates = []
@@ -205,14 +226,26 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2048, help="random training images (validation: n/4)")
     ap.add_argument("--batch-size", type=int, default=0, help="default: the preset's")
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs + 1 warm-up epoch")
-    ap.add_argument("--image-size", type=lambda s: [int(v) for v in s.split(",")], default=None,
-                    help="spatial size instead of the preset's, e.g. 64,64,32")
+    ap.add_argument(
+        "--image-size",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=None,
+        help="spatial size instead of the preset's, e.g. 64,64,32",
+    )
     ap.add_argument("--routes", default="global,global_threads,process,packed,inference")
-    ap.add_argument("--rounds", type=int, default=0,
-                    help="time the routes in turn this many times in all (each in a fresh process); "
-                         "speedups are then the medians of the per-round ratios (robust on a shared CPU)")
-    ap.add_argument("--threads", type=lambda s: [int(v) for v in s.split(",")], default=None,
-                    help="TensorFlow intra,inter op threads for every route (default: TensorFlow's)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="time the routes in turn this many times in all (each in a fresh process); "
+        "speedups are then the medians of the per-round ratios (robust on a shared CPU)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=None,
+        help="TensorFlow intra,inter op threads for every route (default: TensorFlow's)",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--route", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -226,36 +259,56 @@ def main() -> None:
     rounds = [_round({n: r[n] for n in timed})]  # the pass above is round 1
     rounds += [_round({n: run_child(n, argv) for n in timed}) for _ in range(a.rounds - 1)]
     p, cfg, prep = _setup(a)
-    out = {"preset": a.preset, "n": a.n, "batch_size": cfg.batch_size, "epochs": a.epochs,
-           "onednn": rounds[0]["onednn"],
-           "image_shape": list(prep.decomposition.image_shape), "n_locals": prep.decomposition.n,
-           "cpu_count": os.cpu_count()}
+    out = {
+        "preset": a.preset,
+        "n": a.n,
+        "batch_size": cfg.batch_size,
+        "epochs": a.epochs,
+        "onednn": rounds[0]["onednn"],
+        "image_shape": list(prep.decomposition.image_shape),
+        "n_locals": prep.decomposition.n,
+        "cpu_count": os.cpu_count(),
+    }
     if "global_threads" in r:
-        out.update(global_default_threads_s_per_epoch=r["global"]["s_per_epoch"],
-                   global_packed_threads_s_per_epoch=r["global_threads"]["s_per_epoch"])
+        out.update(
+            global_default_threads_s_per_epoch=r["global"]["s_per_epoch"],
+            global_packed_threads_s_per_epoch=r["global_threads"]["s_per_epoch"],
+        )
         if r["global_threads"]["s_per_epoch"] < r["global"]["s_per_epoch"]:
             r["global"] = {**r["global"], "s_per_epoch": r["global_threads"]["s_per_epoch"]}
     if "global" in r:
         out.update(global_s_per_epoch=r["global"]["s_per_epoch"], global_rss_mb=r["global"]["rss_mb"])
     if "process" in r:
-        out.update(process_sum_s_per_epoch=r["process"]["s_per_epoch"], process_rss_mb=r["process"]["rss_mb"],
-                   process_note="locals one after another in one process (start/import/data load not counted)")
+        out.update(
+            process_sum_s_per_epoch=r["process"]["s_per_epoch"],
+            process_rss_mb=r["process"]["rss_mb"],
+            process_note="locals one after another in one process (start/import/data load not counted)",
+        )
         if "global" in r:
             out["flops_ratio"] = r["global"]["flops"] / r["process"]["flops"]
     if "packed" in r:
-        out.update(packed_s_per_epoch=r["packed"]["s_per_epoch"], packed_rss_mb=r["packed"]["rss_mb"],
-                   packed_tf_threads=r["packed"]["tf_threads"])
+        out.update(
+            packed_s_per_epoch=r["packed"]["s_per_epoch"],
+            packed_rss_mb=r["packed"]["rss_mb"],
+            packed_tf_threads=r["packed"]["tf_threads"],
+        )
         if "global" in r:
             out["packed_rss_ratio"] = r["packed"]["rss_mb"] / r["global"]["rss_mb"]
     if "inference" in r:
         i = r["inference"]
-        out.update(global_images_per_s=i["global_images_per_s"], cnn_dnn_images_per_s=i["cnn_dnn_images_per_s"],
-                   inference_speedup=i["cnn_dnn_images_per_s"] / i["global_images_per_s"])
+        out.update(
+            global_images_per_s=i["global_images_per_s"],
+            cnn_dnn_images_per_s=i["cnn_dnn_images_per_s"],
+            inference_speedup=i["cnn_dnn_images_per_s"] / i["global_images_per_s"],
+        )
     med = {key: float(np.median([x[key] for x in rounds])) for key in rounds[0] if key.endswith("speedup")}
     out.update(med)  # one round: its ratios
     if a.rounds > 1:
-        out.update({f"{key}_median": v for key, v in med.items()}, rounds=rounds,
-                   note=f"speedups: medians of per-round ratios ({', '.join(timed)} timed in turn)")
+        out.update(
+            {f"{key}_median": v for key, v in med.items()},
+            rounds=rounds,
+            note=f"speedups: medians of per-round ratios ({', '.join(timed)} timed in turn)",
+        )
     if a.json:
         print(json.dumps(out))
     else:

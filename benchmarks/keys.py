@@ -5,6 +5,7 @@
 Prints one line per figure and, last, the JSON (min/median/max of the rounds, in seconds).
 The code digest is timed in a fresh process each round (it is cached per process).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("import time; from ddmlflow import keys, reuse; t = time.perf_counter(); "
-        "[keys.code_digest(tuple(sorted(reuse.code_roots(s)))) for s in "
-        "('decompose', 'train_local', 'train_coarse', 'evaluate')]; print(time.perf_counter() - t)")
+CODE = (
+    "import time; from ddmlflow import keys, reuse; t = time.perf_counter(); "
+    "[keys.code_digest(tuple(sorted(reuse.code_roots(s)))) for s in "
+    "('decompose', 'train_local', 'train_coarse', 'evaluate')]; print(time.perf_counter() - t)"
+)
 
 
 def _stats(xs: list[float]) -> dict:
@@ -40,10 +43,17 @@ def main() -> int:
         data.append(time.perf_counter() - t)
         out = subprocess.run([sys.executable, "-c", CODE], cwd=ROOT, capture_output=True, text=True, check=True)
         code.append(float(out.stdout.split()[-1]))
-    result = {"data_dir": a.data_dir, "files": info["files"], "bytes": info["bytes"], "data_digest_s": _stats(data),
-              "code_digest_s": _stats(code)}
-    print(f"data digest: {info['files']:,} files, {info['bytes'] / 2**20:.1f} MiB in "
-          f"{result['data_digest_s']['median']:.2f} s (median of {a.rounds})")
+    result = {
+        "data_dir": a.data_dir,
+        "files": info["files"],
+        "bytes": info["bytes"],
+        "data_digest_s": _stats(data),
+        "code_digest_s": _stats(code),
+    }
+    print(
+        f"data digest: {info['files']:,} files, {info['bytes'] / 2**20:.1f} MiB in "
+        f"{result['data_digest_s']['median']:.2f} s (median of {a.rounds})"
+    )
     print(f"code digest of four steps: {result['code_digest_s']['median']:.2f} s")
     print(json.dumps(result))
     return 0

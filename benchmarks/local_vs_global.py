@@ -8,6 +8,7 @@ Prints the global epoch time, each local's, and
 On a CPU small local nets are dominated by per-step overhead, so ratio_sum is far
 above the 1/N one would expect from FLOPs; on GPUs ratio_slowest is what counts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,16 @@ def main() -> None:
     y = rng.integers(0, p.num_classes, a.n)
     dec = make(p.decomposition, p.image_shape, p.overlap)
     g = epoch_seconds(models.build(p.model, p.image_shape, p.num_classes), x, y, p.num_classes, p.batch_size)
-    loc = [epoch_seconds(models.build(p.model, dec.input_shape(i), p.num_classes, p.width_divisor),
-                         np.ascontiguousarray(dec.crop(x, i)), y, p.num_classes, p.batch_size) for i in range(dec.n)]
+    loc = [
+        epoch_seconds(
+            models.build(p.model, dec.input_shape(i), p.num_classes, p.width_divisor),
+            np.ascontiguousarray(dec.crop(x, i)),
+            y,
+            p.num_classes,
+            p.batch_size,
+        )
+        for i in range(dec.n)
+    ]
     print(f"preset {a.preset}: global {g:.2f} s/epoch; locals " + ", ".join(f"{t:.2f}" for t in loc))
     print(f"ratio_slowest {max(loc) / g:.3f}  ratio_sum {sum(loc) / g:.3f}  (N = {dec.n})")
 

@@ -3,6 +3,7 @@
 Reference implementation of Klawonn, Lanser & Weber (CNN-DNN, SISC 2024; transfer
 learning follow-up) and Gu, Zhang, Liu & Cai (ETNA 2022).
 """
+
 from .devices import use_onednn as _use_onednn
 
 __version__ = "0.1.0"

@@ -12,10 +12,11 @@ locals ``i`` that voted for ``k`` (``tie_break="max"``, the default). The other 
 the tied class with the highest average probability over all locals, is
 ``tie_break="mean"``. A tie that survives either rule goes to the lowest class index.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -27,8 +28,9 @@ TIE_BREAKS = ("max", "mean")
 def _stack(probs: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     """(N, n, K) float array; a single sigmoid column (K = 1) becomes [1 - p, p]."""
     p = np.asarray(probs, dtype="float64")
-    require(p.ndim == 3 and p.shape[0] >= 1, "probs", getattr(p, "shape", None),
-            "an array of shape (N_locals, n_images, K)")
+    require(
+        p.ndim == 3 and p.shape[0] >= 1, "probs", getattr(p, "shape", None), "an array of shape (N_locals, n_images, K)"
+    )
     if p.shape[2] == 1:
         p = np.concatenate([1.0 - p, p], axis=2)
     return p
@@ -59,8 +61,8 @@ class Rule:
     """One aggregation of the local probabilities (N, n, K), as ``evaluate`` compares it with the coarse net."""
 
     fn: Callable[[np.ndarray], np.ndarray]
-    label: str            # its name in the tables and the report (the papers' wording)
-    probabilities: bool   # ``fn`` returns (n, K) probabilities; else (n,) labels
+    label: str  # its name in the tables and the report (the papers' wording)
+    probabilities: bool  # ``fn`` returns (n, K) probabilities; else (n,) labels
 
     def labels(self, probs) -> np.ndarray:
         out = self.fn(probs)

@@ -8,6 +8,7 @@ and the batch order. Keras' ``BackupAndRestore`` keeps the first two only and
 Keras' shuffle depends on how many epochs this process has run, so both routes
 (``training.fit`` and the packed group in ``packed_training.py``) use what is here.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,9 +58,14 @@ class EarlyStop:
 
     def to_arrays(self, prefix: str) -> tuple[dict, dict]:
         """(JSON-able counters, best weights as named arrays) for ``save_state``."""
-        meta = {"patience": self.patience, "best": self.best, "best_epoch": self.best_epoch,
-                "wait": self.wait, "stopped_epoch": self.stopped_epoch,
-                "n_best": -1 if self.best_weights is None else len(self.best_weights)}
+        meta = {
+            "patience": self.patience,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "stopped_epoch": self.stopped_epoch,
+            "n_best": -1 if self.best_weights is None else len(self.best_weights),
+        }
         return meta, {f"{prefix}/best/{i}": np.asarray(w) for i, w in enumerate(self.best_weights or [])}
 
     @classmethod
@@ -114,7 +120,8 @@ def shuffled_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs:
     order = np.stack([epoch_order(seed, e, n) for e in range(first_epoch, max(epochs, first_epoch + 1))])
     xt, yt = tf.constant(np.asarray(x)), tf.constant(np.asarray(y))
     ds = tf.data.Dataset.from_tensor_slices(order).flat_map(
-        lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size))
+        lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size)
+    )
     return quiet(ds.map(lambda i: (tf.gather(xt, i), tf.gather(yt, i))).prefetch(2))
 
 

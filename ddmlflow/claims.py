@@ -16,6 +16,7 @@ changing for ``stale_s`` seconds of the waiter's own clock (no clock skew).
 Taking a dead claim over renames it first: a rename to a name derived from the
 dead holder's token succeeds once, so two waiters never both take it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,15 @@ import psutil
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from .tags import (CLAIM_HEARTBEAT_TAG, CLAIM_HOST_TAG, CLAIM_PID_TAG, CLAIM_RUN_TAG, CLAIM_STARTED_TAG,
-                   CLAIM_TOKEN_TAG, CLAIM_WHAT_TAG)
+from .tags import (
+    CLAIM_HEARTBEAT_TAG,
+    CLAIM_HOST_TAG,
+    CLAIM_PID_TAG,
+    CLAIM_RUN_TAG,
+    CLAIM_STARTED_TAG,
+    CLAIM_TOKEN_TAG,
+    CLAIM_WHAT_TAG,
+)
 from .tracking import retry, say
 
 PREFIX = "ddmlflow-claim-"
@@ -60,8 +68,12 @@ class Claims:
         self.beat_s, self.stale_s, self.poll_s = beat_s, stale_s, poll_s
         self.token = uuid.uuid4().hex[:12]
         me = psutil.Process()
-        self.identity = {CLAIM_HOST_TAG: socket.gethostname(), CLAIM_PID_TAG: str(me.pid),
-                         CLAIM_STARTED_TAG: f"{me.create_time():.2f}", CLAIM_TOKEN_TAG: self.token}
+        self.identity = {
+            CLAIM_HOST_TAG: socket.gethostname(),
+            CLAIM_PID_TAG: str(me.pid),
+            CLAIM_STARTED_TAG: f"{me.create_time():.2f}",
+            CLAIM_TOKEN_TAG: self.token,
+        }
         self.held: dict[str, str] = {}  # key -> what
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -75,10 +87,13 @@ class Claims:
         c, name, said, seen = MlflowClient(), self.name(key), False, {}
         while key not in self.held:
             try:
-                retry(c.create_registered_model, name, tags={**self.identity, CLAIM_HEARTBEAT_TAG: "0",
-                                                              CLAIM_WHAT_TAG: what, CLAIM_RUN_TAG: run},
-                      description=f"ddmlflow: `{what}` (run {run or 'new'}) is trained by {self._who(self.identity)};"
-                                  " removed when its run ends.")
+                retry(
+                    c.create_registered_model,
+                    name,
+                    tags={**self.identity, CLAIM_HEARTBEAT_TAG: "0", CLAIM_WHAT_TAG: what, CLAIM_RUN_TAG: run},
+                    description=f"ddmlflow: `{what}` (run {run or 'new'}) is trained by {self._who(self.identity)};"
+                    " removed when its run ends.",
+                )
                 with self._lock:
                     self.held[key] = what
                 self._start()
@@ -127,8 +142,10 @@ class Claims:
         """Remove a claim on ``key`` whose holder on this host is gone (e.g. SIGKILLed after its step
         finished: nobody would acquire it again, so it would stay in the registry)."""
         h = self.holder(key)
-        if h is not None and alive(h.get(CLAIM_HOST_TAG, ""), h.get(CLAIM_PID_TAG, 0), h.get(CLAIM_STARTED_TAG)) \
-                is False:
+        if (
+            h is not None
+            and alive(h.get(CLAIM_HOST_TAG, ""), h.get(CLAIM_PID_TAG, 0), h.get(CLAIM_STARTED_TAG)) is False
+        ):
             self.acquire(key, what)
             self.release(key)
 

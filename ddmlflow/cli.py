@@ -5,6 +5,7 @@ Bad input: one line on stderr naming the parameter, exit code 2, no traceback
 run that ``mlflow run`` opened fails where the command would have logged: in its
 experiment, under its name. Subcommands take the entry-point names too (``train_global``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,7 @@ from .config import RunConfig, TrackingOptions, add_options, options, parse_opti
 from .devices import watch_driver
 from .errors import InputError
 from .steps import STEPS, trains
+
 
 class _Parser(argparse.ArgumentParser):
     """No prefix matching (``--epoch`` is not ``--epochs``); errors as one line, exit 2."""
@@ -48,8 +50,11 @@ def unknown_option(parser: argparse.ArgumentParser, extra: list[str], command: s
     known = [o.lstrip("-").replace("-", "_") for o in parser._option_string_actions if o.startswith("--")]
     near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f"did you mean {near[0]}?" if near else "see --help for the parameters"
-    raise InputError(name, extra[extra.index(flags[0]) + 1] if len(extra) > extra.index(flags[0]) + 1 else "",
-                     f"not a parameter of {command or 'ddmlflow'}; {hint}")
+    raise InputError(
+        name,
+        extra[extra.index(flags[0]) + 1] if len(extra) > extra.index(flags[0]) + 1 else "",
+        f"not a parameter of {command or 'ddmlflow'}; {hint}",
+    )
 
 
 def _run_args(p: argparse.ArgumentParser, config: bool = True) -> None:
@@ -71,8 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(step=step.name)
         _run_args(s)
         for i in step.inputs:
-            s.add_argument(f"--{i.name.replace('_', '-')}", dest=i.name, required=i.required and i.kind != "text",
-                           default="", help=i.help)
+            s.add_argument(
+                f"--{i.name.replace('_', '-')}",
+                dest=i.name,
+                required=i.required and i.kind != "text",
+                default="",
+                help=i.help,
+            )
     for c in COMMANDS.values():
         s = sub.add_parser(c.command, help=c.help, aliases=_alias(c.command))
         s.set_defaults(chain=c.name)
@@ -97,7 +107,9 @@ def _alias(command: str) -> list[str]:
 
 
 def _config(a: argparse.Namespace):
-    return resolve(a.preset, **{o["field"]: getattr(a, o["field"]) for o in options(RunConfig) if o["field"] != "preset"})
+    return resolve(
+        a.preset, **{o["field"]: getattr(a, o["field"]) for o in options(RunConfig) if o["field"] != "preset"}
+    )
 
 
 def _tracking(a: argparse.Namespace):
@@ -112,8 +124,15 @@ def _open_run(a: argparse.Namespace, cfg, name: str, step: str) -> str:
     if a.run_id:
         return a.run_id
     track = _tracking(a)
-    return open_run(os.environ.pop("MLFLOW_RUN_ID", ""), track.experiment_name, describe.experiment_name(cfg),
-                    track.run_name or name, step, describe.cfg_tags(cfg), parent_id=a.parent_run)
+    return open_run(
+        os.environ.pop("MLFLOW_RUN_ID", ""),
+        track.experiment_name,
+        describe.experiment_name(cfg),
+        track.run_name or name,
+        step,
+        describe.cfg_tags(cfg),
+        parent_id=a.parent_run,
+    )
 
 
 def _run_step(a: argparse.Namespace) -> int:
@@ -226,8 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     watch_driver()  # a training started by a driver stops with it
     try:
         a = build_parser().parse_args(argv)
-        handler = {"predict": _predict, "profile": _profile, "presets": _presets,
-                   "mlproject": _mlproject}
+        handler = {"predict": _predict, "profile": _profile, "presets": _presets, "mlproject": _mlproject}
         code = handler.get(a.command, _run_command if getattr(a, "chain", "") else _run_step)(a)
         sys.stdout.flush()  # here, not at exit: a closed pipe is caught below
         return code
@@ -244,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ddmlflow: interrupted; open runs marked KILLED", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - one line unless --debug
+    except Exception as e:
         if debug:
             raise
         _fail_open_run(f"{type(e).__name__}: {e}", launcher, argv)
@@ -298,8 +316,9 @@ def _open_as_intended(launcher: str, argv: list[str]) -> str:
     if chain and not COMMANDS[chain].config:
         default_exp = f"ddmlflow-{chain}"
     track = {o["field"]: getattr(a, o["field"], "") for o in options(TrackingOptions)}
-    return open_run(launcher, track.get("experiment_name") or "", default_exp, track.get("run_name") or name, step,
-                    tags)
+    return open_run(
+        launcher, track.get("experiment_name") or "", default_exp, track.get("run_name") or name, step, tags
+    )
 
 
 if __name__ == "__main__":

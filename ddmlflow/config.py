@@ -11,13 +11,15 @@ and rejects a bad value with an ``InputError`` before any data is loaded.
 An empty string means "take it from the preset", so ``-P epochs=2`` overrides
 one field and keeps the rest of the paper's configuration.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import experiments, presets
 from .devices import parse_gpus
@@ -56,9 +58,14 @@ def integer(lo: int | None = None) -> Parser:
             v = float(str(raw).strip())
         except ValueError:
             raise InputError(name, raw, "an integer" + (f" >= {lo}" if lo is not None else "")) from None
-        require(v.is_integer() and (lo is None or v >= lo), name, raw,
-                "an integer" + (f" >= {lo}" if lo is not None else ""))
+        require(
+            v.is_integer() and (lo is None or v >= lo),
+            name,
+            raw,
+            "an integer" + (f" >= {lo}" if lo is not None else ""),
+        )
         return int(v)
+
     return parse
 
 
@@ -72,15 +79,18 @@ def number(lo: float, hi: float, lo_open: bool = True) -> Parser:
             raise InputError(name, raw, allowed) from None
         require((v > lo if lo_open else v >= lo) and v <= hi, name, raw, allowed)
         return v
+
     return parse
 
 
 def choice(names_of: Callable[[], tuple[str, ...]], lower: bool = False) -> Parser:
     """One name from a list owned by the module that implements the kind (read lazily)."""
+
     def parse(name: str, raw: str) -> str:
         v = str(raw).strip().lower() if lower else str(raw).strip()
         require(v in names_of(), name, raw, f"one of {', '.join(names_of())}")
         return v
+
     return parse
 
 
@@ -92,6 +102,7 @@ def choices(names_of: Callable[[], tuple[str, ...]]) -> Parser:
         for s in names:
             require(s in names_of(), name, raw, f"{allowed} (unknown: {s})")
         return names
+
     return parse
 
 
@@ -132,14 +143,17 @@ def gpu_list(name: str, raw: str) -> tuple[str, ...]:
 def _names(module: str, attr: str) -> Callable[[], tuple[str, ...]]:
     """The names of a registry below this module (data sets, networks, optimizers), read when a value is
     checked: importing them loads NumPy, which ``ddmlflow --help`` must not."""
+
     def get() -> tuple[str, ...]:
         import importlib
 
         return tuple(getattr(importlib.import_module(f"ddmlflow.{module}"), attr))
+
     return get
 
 
 # -- the schema -----------------------------------------------------------------------------------
+
 
 def option(parse: Parser, help: str, default: str | None = None, param: str | None = None, key: bool = True) -> Any:
     """A config field: ``default=None`` takes the value from the preset's field of the same name.
@@ -169,8 +183,9 @@ class RunConfig:
     learning_rate: float = option(number(0.0, 1.0), "initial learning rate")
     optimizer: str = option(choice(_names("optimizers", "OPTIMIZERS"), lower=True), "optimizer")
     patience: int = option(integer(0), "early-stopping patience on val_accuracy (0: none)")
-    dropout: float | None = option(optional(number(0.0, 0.99, lo_open=False)),
-                                   "dropout rate of the CNNs (empty: the network's own)", default="")
+    dropout: float | None = option(
+        optional(number(0.0, 0.99, lo_open=False)), "dropout rate of the CNNs (empty: the network's own)", default=""
+    )
     coarse_hidden: tuple[int, ...] = option(integers, "hidden layer sizes of the coarse net, e.g. 128,64,32")
     coarse_dropout: float = option(number(0.0, 0.99, lo_open=False), "dropout rate of the coarse net")
     coarse_epochs: int = option(integer(1), "epochs of the coarse net")
@@ -178,8 +193,9 @@ class RunConfig:
     coarse_learning_rate: float = option(number(0.0, 1.0), "learning rate of the coarse net")
     coarse_patience: int = option(integer(0), "the coarse net's early stopping on held-out training data (0: none)")
     transfer_coarse: bool = option(boolean, "transfer: also transfer the trained coarse net (false: locals only)")
-    compose_lr_schedule: str = option(choice(lambda: tuple(presets.COMPOSE_LR_SCHEDULES)),
-                                      "compose: Gu et al.'s step schedules, or constant")
+    compose_lr_schedule: str = option(
+        choice(lambda: tuple(presets.COMPOSE_LR_SCHEDULES)), "compose: Gu et al.'s step schedules, or constant"
+    )
     seed: int = option(integer(0), "random seed (local k uses seed + 1 + k)", default="0")
     image_size: tuple[int, ...] | None = option(optional(integers), "resize images to HxW (or HxWxD)", default="")
     n_train: int | None = option(optional(integer(1)), "use the first N training samples", default="")
@@ -190,8 +206,14 @@ class RunConfig:
 
     def data_args(self) -> dict[str, Any]:
         """Arguments for ``ddmlflow.data.load``."""
-        return dict(name=self.dataset, data_dir=self.data_dir or None, seed=self.seed,
-                    image_size=self.image_size, n_train=self.n_train, n_val=self.n_val)
+        return dict(
+            name=self.dataset,
+            data_dir=self.data_dir or None,
+            seed=self.seed,
+            image_size=self.image_size,
+            n_train=self.n_train,
+            n_val=self.n_val,
+        )
 
 
 @dataclass(frozen=True)
@@ -199,20 +221,32 @@ class FullOptions:
     """How ``full`` runs the steps (not part of any step's key)."""
 
     run_global: bool = option(boolean, "also train the global CNN (the baseline)", default="true", param="global")
-    executor: str = option(choice(lambda: EXECUTORS),
-                           "how trainings run: auto, process (one process each), packed (one program per device), "
-                           "ray (one Ray task each)", default="auto", key=False)
+    executor: str = option(
+        choice(lambda: EXECUTORS),
+        "how trainings run: auto, process (one process each), packed (one program per device), ray (one Ray task each)",
+        default="auto",
+        key=False,
+    )
     gpus: tuple[str, ...] = option(gpu_list, "auto, none, or GPU indices like 0,1,2,3", default="auto", key=False)
     jobs_per_gpu: int = option(integer(1), "trainings at once on one GPU", default="1", key=False)
     max_parallel: int = option(integer(1), "trainings at once without GPUs", default="1", key=False)
-    ray_address: str = option(text, "executor=ray: empty = a local Ray instance, auto = the running cluster, "
-                              "ray://host:port = Ray Client", default="", key=False)
+    ray_address: str = option(
+        text,
+        "executor=ray: empty = a local Ray instance, auto = the running cluster, ray://host:port = Ray Client",
+        default="",
+        key=False,
+    )
     force: bool = option(boolean, "retrain everything (no reuse of finished steps)", default="false", key=False)
     registered_model_name: str = option(text, "registered model name ('-': do not register)", default="")
-    strategies: tuple[str, ...] = option(choices(lambda: STRATEGIES),
-                                         "cnn_dnn plus any of coherent, transfer, compose", default="cnn_dnn")
-    hparams: str = option(text, "tuned values: a tune run id or a best_hparams.json file (the values reach the "
-                                "steps' keys, not the name)", default="", key=False)
+    strategies: tuple[str, ...] = option(
+        choices(lambda: STRATEGIES), "cnn_dnn plus any of coherent, transfer, compose", default="cnn_dnn"
+    )
+    hparams: str = option(
+        text,
+        "tuned values: a tune run id or a best_hparams.json file (the values reach the steps' keys, not the name)",
+        default="",
+        key=False,
+    )
 
     def params(self) -> dict[str, str]:
         return {spec(f)["param"]: _value(self, f) for f in dataclasses.fields(self)}
@@ -222,13 +256,20 @@ class FullOptions:
 class TrackingOptions:
     """Where a run is logged and what it is called: every entry point has them, no step key has."""
 
-    experiment_name: str = option(text, "MLflow experiment (default: MLFLOW_EXPERIMENT_NAME/_ID, else "
-                                  "ddmlflow-<dataset>; a run made by `mlflow run --experiment-name` keeps its own)",
-                                  default="")
-    run_name: str = option(text, "name of the run (default: what it is, e.g. shapes2d-vgg3-2x2-d2 for full)",
-                           default="")
-    verbose: bool = option(boolean, "show everything: TensorFlow's and MLflow's logs, Keras' epoch lines "
-                           "(default: our progress lines only)", default="false")
+    experiment_name: str = option(
+        text,
+        "MLflow experiment (default: MLFLOW_EXPERIMENT_NAME/_ID, else "
+        "ddmlflow-<dataset>; a run made by `mlflow run --experiment-name` keeps its own)",
+        default="",
+    )
+    run_name: str = option(
+        text, "name of the run (default: what it is, e.g. shapes2d-vgg3-2x2-d2 for full)", default=""
+    )
+    verbose: bool = option(
+        boolean,
+        "show everything: TensorFlow's and MLflow's logs, Keras' epoch lines (default: our progress lines only)",
+        default="false",
+    )
 
     def params(self) -> dict[str, str]:
         return {spec(f)["param"]: _value(self, f) for f in dataclasses.fields(self)}
@@ -264,8 +305,9 @@ def add_options(parser: argparse.ArgumentParser, cls: type = RunConfig) -> None:
         default = o["default"] if o["default"] is not None else ""
         # `--force` = `--force true`
         flag: dict[str, Any] = {"nargs": "?", "const": "true"} if o["parse"] is boolean else {}
-        parser.add_argument(f"--{o['param'].replace('_', '-')}", dest=o["field"], default=default, help=o["help"],
-                            **flag)
+        parser.add_argument(
+            f"--{o['param'].replace('_', '-')}", dest=o["field"], default=default, help=o["help"], **flag
+        )
 
 
 # The version of ``to_json``'s layout and of the fields' meaning: raise it when a field is renamed or
@@ -275,22 +317,31 @@ SCHEMA_VERSION = 1
 
 def to_json(obj: Any) -> str:
     """A typed config (``RunConfig`` or an options dataclass) for a worker process: its typed values."""
-    return json.dumps({"schema": SCHEMA_VERSION, "type": type(obj).__name__, "values": dataclasses.asdict(obj)},
-                      sort_keys=True)
+    return json.dumps(
+        {"schema": SCHEMA_VERSION, "type": type(obj).__name__, "values": dataclasses.asdict(obj)}, sort_keys=True
+    )
 
 
 def from_json(text: str, cls: type | None = None) -> Any:
     """``to_json``'s object back, as it was (validated when it was made; tuples restored)."""
     d = json.loads(text)
-    classes = {c.__name__: c for c in (RunConfig, FullOptions, TuneOptions, ReproduceOptions, ReportOptions,
-                                       TrackingOptions)}
+    classes = {
+        c.__name__: c for c in (RunConfig, FullOptions, TuneOptions, ReproduceOptions, ReportOptions, TrackingOptions)
+    }
     cls = cls or classes.get(d.get("type"))
-    require(d.get("schema") == SCHEMA_VERSION and cls is not None and d.get("type") == cls.__name__, "config",
-            f"schema {d.get('schema')} {d.get('type')}", f"a config of schema {SCHEMA_VERSION}, as this ddmlflow "
-            "writes it (the worker and the command that started it must be the same version)")
+    require(
+        d.get("schema") == SCHEMA_VERSION and cls is not None and d.get("type") == cls.__name__,
+        "config",
+        f"schema {d.get('schema')} {d.get('type')}",
+        f"a config of schema {SCHEMA_VERSION}, as this ddmlflow "
+        "writes it (the worker and the command that started it must be the same version)",
+    )
     assert cls is not None  # required just above
-    values = {f.name: tuple(v) if isinstance(v, list) and "tuple" in str(f.type) else v
-              for f in dataclasses.fields(cls) for v in [d["values"][f.name]]}
+    values = {
+        f.name: tuple(v) if isinstance(v, list) and "tuple" in str(f.type) else v
+        for f in dataclasses.fields(cls)
+        for v in [d["values"][f.name]]
+    }
     return cls(**values)
 
 
@@ -332,8 +383,12 @@ def resolve(preset: str = "", **overrides: Any) -> RunConfig:
             raw = o["default"] if o["default"] is not None else _to_str(getattr(p, name))
         values[name] = o["parse"](name, raw)
     cfg = RunConfig(**values)
-    require(cfg.dataset != "folder" or bool(cfg.data_dir), "data_dir", cfg.data_dir,
-            "a folder of class subfolders (dataset=folder needs one)")
+    require(
+        cfg.dataset != "folder" or bool(cfg.data_dir),
+        "data_dir",
+        cfg.data_dir,
+        "a folder of class subfolders (dataset=folder needs one)",
+    )
     return cfg
 
 
@@ -341,15 +396,19 @@ def resolve(preset: str = "", **overrides: Any) -> RunConfig:
 class TuneOptions:
     """How ``tune`` searches (KLW sec. 4); its epochs are the config's ``epochs`` / ``coarse_epochs``."""
 
-    target: str = option(choice(lambda: ("global", "locals", "coarse", "all")),
-                         "what to tune: global, locals, coarse, all (locals, then coarse)", default="all")
+    target: str = option(
+        choice(lambda: ("global", "locals", "coarse", "all")),
+        "what to tune: global, locals, coarse, all (locals, then coarse)",
+        default="all",
+    )
     tuner: str = option(text, "grid, random, bayesian or hyperband (keras-tuner)", default="random")
     max_trials: int = option(integer(1), "trials per network", default="10")
     executions_per_trial: int = option(integer(1), "trainings per trial (averaged)", default="1")
     objective: str = option(text, "val_accuracy, val_loss, accuracy or loss", default="val_accuracy")
     space: str = option(text, "a JSON or YAML search space (empty: KLW's, around the preset)", default="")
-    local_runs: tuple[str, ...] = option(run_ids, "local runs whose probabilities target=coarse uses "
-                                         "(comma-separated run ids)", default="")
+    local_runs: tuple[str, ...] = option(
+        run_ids, "local runs whose probabilities target=coarse uses (comma-separated run ids)", default=""
+    )
     gpus: tuple[str, ...] = option(gpu_list, "auto, none, or GPU indices like 0,1,2,3", default="auto")
     jobs_per_gpu: int = option(integer(1), "searches at once on one GPU", default="1")
     max_parallel: int = option(integer(1), "searches at once without GPUs", default="1")
@@ -365,11 +424,14 @@ def same_as(cls: type, name: str) -> Any:
 class ReproduceOptions:
     """Which paper table to reproduce (``ddmlflow.experiments``) and at which budget."""
 
-    table: str = option(choice(lambda: tuple(experiments.EXPERIMENTS)), "a paper table, e.g. klw-3, klw-tl-2, gc-3.3",
-                        default="klw-3")
-    budget: str = option(choice(lambda: tuple(experiments.BUDGETS)),
-                         "smoke (tiny, 1 epoch), cpu (about an hour), paper (the paper's data and epochs)",
-                         default="smoke")
+    table: str = option(
+        choice(lambda: tuple(experiments.EXPERIMENTS)), "a paper table, e.g. klw-3, klw-tl-2, gc-3.3", default="klw-3"
+    )
+    budget: str = option(
+        choice(lambda: tuple(experiments.BUDGETS)),
+        "smoke (tiny, 1 epoch), cpu (about an hour), paper (the paper's data and epochs)",
+        default="smoke",
+    )
     data_dir: str = option(text, "data folder (or a folder of <dataset>/ folders)", default="")
     executor: str = same_as(FullOptions, "executor")
     gpus: tuple[str, ...] = same_as(FullOptions, "gpus")

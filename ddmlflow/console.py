@@ -7,6 +7,7 @@ no MLflow INFO lines or download bars, no raw Keras epoch lines (the live
 display in ``progress.py`` shows the epochs). ``--verbose`` (``-P verbose=true``)
 shows everything. The choice travels to child processes in ``DDMLFLOW_VERBOSE``.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -86,6 +87,7 @@ def _filter_fd2() -> None:
         except OSError:
             return
         thread.join(timeout=2)
+
     atexit.register(drain)
 
 

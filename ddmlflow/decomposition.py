@@ -11,23 +11,28 @@ Kinds:
   * ``"B"``  the 3 x 3 tiles plus 4 strongly overlapping boxes on the grid corners.
   * ``"explicit"``  any list of boxes, e.g. from a JSON file.
 """
+
 from __future__ import annotations
 
 import itertools
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ddmlflow.errors import InputError, require
+
 from .figures import decomposition_boxes
 
 KINDS = ("A", "B", "explicit")
-SPECS = ('"PxP" (2D), "PxPxQ" (3D; "PxP" means PxPx1), "typeB" (also "type-B", "B"), '
-         'a JSON list of boxes [[y0,x0,y1,x1], ...] (3D: six numbers), {"boxes": [...]} or a .json file')
+SPECS = (
+    '"PxP" (2D), "PxPxQ" (3D; "PxP" means PxPx1), "typeB" (also "type-B", "B"), '
+    'a JSON list of boxes [[y0,x0,y1,x1], ...] (3D: six numbers), {"boxes": [...]} or a .json file'
+)
 
 
 @dataclass(frozen=True)
@@ -87,8 +92,12 @@ class Decomposition:
     def crop(self, x: np.ndarray, i: int) -> np.ndarray:
         """Sub-images of box ``i`` for a batch ``x`` of shape (n, *image_shape); a view."""
         shape = tuple(x.shape[1:])
-        require(shape == self.image_shape, "x", tuple(x.shape),
-                f"a batch of shape (n, {', '.join(map(str, self.image_shape))})")
+        require(
+            shape == self.image_shape,
+            "x",
+            tuple(x.shape),
+            f"a batch of shape (n, {', '.join(map(str, self.image_shape))})",
+        )
         return x[(slice(None),) + self.boxes[i].slices]
 
     def split(self, x: np.ndarray) -> list[np.ndarray]:
@@ -98,17 +107,30 @@ class Decomposition:
     # -- serialisation ---------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image_shape": list(self.image_shape), "kind": self.kind, "spec": self.spec,
-                "overlap": self.overlap,
-                "boxes": [{"start": list(b.start), "stop": list(b.stop)} for b in self.boxes]}
+        return {
+            "image_shape": list(self.image_shape),
+            "kind": self.kind,
+            "spec": self.spec,
+            "overlap": self.overlap,
+            "boxes": [{"start": list(b.start), "stop": list(b.stop)} for b in self.boxes],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Decomposition:
-        require(isinstance(d, dict) and "boxes" in d and "image_shape" in d, "decomposition",
-                d, 'a dict with "image_shape" and "boxes" (and optionally kind, spec, overlap)')
+        require(
+            isinstance(d, dict) and "boxes" in d and "image_shape" in d,
+            "decomposition",
+            d,
+            'a dict with "image_shape" and "boxes" (and optionally kind, spec, overlap)',
+        )
         shape = _check_image_shape(d["image_shape"])
-        return cls(shape, tuple(_parse_boxes(d["boxes"], len(shape) - 1)), d.get("kind", "explicit"),
-                   str(d.get("spec", "explicit")), d.get("overlap", 0))
+        return cls(
+            shape,
+            tuple(_parse_boxes(d["boxes"], len(shape) - 1)),
+            d.get("kind", "explicit"),
+            str(d.get("spec", "explicit")),
+            d.get("overlap", 0),
+        )
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
         """JSON text; also written to ``path`` when given."""
@@ -142,9 +164,12 @@ def _parse(spec: str) -> tuple[str, Any]:
     if s.startswith(("{", "[")) or s.lower().endswith(".json") or os.path.isfile(s):
         d = _load_json(s)
         d = {"boxes": d} if isinstance(d, list) else d
-        require(isinstance(d, dict) and isinstance(d.get("boxes"), list),
-                "decomposition", spec,
-                'JSON must be a list of boxes or {"boxes": [[start..., stop...] or {"start": [...], "stop": [...]}, ...]}')
+        require(
+            isinstance(d, dict) and isinstance(d.get("boxes"), list),
+            "decomposition",
+            spec,
+            'JSON must be a list of boxes or {"boxes": [[start..., stop...] or {"start": [...], "stop": [...]}, ...]}',
+        )
         return "json", d
     raise InputError("decomposition", spec, f"allowed: {SPECS}")
 
@@ -153,8 +178,12 @@ def check_spec(spec: str) -> str:
     """Check a decomposition's spelling before any data is loaded (the data's shape is checked by ``make``)."""
     kind, d = _parse(spec)
     if kind == "A":
-        require(len(d) in (2, 3) and all(p >= 1 for p in d) and any(p > 1 for p in d), "decomposition", spec,
-                f"PxP or PxPxQ with counts >= 1, at least one >= 2; allowed: {SPECS}")
+        require(
+            len(d) in (2, 3) and all(p >= 1 for p in d) and any(p > 1 for p in d),
+            "decomposition",
+            spec,
+            f"PxP or PxPxQ with counts >= 1, at least one >= 2; allowed: {SPECS}",
+        )
     if kind == "json":
         for nd in (2, 3):  # boxes of a 2D or a 3D image: 4 or 6 numbers each
             try:
@@ -195,8 +224,12 @@ def make(spec: str, image_shape: Sequence[int], overlap: int = 0) -> Decompositi
         return type_a(image_shape, d, overlap)
     shape = _check_image_shape(image_shape)
     if "image_shape" in d:
-        require(tuple(d["image_shape"]) == shape, "decomposition", spec,
-                f"its image_shape {tuple(d['image_shape'])} must match the data {shape}")
+        require(
+            tuple(d["image_shape"]) == shape,
+            "decomposition",
+            spec,
+            f"its image_shape {tuple(d['image_shape'])} must match the data {shape}",
+        )
     require(overlap == 0, "overlap", overlap, "must be 0 with explicit boxes (put the overlap into the boxes)")
     return Decomposition.from_dict(d) if "image_shape" in d else explicit(shape, d["boxes"])
 
@@ -214,19 +247,25 @@ def type_a(image_shape: Sequence[int], parts: Sequence[int], overlap: int = 0) -
     space, nd = shape[:-1], len(shape) - 1
     parts = tuple(parts)
     spec = "x".join(map(str, parts))
-    require(all(isinstance(p, (int, np.integer)) for p in parts), "decomposition", spec,
-            "parts must be integers")
-    require(len(parts) != 3 or nd == 3, "decomposition", spec,
-            f"PxPxQ needs 3D data (H, W, D, C); image_shape {shape} is 2D: use PxP")
+    require(all(isinstance(p, (int, np.integer)) for p in parts), "decomposition", spec, "parts must be integers")
+    require(
+        len(parts) != 3 or nd == 3,
+        "decomposition",
+        spec,
+        f"PxPxQ needs 3D data (H, W, D, C); image_shape {shape} is 2D: use PxP",
+    )
     if nd == 3 and len(parts) == 2:
         parts += (1,)
     require(len(parts) == nd, "decomposition", spec, f"allowed: {SPECS}")
     spec = "x".join(map(str, parts))
     require(all(p >= 1 for p in parts), "decomposition", spec, "every part count must be >= 1")
-    require(all(p <= n for p, n in zip(parts, space)), "decomposition", spec,
-            f"more parts than pixels on an axis of the image {space}; each part needs >= 1 pixel")
-    require(any(p > 1 for p in parts), "decomposition", spec,
-            "at least one axis must be cut into 2 or more parts")
+    require(
+        all(p <= n for p, n in zip(parts, space)),
+        "decomposition",
+        spec,
+        f"more parts than pixels on an axis of the image {space}; each part needs >= 1 pixel",
+    )
+    require(any(p > 1 for p in parts), "decomposition", spec, "at least one axis must be cut into 2 or more parts")
     grid = itertools.product(*(_split(n, p) for n, p in zip(space, parts)))
     tiles = [Box(*zip(*ranges)) for ranges in grid]
     return Decomposition(shape, tuple(_grow(tiles, space, overlap)), "A", spec, overlap)
@@ -244,8 +283,12 @@ def type_b(image_shape: Sequence[int], overlap: int = 0) -> Decomposition:
     """
     shape = _check_image_shape(image_shape)
     space = shape[:-1]
-    require(all(n >= 3 for n in space[:2]), "decomposition", "typeB",
-            f"type B cuts H and W into 3 parts; image {space} needs H, W >= 3")
+    require(
+        all(n >= 3 for n in space[:2]),
+        "decomposition",
+        "typeB",
+        f"type B cuts H and W into 3 parts; image {space} needs H, W >= 3",
+    )
     tiles_ax, extras_ax = [], []
     for axis, n in enumerate(space):
         if axis >= 2:  # depth stays whole
@@ -291,10 +334,16 @@ def _grow(tiles: list[Box], space: tuple[int, ...], overlap: int) -> list[Box]:
     _check_overlap(overlap)
     # a tile covers the image once overlap >= its distance to the border on every side
     limit = min(max(max(a, n - b) for a, b, n in zip(t.start, t.stop, space)) for t in tiles)
-    require(overlap < limit, "overlap", overlap,
-            f"must be < {limit}: from {limit} on a box covers the whole image (pointless)")
-    return [Box(tuple(max(0, a - overlap) for a in t.start),
-                tuple(min(n, b + overlap) for b, n in zip(t.stop, space))) for t in tiles]
+    require(
+        overlap < limit,
+        "overlap",
+        overlap,
+        f"must be < {limit}: from {limit} on a box covers the whole image (pointless)",
+    )
+    return [
+        Box(tuple(max(0, a - overlap) for a in t.start), tuple(min(n, b + overlap) for b, n in zip(t.stop, space)))
+        for t in tiles
+    ]
 
 
 def _check_image_shape(image_shape: Any) -> tuple[int, ...]:
@@ -302,8 +351,12 @@ def _check_image_shape(image_shape: Any) -> tuple[int, ...]:
         shape = tuple(int(v) for v in image_shape)
     except (TypeError, ValueError):
         shape = ()
-    require(len(shape) in (3, 4) and all(v >= 1 for v in shape), "image_shape", image_shape,
-            "(H, W, C) for images or (H, W, D, C) for volumes, all >= 1")
+    require(
+        len(shape) in (3, 4) and all(v >= 1 for v in shape),
+        "image_shape",
+        image_shape,
+        "(H, W, C) for images or (H, W, D, C) for volumes, all >= 1",
+    )
     return shape
 
 
@@ -312,24 +365,39 @@ def _check_boxes(space: tuple[int, ...], boxes: tuple[Box, ...]) -> None:
     require(len(boxes) > 0, "decomposition", [], "at least one box")
     for i, b in enumerate(boxes):
         value = [list(b.start), list(b.stop)]
-        require(len(b.start) == nd and len(b.stop) == nd, "decomposition", value,
-                f"box {i}: a {nd}D image needs {nd} start and {nd} stop coordinates")
-        require(all(a < z for a, z in zip(b.start, b.stop)), "decomposition", value,
-                f"box {i}: start must be < stop on every axis")
-        require(all(0 <= a and z <= n for a, z, n in zip(b.start, b.stop, space)),
-                "decomposition", value, f"box {i} must lie inside the image {space}")
+        require(
+            len(b.start) == nd and len(b.stop) == nd,
+            "decomposition",
+            value,
+            f"box {i}: a {nd}D image needs {nd} start and {nd} stop coordinates",
+        )
+        require(
+            all(a < z for a, z in zip(b.start, b.stop)),
+            "decomposition",
+            value,
+            f"box {i}: start must be < stop on every axis",
+        )
+        require(
+            all(0 <= a and z <= n for a, z, n in zip(b.start, b.stop, space)),
+            "decomposition",
+            value,
+            f"box {i} must lie inside the image {space}",
+        )
     covered = np.zeros(space, dtype=bool)
     for b in boxes:
         covered[b.slices] = True
     missing = covered.size - int(covered.sum())
-    require(missing == 0, "decomposition", f"{len(boxes)} boxes",
-            f"boxes must cover every pixel; {missing} of {covered.size} pixels are uncovered")
+    require(
+        missing == 0,
+        "decomposition",
+        f"{len(boxes)} boxes",
+        f"boxes must cover every pixel; {missing} of {covered.size} pixels are uncovered",
+    )
 
 
 def _parse_boxes(items: Any, nd: int) -> list[Box]:
     fmt = f'{nd}D boxes as [start x{nd}, stop x{nd}] or {{"start": [..{nd}], "stop": [..{nd}]}}'
-    require(isinstance(items, (list, tuple)) and len(items) > 0, "decomposition", items,
-            f"a non-empty list of {fmt}")
+    require(isinstance(items, (list, tuple)) and len(items) > 0, "decomposition", items, f"a non-empty list of {fmt}")
     boxes = []
     for i, item in enumerate(items):
         if isinstance(item, Box):
@@ -337,14 +405,19 @@ def _parse_boxes(items: Any, nd: int) -> list[Box]:
             continue
         if isinstance(item, dict):
             ok = set(item) == {"start", "stop"} and all(
-                isinstance(item[k], (list, tuple)) and len(item[k]) == nd for k in item)
+                isinstance(item[k], (list, tuple)) and len(item[k]) == nd for k in item
+            )
             coords = list(item["start"]) + list(item["stop"]) if ok else []
         else:
             coords = list(item) if isinstance(item, (list, tuple)) else []
             ok = len(coords) == 2 * nd
         require(ok, "decomposition", item, f"box {i}: wrong number of coordinates; {fmt}")
-        require(all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in coords),
-                "decomposition", item, f"box {i}: coordinates must be integers")
+        require(
+            all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in coords),
+            "decomposition",
+            item,
+            f"box {i}: coordinates must be integers",
+        )
         boxes.append(Box(tuple(coords[:nd]), tuple(coords[nd:])))
     return boxes
 

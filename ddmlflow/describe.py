@@ -6,11 +6,11 @@ set (``ddmlflow.preset``, ``ddmlflow.decomposition``, ...). Descriptions
 (``mlflow.note.content``, Markdown in the UI) say what each run trained on and,
 for the parent, what came out of it.
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import re
+from dataclasses import dataclass
 
 from .paper_values import lookup
 from .tags import DATASET_TAG, DECOMPOSITION_TAG, MODEL_TAG, OVERLAP_TAG, PRESET_TAG
@@ -33,8 +33,13 @@ def experiment_name(cfg) -> str:
 
 def cfg_tags(cfg) -> dict[str, str]:
     """Tags every run of one configuration shares (the UI groups and filters by tags)."""
-    return {PRESET_TAG: cfg.preset, DATASET_TAG: cfg.dataset, MODEL_TAG: cfg.model,
-            DECOMPOSITION_TAG: short_spec(cfg), OVERLAP_TAG: str(cfg.overlap)}
+    return {
+        PRESET_TAG: cfg.preset,
+        DATASET_TAG: cfg.dataset,
+        MODEL_TAG: cfg.model,
+        DECOMPOSITION_TAG: short_spec(cfg),
+        OVERLAP_TAG: str(cfg.overlap),
+    }
 
 
 def paper_row(cfg) -> str | None:
@@ -45,17 +50,31 @@ def paper_row(cfg) -> str | None:
     lines = ["| source | column | published |", "|---|---|---|"]
     for e in found:
         value = f"{e.value:.4f}" + (f" ({e.train:.4f})" if e.train is not None else "")
-        lines.append(f"| {e.paper} {'Table ' + e.table if not e.table.startswith('Fig') else e.table}, "
-                     f"{e.row} | {e.column} | {value} |")
+        lines.append(
+            f"| {e.paper} {'Table ' + e.table if not e.table.startswith('Fig') else e.table}, "
+            f"{e.row} | {e.column} | {value} |"
+        )
     return "\n".join(lines)
 
 
-def parent_note(cfg, table: str, paper: str | None, reused: dict[str, tuple[str, str]], adopted: list[str],
-                per_class: str | None = None) -> str:
+def parent_note(
+    cfg,
+    table: str,
+    paper: str | None,
+    reused: dict[str, tuple[str, str]],
+    adopted: list[str],
+    per_class: str | None = None,
+) -> str:
     """The parent's description: the results table, per-class recall, the paper's row, where reused runs live."""
-    lines = [(f"**{parent_name(cfg)}**: preset `{cfg.preset}`, data set `{cfg.dataset}`, network `{cfg.model}`, "
-              f"decomposition `{cfg.decomposition}`, overlap {cfg.overlap}, width divisor {cfg.width_divisor}, "
-              f"{cfg.epochs} epochs (coarse net {cfg.coarse_epochs}), seed {cfg.seed}."), "", table.strip()]
+    lines = [
+        (
+            f"**{parent_name(cfg)}**: preset `{cfg.preset}`, data set `{cfg.dataset}`, network `{cfg.model}`, "
+            f"decomposition `{cfg.decomposition}`, overlap {cfg.overlap}, width divisor {cfg.width_divisor}, "
+            f"{cfg.epochs} epochs (coarse net {cfg.coarse_epochs}), seed {cfg.seed}."
+        ),
+        "",
+        table.strip(),
+    ]
     if per_class:
         lines += ["", "Which classes the coarse net gets right where averaging does not:", "", per_class.strip()]
     if paper:
@@ -78,22 +97,24 @@ def bounds(box_bounds: str) -> str:
 def decompose_note(cfg, image_shape, n_boxes: int, n_train: int, n_val: int, num_classes: int) -> str:
     """What the ``decompose`` run did: data set, image shape, decomposition, number of boxes."""
     shape = "x".join(map(str, image_shape))
-    return (f"Cut `{cfg.dataset}` ({n_train} training and {n_val} validation images of shape {shape}, "
-            f"{num_classes} classes, seed {cfg.seed}) into the {n_boxes} boxes of decomposition "
-            f"`{cfg.decomposition}` with overlap {cfg.overlap}.\n"
-            "Artifacts: the prepared data (`data/`), `decomposition.json` and `boxes.png`; every training "
-            "run of this tree reads them.\n")
+    return (
+        f"Cut `{cfg.dataset}` ({n_train} training and {n_val} validation images of shape {shape}, "
+        f"{num_classes} classes, seed {cfg.seed}) into the {n_boxes} boxes of decomposition "
+        f"`{cfg.decomposition}` with overlap {cfg.overlap}.\n"
+        "Artifacts: the prepared data (`data/`), `decomposition.json` and `boxes.png`; every training "
+        "run of this tree reads them.\n"
+    )
 
 
 @dataclass(frozen=True)
 class Role:
     """What a training run trains, passed by the step that trains it (never inferred from its parameters)."""
 
-    kind: str                # global | local | coarse | strategy
-    box: int | None = None   # local: its box index
-    box_bounds: str = ""     # local: its box as logged, e.g. "(0, 0, 20, 20)"
-    strategy: str = ""       # strategy: its name (coherent, transfer, compose)
-    n_locals: int = 0        # coarse: how many local nets it reads
+    kind: str  # global | local | coarse | strategy
+    box: int | None = None  # local: its box index
+    box_bounds: str = ""  # local: its box as logged, e.g. "(0, 0, 20, 20)"
+    strategy: str = ""  # strategy: its name (coherent, transfer, compose)
+    n_locals: int = 0  # coarse: how many local nets it reads
 
     @property
     def model_name(self) -> str:
@@ -115,18 +136,22 @@ def training_note(role: Role, params: dict, device: str, n_train: int, n_val: in
     """What one training run saw: its role, input shape, width divisor, device, sample counts."""
     what = role.what
     shape = params.get("input_shape", "")
-    return (f"Trained {what}" + (f"; input shape {shape}" if shape else "")
-            + (f", widths divided by {params['effective_width_divisor']}" if "effective_width_divisor" in params
-               else "")
-            + f"; {n_train} training and {n_val} validation samples of `{params.get('dataset', '?')}`"
-            f" (seed {params.get('seed', '?')}); device {device}.\n")
+    return (
+        f"Trained {what}"
+        + (f"; input shape {shape}" if shape else "")
+        + (f", widths divided by {params['effective_width_divisor']}" if "effective_width_divisor" in params else "")
+        + f"; {n_train} training and {n_val} validation samples of `{params.get('dataset', '?')}`"
+        f" (seed {params.get('seed', '?')}); device {device}.\n"
+    )
 
 
 def model_note(name: str, cfg_params: dict, run_id: str, parent_id: str, val_accuracy: float) -> str:
     """The registered CNN-DNN's description (model and version)."""
-    return (f"`{name}`: the composed CNN-DNN of Klawonn-Lanser-Weber (local CNNs on the boxes of "
-            f"decomposition `{cfg_params.get('decomposition', '?')}` with overlap {cfg_params.get('overlap', '?')}, "
-            f"then the dense coarse net), network `{cfg_params.get('model', '?')}`, data set "
-            f"`{cfg_params.get('dataset', '?')}`. Takes whole images, returns `label` (the class name) and one "
-            f"probability column per class. Produced by evaluate run `{run_id}` (parent `{parent_id}`); "
-            f"validation accuracy {val_accuracy:.4f}.\n")
+    return (
+        f"`{name}`: the composed CNN-DNN of Klawonn-Lanser-Weber (local CNNs on the boxes of "
+        f"decomposition `{cfg_params.get('decomposition', '?')}` with overlap {cfg_params.get('overlap', '?')}, "
+        f"then the dense coarse net), network `{cfg_params.get('model', '?')}`, data set "
+        f"`{cfg_params.get('dataset', '?')}`. Takes whole images, returns `label` (the class name) and one "
+        f"probability column per class. Produced by evaluate run `{run_id}` (parent `{parent_id}`); "
+        f"validation accuracy {val_accuracy:.4f}.\n"
+    )

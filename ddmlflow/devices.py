@@ -4,6 +4,7 @@ TensorFlow reads ``CUDA_VISIBLE_DEVICES`` once, at import: a local training
 process must have it set before it starts, so the parent finds the GPUs with
 ``nvidia-smi`` and gives each child its own variable.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,21 +12,26 @@ import shutil
 import subprocess
 
 from .errors import require
-from .tags import (CUDA_VISIBLE_DEVICES_TAG, DEVICE_TAG, HOST_TAG, ONEDNN_TAG, PID_STARTED_TAG, PID_TAG,
-                   TF_THREADS_TAG)
+from .tags import CUDA_VISIBLE_DEVICES_TAG, DEVICE_TAG, HOST_TAG, ONEDNN_TAG, PID_STARTED_TAG, PID_TAG, TF_THREADS_TAG
 
 
 def discover_gpus() -> list[str]:
     """GPU indices from ``nvidia-smi`` (or NVML); [] when there is none."""
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20, check=True).stdout
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            ).stdout
             return parse_nvidia_smi(out)
         except (subprocess.SubprocessError, OSError):
             pass
     try:
         import pynvml  # optional
+
         pynvml.nvmlInit()
         return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
     except Exception:  # noqa: BLE001 - no NVML means no GPU for us
@@ -100,17 +106,25 @@ def process_tags(device: str) -> dict[str, str]:
 
     import psutil
 
-    return {DEVICE_TAG: device, CUDA_VISIBLE_DEVICES_TAG: os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
-            TF_THREADS_TAG: threads(), ONEDNN_TAG: onednn(), PID_TAG: str(os.getpid()),
-            PID_STARTED_TAG: f"{psutil.Process().create_time():.2f}", HOST_TAG: socket.gethostname()}
+    return {
+        DEVICE_TAG: device,
+        CUDA_VISIBLE_DEVICES_TAG: os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
+        TF_THREADS_TAG: threads(),
+        ONEDNN_TAG: onednn(),
+        PID_TAG: str(os.getpid()),
+        PID_STARTED_TAG: f"{psutil.Process().create_time():.2f}",
+        HOST_TAG: socket.gethostname(),
+    }
 
 
 def threads() -> str:
     """This process's TensorFlow threads, as logged with a packed group (0: TensorFlow's default)."""
     import tensorflow as tf
 
-    return (f"intra_op={tf.config.threading.get_intra_op_parallelism_threads()},"
-            f"inter_op={tf.config.threading.get_inter_op_parallelism_threads()}")
+    return (
+        f"intra_op={tf.config.threading.get_intra_op_parallelism_threads()},"
+        f"inter_op={tf.config.threading.get_inter_op_parallelism_threads()}"
+    )
 
 
 DRIVER_ENV = "DDMLFLOW_DRIVER_PID"
@@ -131,4 +145,5 @@ def watch_driver() -> None:
         while os.getppid() == int(driver):
             time.sleep(0.2)
         os.kill(os.getpid(), signal.SIGKILL)
+
     threading.Thread(target=watch, name="ddmlflow-driver-watch", daemon=True).start()

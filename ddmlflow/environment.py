@@ -7,6 +7,7 @@ the tested versions of the direct dependencies and refers to
 environment. Every ``full`` parent run logs ``installed()`` as
 ``environment.json`` and the direct dependencies as ``ddmlflow.version.*`` tags.
 """
+
 from __future__ import annotations
 
 import platform
@@ -19,8 +20,19 @@ from .tags import version_tag
 
 ROOT = Path(__file__).resolve().parents[1]
 # The direct dependencies, as declared in pyproject.toml (read at run time when the source tree is there).
-DIRECT = ("tensorflow", "keras", "mlflow", "keras-tuner", "tensorboard", "numpy", "scipy", "nibabel",
-          "model-profiler", "pillow", "matplotlib")
+DIRECT = (
+    "tensorflow",
+    "keras",
+    "mlflow",
+    "keras-tuner",
+    "tensorboard",
+    "numpy",
+    "scipy",
+    "nibabel",
+    "model-profiler",
+    "pillow",
+    "matplotlib",
+)
 
 
 def _norm(name: str) -> str:
@@ -66,14 +78,21 @@ def installed() -> dict:
     """Python, platform and the exact versions of the dependency closure."""
     from . import tracking  # lazy: MLflow; writing the lock file must not load it
 
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "ddmlflow": _version("ddmlflow"), "code_version": tracking.code_version(),
-            "packages": closure(direct())}
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "ddmlflow": _version("ddmlflow"),
+        "code_version": tracking.code_version(),
+        "packages": closure(direct()),
+    }
 
 
 def version_tags(env: dict) -> dict[str, str]:
-    tags = {version_tag("python"): env["python"], version_tag("ddmlflow"): env["ddmlflow"],
-            version_tag("code"): env["code_version"]}
+    tags = {
+        version_tag("python"): env["python"],
+        version_tag("ddmlflow"): env["ddmlflow"],
+        version_tag("code"): env["code_version"],
+    }
     for name in direct():
         if _norm(name) in env["packages"]:
             tags[version_tag(_norm(name))] = env["packages"][_norm(name)]
@@ -89,9 +108,11 @@ def _version(name: str) -> str:
 
 def lock_text() -> str:
     """``requirements.lock``: the closure of pyproject's dependencies, pinned as installed here."""
-    head = (f"# The tested versions (python {platform.python_version()}, {sys.platform}): the dependency closure of\n"
-            "# pyproject.toml. Written by `python -m ddmlflow.environment > requirements.lock`;\n"
-            "# tests/test_packaging.py keeps it in step with pyproject.toml and conda.yaml.\n")
+    head = (
+        f"# The tested versions (python {platform.python_version()}, {sys.platform}): the dependency closure of\n"
+        "# pyproject.toml. Written by `python -m ddmlflow.environment > requirements.lock`;\n"
+        "# tests/test_packaging.py keeps it in step with pyproject.toml and conda.yaml.\n"
+    )
     return head + "".join(f"{k}=={v}\n" for k, v in closure(direct()).items())
 
 

@@ -3,6 +3,7 @@
 The CLI and the entry points turn an ``InputError`` into one line on stderr and
 exit code 2; the pyfunc turns it into an ``MlflowException`` (HTTP 400).
 """
+
 from __future__ import annotations
 
 

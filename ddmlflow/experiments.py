@@ -18,6 +18,7 @@ The global CNN of a table is the same for every row of one data set and
 network (the papers print it once per table); we train it in the first such
 row only and the report takes it from there.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -30,13 +31,13 @@ from .paper_values import _row as row
 # Where to get the data sets that no loader can fetch offline (KLW sec. 4)
 DATA_SOURCES = {
     "tf_flowers": "the flower_photos folder from "
-                  "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz",
+    "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz",
     "yale_b": "the CroppedYale folder of the Extended Yale Face Database B "
-              "(http://vision.ucsd.edu/~leekc/ExtYaleDatabase/ExtYaleB.html, CroppedYale.zip)",
+    "(http://vision.ucsd.edu/~leekc/ExtYaleDatabase/ExtYaleB.html, CroppedYale.zip)",
     "mosmed": "a MosMedData folder with CT-0/ and CT-23/ from https://github.com/hasibzunair/"
-              "3D-image-classification-tutorial/releases/tag/v0.2 (CT-0.zip, CT-23.zip)",
+    "3D-image-classification-tutorial/releases/tag/v0.2 (CT-0.zip, CT-23.zip)",
     "cifar10": "a cifar-10-batches-py folder (https://www.cs.toronto.edu/~kriz/cifar.html) or a train/ test/ "
-               "image tree",
+    "image tree",
 }
 NEEDS_DATA_DIR = ("tf_flowers", "yale_b", "mosmed")  # cifar10 falls back to Keras' download
 
@@ -69,8 +70,12 @@ class Budget:
 
 
 _SMOKE = dict(epochs=1, coarse_epochs=20, patience=0, note="plumbing check: 1 epoch; accuracies mean little")
-_CPU = dict(epochs=5, coarse_epochs=20, patience=0, note="about an hour per table on a laptop CPU; compare "
-                                                         "orderings, not values")
+_CPU = dict(
+    epochs=5,
+    coarse_epochs=20,
+    patience=0,
+    note="about an hour per table on a laptop CPU; compare orderings, not values",
+)
 # Per budget and data set; data sets not listed use "*"
 BUDGETS: dict[str, dict[str, Budget]] = {
     "smoke": {
@@ -169,43 +174,100 @@ def _flowers(net: str) -> list[str]:
 
 
 _C, _F = [("2x2", 0), ("2x2", 2), ("2x2", 4)], [("2x2", 0), ("3x3", 0), ("4x4", 0), ("typeB", 0)]
-_TL1 = [("cifar10-vgg9-2x2", "2x2"), ("flowers-vgg9-2x2", "2x2"), ("flowers-vgg9-4x4", "4x4"),
-        ("ct-3d-2x2x1", "2x2x1"), ("ct-3d-4x4x2", "4x4x2")]
-_TL2 = [("cifar10-vgg9-2x2", "2x2"), ("cifar10-resnet20-2x2", "2x2"), ("flowers-vgg9-2x2", "2x2"),
-        ("flowers-vgg9-4x4", "4x4"), ("flowers-resnet20-2x2", "2x2"), ("flowers-resnet20-4x4", "4x4"),
-        ("ct-3d-2x2x1", "2x2x1"), ("ct-3d-4x4x2", "4x4x2")]
+_TL1 = [
+    ("cifar10-vgg9-2x2", "2x2"),
+    ("flowers-vgg9-2x2", "2x2"),
+    ("flowers-vgg9-4x4", "4x4"),
+    ("ct-3d-2x2x1", "2x2x1"),
+    ("ct-3d-4x4x2", "4x4x2"),
+]
+_TL2 = [
+    ("cifar10-vgg9-2x2", "2x2"),
+    ("cifar10-resnet20-2x2", "2x2"),
+    ("flowers-vgg9-2x2", "2x2"),
+    ("flowers-vgg9-4x4", "4x4"),
+    ("flowers-resnet20-2x2", "2x2"),
+    ("flowers-resnet20-4x4", "4x4"),
+    ("ct-3d-2x2x1", "2x2x1"),
+    ("ct-3d-4x4x2", "4x4x2"),
+]
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
-    _klw("3", "CIFAR-10, VGG3, type A 2x2, overlap 0/2/4", _cifar("vgg3"), _C),
-    _klw("4", "CIFAR-10, VGG9, type A 2x2, overlap 0/2/4", _cifar("vgg9"), _C),
-    _klw("5", "CIFAR-10, ResNet20, type A 2x2, overlap 0/2/4", _cifar("resnet20"), _C),
-    _klw("6", "TF-Flowers, VGG3, 2x2 / 3x3 / 4x4 / type B (and Fig. 9 training times)", _flowers("vgg3"), _F),
-    _klw("7", "TF-Flowers, VGG9, 2x2 / 3x3 / 4x4 / type B", _flowers("vgg9"), _F),
-    _klw("8", "TF-Flowers, ResNet20, 2x2 / 3x3 / 4x4 / type B", _flowers("resnet20"), _F),
-    _klw("9", "Extended Yale B, VGG3, 3x3 / 4x4", ["yale-vgg3-3x3", "yale-vgg3-4x4"], [("3x3", 0), ("4x4", 0)]),
-    _klw("10", "Chest CT, 3D CNN, 2x2x1 / 3x3x1 / 4x4x1 (overlap 0, 4) / 4x4x2 (and Fig. 12 training times)",
-         ["ct-3d-2x2x1", "ct-3d-3x3x1", "ct-3d-4x4x1", "ct-3d-4x4x1-d4", "ct-3d-4x4x2"],
-         [("2x2x1", 0), ("3x3x1", 0), ("4x4x1", 0), ("4x4x1", 4), ("4x4x2", 0)]),
-    Experiment("klw-tl-1", "KLW-TL", "1", "CNN-DNN vs average probability vs majority vote",
-               tuple(Run(p, run_global=False, row=_row(d, 0)) for p, d in _TL1),
-               note="KLW-TL Table 1 is captioned VGG9, but its CNN-DNN column repeats KLW's VGG3 rows; we "
-                    "follow the caption (VGG9; 3D CNN for the CT rows)."),
-    Experiment("klw-tl-2", "KLW-TL", "2", "global CNN, CNN-DNN, CNN-DNN-coherent, CNN-DNN-transfer",
-               tuple(Run(p, strategies=("cnn_dnn", "coherent", "transfer"), row=_row(d, 0),
-                         run_global=p.split("-")[:2] not in [q.split("-")[:2] for q, _ in _TL2[:i]])
-                     for i, (p, d) in enumerate(_TL2))),
-    Experiment("gc-3.3", "GC", "3.3", "CIFAR-10, sub-nets, GNet-T, GNet-T-trained, GNet-R-trained; 20x20 and "
-               "16x16 sub-images",
-               (Run("cifar10-resnet20-2x2", overlap=4, model="resnet20", strategies=("cnn_dnn", "compose"),
-                    run_global=False, row="overlap"),
-                Run("cifar10-resnet20-2x2", overlap=0, model="resnet20", strategies=("cnn_dnn", "compose"),
-                    run_global=False, row="nonoverlap")),
-               note="Gu et al. use ResNet32/56/110; the package composes ResNet20 (projection shortcuts), "
-                    "compared here with their ResNet32 column. Their step schedules and flip/shift augmentation "
-                    "are not used (constant learning rate, x0.1 for the composed net)."),
-    Experiment("shapes2d", "", "", "offline demo: shapes2d, VGG3, type A 2x2, overlap 0 / 2 (no published values)",
-               (Run("shapes2d-vgg3-2x2", overlap=0), Run("shapes2d-vgg3-2x2", overlap=2, run_global=False))),
-]}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in [
+        _klw("3", "CIFAR-10, VGG3, type A 2x2, overlap 0/2/4", _cifar("vgg3"), _C),
+        _klw("4", "CIFAR-10, VGG9, type A 2x2, overlap 0/2/4", _cifar("vgg9"), _C),
+        _klw("5", "CIFAR-10, ResNet20, type A 2x2, overlap 0/2/4", _cifar("resnet20"), _C),
+        _klw("6", "TF-Flowers, VGG3, 2x2 / 3x3 / 4x4 / type B (and Fig. 9 training times)", _flowers("vgg3"), _F),
+        _klw("7", "TF-Flowers, VGG9, 2x2 / 3x3 / 4x4 / type B", _flowers("vgg9"), _F),
+        _klw("8", "TF-Flowers, ResNet20, 2x2 / 3x3 / 4x4 / type B", _flowers("resnet20"), _F),
+        _klw("9", "Extended Yale B, VGG3, 3x3 / 4x4", ["yale-vgg3-3x3", "yale-vgg3-4x4"], [("3x3", 0), ("4x4", 0)]),
+        _klw(
+            "10",
+            "Chest CT, 3D CNN, 2x2x1 / 3x3x1 / 4x4x1 (overlap 0, 4) / 4x4x2 (and Fig. 12 training times)",
+            ["ct-3d-2x2x1", "ct-3d-3x3x1", "ct-3d-4x4x1", "ct-3d-4x4x1-d4", "ct-3d-4x4x2"],
+            [("2x2x1", 0), ("3x3x1", 0), ("4x4x1", 0), ("4x4x1", 4), ("4x4x2", 0)],
+        ),
+        Experiment(
+            "klw-tl-1",
+            "KLW-TL",
+            "1",
+            "CNN-DNN vs average probability vs majority vote",
+            tuple(Run(p, run_global=False, row=_row(d, 0)) for p, d in _TL1),
+            note="KLW-TL Table 1 is captioned VGG9, but its CNN-DNN column repeats KLW's VGG3 rows; we "
+            "follow the caption (VGG9; 3D CNN for the CT rows).",
+        ),
+        Experiment(
+            "klw-tl-2",
+            "KLW-TL",
+            "2",
+            "global CNN, CNN-DNN, CNN-DNN-coherent, CNN-DNN-transfer",
+            tuple(
+                Run(
+                    p,
+                    strategies=("cnn_dnn", "coherent", "transfer"),
+                    row=_row(d, 0),
+                    run_global=p.split("-")[:2] not in [q.split("-")[:2] for q, _ in _TL2[:i]],
+                )
+                for i, (p, d) in enumerate(_TL2)
+            ),
+        ),
+        Experiment(
+            "gc-3.3",
+            "GC",
+            "3.3",
+            "CIFAR-10, sub-nets, GNet-T, GNet-T-trained, GNet-R-trained; 20x20 and 16x16 sub-images",
+            (
+                Run(
+                    "cifar10-resnet20-2x2",
+                    overlap=4,
+                    model="resnet20",
+                    strategies=("cnn_dnn", "compose"),
+                    run_global=False,
+                    row="overlap",
+                ),
+                Run(
+                    "cifar10-resnet20-2x2",
+                    overlap=0,
+                    model="resnet20",
+                    strategies=("cnn_dnn", "compose"),
+                    run_global=False,
+                    row="nonoverlap",
+                ),
+            ),
+            note="Gu et al. use ResNet32/56/110; the package composes ResNet20 (projection shortcuts), "
+            "compared here with their ResNet32 column. Their step schedules and flip/shift augmentation "
+            "are not used (constant learning rate, x0.1 for the composed net).",
+        ),
+        Experiment(
+            "shapes2d",
+            "",
+            "",
+            "offline demo: shapes2d, VGG3, type A 2x2, overlap 0 / 2 (no published values)",
+            (Run("shapes2d-vgg3-2x2", overlap=0), Run("shapes2d-vgg3-2x2", overlap=2, run_global=False)),
+        ),
+    ]
+}
 
 
 def get(name: str) -> Experiment:
@@ -226,8 +288,12 @@ def data_dir_for(dataset: str, data_dir: str) -> str:
     if dataset in ("shapes2d", "shapes3d"):
         return ""
     if dataset in NEEDS_DATA_DIR:
-        require(bool(d), "data_dir", data_dir or None, f"{DATA_SOURCES[dataset]} for {dataset} (not downloadable "
-                                                       "offline); pass data_dir=<that folder>")
+        require(
+            bool(d),
+            "data_dir",
+            data_dir or None,
+            f"{DATA_SOURCES[dataset]} for {dataset} (not downloadable offline); pass data_dir=<that folder>",
+        )
     if d:
         require(Path(d).expanduser().is_dir(), "data_dir", d, f"an existing folder: {DATA_SOURCES[dataset]}")
     return d

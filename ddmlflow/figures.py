@@ -13,10 +13,11 @@ function draws one paper-style figure and writes a PNG (``path``) and returns th
 - ``confusion_matrices``: one row-normalized confusion matrix per method, side by side;
 - ``one_vs_rest``: ROC or precision-recall curves, one line per class.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -83,16 +84,41 @@ def decomposition_boxes(decomposition, image: np.ndarray, path: str | os.PathLik
     for i, b in shown:  # tab20: the 10 dark colours first, then their pale twins
         colour = tab20((2 * i) % 20 + (2 * i) // 20) if d.n <= 20 else hsv(i / d.n)
         (r0, c0), (r1, c1) = b.start[:2], b.stop[:2]
-        ax.add_patch(Rectangle((c0 - 0.5 + inset, r0 - 0.5 + inset), c1 - c0 - 2 * inset, r1 - r0 - 2 * inset,
-                               fill=False, edgecolor=colour, lw=2, path_effects=halo))
-        ax.text((c0 + c1 - 1) / 2, (r0 + r1 - 1) / 2, str(i), color=colour, ha="center", va="center",
-                fontsize=10, fontweight="bold", bbox=dict(facecolor="white", alpha=0.8, edgecolor=colour, pad=1.5))
+        ax.add_patch(
+            Rectangle(
+                (c0 - 0.5 + inset, r0 - 0.5 + inset),
+                c1 - c0 - 2 * inset,
+                r1 - r0 - 2 * inset,
+                fill=False,
+                edgecolor=colour,
+                lw=2,
+                path_effects=halo,
+            )
+        )
+        ax.text(
+            (c0 + c1 - 1) / 2,
+            (r0 + r1 - 1) / 2,
+            str(i),
+            color=colour,
+            ha="center",
+            va="center",
+            fontsize=10,
+            fontweight="bold",
+            bbox=dict(facecolor="white", alpha=0.8, edgecolor=colour, pad=1.5),
+        )
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
 
-def local_predictions(images: np.ndarray, labels: np.ndarray, decomposition, local_probs: Sequence[np.ndarray],
-                      class_names: Sequence[str], path: str | os.PathLike | None = None, n_images: int = 4):
+def local_predictions(
+    images: np.ndarray,
+    labels: np.ndarray,
+    decomposition,
+    local_probs: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    path: str | os.PathLike | None = None,
+    n_images: int = 4,
+):
     """A few images cut into their boxes, each titled with its local net's label and confidence."""
     n_images = min(n_images, len(images))
     n = decomposition.n
@@ -101,14 +127,22 @@ def local_predictions(images: np.ndarray, labels: np.ndarray, decomposition, loc
     for r in range(n_images):
         for i in range(n):
             ax = axes[r][i]
-            crop, cmap = _show(decomposition.crop(images[r:r + 1], i)[0])
+            crop, cmap = _show(decomposition.crop(images[r : r + 1], i)[0])
             ax.imshow(crop, cmap=cmap)
             k = int(np.argmax(local_probs[i][r]))
             p = float(local_probs[i][r][k]) if len(local_probs[i][r]) > 1 else float(local_probs[i][r][0])
             ax.set_title(f"{class_names[k]}\n{p:.2f}", fontsize=7, color=RIGHT if k == int(labels[r]) else WRONG)
             ax.axis("off")
-        axes[r][0].text(-0.1, 0.5, class_names[int(labels[r])], transform=axes[r][0].transAxes,
-                        rotation=90, va="center", ha="right", fontsize=7)
+        axes[r][0].text(
+            -0.1,
+            0.5,
+            class_names[int(labels[r])],
+            transform=axes[r][0].transAxes,
+            rotation=90,
+            va="center",
+            ha="right",
+            fontsize=7,
+        )
     fig.suptitle("Local CNN predictions per box (green: right, red: wrong)", fontsize=9)
     return _save(fig, path)
 
@@ -126,8 +160,7 @@ def training_times(times: dict[str, float], path: str | os.PathLike | None = Non
     return _save(fig, path)
 
 
-def training_times_rows(rows: dict[str, dict[str, float]], path: str | os.PathLike | None = None,
-                        subtitle: str = ""):
+def training_times_rows(rows: dict[str, dict[str, float]], path: str | os.PathLike | None = None, subtitle: str = ""):
     """KLW Figs. 9/12: per row, the global CNN's bar beside slowest local + coarse stacked.
 
     ``rows[label] = {"global CNN": s, "slowest local": s, "coarse": s}`` (missing keys drawn as 0).
@@ -144,18 +177,23 @@ def training_times_rows(rows: dict[str, dict[str, float]], path: str | os.PathLi
     ax.bar(x + 0.2, co, 0.38, bottom=lo, color=COARSE, label="coarse net")
     for i in range(len(labels)):
         if g[i] > 0 and lo[i] + co[i] > 0:
-            ax.text(x[i], max(g[i], lo[i] + co[i]) * 1.02, f"x{g[i] / (lo[i] + co[i]):.2f}", ha="center",
-                    fontsize=FONT)
+            ax.text(x[i], max(g[i], lo[i] + co[i]) * 1.02, f"x{g[i] / (lo[i] + co[i]):.2f}", ha="center", fontsize=FONT)
     ax.set_xticks(x, labels, fontsize=FONT)
     ax.set_ylabel("training time (s)")
     ax.legend(fontsize=FONT, frameon=False)
-    ax.set_title("Training times (speedup = global / (slowest local + coarse))"
-                 + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
+    ax.set_title(
+        "Training times (speedup = global / (slowest local + coarse))" + (f"\n{subtitle}" if subtitle else ""),
+        fontsize=9,
+    )
     return _save(fig, path)
 
 
-def learning_curves(curves: dict[str, Sequence[float]], path: str | os.PathLike | None = None,
-                    ylabel: str = "validation accuracy", title: str = ""):
+def learning_curves(
+    curves: dict[str, Sequence[float]],
+    path: str | os.PathLike | None = None,
+    ylabel: str = "validation accuracy",
+    title: str = "",
+):
     """One line per net; the global and coarse nets in their palette colours, locals in a sequence."""
     import matplotlib
 
@@ -179,8 +217,9 @@ def learning_curves(curves: dict[str, Sequence[float]], path: str | os.PathLike 
     return _save(fig, path)
 
 
-def confusion_matrices(matrices: dict[str, np.ndarray], class_names: Sequence[str],
-                       path: str | os.PathLike | None = None):
+def confusion_matrices(
+    matrices: dict[str, np.ndarray], class_names: Sequence[str], path: str | os.PathLike | None = None
+):
     """One confusion matrix (counts, rows: true class) per method, side by side, coloured by row share.
 
     The diagonal's colour is each class's recall, so classes one method gets right and another
@@ -195,8 +234,15 @@ def confusion_matrices(matrices: dict[str, np.ndarray], class_names: Sequence[st
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
         if k <= 12:
             for i, j in np.ndindex(m.shape):
-                ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=6,
-                        color="white" if share[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{m[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if share[i, j] > 0.6 else "black",
+                )
         ax.set_xticks(range(k), class_names, rotation=90, fontsize=6)
         ax.set_yticks(range(k), class_names if ax is axes[0] else [], fontsize=6)
         ax.set_xlabel("predicted", fontsize=7)
@@ -205,8 +251,12 @@ def confusion_matrices(matrices: dict[str, np.ndarray], class_names: Sequence[st
     return _save(fig, path)
 
 
-def one_vs_rest(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], kind: str,
-                path: str | os.PathLike | None = None, title: str = ""):
+def one_vs_rest(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
+    kind: str,
+    path: str | os.PathLike | None = None,
+    title: str = "",
+):
     """One-vs-rest ROC (``kind="roc"``: x false positive rate, y true positive rate) or precision-recall
     (``kind="pr"``: x recall, y precision) curves; ``curves[class] = (x, y, area)``."""
     import matplotlib
@@ -216,8 +266,14 @@ def one_vs_rest(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], kind: s
     seq = matplotlib.colormaps["tab10" if len(curves) <= 10 else "viridis"]
     for j, (name, (x, y, area)) in enumerate(curves.items()):
         colour = seq(j) if len(curves) <= 10 else seq(j / max(1, len(curves) - 1))
-        ax.plot(x, y, drawstyle="steps-post", lw=1, color=colour,
-                label=f"{name} ({'AUC' if kind == 'roc' else 'AP'} {area:.3f})")
+        ax.plot(
+            x,
+            y,
+            drawstyle="steps-post",
+            lw=1,
+            color=colour,
+            label=f"{name} ({'AUC' if kind == 'roc' else 'AP'} {area:.3f})",
+        )
     diagonal = ([0, 1], [0, 1]) if kind == "roc" else ([0, 1], [1, 0])
     ax.plot(*diagonal, color="gray", alpha=0.3, ls="--")
     ax.set_xlabel("false positive rate" if kind == "roc" else "recall")

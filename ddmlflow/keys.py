@@ -19,6 +19,7 @@ A key's ingredients (logged as ``key.json`` on every run, see ``ingredients``):
   recomputed decomposition retrains every local, while the same data copied
   to another folder reuses them all.
 """
+
 from __future__ import annotations
 
 import ast
@@ -33,6 +34,7 @@ PACKAGE = Path(__file__).resolve().parent
 
 
 # -- code -------------------------------------------------------------------------------------------
+
 
 def _module_file(name: str) -> Path | None:
     """The file of ``ddmlflow.<name>`` ('' is the package itself), or None."""
@@ -51,8 +53,11 @@ def _imports(name: str, tree: ast.AST) -> set[str]:
     out: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            out.update(a.name.removeprefix("ddmlflow").lstrip(".") for a in node.names
-                       if a.name == "ddmlflow" or a.name.startswith("ddmlflow."))
+            out.update(
+                a.name.removeprefix("ddmlflow").lstrip(".")
+                for a in node.names
+                if a.name == "ddmlflow" or a.name.startswith("ddmlflow.")
+            )
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]
@@ -65,15 +70,20 @@ def _imports(name: str, tree: ast.AST) -> set[str]:
             out.update(f"{mod}.{a.name}".lstrip(".") for a in node.names if _module_file(f"{mod}.{a.name}".lstrip(".")))
         elif _relative_import_module(node):  # models/__init__ picks its builders by name: all of the package
             pkg = ".".join(package)
-            out.update(f"{pkg}.{p.stem}".lstrip(".") for p in PACKAGE.joinpath(*package).glob("*.py")
-                       if p.stem != "__init__")
+            out.update(
+                f"{pkg}.{p.stem}".lstrip(".") for p in PACKAGE.joinpath(*package).glob("*.py") if p.stem != "__init__"
+            )
     return {m for m in out if _module_file(m) is not None}
 
 
 def _relative_import_module(node: ast.AST) -> bool:
     """``importlib.import_module(f".{name}", __name__)``: a module of this package chosen at run time."""
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "import_module" and node.args):
+    if not (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "import_module"
+        and node.args
+    ):
         return False
     first = node.args[0]
     head = first.values[0] if isinstance(first, ast.JoinedStr) and first.values else first
@@ -85,8 +95,11 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
             first = body[0] if body else None
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
-                    and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return tree
 
@@ -127,6 +140,7 @@ def code_digest(roots: tuple[str, ...]) -> str:
 
 # -- data -------------------------------------------------------------------------------------------
 
+
 def data_digest(dataset: str, data_dir: str) -> dict[str, Any]:
     """What the data is, by content: relative path and bytes of every file under ``data_dir`` (hidden
     files and folders aside), or the generator / Keras data set by name when there is no folder.
@@ -163,12 +177,23 @@ def _files(root: Path) -> list[str]:
 
 # -- keys -------------------------------------------------------------------------------------------
 
-def ingredients(step: str, code_roots: tuple[str, ...], params: dict[str, str], upstream: dict[str, object],
-                inputs: dict[str, Any] | None = None,
-                data: dict[str, Any] | None = None) -> dict[str, Any]:
+
+def ingredients(
+    step: str,
+    code_roots: tuple[str, ...],
+    params: dict[str, str],
+    upstream: dict[str, object],
+    inputs: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Everything a key hashes, as logged in ``key.json``."""
-    out: dict[str, Any] = {"step": step, "code": code_digest(tuple(sorted(code_roots))), "params": dict(sorted(params.items())),
-           "upstream": upstream, "inputs": inputs or {}}
+    out: dict[str, Any] = {
+        "step": step,
+        "code": code_digest(tuple(sorted(code_roots))),
+        "params": dict(sorted(params.items())),
+        "upstream": upstream,
+        "inputs": inputs or {},
+    }
     if data is not None:
         out["data"] = data
     return out

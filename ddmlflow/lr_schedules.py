@@ -8,6 +8,7 @@ exactly and with fewer epochs they shrink with the phase. The starting rate is t
 (GNet-T: x 0.1, as GC). GC also divide the rate by sqrt(10) after 5 epochs without a
 better validation accuracy; that adaptive part is not modelled.
 """
+
 from __future__ import annotations
 
 import keras

@@ -5,13 +5,14 @@ module writes it (``ddmlflow mlproject``) and a test fails when it is stale.
 Every parameter is a string: empty means "from the preset", and the package
 checks type and range itself before any work starts.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from .config import RunConfig, TrackingOptions, options
 from .commands import COMMANDS
+from .config import RunConfig, TrackingOptions, options
 from .steps import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]

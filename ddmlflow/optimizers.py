@@ -2,6 +2,7 @@
 
 The names are read by the config check without importing Keras.
 """
+
 from __future__ import annotations
 
 OPTIMIZERS: dict[str, str] = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}

@@ -33,13 +33,15 @@ while independent branches keep every core busy. Measured on 2 cores (VGG3 2x2
 at batch 32, ms per packed step): 19 with TensorFlow's default threads, 12 with
 one intra-op and two inter-op threads (the global net: 37 and 41).
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -125,8 +127,9 @@ def build_branches(cfg: RunConfig, prep: Any, boxes: list[int], run_ids: list[st
     out = []
     for box, run_id in zip(boxes, run_ids):
         seed_everything(cfg.seed + 1 + box)
-        net = models.build(cfg.model, dec.input_shape(box), prep.num_classes, width_divisor=cfg.width_divisor,
-                           name=f"local_{box:02d}")
+        net = models.build(
+            cfg.model, dec.input_shape(box), prep.num_classes, width_divisor=cfg.width_divisor, name=f"local_{box:02d}"
+        )
         compile_model(net, prep.num_classes, _fit_config(cfg, prep))
         net.optimizer.build(net.trainable_variables)
         crop = (slice(None),) + dec.boxes[box].slices + (slice(None),)
@@ -135,8 +138,15 @@ def build_branches(cfg: RunConfig, prep: Any, boxes: list[int], run_ids: list[st
 
 
 def _fit_config(cfg: RunConfig, prep: Any) -> FitConfig:
-    return FitConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-                     optimizer=cfg.optimizer, patience=cfg.patience, seed=cfg.seed, augment=prep.augment)
+    return FitConfig(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        optimizer=cfg.optimizer,
+        patience=cfg.patience,
+        seed=cfg.seed,
+        augment=prep.augment,
+    )
 
 
 def _correct(p: Any, y: Any) -> Any:
@@ -215,7 +225,7 @@ def _train_batches(prep: Any, cfg: RunConfig, first_epoch: int) -> Any:
         for epoch in range(first_epoch, cfg.epochs):
             order = epoch_order(cfg.seed, epoch, len(x))
             for i, start in enumerate(range(0, len(x), cfg.batch_size)):
-                idx = order[start:start + cfg.batch_size]
+                idx = order[start : start + cfg.batch_size]
                 rng = np.random.default_rng([cfg.seed, epoch, i])  # one draw per batch, shared by all branches
                 yield augment_batch(prep.augment, x[idx], rng).astype(x.dtype), y[idx]
 
@@ -226,7 +236,7 @@ def _train_batches(prep: Any, cfg: RunConfig, first_epoch: int) -> Any:
 def _validate(branches: list[_Branch], step: Program, xv: Any, yv: Any) -> tuple[np.ndarray, np.ndarray]:
     loss, correct = np.zeros(len(branches)), np.zeros(len(branches))
     for s in range(0, len(xv), VAL_BATCH):
-        lo, co = step(np.asarray(xv[s:s + VAL_BATCH]), np.asarray(yv[s:s + VAL_BATCH]))
+        lo, co = step(np.asarray(xv[s : s + VAL_BATCH]), np.asarray(yv[s : s + VAL_BATCH]))
         loss += lo.numpy()
         correct += co.numpy()
     return loss / len(xv), correct / len(xv)
@@ -240,8 +250,9 @@ def _save(path: Path, branches: list[_Branch], epochs_done: int) -> None:
         variables += training_state(b.net, b.net.optimizer)
         es_meta, es_arrays = b.stop.to_arrays(f"es{k}") if b.stop is not None else (None, {})
         extra.update(es_arrays)
-        meta["branches"].append({"box": b.box, "early_stopping": es_meta, "history": b.history,
-                                 "epochs_run": b.epochs_run})
+        meta["branches"].append(
+            {"box": b.box, "early_stopping": es_meta, "history": b.history, "epochs_run": b.epochs_run}
+        )
     save_state(path, variables, meta, extra)
 
 
@@ -252,8 +263,9 @@ def _restore(path: Path, branches: list[_Branch]) -> int:
     with np.load(path) as z:
         saved = [m["box"] for m in json.loads(str(z["meta"]))["branches"]]
     if saved != [b.box for b in branches]:
-        raise RuntimeError(f"checkpoint {path} holds boxes {saved}, not {[b.box for b in branches]}; "
-                           "remove it to start afresh")
+        raise RuntimeError(
+            f"checkpoint {path} holds boxes {saved}, not {[b.box for b in branches]}; remove it to start afresh"
+        )
     meta, arrays = load_state(path, [v for b in branches for v in training_state(b.net, b.net.optimizer)])
     for k, (b, m) in enumerate(zip(branches, meta["branches"])):
         b.history, b.epochs_run = m["history"], m["epochs_run"]
@@ -263,8 +275,14 @@ def _restore(path: Path, branches: list[_Branch]) -> int:
     return epochs_done
 
 
-def train_packed(cfg: RunConfig, prep: Any, boxes: list[int], run_ids: list[str], checkpoint_dir: Path | None,
-                 log_epoch: LogEpoch | None = None) -> list[BranchResult]:
+def train_packed(
+    cfg: RunConfig,
+    prep: Any,
+    boxes: list[int],
+    run_ids: list[str],
+    checkpoint_dir: Path | None,
+    log_epoch: LogEpoch | None = None,
+) -> list[BranchResult]:
     """Train the local nets of ``boxes`` as one program; one ``BranchResult`` per box, in order.
 
     ``cfg``: a RunConfig (model, width_divisor, epochs, batch_size, learning_rate,
@@ -291,8 +309,12 @@ def train_packed(cfg: RunConfig, prep: Any, boxes: list[int], run_ids: list[str]
         loss, correct, seen = (t.numpy() for t in train(batches, n_batches))
         val_loss, val_acc = _validate(active, evaluate, xv, yv)
         for k, b in enumerate(active):
-            metrics = {"accuracy": correct[k] / seen, "loss": loss[k] / seen,
-                       "val_accuracy": float(val_acc[k]), "val_loss": float(val_loss[k])}
+            metrics = {
+                "accuracy": correct[k] / seen,
+                "loss": loss[k] / seen,
+                "val_accuracy": float(val_acc[k]),
+                "val_loss": float(val_loss[k]),
+            }
             for name, v in metrics.items():
                 b.history[name].append(float(v))
             b.epochs_run = epoch + 1
@@ -309,8 +331,12 @@ def train_packed(cfg: RunConfig, prep: Any, boxes: list[int], run_ids: list[str]
             b.net.set_weights(b.stop.best_weights)  # restore_best_weights, as fit()
     if path is not None:
         path.unlink(missing_ok=True)
-    return [BranchResult(b.box, b.run_id, b.net, b.history, b.epochs_run,
-                         None if b.stop is None else b.stop.best_epoch, train_time) for b in branches]
+    return [
+        BranchResult(
+            b.box, b.run_id, b.net, b.history, b.epochs_run, None if b.stop is None else b.stop.best_epoch, train_time
+        )
+        for b in branches
+    ]
 
 
 def mlflow_epoch_logger(run_ids: list[str]) -> LogEpoch:

@@ -5,6 +5,7 @@ net) imports it while it waits for its workers, not after. Every later import
 of those modules in the main thread first calls ``wait``: two threads importing
 the same package tree at once can deadlock on Python's module locks.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -17,8 +18,9 @@ def start(*modules: str) -> None:
     """Import ``modules`` in a daemon thread (no-op when a preload is already running or done)."""
     global _thread
     if _thread is None:
-        _thread = threading.Thread(target=lambda: [importlib.import_module(m) for m in modules], daemon=True,
-                                   name="ddmlflow-preload")
+        _thread = threading.Thread(
+            target=lambda: [importlib.import_module(m) for m in modules], daemon=True, name="ddmlflow-preload"
+        )
         _thread.start()
 
 

@@ -31,6 +31,7 @@ says so. Shared choices, from KLW sec. 4-5 unless noted:
   of the learning rate after 5 epochs without improvement; the package trains each phase for
   ``epochs`` (GC: sub-networks 120, composed net 80, random global net 200 epochs).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -79,62 +80,144 @@ class Preset:
 _COMMON = dict(optimizer="adam", width_divisor=2, compose_lr_schedule="step")
 _TRANSFER_PAPER = dict(transfer_pretrain_epochs=150, transfer_coarse=False)  # KLW-TL 2.2
 COMPOSE_LR_SCHEDULES = ("step", "constant")
-_GC_NOTE = ("Strategy compose: GC's step learning-rate schedules; not modelled: GC's flip/shift augmentation "
-            "and their plateau learning-rate drops.")
+_GC_NOTE = (
+    "Strategy compose: GC's step learning-rate schedules; not modelled: GC's flip/shift augmentation "
+    "and their plateau learning-rate drops."
+)
 _DATA = {
     "cifar10": dict(
-        image_shape=(32, 32, 3), num_classes=10, learning_rate=1e-3, batch_size=32, epochs=150, patience=0,
-        coarse_hidden=(128, 64, 32), coarse_dropout=0.0, coarse_learning_rate=1e-3, coarse_batch_size=32,
-        coarse_epochs=150, coarse_patience=10, **_TRANSFER_PAPER,
+        image_shape=(32, 32, 3),
+        num_classes=10,
+        learning_rate=1e-3,
+        batch_size=32,
+        epochs=150,
+        patience=0,
+        coarse_hidden=(128, 64, 32),
+        coarse_dropout=0.0,
+        coarse_learning_rate=1e-3,
+        coarse_batch_size=32,
+        coarse_epochs=150,
+        coarse_patience=10,
+        **_TRANSFER_PAPER,
         note="CIFAR-10 (KLW 4.1): Adam, batch 32. Not in the paper: learning rate (Keras default 1e-3) and "
-             "epochs (150, the local pre-training length of KLW-TL 2.2), no early stopping of the global and "
-             "local nets; the coarse net stops after 10 epochs without improvement on held-out training data "
-             "(our choice: with a fixed 150 epochs it overfits, validation accuracy peaking near epoch 10)."),
+        "epochs (150, the local pre-training length of KLW-TL 2.2), no early stopping of the global and "
+        "local nets; the coarse net stops after 10 epochs without improvement on held-out training data "
+        "(our choice: with a fixed 150 epochs it overfits, validation accuracy peaking near epoch 10).",
+    ),
     "tf_flowers": dict(
-        image_shape=(180, 180, 3), num_classes=5, learning_rate=1e-3, batch_size=32, epochs=500, patience=0,
-        coarse_hidden=(128, 64, 32), coarse_dropout=0.0, coarse_learning_rate=1e-3, coarse_batch_size=32,
-        coarse_epochs=500, coarse_patience=0, **_TRANSFER_PAPER,
+        image_shape=(180, 180, 3),
+        num_classes=5,
+        learning_rate=1e-3,
+        batch_size=32,
+        epochs=500,
+        patience=0,
+        coarse_hidden=(128, 64, 32),
+        coarse_dropout=0.0,
+        coarse_learning_rate=1e-3,
+        coarse_batch_size=32,
+        coarse_epochs=500,
+        coarse_patience=0,
+        **_TRANSFER_PAPER,
         note="TF-Flowers (KLW 4.2, 5.2): 2936/734 split, Adam, batch 32, 500 epochs without early stopping "
-             "(KLW: \"all networks\", so the coarse net too: coarse_patience 0). Not in the paper: learning "
-             "rate (Keras default 1e-3). VGG3 global: 8,217,637 params vs Table 2's 8.2178M (FLOPs match; the gap is unexplained)."),
+        '(KLW: "all networks", so the coarse net too: coarse_patience 0). Not in the paper: learning '
+        "rate (Keras default 1e-3). VGG3 global: 8,217,637 params vs Table 2's 8.2178M (FLOPs match; the gap is unexplained).",
+    ),
     "yale_b": dict(
-        image_shape=(192, 168, 1), num_classes=38, learning_rate=1e-3, batch_size=16, epochs=150, patience=0,
-        coarse_hidden=(128, 64, 32), coarse_dropout=0.2, coarse_learning_rate=1e-3, coarse_batch_size=16,
-        coarse_epochs=150, coarse_patience=10, **_TRANSFER_PAPER,
+        image_shape=(192, 168, 1),
+        num_classes=38,
+        learning_rate=1e-3,
+        batch_size=16,
+        epochs=150,
+        patience=0,
+        coarse_hidden=(128, 64, 32),
+        coarse_dropout=0.2,
+        coarse_learning_rate=1e-3,
+        coarse_batch_size=16,
+        coarse_epochs=150,
+        coarse_patience=10,
+        **_TRANSFER_PAPER,
         note="Extended Yale B (KLW 4.3): 1687/723 split, Adam, batch 16, coarse net with 20% dropout; the paper "
-             "initializes weights uniformly in [0, 1] (not modelled here). Not in the paper: learning rate "
-             "(1e-3) and epochs (150), no early stopping of the global and local nets; the coarse net stops after 10 "
-             "epochs without improvement on held-out training data (our choice, as for CIFAR-10). VGG3 global: 8,548,998 params vs Table 2's 8.5499M (FLOPs match; the gap is unexplained)."),
+        "initializes weights uniformly in [0, 1] (not modelled here). Not in the paper: learning rate "
+        "(1e-3) and epochs (150), no early stopping of the global and local nets; the coarse net stops after 10 "
+        "epochs without improvement on held-out training data (our choice, as for CIFAR-10). VGG3 global: 8,548,998 params vs Table 2's 8.5499M (FLOPs match; the gap is unexplained).",
+    ),
     "mosmed": dict(
-        image_shape=(128, 128, 64, 1), num_classes=2, learning_rate=1e-4, batch_size=2, epochs=500, patience=15,
-        coarse_hidden=(64, 32, 16), coarse_dropout=0.4, coarse_learning_rate=1e-3, coarse_batch_size=2,
-        coarse_epochs=500, coarse_patience=15, **_TRANSFER_PAPER,
+        image_shape=(128, 128, 64, 1),
+        num_classes=2,
+        learning_rate=1e-4,
+        batch_size=2,
+        epochs=500,
+        patience=15,
+        coarse_hidden=(64, 32, 16),
+        coarse_dropout=0.4,
+        coarse_learning_rate=1e-3,
+        coarse_batch_size=2,
+        coarse_epochs=500,
+        coarse_patience=15,
+        **_TRANSFER_PAPER,
         note="Chest CT, MosMedData (KLW 4.4, 5.4): 140/60 split, Adam lr 1e-4, batch 2, 500 epochs with early "
-             "stopping on validation accuracy (patience 15); coarse net {64, 32, 16} + sigmoid, 40% dropout, "
-             "lr 1e-3, batch 2, and (KLW 5.4: \"all networks\") 500 epochs, patience 15, which we apply on "
-             "held-out training data, KLW on the validation set. Augmentation: KLW does not mention any; we "
-             "keep the keras-io CT example's random rotation (+-5, 10, 20 degrees in the axial plane) of the "
-             "training volumes, applied to the whole volume before cropping with one draw per sample for "
-             "every net, so each local sees its region of the rotated volume the global net sees. Table 2's local 0.8069 MFLOPs is not reproducible (model-profiler: 2.8867; params match)."),
+        "stopping on validation accuracy (patience 15); coarse net {64, 32, 16} + sigmoid, 40% dropout, "
+        'lr 1e-3, batch 2, and (KLW 5.4: "all networks") 500 epochs, patience 15, which we apply on '
+        "held-out training data, KLW on the validation set. Augmentation: KLW does not mention any; we "
+        "keep the keras-io CT example's random rotation (+-5, 10, 20 degrees in the axial plane) of the "
+        "training volumes, applied to the whole volume before cropping with one draw per sample for "
+        "every net, so each local sees its region of the rotated volume the global net sees. Table 2's local 0.8069 MFLOPs is not reproducible (model-profiler: 2.8867; params match).",
+    ),
     "shapes2d": dict(
-        image_shape=(32, 32, 3), num_classes=6, learning_rate=1e-3, batch_size=32, epochs=8, patience=15,
-        coarse_hidden=(128, 64, 32), coarse_dropout=0.0, coarse_learning_rate=1e-3, coarse_batch_size=32,
-        coarse_epochs=20, coarse_patience=5, transfer_pretrain_epochs=8, transfer_coarse=True,
+        image_shape=(32, 32, 3),
+        num_classes=6,
+        learning_rate=1e-3,
+        batch_size=32,
+        epochs=8,
+        patience=15,
+        coarse_hidden=(128, 64, 32),
+        coarse_dropout=0.0,
+        coarse_learning_rate=1e-3,
+        coarse_batch_size=32,
+        coarse_epochs=20,
+        coarse_patience=5,
+        transfer_pretrain_epochs=8,
+        transfer_coarse=True,
         note="Generated offline 2D shapes (6 classes: unordered pairs of shapes in two quadrants), the pipeline's "
-             "default: runs in minutes on a laptop CPU (8 epochs, our choice)."),
+        "default: runs in minutes on a laptop CPU (8 epochs, our choice).",
+    ),
     "shapes3d": dict(
-        image_shape=(32, 32, 16, 1), num_classes=6, learning_rate=1e-3, batch_size=8, epochs=8, patience=15,
-        coarse_hidden=(64, 32, 16), coarse_dropout=0.0, coarse_learning_rate=1e-3, coarse_batch_size=8,
-        coarse_epochs=20, coarse_patience=5, transfer_pretrain_epochs=8, transfer_coarse=True,
+        image_shape=(32, 32, 16, 1),
+        num_classes=6,
+        learning_rate=1e-3,
+        batch_size=8,
+        epochs=8,
+        patience=15,
+        coarse_hidden=(64, 32, 16),
+        coarse_dropout=0.0,
+        coarse_learning_rate=1e-3,
+        coarse_batch_size=8,
+        coarse_epochs=20,
+        coarse_patience=5,
+        transfer_pretrain_epochs=8,
+        transfer_coarse=True,
         note="Generated offline CT-like volumes (6 classes: unordered pairs of structures in two quadrant "
-             "columns, so no local decides the class; NIfTI through the MosMed path, 600/240 volumes): the 3D "
-             "pipeline on a laptop CPU (8 epochs, coarse patience 5: our choices). Training volumes are "
-             "rotated as in the keras-io CT example, whole volume first, then cropped."),
+        "columns, so no local decides the class; NIfTI through the MosMed path, 600/240 volumes): the 3D "
+        "pipeline on a laptop CPU (8 epochs, coarse patience 5: our choices). Training volumes are "
+        "rotated as in the keras-io CT example, whole volume first, then cropped.",
+    ),
 }
-_TITLE = {"cifar10": "CIFAR-10", "tf_flowers": "TF-Flowers", "yale_b": "Extended Yale B", "mosmed": "Chest CT",
-          "shapes2d": "Shapes 2D", "shapes3d": "Shapes 3D"}
-_SHORT = {"cifar10": "cifar10", "tf_flowers": "flowers", "yale_b": "yale", "mosmed": "ct",
-          "shapes2d": "shapes2d", "shapes3d": "shapes3d"}
+_TITLE = {
+    "cifar10": "CIFAR-10",
+    "tf_flowers": "TF-Flowers",
+    "yale_b": "Extended Yale B",
+    "mosmed": "Chest CT",
+    "shapes2d": "Shapes 2D",
+    "shapes3d": "Shapes 3D",
+}
+_SHORT = {
+    "cifar10": "cifar10",
+    "tf_flowers": "flowers",
+    "yale_b": "yale",
+    "mosmed": "ct",
+    "shapes2d": "shapes2d",
+    "shapes3d": "shapes3d",
+}
 
 
 def _preset(dataset: str, model: str, decomposition: str, paper: str, overlap: int = 0) -> Preset:
@@ -145,12 +228,22 @@ def _preset(dataset: str, model: str, decomposition: str, paper: str, overlap: i
     name = f"{_SHORT[dataset]}-{net}-{decomposition}" + (f"-d{overlap}" if overlap else "")
     kind = "type B (3x3 + 2x2 overlapping)" if decomposition == "typeB" else f"type A {decomposition}"
     description = f"{_TITLE[dataset]}, {model}, {kind}, overlap {overlap}. {note} {_GC_NOTE}"
-    return Preset(name=name, description=description, paper=paper, dataset=dataset, model=model,
-                  decomposition=decomposition, overlap=overlap, **_COMMON, **data)
+    return Preset(
+        name=name,
+        description=description,
+        paper=paper,
+        dataset=dataset,
+        model=model,
+        decomposition=decomposition,
+        overlap=overlap,
+        **_COMMON,
+        **data,
+    )
 
 
-def _table(dataset: str, model: str, rows: list[tuple[str, int]], table: str,
-           extra: dict | None = None) -> list[Preset]:
+def _table(
+    dataset: str, model: str, rows: list[tuple[str, int]], table: str, extra: dict | None = None
+) -> list[Preset]:
     """One preset per row (decomposition, overlap) of a KLW table; ``extra`` adds KLW-TL references."""
     extra = extra or {}
     out = []
@@ -177,7 +270,13 @@ _ALL = [
     *_table("tf_flowers", "vgg9", _FLOWERS, "7", {("2x2", 0): _TL12, ("4x4", 0): _TL12}),
     *_table("tf_flowers", "resnet20a", _FLOWERS, "8", {("2x2", 0): _TL2, ("4x4", 0): _TL2}),
     *_table("yale_b", "vgg3", [("3x3", 0), ("4x4", 0)], "9"),
-    *_table("mosmed", "cnn3d", [("2x2x1", 0), ("3x3x1", 0), ("4x4x1", 0), ("4x4x1", 4), ("4x4x2", 0)], "10", {("2x2x1", 0): _TL12, ("4x4x2", 0): _TL12}),
+    *_table(
+        "mosmed",
+        "cnn3d",
+        [("2x2x1", 0), ("3x3x1", 0), ("4x4x1", 0), ("4x4x1", 4), ("4x4x2", 0)],
+        "10",
+        {("2x2x1", 0): _TL12, ("4x4x2", 0): _TL12},
+    ),
     _preset("shapes2d", "vgg3", "2x2", "default of the pipeline (offline data)"),
     _preset("shapes3d", "cnn3d", "2x2x1", "3D default (offline data)"),
 ]

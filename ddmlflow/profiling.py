@@ -30,6 +30,7 @@ model-profiler gives 2.8867 (the real cost is 19.8845 in the same unit); no natu
 box shape gives 0.8069 with model-profiler's formula. The paper's "# params" column is
 ``model.count_params()``, batch-norm moving statistics included (3D CNN global 1.3529M).
 """
+
 from __future__ import annotations
 
 import math
@@ -74,8 +75,9 @@ def layer_flops(layer) -> int:
     from model_profiler import utils as mp  # imported late: it pulls in TF's legacy Keras
 
     # What model-profiler expects of a Keras 2 layer, for a Keras 3 one.
-    keras2 = SimpleNamespace(input_shape=_shape(layer.input), output_shape=_shape(layer.output),
-                             get_config=layer.get_config)
+    keras2 = SimpleNamespace(
+        input_shape=_shape(layer.input), output_shape=_shape(layer.output), get_config=layer.get_config
+    )
     count = mp.count_linear if isinstance(layer, keras.layers.Dense) else mp.count_conv2d
     return int(count(keras2))
 
@@ -125,16 +127,24 @@ def profile(model: keras.Model, batch_size: int = 32, repeats: int = 5) -> dict:
     """
     x = np.random.default_rng(0).random((batch_size, *model.input_shape[1:]), dtype="float32")
     n_flops = flops(model)
-    return {"params": total_params(model), "trainable_params": trainable_params(model),
-            "flops": n_flops, "flops_exact": flops_exact(model),
-            "paper_mflops": paper_mflops(n_flops), "tteval_ms": tteval_ms(model, x, repeats)}
+    return {
+        "params": total_params(model),
+        "trainable_params": trainable_params(model),
+        "flops": n_flops,
+        "flops_exact": flops_exact(model),
+        "paper_mflops": paper_mflops(n_flops),
+        "tteval_ms": tteval_ms(model, x, repeats),
+    }
 
 
 def profile_preset(name: str, repeats: int = 3) -> dict[str, dict]:
     """Profiles of a preset's global net and of the local net of its first box."""
     p = presets.get(name)
     boxes = make(p.decomposition, p.image_shape, p.overlap)
-    nets = {"global": models.build(p.model, p.image_shape, p.num_classes, name="global"),
-            "local": models.build(p.model, boxes.input_shape(0), p.num_classes,
-                                  width_divisor=p.width_divisor, name="local_00")}
+    nets = {
+        "global": models.build(p.model, p.image_shape, p.num_classes, name="global"),
+        "local": models.build(
+            p.model, boxes.input_shape(0), p.num_classes, width_divisor=p.width_divisor, name="local_00"
+        ),
+    }
     return {k: profile(net, batch_size=p.batch_size, repeats=repeats) for k, net in nets.items()}

@@ -6,6 +6,7 @@ the store, whatever the executor: what it shows is what MLflow holds. On a
 terminal it redraws one line per training in place; elsewhere (a CI log, a
 pipe) it prints one line per event: a training's epoch, its end, the counts.
 """
+
 from __future__ import annotations
 
 import threading
@@ -22,12 +23,12 @@ METRIC = "val_accuracy"  # logged once per epoch by every training (step = epoch
 class Training:
     name: str
     run_id: str
-    epochs: int                   # N, the most it trains (early stopping may end it sooner)
-    done: int = 0                 # epochs finished (a resumed run counts its earlier ones)
+    epochs: int  # N, the most it trains (early stopping may end it sooner)
+    done: int = 0  # epochs finished (a resumed run counts its earlier ones)
     val_acc: float | None = None
-    status: str = "waiting"       # waiting | RUNNING | FINISHED | FAILED | KILLED
+    status: str = "waiting"  # waiting | RUNNING | FINISHED | FAILED | KILLED
     per_epoch_s: float | None = None
-    shown: str = ""               # the last event line printed (not on a terminal)
+    shown: str = ""  # the last event line printed (not on a terminal)
 
     def line(self) -> str:
         if self.status in ("FINISHED", "FAILED", "KILLED"):
@@ -80,8 +81,10 @@ class Display:
 
     def counts(self, s: dict) -> None:
         """The executor's counts (done, running, failed, waiting, elapsed)."""
-        self.header = (f"trainings: {s['done']} done, {s['running']} running, {s['failed']} failed, "
-                       f"{s['pending']} waiting ({s['elapsed_s']:.0f} s)")
+        self.header = (
+            f"trainings: {s['done']} done, {s['running']} running, {s['failed']} failed, "
+            f"{s['pending']} waiting ({s['elapsed_s']:.0f} s)"
+        )
         if not self.tty:
             self.above(f"[ddmlflow] {self.header}")
 
@@ -118,7 +121,7 @@ class Display:
             t.done, t.val_acc = history[-1].step + 1, history[-1].value
             times = [m.timestamp for m in history]
             if len(times) > 1:  # this attempt's pace (a resumed run's earlier epochs may be hours old)
-                recent = times[-min(len(times), 4):]
+                recent = times[-min(len(times), 4) :]
                 t.per_epoch_s = max(0.0, (recent[-1] - recent[0]) / 1000 / (len(recent) - 1))
             else:
                 t.per_epoch_s = max(0.0, (times[0] - run.info.start_time) / 1000)

@@ -5,6 +5,7 @@ result is read back from its run (``from_run``), the one place that knows where
 each piece is stored. Light on purpose (MLflow, no TensorFlow): a command whose
 steps are all reused reads them without loading TensorFlow.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,8 +31,12 @@ class Decomposed:
         """The same, from the run of an earlier command (a reused step): the one place that knows how
         ``decompose`` stores it."""
         d = get_run(run_id).data
-        return cls(run_id, int(d.params["n_boxes"]), tuple(int(s) for s in d.params["image_shape"].split("x")),
-                   int(d.tags[NUM_CLASSES_TAG]))
+        return cls(
+            run_id,
+            int(d.params["n_boxes"]),
+            tuple(int(s) for s in d.params["image_shape"].split("x")),
+            int(d.tags[NUM_CLASSES_TAG]),
+        )
 
 
 @dataclass
@@ -49,6 +54,7 @@ class Evaluation:
     def from_run(cls, run_id: str) -> Evaluation:
         """The same, from the run of an earlier command (a reused step); ``per_class`` is None for a run
         older than the classifier evaluation."""
+
         def text(name: str) -> str | None:
             try:
                 return mlflow.artifacts.load_text(f"runs:/{run_id}/{name}")

@@ -14,6 +14,7 @@ their runs from ``Reuse.get`` (``inline`` for a step that runs here):
 
 The claim is released when the step's run ends (``release``).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,8 @@ from . import describe, keys, preload, progress
 from .claims import alive, claims
 from .config import RunConfig, key_params
 from .decomposition import canonical
-from .tags import BOX_TAG, HOST_TAG, KEY_CODE_TAG, PID_STARTED_TAG, PID_TAG
 from .steps import SEARCHES, STEPS, job_step, trains
+from .tags import BOX_TAG, HOST_TAG, KEY_CODE_TAG, PID_STARTED_TAG, PID_TAG
 from .tracking import KEY_TAG, PARENT_TAG, SUCCESSOR_TAG, create_child, end_run, find_run, retry, say, step_run
 
 # Code each step runs beyond its own module's imports: the engines that may train it.
@@ -67,8 +68,7 @@ class Reuse:
             else:
                 plain[k] = v
         data = keys.data_digest(cfg.dataset, cfg.data_dir) if step in ("decompose", "full") else None
-        return keys.ingredients(step, code_roots(step), {**config_params(cfg), **(extra or {})}, upstream,
-                                plain, data)
+        return keys.ingredients(step, code_roots(step), {**config_params(cfg), **(extra or {})}, upstream, plain, data)
 
     def _upstream(self, v):
         if isinstance(v, dict):
@@ -81,8 +81,15 @@ class Reuse:
             self.keys[v] = retry(_client().get_run, v).data.tags.get(KEY_TAG) or f"run:{v}"
         return self.keys[v]
 
-    def get(self, step: str, name: str, inputs: dict, cfg: RunConfig | None = None, tags: dict | None = None,
-            extra: dict | None = None) -> tuple[str, bool]:
+    def get(
+        self,
+        step: str,
+        name: str,
+        inputs: dict,
+        cfg: RunConfig | None = None,
+        tags: dict | None = None,
+        extra: dict | None = None,
+    ) -> tuple[str, bool]:
         """(run id, already finished) for a step; an unfinished one is claimed for this process."""
         ingredients = self.key(step, inputs, cfg, extra)
         key = keys.digest(ingredients)
@@ -109,11 +116,17 @@ class Reuse:
             elif done and old and old != self.parent:
                 self.elsewhere[name] = (rid, old)
             return rid, done
-        box = {BOX_TAG: str(inputs["box"])} if "box" in inputs else \
-            {BOX_TAG: "global"} if step == "train_global" else {}
-        rid = create_child(self.exp, self.parent, name, step, key,
-                           tags={**describe.cfg_tags(cfg or self.cfg), **box, **(tags or {}),
-                                 KEY_CODE_TAG: ingredients["code"]})
+        box = (
+            {BOX_TAG: str(inputs["box"])} if "box" in inputs else {BOX_TAG: "global"} if step == "train_global" else {}
+        )
+        rid = create_child(
+            self.exp,
+            self.parent,
+            name,
+            step,
+            key,
+            tags={**describe.cfg_tags(cfg or self.cfg), **box, **(tags or {}), KEY_CODE_TAG: ingredients["code"]},
+        )
         retry(_client().log_dict, rid, {**ingredients, "key": key}, "key.json")
         self.keys[rid], self.held[rid] = key, key
         return rid, False
@@ -124,13 +137,15 @@ class Reuse:
         if key:
             claims().release(key)
 
-    def inline(self, step: str, name: str, inputs: dict, fn, *args, extra: dict | None = None, watch: int = 0,
-               **kwargs) -> str:
+    def inline(
+        self, step: str, name: str, inputs: dict, fn, *args, extra: dict | None = None, watch: int = 0, **kwargs
+    ) -> str:
         """Run a cheap step ``fn(*args, **kwargs)`` in this process, unless reused; its run id."""
         return self.inline_result(step, name, inputs, fn, *args, extra=extra, watch=watch, **kwargs)[0]
 
-    def inline_result(self, step: str, name: str, inputs: dict, fn, *args, extra: dict | None = None,
-                      watch: int = 0, **kwargs) -> tuple[str, object]:
+    def inline_result(
+        self, step: str, name: str, inputs: dict, fn, *args, extra: dict | None = None, watch: int = 0, **kwargs
+    ) -> tuple[str, object]:
         """``inline``, with what ``fn`` returned (None when the step was reused: read it from the run);
         ``watch``: show its progress over that many epochs."""
         run_id, done = self.get(step, name, inputs, extra=extra)
@@ -138,8 +153,10 @@ class Reuse:
         if not done:
             try:
                 preload.wait()  # the step imports TensorFlow too
-                with progress.watch([progress.Training(name, run_id, watch)] if watch else []), \
-                        step_run(run_id, system_metrics=trains(step)):
+                with (
+                    progress.watch([progress.Training(name, run_id, watch)] if watch else []),
+                    step_run(run_id, system_metrics=trains(step)),
+                ):
                     out = fn(*args, **kwargs)
             finally:
                 self.release(run_id)
@@ -175,8 +192,9 @@ def _wait_for_trainer(run, name: str) -> None:
 
     tags = run.data.tags
     said = False
-    while tags.get(PID_TAG) != str(os.getpid()) and \
-            alive(tags.get(HOST_TAG, ""), tags.get(PID_TAG, 0), tags.get(PID_STARTED_TAG)):
+    while tags.get(PID_TAG) != str(os.getpid()) and alive(
+        tags.get(HOST_TAG, ""), tags.get(PID_TAG, 0), tags.get(PID_STARTED_TAG)
+    ):
         if not said:
             say(f"{name}: waiting for process {tags.get(PID_TAG)} of its earlier training to stop")
             said = True

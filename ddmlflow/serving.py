@@ -8,6 +8,7 @@ with ``safe_mode``; nothing is unpickled. Bad input raises
 ``MlflowException(INVALID_PARAMETER_VALUE)``, which ``mlflow models serve``
 answers with HTTP 400 and the reason.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ class CNNDNNModel(mlflow.pyfunc.PythonModel):
         self.decomposition = Decomposition.from_json(Path(art["decomposition"]).read_text())
         meta = json.loads(Path(art["meta"]).read_text())
         self.class_names = meta["class_names"]
-        self.locals = [keras.saving.load_model(art[f"local_{i:02d}"], safe_mode=True)
-                       for i in range(self.decomposition.n)]
+        self.locals = [
+            keras.saving.load_model(art[f"local_{i:02d}"], safe_mode=True) for i in range(self.decomposition.n)
+        ]
         self.coarse = keras.saving.load_model(art["coarse"], safe_mode=True)
         self.program = build_coherent(self.locals, self.coarse, self.decomposition, name="cnn_dnn")
 
@@ -82,12 +84,16 @@ def check_input(model_input, image_shape: tuple) -> np.ndarray:
     try:
         x = np.asarray(model_input, dtype="float32")
     except (TypeError, ValueError):
-        raise MlflowException(f"input: expected a float32 array of shape (n, {', '.join(map(str, image_shape))})",
-                              INVALID_PARAMETER_VALUE) from None
+        raise MlflowException(
+            f"input: expected a float32 array of shape (n, {', '.join(map(str, image_shape))})", INVALID_PARAMETER_VALUE
+        ) from None
     want = tuple(image_shape)
     if x.shape[1:] != want:
-        raise MlflowException(f"input: shape {tuple(x.shape)} does not match (n, {', '.join(map(str, want))}); "
-                              "pass whole images, batch first", INVALID_PARAMETER_VALUE)
+        raise MlflowException(
+            f"input: shape {tuple(x.shape)} does not match (n, {', '.join(map(str, want))}); "
+            "pass whole images, batch first",
+            INVALID_PARAMETER_VALUE,
+        )
     if x.shape[0] == 0:
         raise MlflowException("input: empty batch", INVALID_PARAMETER_VALUE)
     if not np.all(np.isfinite(x)):
@@ -95,15 +101,26 @@ def check_input(model_input, image_shape: tuple) -> np.ndarray:
     return x
 
 
-def log_cnn_dnn(local_paths: list[Path], coarse_path: Path, decomposition, class_names: list[str],
-                x_example: np.ndarray, work: Path, params: dict | None = None, tags: dict | None = None) -> str:
+def log_cnn_dnn(
+    local_paths: list[Path],
+    coarse_path: Path,
+    decomposition,
+    class_names: list[str],
+    x_example: np.ndarray,
+    work: Path,
+    params: dict | None = None,
+    tags: dict | None = None,
+) -> str:
     """Log the composed model in the active run; returns its ``models:/`` URI."""
     from mlflow.models import infer_signature
 
     (work / "decomposition.json").write_text(decomposition.to_json())
     (work / "meta.json").write_text(json.dumps({"class_names": class_names}))
-    artifacts = {"decomposition": str(work / "decomposition.json"), "meta": str(work / "meta.json"),
-                 "coarse": str(coarse_path)}
+    artifacts = {
+        "decomposition": str(work / "decomposition.json"),
+        "meta": str(work / "meta.json"),
+        "coarse": str(coarse_path),
+    }
     artifacts.update({f"local_{i:02d}": str(p) for i, p in enumerate(local_paths)})
     example = x_example[:2].astype("float32")
     # The output's schema follows from the class names alone; MLflow itself loads the model and
@@ -111,15 +128,21 @@ def log_cnn_dnn(local_paths: list[Path], coarse_path: Path, decomposition, class
     uniform = np.full((len(example), len(class_names)), 1 / len(class_names), dtype="float32")
     signature = infer_signature(example, named_output(uniform, class_names))
     info = mlflow.pyfunc.log_model(
-        name="cnn_dnn", python_model=str(PACKAGE_DIR / "pyfunc_model.py"), artifacts=artifacts,
-        code_paths=[str(PACKAGE_DIR)], signature=signature, input_example=example,
-        pip_requirements=pip_requirements(), params=params, tags=tags)
+        name="cnn_dnn",
+        python_model=str(PACKAGE_DIR / "pyfunc_model.py"),
+        artifacts=artifacts,
+        code_paths=[str(PACKAGE_DIR)],
+        signature=signature,
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        params=params,
+        tags=tags,
+    )
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
     return info.model_uri
 
 
-def register(model_uri: str, name: str, val_accuracy: float, description: str = "",
-             tags: dict | None = None) -> dict:
+def register(model_uri: str, name: str, val_accuracy: float, description: str = "", tags: dict | None = None) -> dict:
     """Register a version; alias ``champion`` unless it is worse than the current champion.
 
     ``model_uri`` is the logged model's ``models:/<model_id>``, so the version links to
@@ -148,8 +171,12 @@ def register(model_uri: str, name: str, val_accuracy: float, description: str = 
     promoted = val_accuracy >= best
     if promoted:
         retry(client.set_registered_model_alias, name, "champion", mv.version)
-    return {"name": name, "version": int(mv.version), "champion": promoted,
-            "previous_champion": None if champ is None else int(champ.version)}
+    return {
+        "name": name,
+        "version": int(mv.version),
+        "champion": promoted,
+        "previous_champion": None if champ is None else int(champ.version),
+    }
 
 
 # -- packaging of single Keras models ---------------------------------------------------------
@@ -182,8 +209,7 @@ class _KerasFlavor:
         return mlflow.keras.save_model(**kwargs)
 
 
-def log_keras_model(model, example, name: str = "model", params: dict | None = None,
-                    tags: dict | None = None) -> str:
+def log_keras_model(model, example, name: str = "model", params: dict | None = None, tags: dict | None = None) -> str:
     """``mlflow.keras.log_model`` with signature and input example; returns the ``models:/`` URI.
 
     MLflow 3.17's Keras flavor writes the input example before it creates the
@@ -203,9 +229,20 @@ def log_keras_model(model, example, name: str = "model", params: dict | None = N
     signature = infer_signature(example, predict(model, example))
     keras_save._save_example = save_example
     try:  # mlflow.keras.log_model, without re-loading the saved model to predict its example (~0.5 s a model)
-        info = retry(Model.log, None, flavor=_KerasFlavor, flavor_name=mlflow.keras.__name__, model=model,
-                     name=name, signature=signature, input_example=example, pip_requirements=pip_requirements(),
-                     params=params, tags=tags, validate_serving_input=False)
+        info = retry(
+            Model.log,
+            None,
+            flavor=_KerasFlavor,
+            flavor_name=mlflow.keras.__name__,
+            model=model,
+            name=name,
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            params=params,
+            tags=tags,
+            validate_serving_input=False,
+        )
     finally:
         keras_save._save_example = original
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)

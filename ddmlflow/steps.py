@@ -10,6 +10,7 @@ one module plus one entry here (then ``ddmlflow mlproject`` rewrites MLproject).
 steps; ``training`` steps are handed to the executor together (one child run
 each, in parallel), cheap steps run in the parent process.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,8 +21,8 @@ from .errors import InputError, require
 
 @dataclass(frozen=True)
 class Input:
-    name: str            # parameter name (MLproject, MLflow) and keyword of the step function
-    kind: str = "run"    # run | runs (comma-separated) | int | text | runmap (name=id,...) | options (typed)
+    name: str  # parameter name (MLproject, MLflow) and keyword of the step function
+    kind: str = "run"  # run | runs (comma-separated) | int | text | runmap (name=id,...) | options (typed)
     required: bool = True
     help: str = ""
 
@@ -46,13 +47,13 @@ class Input:
 
 @dataclass(frozen=True)
 class Step:
-    name: str                      # step name, run name, ``ddmlflow.step`` tag; strategies: the `strategies` name
-    func: str                      # "module:function" inside ddmlflow, called as fn(cfg, **inputs)
-    output: str                    # the input name later steps receive this step's run id(s) under
+    name: str  # step name, run name, ``ddmlflow.step`` tag; strategies: the `strategies` name
+    func: str  # "module:function" inside ddmlflow, called as fn(cfg, **inputs)
+    output: str  # the input name later steps receive this step's run id(s) under
     inputs: tuple[Input, ...] = ()
-    training: bool = False         # trained through the executor by ``full`` (else: run in the parent)
-    strategy: bool = False         # selectable with ``strategies``
-    entry: str = ""                # MLproject entry point name (default: ``name``)
+    training: bool = False  # trained through the executor by ``full`` (else: run in the parent)
+    strategy: bool = False  # selectable with ``strategies``
+    entry: str = ""  # MLproject entry point name (default: ``name``)
     help: str = ""
 
     @property
@@ -91,43 +92,113 @@ _DEC = Input("decompose_run", help="run id of a decompose run")
 _LOCALS = Input("local_runs", "runs", help="comma-separated run ids of the local trainings, in box order")
 _COARSE = Input("coarse_run", help="run id of the coarse training")
 
-STEPS: dict[str, Step] = {s.name: s for s in [
-    Step("decompose", "pipeline.decompose:decompose", "decompose_run",
-         help="load the data, cut it into boxes, log both once"),
-    Step("train_global", "pipeline.train:train_global", "global_run", (_DEC,), training=True,
-         help="the global CNN on whole images (the baseline)"),
-    Step("train_local", "pipeline.train:train_local", "local_runs",
-         (_DEC, Input("box", "int", help="the box index")), training=True,
-         help="the local CNN of one box"),
-    Step("train_coarse", "pipeline.coarse:train_coarse", "coarse_run",
-         (_LOCALS, Input("decompose_run", required=False, help="run id of the decompose run (default: the one "
-                                                                 "the first local run names)")),
-         help="the coarse net on the local probabilities"),
-    Step("coherent", "pipeline.strategies:train_coherent", "strategy_runs", (_DEC,), training=True,
-         strategy=True, entry="train_coherent",
-         help="the CNN-DNN as one model from random weights (KLW-TL)"),
-    Step("transfer", "pipeline.strategies:transfer", "strategy_runs",
-         (_DEC, _LOCALS, Input("coarse_run", required=False, help="run id of the coarse training (optional)")),
-         training=True, strategy=True,
-         help="the CNN-DNN as one model from the trained locals, trained further (KLW-TL)"),
-    Step("compose", "pipeline.strategies:compose_step", "strategy_runs", (_DEC,), training=True, strategy=True,
-         help="Gu-Cai: sub-networks on the boxes composed into the global net, trained further"),
-    Step("evaluate", "pipeline.evaluate:evaluate", "evaluate_run",
-         (_DEC, _LOCALS, _COARSE, Input("global_run", required=False, help="run id of the global training"),
-          Input("registered_model_name", "text", required=False, help="'-': do not register"),
-          Input("strategy_runs", "runmap", required=False, help="name=run_id of further strategies")),
-         help="compare, report, register the CNN-DNN"),
-]}
+STEPS: dict[str, Step] = {
+    s.name: s
+    for s in [
+        Step(
+            "decompose",
+            "pipeline.decompose:decompose",
+            "decompose_run",
+            help="load the data, cut it into boxes, log both once",
+        ),
+        Step(
+            "train_global",
+            "pipeline.train:train_global",
+            "global_run",
+            (_DEC,),
+            training=True,
+            help="the global CNN on whole images (the baseline)",
+        ),
+        Step(
+            "train_local",
+            "pipeline.train:train_local",
+            "local_runs",
+            (_DEC, Input("box", "int", help="the box index")),
+            training=True,
+            help="the local CNN of one box",
+        ),
+        Step(
+            "train_coarse",
+            "pipeline.coarse:train_coarse",
+            "coarse_run",
+            (
+                _LOCALS,
+                Input(
+                    "decompose_run",
+                    required=False,
+                    help="run id of the decompose run (default: the one the first local run names)",
+                ),
+            ),
+            help="the coarse net on the local probabilities",
+        ),
+        Step(
+            "coherent",
+            "pipeline.strategies:train_coherent",
+            "strategy_runs",
+            (_DEC,),
+            training=True,
+            strategy=True,
+            entry="train_coherent",
+            help="the CNN-DNN as one model from random weights (KLW-TL)",
+        ),
+        Step(
+            "transfer",
+            "pipeline.strategies:transfer",
+            "strategy_runs",
+            (_DEC, _LOCALS, Input("coarse_run", required=False, help="run id of the coarse training (optional)")),
+            training=True,
+            strategy=True,
+            help="the CNN-DNN as one model from the trained locals, trained further (KLW-TL)",
+        ),
+        Step(
+            "compose",
+            "pipeline.strategies:compose_step",
+            "strategy_runs",
+            (_DEC,),
+            training=True,
+            strategy=True,
+            help="Gu-Cai: sub-networks on the boxes composed into the global net, trained further",
+        ),
+        Step(
+            "evaluate",
+            "pipeline.evaluate:evaluate",
+            "evaluate_run",
+            (
+                _DEC,
+                _LOCALS,
+                _COARSE,
+                Input("global_run", required=False, help="run id of the global training"),
+                Input("registered_model_name", "text", required=False, help="'-': do not register"),
+                Input("strategy_runs", "runmap", required=False, help="name=run_id of further strategies"),
+            ),
+            help="compare, report, register the CNN-DNN",
+        ),
+    ]
+}
 
 # Steps that only ``tune`` starts (as jobs, through an executor): no subcommand, entry point or place in
 # ``full``'s chain. ``search`` is the tuner's settings (``tuning.SearchOptions``).
-SEARCHES: dict[str, Step] = {s.name: s for s in [
-    Step("tune_global", "pipeline.tune:tune_network", "tune_runs", (_DEC, Input("search", "options")),
-         training=True, help="keras-tuner search of the global CNN"),
-    Step("tune_local", "pipeline.tune:tune_network", "tune_runs",
-         (_DEC, Input("box", "int", help="the box index"), Input("search", "options")), training=True,
-         help="keras-tuner search of the local CNN of one box"),
-]}
+SEARCHES: dict[str, Step] = {
+    s.name: s
+    for s in [
+        Step(
+            "tune_global",
+            "pipeline.tune:tune_network",
+            "tune_runs",
+            (_DEC, Input("search", "options")),
+            training=True,
+            help="keras-tuner search of the global CNN",
+        ),
+        Step(
+            "tune_local",
+            "pipeline.tune:tune_network",
+            "tune_runs",
+            (_DEC, Input("box", "int", help="the box index"), Input("search", "options")),
+            training=True,
+            help="keras-tuner search of the local CNN of one box",
+        ),
+    ]
+}
 
 
 def job_step(name: str) -> Step:
@@ -148,6 +219,9 @@ def trains(step: str) -> bool:
 # Every executor, name -> "module:Class" in ``ddmlflow.executors`` (``executors.executor_class``); a class
 # builds itself with ``from_options(ExecutorOptions)``. A new executor: its module and one line here. Names
 # only, so the schema (``config``) checks ``executor=`` without importing an executor.
-EXECUTOR_CLASSES: dict[str, str] = {"process": "process:ProcessExecutor", "packed": "packed:PackedExecutor",
-                                    "ray": "ray:RayExecutor"}
+EXECUTOR_CLASSES: dict[str, str] = {
+    "process": "process:ProcessExecutor",
+    "packed": "packed:PackedExecutor",
+    "ray": "ray:RayExecutor",
+}
 EXECUTORS: tuple[str, ...] = ("auto", *EXECUTOR_CLASSES)

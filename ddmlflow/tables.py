@@ -6,6 +6,7 @@ writes them out: ``ddmlflow.commands.report``).
 - ``Doc``, ``md_table`` and the cell helpers (``val_train``, ``diff``, ``relation``, ``held``): the
   experiment report's document, rendered as Markdown and HTML.
 """
+
 from __future__ import annotations
 
 from .aggregate import RULES
@@ -15,10 +16,21 @@ from .aggregate import RULES
 # ``compose`` is Gu et al.'s composition; its run's accuracy is that of the composed net after further training,
 # their GNet-T-trained (``gnet_t``: the composed net before it, ``gnet_r_trained``: the global net from random
 # weights; see ``pipeline.strategies.compose_step``).
-LABELS = {"global": "global CNN", "local_mean": "local avg", "local_min": "local min", "local_max": "local max",
-          **{name: rule.label for name, rule in RULES.items()}, "cnn_dnn": "CNN-DNN", "coherent": "CNN-DNN-coherent",
-          "transfer": "CNN-DNN-transfer", "compose": "GNet-T-trained", "speedup": "speedup",
-          "gnet_t": "GNet-T", "gnet_t_trained": "GNet-T-trained", "gnet_r_trained": "GNet-R-trained"}
+LABELS = {
+    "global": "global CNN",
+    "local_mean": "local avg",
+    "local_min": "local min",
+    "local_max": "local max",
+    **{name: rule.label for name, rule in RULES.items()},
+    "cnn_dnn": "CNN-DNN",
+    "coherent": "CNN-DNN-coherent",
+    "transfer": "CNN-DNN-transfer",
+    "compose": "GNet-T-trained",
+    "speedup": "speedup",
+    "gnet_t": "GNet-T",
+    "gnet_t_trained": "GNet-T-trained",
+    "gnet_r_trained": "GNet-R-trained",
+}
 
 
 def _cell(results: dict, key: str) -> str:
@@ -69,8 +81,12 @@ class Doc:
             elif b[0] == "p":
                 out.append(b[1])
             elif b[0] == "table":
-                out.append("\n".join(["| " + " | ".join(b[1]) + " |", "|" + "---|" * len(b[1])]
-                                     + ["| " + " | ".join(r) + " |" for r in b[2]]))
+                out.append(
+                    "\n".join(
+                        ["| " + " | ".join(b[1]) + " |", "|" + "---|" * len(b[1])]
+                        + ["| " + " | ".join(r) + " |" for r in b[2]]
+                    )
+                )
             else:
                 out.append(f"![{b[2]}]({b[1]})\n\n*{b[2]}*")
         return "\n\n".join(out) + "\n"
@@ -78,12 +94,16 @@ class Doc:
     def html(self, title: str) -> str:
         from html import escape as e
 
-        out = [(f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
+        out = [
+            (
+                f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
                 "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
                 "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;"
                 "padding:3px 8px;text-align:right}th{background:#eef}td:first-child{text-align:left}"
                 "img{max-width:100%;border:1px solid #ddd}.held{color:#2a9d3a}.not{color:#c62828}"
-                "</style></head><body>")]
+                "</style></head><body>"
+            )
+        ]
         for b in self.blocks:
             if b[0] == "h":
                 out.append(f"<h{b[1]}>{e(b[2])}</h{b[1]}>")
@@ -91,8 +111,13 @@ class Doc:
                 out.append(f"<p>{_inline(e(b[1]))}</p>")
             elif b[0] == "table":
                 cells = lambda r, t: "".join(f"<{t}{_cls(c)}>{_inline(e(c))}</{t}>" for c in r)  # noqa: E731
-                out.append("<table><tr>" + cells(b[1], "th") + "</tr>"
-                           + "".join("<tr>" + cells(r, "td") + "</tr>" for r in b[2]) + "</table>")
+                out.append(
+                    "<table><tr>"
+                    + cells(b[1], "th")
+                    + "</tr>"
+                    + "".join("<tr>" + cells(r, "td") + "</tr>" for r in b[2])
+                    + "</table>"
+                )
             else:
                 out.append(f"<figure><img src='{e(b[1])}' alt='{e(b[2])}'><figcaption>{e(b[2])}</figcaption></figure>")
         return "\n".join(out + ["</body></html>"]) + "\n"

@@ -4,6 +4,7 @@ What a step key hashes is ``keys``; when a run is reused, resumed or
 created is ``reuse`` (the one rule). A resumed run keeps its id, so its
 checkpoints and metric history continue.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,18 +15,17 @@ import random
 import re
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import mlflow
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from .errors import InputError
-
 from .console import say as show
-from .tags import (KEY_TAG, NOTE_TAG, PARENT_TAG, REASON_TAG, RUN_NAME_TAG, STEP_TAG,  # noqa: F401 - re-exported
-                   SUCCESSOR_TAG)
+from .errors import InputError
+from .tags import KEY_TAG, NOTE_TAG, PARENT_TAG, REASON_TAG, RUN_NAME_TAG, STEP_TAG, SUCCESSOR_TAG
 
 
 @functools.cache
@@ -60,8 +60,15 @@ def opened_runs() -> list[str]:
     return list(_OPENED)
 
 
-def open_run(given: str, experiment_name: str, default_experiment: str, name: str, step: str,
-             tags: dict[str, str] | None = None, parent_id: str = "") -> str:
+def open_run(
+    given: str,
+    experiment_name: str,
+    default_experiment: str,
+    name: str,
+    step: str,
+    tags: dict[str, str] | None = None,
+    parent_id: str = "",
+) -> str:
     """The top-level run to log into: ``given`` (by ``mlflow run``) or a new one in the chosen experiment.
 
     A run ``mlflow run`` made in the Default experiment, when nobody chose one, stays a
@@ -73,8 +80,11 @@ def open_run(given: str, experiment_name: str, default_experiment: str, name: st
     c = MlflowClient()
     if given:
         run = get_run(given)
-        if run.info.experiment_id != "0" or experiment_name == "Default" or (
-                not experiment_name and os.environ.get("MLFLOW_EXPERIMENT_NAME") == "Default"):
+        if (
+            run.info.experiment_id != "0"
+            or experiment_name == "Default"
+            or (not experiment_name and os.environ.get("MLFLOW_EXPERIMENT_NAME") == "Default")
+        ):
             t = {STEP_TAG: step, **(tags or {})}
             if _RANDOM_NAME.fullmatch(run.info.run_name or "") or not run.info.run_name:
                 t[RUN_NAME_TAG] = name
@@ -82,17 +92,27 @@ def open_run(given: str, experiment_name: str, default_experiment: str, name: st
                 retry(c.set_tag, given, k, v)
             _OPENED.append(given)
             return given
-    exp = setup(experiment_name, default_experiment) if not given else \
-        retry(mlflow.set_experiment, experiment_name or default_experiment).experiment_id
+    exp = (
+        setup(experiment_name, default_experiment)
+        if not given
+        else retry(mlflow.set_experiment, experiment_name or default_experiment).experiment_id
+    )
     run_id = create_child(exp, parent_id or None, name, step, key="", tags=tags)
     _OPENED.append(run_id)
     if given:
         retry(c.set_tag, given, SUCCESSOR_TAG, run_id)
-        retry(c.set_tag, given, NOTE_TAG, f"Launcher only: ddmlflow logged this `{step}` in experiment "
-                                          f"`{experiment_name or default_experiment}`, run `{run_id}` "
-                                          f"(pass `--experiment-name` to `mlflow run` to log here).")
-        say(f"logging into experiment {experiment_name or default_experiment}, run {run_id} "
-            f"(the run {given} that `mlflow run` made points to it)")
+        retry(
+            c.set_tag,
+            given,
+            NOTE_TAG,
+            f"Launcher only: ddmlflow logged this `{step}` in experiment "
+            f"`{experiment_name or default_experiment}`, run `{run_id}` "
+            f"(pass `--experiment-name` to `mlflow run` to log here).",
+        )
+        say(
+            f"logging into experiment {experiment_name or default_experiment}, run {run_id} "
+            f"(the run {given} that `mlflow run` made points to it)"
+        )
     return run_id
 
 
@@ -104,25 +124,31 @@ def retry(fn: Callable[..., _T], *args: Any, attempts: int = 8, **kwargs: Any) -
     for i in range(attempts):
         try:
             return fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - MLflow wraps the sqlite error in several types
+        except Exception as e:
             if "locked" not in str(e).lower() or i == attempts - 1:
                 raise
-            time.sleep(0.05 * 2 ** i * (1 + random.random()))
+            time.sleep(0.05 * 2**i * (1 + random.random()))
     raise ValueError(f"retry: attempts={attempts}, at least 1 needed")
 
 
 def find_run(experiment_id: str, key: str, finished_only: bool = False) -> Run | None:
     """Newest run with this step key (FINISHED first), or None."""
-    runs = retry(MlflowClient().search_runs, [experiment_id], f"tags.`{KEY_TAG}` = '{key}'",
-                 order_by=["attributes.start_time DESC"], max_results=20)
+    runs = retry(
+        MlflowClient().search_runs,
+        [experiment_id],
+        f"tags.`{KEY_TAG}` = '{key}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
     done = [r for r in runs if r.info.status == "FINISHED"]
     if done or finished_only:
         return done[0] if done else None
     return runs[0] if runs else None
 
 
-def create_child(experiment_id: str, parent_id: str | None, name: str, step: str, key: str,
-                 tags: dict[str, str] | None = None) -> str:
+def create_child(
+    experiment_id: str, parent_id: str | None, name: str, step: str, key: str, tags: dict[str, str] | None = None
+) -> str:
     """Create a run without starting it here: a child process starts it by id."""
     t = {RUN_NAME_TAG: name, STEP_TAG: step, KEY_TAG: key, **(tags or {})}
     if parent_id:
@@ -153,8 +179,7 @@ def step_run(run_id: str, system_metrics: bool = False) -> Iterator[mlflow.Activ
     ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` s (5 unless set), as ``system/...`` metrics.
     """
     os.environ.pop("MLFLOW_RUN_ID", None)
-    run = retry(mlflow.start_run, run_id=run_id, nested=mlflow.active_run() is not None,
-                log_system_metrics=False)
+    run = retry(mlflow.start_run, run_id=run_id, nested=mlflow.active_run() is not None, log_system_metrics=False)
     try:
         with monitor_system([run_id] if system_metrics else []):
             yield run

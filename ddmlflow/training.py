@@ -8,14 +8,16 @@ logged, so the history holds every epoch exactly once. With a tracking
 server the checkpoint is also kept in the run's artifacts (``checkpoint/``),
 so a retry on another machine (a Ray task whose node died) resumes too.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -51,7 +53,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 def compile_model(model: keras.Model, num_classes: int, cfg: FitConfig) -> keras.Model:
-    model.compile(optimizer=make_optimizer(cfg.optimizer, cfg.learning_rate), loss=loss_for(num_classes), metrics=["accuracy"])
+    model.compile(
+        optimizer=make_optimizer(cfg.optimizer, cfg.learning_rate), loss=loss_for(num_classes), metrics=["accuracy"]
+    )
     return model
 
 
@@ -94,12 +98,18 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epochs_done = epoch + 1
-        if self.stop is not None and self.stop.update(epoch, float((logs or {})["val_accuracy"]), self.model.get_weights):
+        if self.stop is not None and self.stop.update(
+            epoch, float((logs or {})["val_accuracy"]), self.model.get_weights
+        ):
             self.model.stop_training = True
         if self.path is not None:
             es_meta, es_arrays = self.stop.to_arrays("es") if self.stop is not None else (None, {})
-            save_state(self.path, training_state(self.model, self.model.optimizer),
-                       {"epochs_done": self.epochs_done, "early_stopping": es_meta}, es_arrays)
+            save_state(
+                self.path,
+                training_state(self.model, self.model.optimizer),
+                {"epochs_done": self.epochs_done, "early_stopping": es_meta},
+                es_arrays,
+            )
             if self.mirror:  # the run's artifact copy, for a retry on another machine
                 import mlflow
 
@@ -130,8 +140,9 @@ def restore_checkpoint(checkpoint_dir: Path) -> bool:
     if any(checkpoint_dir.iterdir()) or not retry(mlflow.MlflowClient().list_artifacts, run_id, CHECKPOINT_ARTIFACTS):
         return False
     with tempfile.TemporaryDirectory(dir=checkpoint_dir.parent) as tmp:
-        got = Path(retry(mlflow.artifacts.download_artifacts, run_id=run_id, artifact_path=CHECKPOINT_ARTIFACTS,
-                         dst_path=tmp))
+        got = Path(
+            retry(mlflow.artifacts.download_artifacts, run_id=run_id, artifact_path=CHECKPOINT_ARTIFACTS, dst_path=tmp)
+        )
         for f in got.iterdir():
             shutil.move(str(f), checkpoint_dir / f.name)
     say(f"resuming from the checkpoint in the artifacts of run {run_id}")
@@ -152,8 +163,16 @@ class _Augmented(keras.utils.PyDataset):
     ``first_epoch`` shifts the count for a training resumed at that epoch.
     """
 
-    def __init__(self, x: Any, y: Any, batch_size: int, kind: str | None, seed: int,
-                 crop: Callable[[np.ndarray], np.ndarray] | None = None, first_epoch: int = 0) -> None:
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        batch_size: int,
+        kind: str | None,
+        seed: int,
+        crop: Callable[[np.ndarray], np.ndarray] | None = None,
+        first_epoch: int = 0,
+    ) -> None:
         super().__init__()
         self.x, self.y, self.bs, self.kind, self.seed = x, np.asarray(y), batch_size, kind, int(seed)
         self.crop, self.first_epoch = crop, int(first_epoch)
@@ -170,7 +189,7 @@ class _Augmented(keras.utils.PyDataset):
     def batch(self, epoch: int, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch i of `epoch`: the same for every caller with the same seed."""
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
-        idx = np.sort(order[i * self.bs:(i + 1) * self.bs])  # sorted: sequential reads of a memory map
+        idx = np.sort(order[i * self.bs : (i + 1) * self.bs])  # sorted: sequential reads of a memory map
         xb = augment_batch(self.kind, np.asarray(self.x[idx]), np.random.default_rng([self.seed, epoch, i]))
         return (xb if self.crop is None else np.ascontiguousarray(self.crop(xb))), self.y[idx]
 
@@ -187,9 +206,16 @@ def augmented(x: Any, y: Any, cfg: FitConfig, crop: Callable[[np.ndarray], np.nd
     return _Augmented(x, y, cfg.batch_size, cfg.augment, cfg.seed, crop)
 
 
-def fit(model: keras.Model, data: tuple[Any, Any, Any, Any], num_classes: int, cfg: FitConfig,
-        checkpoint_dir: Path | None = None, log_to_mlflow: bool = True, skip_epochs: Iterable[int] = frozenset(),
-        callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+def fit(
+    model: keras.Model,
+    data: tuple[Any, Any, Any, Any],
+    num_classes: int,
+    cfg: FitConfig,
+    checkpoint_dir: Path | None = None,
+    log_to_mlflow: bool = True,
+    skip_epochs: Iterable[int] = frozenset(),
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
     """Train with early stopping on val_accuracy (best weights restored); returns a summary.
 
     ``data`` is (x, y, x_val, y_val); x may be ``augmented(...)`` batches (whole images, then cropped).
@@ -217,15 +243,25 @@ def fit(model: keras.Model, data: tuple[Any, Any, Any, Any], num_classes: int, c
         kw = {"steps_per_epoch": int(np.ceil(len(x) / cfg.batch_size)), "shuffle": False}
     t0 = time.perf_counter()
     if first < cfg.epochs and not (ckpt.stop is not None and ckpt.stop.stopped):
-        model.fit(train, validation_data=validation_batches(xv, yv, cfg.batch_size), epochs=cfg.epochs,
-                  initial_epoch=first, callbacks=callbacks, verbose=keras_verbose(), **kw)
+        model.fit(
+            train,
+            validation_data=validation_batches(xv, yv, cfg.batch_size),
+            epochs=cfg.epochs,
+            initial_epoch=first,
+            callbacks=callbacks,
+            verbose=keras_verbose(),
+            **kw,
+        )
     train_time = time.perf_counter() - t0
     if ckpt.stop is not None and ckpt.stop.best_weights is not None:
         model.set_weights(ckpt.stop.best_weights)  # as EarlyStopping(restore_best_weights=True)
     if ckpt.path is not None:
         ckpt.path.unlink(missing_ok=True)  # as BackupAndRestore: a finished training leaves no checkpoint
-    return {"train_time_s": train_time, "epochs_run": ckpt.epochs_done,
-            "best_epoch": None if ckpt.stop is None else ckpt.stop.best_epoch}
+    return {
+        "train_time_s": train_time,
+        "epochs_run": ckpt.epochs_done,
+        "best_epoch": None if ckpt.stop is None else ckpt.stop.best_epoch,
+    }
 
 
 def validation_batches(xv: Any, yv: Any, batch_size: int) -> Any:
@@ -258,12 +294,14 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndar
     fn = _PREDICT.get(model)
     if fn is None:
         net: Callable[[], Any] = weakref.ref(model)  # the cache must not keep the model alive
-        fn = _PREDICT[model] = tf.function(lambda a: net()(a, training=False), input_signature=[
-            tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)])
+        fn = _PREDICT[model] = tf.function(
+            lambda a: net()(a, training=False), input_signature=[tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)]
+        )
     if len(x) == 0:  # (Keras' predict fails here; an empty conv batch fails on oneDNN)
         return np.zeros((0, *model.output_shape[1:]), dtype="float32")
-    return np.concatenate([fn(np.asarray(x[i:i + batch_size], dtype=spec.dtype)).numpy()
-                           for i in range(0, len(x), batch_size)])
+    return np.concatenate(
+        [fn(np.asarray(x[i : i + batch_size], dtype=spec.dtype)).numpy() for i in range(0, len(x), batch_size)]
+    )
 
 
 def accuracy(probs: np.ndarray, y: np.ndarray) -> float:

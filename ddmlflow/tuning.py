@@ -13,15 +13,16 @@ finished trials and retries the one that was running, whose own epochs resume
 from a per-execution ``BackupAndRestore`` checkpoint. Trial ids map to MLflow
 runs by a tag, so a resumed trial continues its run instead of adding one.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import keras
 import keras_tuner as kt
@@ -38,8 +39,10 @@ from .training import EpochCheckpoint, FitConfig, _Augmented, compile_model
 TUNERS = ("grid", "random", "bayesian", "hyperband")
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
 # The hyperparameters a space may name, per kind of network.
-NAMES = {"cnn": ("batch_size", "learning_rate", "dropout", "optimizer"),
-         "coarse": ("batch_size", "learning_rate", "dropout", "hidden", "hidden_layers", "units")}
+NAMES = {
+    "cnn": ("batch_size", "learning_rate", "dropout", "optimizer"),
+    "coarse": ("batch_size", "learning_rate", "dropout", "hidden", "hidden_layers", "units"),
+}
 _TYPES = ("choice", "int", "float", "boolean", "fixed")
 
 
@@ -54,7 +57,7 @@ class SearchOptions:
     tuner: str = "random"
     max_trials: int = 10
     executions_per_trial: int = 1
-    epochs: int | None = None          # None: the preset's (epochs for CNNs, coarse_epochs for the coarse net)
+    epochs: int | None = None  # None: the preset's (epochs for CNNs, coarse_epochs for the coarse net)
     objective: str = "val_accuracy"
     space: dict = field(default_factory=dict)  # {"cnn": {...}, "coarse": {...}} as parsed by ``load_space``
 
@@ -67,17 +70,29 @@ class SearchOptions:
         objective = opts.objective.strip() or "val_accuracy"
         require(objective in OBJECTIVES, "objective", objective, f"one of {', '.join(OBJECTIVES)}")
         require(epochs is None or epochs >= 1, "epochs", str(epochs), "an integer >= 1")
-        return cls(tuner, opts.max_trials, opts.executions_per_trial, epochs, objective,
-                   load_space(opts.space) if opts.space else {})
+        return cls(
+            tuner,
+            opts.max_trials,
+            opts.executions_per_trial,
+            epochs,
+            objective,
+            load_space(opts.space) if opts.space else {},
+        )
 
     def key(self) -> dict:
         """As strings, for step keys and MLflow params."""
-        return {"tuner": self.tuner, "max_trials": self.max_trials, "executions_per_trial": self.executions_per_trial,
-                "tune_epochs": "" if self.epochs is None else self.epochs, "objective": self.objective,
-                "space": json.dumps(self.space, sort_keys=True) if self.space else ""}
+        return {
+            "tuner": self.tuner,
+            "max_trials": self.max_trials,
+            "executions_per_trial": self.executions_per_trial,
+            "tune_epochs": "" if self.epochs is None else self.epochs,
+            "objective": self.objective,
+            "space": json.dumps(self.space, sort_keys=True) if self.space else "",
+        }
 
 
 # --- search spaces ------------------------------------------------------------------------------------------
+
 
 def load_space(path: str) -> dict:
     """A user space from a JSON or YAML file: ``{"cnn": {...}, "coarse": {...}}`` or a flat CNN space.
@@ -94,8 +109,7 @@ def load_space(path: str) -> dict:
 
         raw = yaml.safe_load(p.read_text())  # YAML is a superset of JSON
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
-        raise InputError("space", path, f"valid JSON or YAML ({type(e).__name__}: {str(e).splitlines()[0]})") \
-            from None
+        raise InputError("space", path, f"valid JSON or YAML ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     require(isinstance(raw, dict) and bool(raw), "space", path, "a mapping of hyperparameter names to ranges")
     sections = raw if set(raw) <= {"cnn", "coarse"} else {"cnn": raw}
     out = {}
@@ -177,14 +191,20 @@ def default_space(kind: str, cfg, model_dropout: float = 0.0) -> dict:
     (sec. 4); the coarse net hidden layer count and sizes, dropout, learning rate (Table 1, 'Bayesian')."""
     if kind == "cnn":
         d = model_dropout
-        return {"batch_size": _around(cfg.batch_size, (0.5, 1, 2), 1, 4096, None),
-                "learning_rate": _around(cfg.learning_rate, (0.1, 0.3, 1, 3), 1e-6, 0.1, 8),
-                "dropout": {"type": "choice", "values": sorted({round(min(0.9, max(0.0, d + s)), 2)
-                                                                for s in (-0.1, 0, 0.1)})}}
-    return {"hidden_layers": {"type": "int", "min": 1, "max": 5},
-            "units": {"type": "choice", "values": [16, 32, 64, 128, 256]},
-            "dropout": {"type": "choice", "values": [0.0, 0.2, 0.4]},
-            "learning_rate": _around(cfg.coarse_learning_rate, (0.1, 1, 10), 1e-6, 0.1, 8)}
+        return {
+            "batch_size": _around(cfg.batch_size, (0.5, 1, 2), 1, 4096, None),
+            "learning_rate": _around(cfg.learning_rate, (0.1, 0.3, 1, 3), 1e-6, 0.1, 8),
+            "dropout": {
+                "type": "choice",
+                "values": sorted({round(min(0.9, max(0.0, d + s)), 2) for s in (-0.1, 0, 0.1)}),
+            },
+        }
+    return {
+        "hidden_layers": {"type": "int", "min": 1, "max": 5},
+        "units": {"type": "choice", "values": [16, 32, 64, 128, 256]},
+        "dropout": {"type": "choice", "values": [0.0, 0.2, 0.4]},
+        "learning_rate": _around(cfg.coarse_learning_rate, (0.1, 1, 10), 1e-6, 0.1, 8),
+    }
 
 
 def _int_values(spec: dict) -> list[int]:
@@ -197,6 +217,7 @@ def _int_values(spec: dict) -> list[int]:
 
 # --- the hypermodel: build, compile, fit with the trial's values ----------------------------------------------
 
+
 class NetworkHyperModel(kt.HyperModel):
     """Builds and fits one network with a trial's values; what the space does not name stays ``fixed``.
 
@@ -204,13 +225,20 @@ class NetworkHyperModel(kt.HyperModel):
     hyperparameter too, and to add resumable epochs and MLflow epoch curves.
     """
 
-    def __init__(self, kind: str, space: dict, fixed: dict, builder: Callable[[dict], keras.Model],
-                 num_classes: int, fit_cfg: FitConfig):
+    def __init__(
+        self,
+        kind: str,
+        space: dict,
+        fixed: dict,
+        builder: Callable[[dict], keras.Model],
+        num_classes: int,
+        fit_cfg: FitConfig,
+    ):
         super().__init__(name=kind)
         self.kind, self.space, self.fixed, self.builder = kind, space, fixed, builder
         self.num_classes, self.fit_cfg = num_classes, fit_cfg
-        self.project_dir = Path(".")                # set by ``search``: keras-tuner's folder of this run
-        self.trial: tuple[str, str] = ("", "")   # (keras-tuner trial id, MLflow run id), set per trial
+        self.project_dir = Path(".")  # set by ``search``: keras-tuner's folder of this run
+        self.trial: tuple[str, str] = ("", "")  # (keras-tuner trial id, MLflow run id), set per trial
         self.executions: list[dict] = []
 
     def values(self, hp: kt.HyperParameters) -> dict:
@@ -260,10 +288,23 @@ class NetworkHyperModel(kt.HyperModel):
         else:
             data, kw = x, {"y": y, "batch_size": bs, "shuffle": True}
         t0 = time.perf_counter()
-        hist = model.fit(data, validation_data=validation_data, epochs=epochs, callbacks=cbs,
-                         initial_epoch=initial_epoch, verbose=keras_verbose(), **kw)
-        self.executions.append({"time_s": time.perf_counter() - t0, "epochs": len(hist.epoch),
-                                "flops_per_sample": profiling.flops_exact(model), "samples": len(x)})
+        hist = model.fit(
+            data,
+            validation_data=validation_data,
+            epochs=epochs,
+            callbacks=cbs,
+            initial_epoch=initial_epoch,
+            verbose=keras_verbose(),
+            **kw,
+        )
+        self.executions.append(
+            {
+                "time_s": time.perf_counter() - t0,
+                "epochs": len(hist.epoch),
+                "flops_per_sample": profiling.flops_exact(model),
+                "samples": len(x),
+            }
+        )
         return hist
 
 
@@ -278,8 +319,11 @@ class _EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch not in self.skip:
-            retry(mlflow.log_metrics, {k + self.suffix: float(v) for k, v in (logs or {}).items()
-                                       if k in OBJECTIVES}, step=epoch)
+            retry(
+                mlflow.log_metrics,
+                {k + self.suffix: float(v) for k, v in (logs or {}).items() if k in OBJECTIVES},
+                step=epoch,
+            )
 
 
 class _Tracked:
@@ -294,10 +338,15 @@ class _Tracked:
             retry(mlflow.log_params, {k: str(v) for k, v in hps.items() if k not in have})
             results = super().run_trial(trial, *args, **kwargs)
             ex = self.hypermodel.executions
-            retry(mlflow.log_metrics, {
-                "train_time_s": sum(e["time_s"] for e in ex), "epochs_run": sum(e["epochs"] for e in ex),
-                "flops_per_sample": ex[0]["flops_per_sample"],
-                "flops_spent": sum(e["flops_per_sample"] * e["samples"] * e["epochs"] for e in ex)})
+            retry(
+                mlflow.log_metrics,
+                {
+                    "train_time_s": sum(e["time_s"] for e in ex),
+                    "epochs_run": sum(e["epochs"] for e in ex),
+                    "flops_per_sample": ex[0]["flops_per_sample"],
+                    "flops_spent": sum(e["flops_per_sample"] * e["samples"] * e["epochs"] for e in ex),
+                },
+            )
             return results
 
     def on_trial_end(self, trial):
@@ -316,26 +365,50 @@ class _Tracked:
             return self.runs[trial_id]
         parent = mlflow.active_run().info
         client = MlflowClient()
-        found = retry(client.search_runs, [parent.experiment_id],
-                      f"tags.`{PARENT_TAG}` = '{parent.run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'")
-        self.runs[trial_id] = found[0].info.run_id if found else retry(
-            client.create_run, parent.experiment_id,
-            tags={RUN_NAME_TAG: f"trial_{trial_id}", PARENT_TAG: parent.run_id, TRIAL_TAG: trial_id,
-                  STEP_TAG: "tune_trial"}).info.run_id
+        found = retry(
+            client.search_runs,
+            [parent.experiment_id],
+            f"tags.`{PARENT_TAG}` = '{parent.run_id}' and tags.`{TRIAL_TAG}` = '{trial_id}'",
+        )
+        self.runs[trial_id] = (
+            found[0].info.run_id
+            if found
+            else retry(
+                client.create_run,
+                parent.experiment_id,
+                tags={
+                    RUN_NAME_TAG: f"trial_{trial_id}",
+                    PARENT_TAG: parent.run_id,
+                    TRIAL_TAG: trial_id,
+                    STEP_TAG: "tune_trial",
+                },
+            ).info.run_id
+        )
         return self.runs[trial_id]
 
 
-_CLASSES = {"grid": kt.GridSearch, "random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
-            "hyperband": kt.Hyperband}
+_CLASSES = {
+    "grid": kt.GridSearch,
+    "random": kt.RandomSearch,
+    "bayesian": kt.BayesianOptimization,
+    "hyperband": kt.Hyperband,
+}
 
 
 def make_tuner(opts: SearchOptions, hypermodel: NetworkHyperModel, project_dir: Path, seed: int, epochs: int):
     """keras-tuner's tuner of that name, tracked, resuming from ``project_dir`` (``overwrite=False``)."""
     cls = type(f"Tracked{_CLASSES[opts.tuner].__name__}", (_Tracked, _CLASSES[opts.tuner]), {})
     kw = {"max_epochs": epochs} if opts.tuner == "hyperband" else {"max_trials": opts.max_trials}
-    tuner = cls(hypermodel=hypermodel, objective=opts.objective, seed=seed, overwrite=False,
-                executions_per_trial=opts.executions_per_trial, directory=str(project_dir.parent),
-                project_name=project_dir.name, **kw)
+    tuner = cls(
+        hypermodel=hypermodel,
+        objective=opts.objective,
+        seed=seed,
+        overwrite=False,
+        executions_per_trial=opts.executions_per_trial,
+        directory=str(project_dir.parent),
+        project_name=project_dir.name,
+        **kw,
+    )
     tuner.runs = {}
     return tuner
 
@@ -362,8 +435,10 @@ def search(opts: SearchOptions, hypermodel: NetworkHyperModel, data: tuple, epoc
     done = [t for t in trials if t.status == "COMPLETED"]
     if not done:
         first = next((t for t in trials if t.message), None)
-        raise TuneFailed(f"all {len(trials)} trials failed; first (trial {first.trial_id if first else '?'}): "
-                         f"{reason(first.message) if first else 'no trial ran'}")
+        raise TuneFailed(
+            f"all {len(trials)} trials failed; first (trial {first.trial_id if first else '?'}): "
+            f"{reason(first.message) if first else 'no trial ran'}"
+        )
     best = tuner.oracle.get_best_trials(1)[0]
     best_run = tuner.trial_run(best.trial_id)
     retry(MlflowClient().set_tag, best_run, BEST_TAG, "true")
@@ -372,9 +447,15 @@ def search(opts: SearchOptions, hypermodel: NetworkHyperModel, data: tuple, epoc
     with warnings.catch_warnings():  # the best epoch's checkpoint holds optimizer state we do not need
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model = tuner.load_model(best)
-    return {"best_values": hypermodel.values(best.hyperparameters.copy()), "best_trial": best.trial_id, "best_run": best_run,
-            "best_score": float(best.score), "model": model,
-            "trials_completed": len(done), "trials_failed": len(trials) - len(done),
-            "flops_spent": sum(m.get("flops_spent", 0.0) for m in spent),
-            "time_s": sum(m.get("train_time_s", 0.0) for m in spent),
-            "epochs_run": sum(m.get("epochs_run", 0.0) for m in spent)}
+    return {
+        "best_values": hypermodel.values(best.hyperparameters.copy()),
+        "best_trial": best.trial_id,
+        "best_run": best_run,
+        "best_score": float(best.score),
+        "model": model,
+        "trials_completed": len(done),
+        "trials_failed": len(trials) - len(done),
+        "flops_spent": sum(m.get("flops_spent", 0.0) for m in spent),
+        "time_s": sum(m.get("train_time_s", 0.0) for m in spent),
+        "epochs_run": sum(m.get("epochs_run", 0.0) for m in spent),
+    }

@@ -1,4 +1,5 @@
 """Shared fixtures: every test gets its own MLflow store and work folder, never the user's."""
+
 from __future__ import annotations
 
 import contextlib
@@ -66,10 +67,28 @@ def mlflow_server(folder: Path):
     """`mlflow server` on 127.0.0.1 (sqlite backend in ``folder``, artifacts through the server); its URL."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{folder / 'm.db'}", "--artifacts-destination",
-                             str(folder / "art"), "--workers", "1"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(folder / "server.log", "wb"), start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'm.db'}",
+            "--artifacts-destination",
+            str(folder / "art"),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "server.log", "wb"),
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         while True:  # until it answers (or has died)

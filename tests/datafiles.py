@@ -1,4 +1,5 @@
 """Files the data tests write: Pillow images, class trees, NIfTI volumes; and a private cache."""
+
 from __future__ import annotations
 
 import pickle
@@ -46,10 +47,11 @@ def fake_cifar(root: Path, n=4, labels=None) -> Path:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": list(labels if labels is not None else rng.integers(0, 10, n))}
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": list(labels if labels is not None else rng.integers(0, 10, n)),
+        }
         (folder / name).write_bytes(pickle.dumps(batch))
     names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
     (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}))
     return folder
-

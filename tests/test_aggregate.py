@@ -6,15 +6,10 @@ from ddmlflow.errors import InputError
 
 # One image, four locals, K = 3: two votes for class 0, two for class 1.
 # Strongest vote: class 0 (0.90 > 0.80). Highest mean: class 1 (0.475 > 0.375).
-TIE = np.array([[[0.90, 0.10, 0.00]],
-                [[0.50, 0.45, 0.05]],
-                [[0.05, 0.55, 0.40]],
-                [[0.05, 0.80, 0.15]]])
+TIE = np.array([[[0.90, 0.10, 0.00]], [[0.50, 0.45, 0.05]], [[0.05, 0.55, 0.40]], [[0.05, 0.80, 0.15]]])
 
 # Class 2 has the highest mean probability but only one vote: not a majority candidate.
-NO_TIE = np.array([[[0.40, 0.25, 0.35]],
-                   [[0.40, 0.25, 0.35]],
-                   [[0.00, 0.10, 0.90]]])
+NO_TIE = np.array([[[0.40, 0.25, 0.35]], [[0.40, 0.25, 0.35]], [[0.00, 0.10, 0.90]]])
 
 
 def reference_vote(p: np.ndarray, tie_break: str) -> int:

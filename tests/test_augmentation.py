@@ -1,11 +1,11 @@
 """CT augmentation: the whole volume is rotated, then cropped, one draw per sample for every net."""
+
 from __future__ import annotations
 
 import numpy as np
-
-from ddmlflow import decomposition
 from scipy import ndimage
 
+from ddmlflow import decomposition
 from ddmlflow.data.ct import ROTATE3D_ANGLES
 from ddmlflow.pipeline.prepared import Prepared
 from ddmlflow.training import FitConfig
@@ -16,7 +16,7 @@ def _prepared(n=10, shape=(16, 16, 4, 1)):
     x = np.zeros((n, *shape), np.float32)
     for i in range(n):  # an off-centre bright block per volume: every rotation moves it
         r, c = rng.integers(1, 11, 2)
-        x[i, r:r + 5, c:c + 5] = rng.uniform(0.5, 1.0)
+        x[i, r : r + 5, c : c + 5] = rng.uniform(0.5, 1.0)
     y = np.arange(n) % 2
     d = decomposition.make("2x2x1", shape)
     return Prepared(x, y, x[:2], y[:2], ["a", "b"], d, "t", "rotate3d")
@@ -52,8 +52,12 @@ def test_locals_see_crops_of_one_rotated_volume_and_batches_change_by_epoch():
     # a local's crop of it is not its own crop rotated about the crop's centre (the old behaviour)
     for xb, yb in g[0]:
         for v, label in zip(xb, yb):
-            found = [(i, a) for i in range(len(prep.x_train)) for a in ROTATE3D_ANGLES
-                     if np.allclose(v, _rot(prep.x_train[i], a), atol=1e-6)]
+            found = [
+                (i, a)
+                for i in range(len(prep.x_train))
+                for a in ROTATE3D_ANGLES
+                if np.allclose(v, _rot(prep.x_train[i], a), atol=1e-6)
+            ]
             assert len(found) == 1 and prep.y_train[found[0][0]] == label
             i, a = found[0]
             assert not np.allclose(d.crop(v[None], 0), _rot(d.crop(prep.x_train[i][None], 0)[0], a)[None])

@@ -4,6 +4,7 @@ Covers the CLI (in-process and as a real command), the MLproject through
 `mlflow run`, `ddmlflow predict`, and the registered pyfunc behind
 `mlflow models serve`.
 """
+
 from __future__ import annotations
 
 import os
@@ -99,8 +100,12 @@ def test_debug_shows_the_traceback(mlflow_env):
 
 
 def test_real_command_exit_code_and_one_line(mlflow_env):
-    r = subprocess.run([sys.executable, "-m", "ddmlflow.cli", "full", "--learning-rate", "-0.1"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "ddmlflow.cli", "full", "--learning-rate", "-0.1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == "ddmlflow: error: learning_rate='-0.1': a number in (0.0, 1.0]"
     assert "Traceback" not in r.stderr
@@ -111,8 +116,13 @@ def test_mlproject_rejects_and_marks_run_failed(mlflow_env):
     import mlflow
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    r = subprocess.run([sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "full", "--env-manager", "local",
-                        "-P", "epochs=-5"], capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "full", "--env-manager", "local", "-P", "epochs=-5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert r.returncode != 0
     assert "ddmlflow: error: epochs='-5': an integer >= 1" in r.stderr
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
@@ -123,12 +133,15 @@ def test_mlproject_rejects_and_marks_run_failed(mlflow_env):
     assert mlflow.get_experiment(failed.info.experiment_id).name == "ddmlflow-shapes2d"
     from ddmlflow import config, describe
 
-    assert failed.info.run_name == describe.parent_name(config.resolve()) and failed.data.tags["ddmlflow.step"] == "full"
+    assert (
+        failed.info.run_name == describe.parent_name(config.resolve()) and failed.data.tags["ddmlflow.step"] == "full"
+    )
     assert "epochs" in failed.data.tags["failure_reason"] and "epochs" in launcher.data.tags["failure_reason"]
     assert launcher.data.tags["ddmlflow.successor"] == failed.info.run_id
 
 
 # ---- the registered pyfunc: `ddmlflow predict` and `mlflow models serve` ----
+
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
@@ -146,8 +159,9 @@ def tiny_model(tmp_path_factory):
     dec = decomposition.make("2x2", (16, 16, 3))
     paths = []
     for i in range(dec.n):
-        net = keras.Sequential([keras.Input(dec.input_shape(i)), keras.layers.Flatten(),
-                                keras.layers.Dense(3, activation="softmax")])
+        net = keras.Sequential(
+            [keras.Input(dec.input_shape(i)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")]
+        )
         paths.append(tmp / f"l{i}.keras")
         net.save(paths[-1])
     models.build_coarse(dec.n, 3, hidden=(8,)).save(tmp / "c.keras")
@@ -160,8 +174,11 @@ def tiny_model(tmp_path_factory):
 PREDICT_CASES = [
     ("wrong_shape.npy", np.zeros((8, 8, 3), np.float32), "file"),
     ("nan.npy", np.full((16, 16, 3), np.nan, np.float32), "input: contains NaN or infinite values"),
-    ("inf.npy", np.stack([np.zeros((16, 16, 3)), np.full((16, 16, 3), -np.inf)]).astype(np.float32),
-     "input: contains NaN or infinite values"),
+    (
+        "inf.npy",
+        np.stack([np.zeros((16, 16, 3)), np.full((16, 16, 3), -np.inf)]).astype(np.float32),
+        "input: contains NaN or infinite values",
+    ),
     ("empty.npy", np.zeros((0, 16, 16, 3), np.float32), "input: empty batch"),
     ("strings.npy", np.array(["a", "b"]), "file"),
     ("image.txt", None, "file"),
@@ -208,8 +225,10 @@ def _one_bad(value: float) -> list:
 # package's own message (serving.check_input); a wrong shape, strings and an empty batch (JSON [] has no
 # shape) are stopped before it by MLflow's signature check, whose message names the expected shape.
 SERVED_BAD = {
-    "shape": ({"inputs": np.zeros((1, 8, 8, 3)).tolist()},
-              ["Shape of input (1, 8, 8, 3) does not match expected shape (-1, 16, 16, 3)"]),
+    "shape": (
+        {"inputs": np.zeros((1, 8, 8, 3)).tolist()},
+        ["Shape of input (1, 8, 8, 3) does not match expected shape (-1, 16, 16, 3)"],
+    ),
     "strings": ({"inputs": [[["x"] * 3] * 16] * 16}, ["could not convert string to float: 'x'"]),
     "nan": ({"inputs": np.full((1, 16, 16, 3), np.nan).tolist()}, ["input: contains NaN or infinite values"]),
     "inf": ({"inputs": _one_bad(np.inf)}, ["input: contains NaN or infinite values"]),
@@ -224,9 +243,26 @@ def test_served_model_answers_400_with_the_reason(tiny_model):
 
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_model["uri"]}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tiny@champion",
-                             "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/tiny@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(180):

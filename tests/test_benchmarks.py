@@ -3,6 +3,7 @@
 No figure is checked against a bound (that is the benchmark's job, on a quiet machine); what is
 checked is that every route ran and that the ratios are the ratios of the reported times.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,16 +18,41 @@ pytestmark = pytest.mark.slow
 
 
 def test_executors_benchmark_prints_every_figure():
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "executors.py"), "--preset", "cifar10-vgg3-2x2",
-                        "--n", "64", "--epochs", "2", "--batch-size", "32", "--json"],
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "executors.py"),
+            "--preset",
+            "cifar10-vgg3-2x2",
+            "--n",
+            "64",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    for key in ("global_s_per_epoch", "process_sum_s_per_epoch", "packed_s_per_epoch", "process_speedup",
-                "packed_speedup", "flops_ratio", "packed_rss_mb", "global_rss_mb", "inference_speedup"):
+    for key in (
+        "global_s_per_epoch",
+        "process_sum_s_per_epoch",
+        "packed_s_per_epoch",
+        "process_speedup",
+        "packed_speedup",
+        "flops_ratio",
+        "packed_rss_mb",
+        "global_rss_mb",
+        "inference_speedup",
+    ):
         assert out[key] > 0, key
-    assert out["global_s_per_epoch"] == min(out["global_default_threads_s_per_epoch"],
-                                            out["global_packed_threads_s_per_epoch"])
+    assert out["global_s_per_epoch"] == min(
+        out["global_default_threads_s_per_epoch"], out["global_packed_threads_s_per_epoch"]
+    )
     assert out["packed_speedup"] == pytest.approx(out["global_s_per_epoch"] / out["packed_s_per_epoch"])
     assert out["packed_tf_threads"].startswith("intra_op=1,")
     assert 3.5 < out["flops_ratio"] < 4.5  # four half-width locals of a quarter of the pixels each (with overlap 0)
@@ -37,9 +63,28 @@ def test_rounds_time_each_route_in_its_own_process_and_report_medians():
     engine's threads in every round; the speedups are the medians of the per-round ratios."""
     import statistics
 
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "executors.py"), "--preset", "cifar10-vgg3-2x2",
-                        "--n", "64", "--epochs", "2", "--batch-size", "32", "--routes", "global,packed",
-                        "--rounds", "3", "--json"], capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "executors.py"),
+            "--preset",
+            "cifar10-vgg3-2x2",
+            "--n",
+            "64",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--routes",
+            "global,packed",
+            "--rounds",
+            "3",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     rounds = out["rounds"]
@@ -47,5 +92,6 @@ def test_rounds_time_each_route_in_its_own_process_and_report_medians():
     for x in rounds:
         assert x["packed_tf_threads"].startswith("intra_op=1,")
         assert x["packed_speedup"] == pytest.approx(x["global_s_per_epoch"] / x["packed_s_per_epoch"])
-    assert out["packed_speedup"] == out["packed_speedup_median"] == statistics.median(
-        x["packed_speedup"] for x in rounds)
+    assert (
+        out["packed_speedup"] == out["packed_speedup_median"] == statistics.median(x["packed_speedup"] for x in rounds)
+    )

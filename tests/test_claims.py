@@ -3,16 +3,15 @@
 Every test brings about the state it asserts (processes frozen with SIGSTOP
 before a kill, runs read back from the store), never a span of time.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import psutil
 import pytest
-
 from test_reliability import _client, _full, _runs, _wait_for_epoch
 
 pytestmark = pytest.mark.slow
@@ -101,13 +100,24 @@ def _sigkilled_holder_taken_over() -> None:
     assert _claims() == []
 
 
-def test_changed_data_recomputes_everything_and_an_identical_rerun_on_another_executor_reuses_it(
-        mlflow_env, tmp_path):
+def test_changed_data_recomputes_everything_and_an_identical_rerun_on_another_executor_reuses_it(mlflow_env, tmp_path):
     from test_reuse import _folder
 
     data = _folder(tmp_path / "data", {"a": 24, "b": 24, "c": 24})
-    args = ["--dataset", "folder", "--data-dir", str(data), "--image-size", "16,16", "--epochs", "1",
-            "--n-train", "", "--n-val", ""]
+    args = [
+        "--dataset",
+        "folder",
+        "--data-dir",
+        str(data),
+        "--image-size",
+        "16,16",
+        "--epochs",
+        "1",
+        "--n-train",
+        "",
+        "--n-val",
+        "",
+    ]
     for executor, reused in (("packed", 0), ("process", 7)):
         p = _full([*args, "--executor", executor])
         out, err = p.communicate(timeout=900)
@@ -126,5 +136,7 @@ def test_changed_data_recomputes_everything_and_an_identical_rerun_on_another_ex
     newest = max(_parents(), key=lambda r: r.info.start_time)
     assert newest.data.metrics["reused_steps"] == 0
     dec = [r for r in _runs("decompose")]
-    assert len(dec) == 2 and sorted(int(r.data.params["train_size"]) + int(r.data.params["val_size"])
-                                    for r in dec) == [72, 108]
+    assert len(dec) == 2 and sorted(int(r.data.params["train_size"]) + int(r.data.params["val_size"]) for r in dec) == [
+        72,
+        108,
+    ]

@@ -4,6 +4,7 @@ The hand-made case: 3 classes, 2 images each. Averaging the local probabilities 
 class 2 wrong both times (it says 1), the CNN-DNN gets it right, so the per-class table
 must show class 2 as the one the coarse net fixes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,9 +52,11 @@ def test_per_class_table_shows_the_class_the_coarse_net_fixes():
     text = per_class_table(Y, {"cnn_dnn": CNN_DNN, "avg_prob": AVG, "majority_vote": AVG}, NAMES)
     head, rows = md_table(text)
     assert head == ["class", "n", "CNN-DNN", "avg. prob.", "maj. vote", "CNN-DNN - avg. prob."]
-    assert rows == [["circle", "2", "1.000", "1.000", "1.000", "+0.000"],
-                    ["square", "2", "0.500", "1.000", "1.000", "-0.500"],
-                    ["triangle", "2", "1.000", "0.000", "0.000", "+1.000"]]
+    assert rows == [
+        ["circle", "2", "1.000", "1.000", "1.000", "+0.000"],
+        ["square", "2", "0.500", "1.000", "1.000", "-0.500"],
+        ["triangle", "2", "1.000", "0.000", "0.000", "+1.000"],
+    ]
 
 
 def test_sigmoid_column_becomes_two_classes():
@@ -76,10 +79,17 @@ def test_each_method_gets_its_own_metrics_and_artifacts_linked_to_its_model(mlfl
         mlflow.MlflowClient().log_outputs(run.info.run_id, [LoggedModelOutput(model.model_id, 0)])
     with mlflow.start_run(run_id=run.info.run_id):
         mlflow.set_active_model(model_id=model.model_id)
-        scores = evaluate_classifiers(y, [Method.from_probs("cnn_dnn", probs, model.model_id),
-                                          Method("majority_vote", np.roll(y, 1)),
-                                          Method("never_triangle", np.minimum(y, 1))],  # nothing predicted as 2
-                                      NAMES, "toy-val", tmp_path)
+        scores = evaluate_classifiers(
+            y,
+            [
+                Method.from_probs("cnn_dnn", probs, model.model_id),
+                Method("majority_vote", np.roll(y, 1)),
+                Method("never_triangle", np.minimum(y, 1)),
+            ],  # nothing predicted as 2
+            NAMES,
+            "toy-val",
+            tmp_path,
+        )
     c = mlflow.MlflowClient()
     r = c.get_run(run.info.run_id)
     m = r.data.metrics
@@ -91,10 +101,16 @@ def test_each_method_gets_its_own_metrics_and_artifacts_linked_to_its_model(mlfl
     assert m["val_majority_vote_accuracy_score"] == pytest.approx(0.9)  # the roll moves 3 of 30 labels
     assert 0.5 < m["val_cnn_dnn_roc_auc"] <= 1 and "val_majority_vote_roc_auc" not in m  # labels only: no curves
     arts = {a.path for a in c.list_artifacts(run.info.run_id)}
-    assert {"val_cnn_dnn_confusion_matrix.png", "val_majority_vote_confusion_matrix.png",
-            "val_cnn_dnn_per_class_metrics.csv", "val_majority_vote_per_class_metrics.csv",
-            "val_cnn_dnn_roc_curve_plot.png", "val_cnn_dnn_precision_recall_curve_plot.png",
-            "confusion_matrices.png", "per_class.md"} <= arts
+    assert {
+        "val_cnn_dnn_confusion_matrix.png",
+        "val_majority_vote_confusion_matrix.png",
+        "val_cnn_dnn_per_class_metrics.csv",
+        "val_majority_vote_per_class_metrics.csv",
+        "val_cnn_dnn_roc_curve_plot.png",
+        "val_cnn_dnn_precision_recall_curve_plot.png",
+        "confusion_matrices.png",
+        "per_class.md",
+    } <= arts
     assert "per_class_metrics.csv" not in arts  # MLflow's unprefixed name: one method would overwrite another
     linked = {x.key for x in mlflow.get_logged_model(model.model_id).metrics}
     assert {"val_cnn_dnn_accuracy_score", "val_cnn_dnn_recall/triangle", "val_cnn_dnn_roc_auc"} <= linked

@@ -1,4 +1,5 @@
 """The `ddmlflow` command's read-only subcommands: profile (KLW Table 2) and presets."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,11 @@ def test_each_step_runs_alone_given_its_inputs(mlflow_env, capsys):
     c = mlflow.MlflowClient()
 
     def newest(name):
-        return next(r for r in c.search_runs(experiment_ids(c), order_by=["attributes.start_time DESC"])
-                    if r.info.run_name == name).info.run_id
+        return next(
+            r
+            for r in c.search_runs(experiment_ids(c), order_by=["attributes.start_time DESC"])
+            if r.info.run_name == name
+        ).info.run_id
 
     assert main(["decompose", *tiny]) == 0
     dec = newest("decompose")
@@ -46,8 +50,23 @@ def test_each_step_runs_alone_given_its_inputs(mlflow_env, capsys):
     local = ",".join(newest(f"train_local/{k:02d}") for k in range(4))
     assert main(["train-coarse", "--local-runs", local, *tiny]) == 0
     coarse = newest("train_coarse")
-    assert main(["evaluate", "--decompose-run", dec, "--local-runs", local, "--coarse-run", coarse,
-                 "--registered-model-name", "alone", *tiny]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--decompose-run",
+                dec,
+                "--local-runs",
+                local,
+                "--coarse-run",
+                coarse,
+                "--registered-model-name",
+                "alone",
+                *tiny,
+            ]
+        )
+        == 0
+    )
     ev = c.get_run(newest("evaluate"))
     assert ev.info.status == "FINISHED" and "val_accuracy/cnn_dnn" in ev.data.metrics
     assert "val_accuracy/global" not in ev.data.metrics  # no global run was given

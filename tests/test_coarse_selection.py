@@ -1,4 +1,5 @@
 """The coarse net's own stopping rule: coarse_patience on held-out training data, not the locals' patience."""
+
 from __future__ import annotations
 
 import mlflow
@@ -29,8 +30,9 @@ def _runs(n_train=200, n_val=60, k=10, n_locals=4):
 
     p_tr, p_va = probs(y), probs(yv)
     y_noisy = np.where(rng.random(n_train) < 0.3, rng.integers(0, k, n_train), y)  # something to overfit
-    ds = Dataset("tiny", rng.random((n_train, 8, 8, 3)), y_noisy, rng.random((n_val, 8, 8, 3)), yv,
-                 [str(c) for c in range(k)])
+    ds = Dataset(
+        "tiny", rng.random((n_train, 8, 8, 3)), y_noisy, rng.random((n_val, 8, 8, 3)), yv, [str(c) for c in range(k)]
+    )
     with mlflow.start_run() as dec:
         log_prepared(ds, decomposition.make("2x2", (8, 8, 3)))
     local_ids = []

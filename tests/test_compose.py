@@ -1,22 +1,23 @@
 """One-model CNN-DNN (KLW-TL) and sub-network composition (Gu et al., Theorem 2.1)."""
+
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
-from ddmlflow import models  # noqa: E402
-from ddmlflow.decomposition import make  # noqa: E402
-from ddmlflow.errors import InputError  # noqa: E402
-from ddmlflow.models import layers as L  # noqa: E402
-from ddmlflow.models.cnn_dnn import build_coherent, build_coherent_from_scratch  # noqa: E402
-from ddmlflow.models.compose import check, compose, theorem_error  # noqa: E402
-from ddmlflow.models.resnet import shortcut_a  # noqa: E402
-from conftest import predict_two_step  # noqa: E402
+from conftest import predict_two_step
+from ddmlflow import models
+from ddmlflow.decomposition import make
+from ddmlflow.errors import InputError
+from ddmlflow.models import layers as L
+from ddmlflow.models.cnn_dnn import build_coherent, build_coherent_from_scratch
+from ddmlflow.models.compose import check, compose, theorem_error
+from ddmlflow.models.resnet import shortcut_a
 
 
 def randomize(model: keras.Model, seed: int) -> keras.Model:
@@ -35,8 +36,7 @@ def images(shape, n=3, seed=0) -> np.ndarray:
 # -- coherent CNN-DNN ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model,shape,spec,k", [("vgg3", (16, 16, 3), "2x2", 5),
-                                                ("cnn3d", (8, 8, 4, 1), "2x2x1", 2)])
+@pytest.mark.parametrize("model,shape,spec,k", [("vgg3", (16, 16, 3), "2x2", 5), ("cnn3d", (8, 8, 4, 1), "2x2x1", 2)])
 def test_coherent_equals_two_step(model, shape, spec, k, tmp_path):
     d = make(spec, shape)
     locals_ = [randomize(models.build(model, d.input_shape(i), k, 4, name="local"), i) for i in range(d.n)]
@@ -80,11 +80,14 @@ def tiny_valid_net(shape, k, divisor=1, stacks=((8, 8), (16,)), dense=16, name="
     return keras.Model(inputs, L.head(x, k), name=name)
 
 
-@pytest.mark.parametrize("shape,spec,k,stacks,dense", [
-    ((24, 24, 2), "2x2", 3, ((16, 16), (32,)), 32),  # 12x12 boxes: 12-2-2=8, pool 4, -2=2, pool 1
-    ((16, 16, 8, 1), "2x2x2", 2, ((16,),), 32),     # 8x8x4 boxes, one sigmoid unit
-    ((24, 24, 2), "2x2", 3, ((8,),), 0),            # flatten straight into the logits
-])
+@pytest.mark.parametrize(
+    "shape,spec,k,stacks,dense",
+    [
+        ((24, 24, 2), "2x2", 3, ((16, 16), (32,)), 32),  # 12x12 boxes: 12-2-2=8, pool 4, -2=2, pool 1
+        ((16, 16, 8, 1), "2x2x2", 2, ((16,),), 32),  # 8x8x4 boxes, one sigmoid unit
+        ((24, 24, 2), "2x2", 3, ((8,),), 0),  # flatten straight into the logits
+    ],
+)
 def test_theorem_2_1_composed_logits_are_the_sum(shape, spec, k, stacks, dense):
     d = make(spec, shape)
     subs = [randomize(tiny_valid_net(d.input_shape(i), k, d.n, stacks, dense), i) for i in range(d.n)]
@@ -116,13 +119,19 @@ def tiny_option_a_net(shape, k, divisor=1, widths=(8, 16, 32), name="tiny_a") ->
         y = keras.layers.Activation("relu", name=f"b{s}_relu")(keras.layers.BatchNormalization(name=f"b{s}_bn1")(y))
         y = keras.layers.BatchNormalization(name=f"b{s}_bn2")(L.conv(dims, w, 1, name=f"b{s}_conv2")(y))
         x = keras.layers.Activation("relu", name=f"b{s}_out")(
-            keras.layers.Add(name=f"b{s}_add")([y, shortcut_a(x, dims, w, 2, f"b{s}")]))
+            keras.layers.Add(name=f"b{s}_add")([y, shortcut_a(x, dims, w, 2, f"b{s}")])
+        )
     x = keras.layers.Dense(16 // divisor, activation="relu", name="dense1")(keras.layers.Flatten(name="flatten")(x))
     return keras.Model(inputs, L.head(x, k), name=name)
 
 
-@pytest.mark.parametrize("shape,spec,k", [((24, 24, 2), "2x2", 3),      # 12x12 boxes: stem 10, then 5, 3
-                                          ((24, 24, 8, 1), "2x2x2", 2)])  # 12x12x4 boxes, one sigmoid unit
+@pytest.mark.parametrize(
+    "shape,spec,k",
+    [
+        ((24, 24, 2), "2x2", 3),  # 12x12 boxes: stem 10, then 5, 3
+        ((24, 24, 8, 1), "2x2x2", 2),
+    ],
+)  # 12x12x4 boxes, one sigmoid unit
 def test_theorem_2_1_through_option_a_shortcuts(shape, spec, k):
     """resnet20a's shortcuts: sub k's channels at the wider stage are its old channels (kept in place by
     the global shortcut) plus its share of the padded zeros; with that map the composition is exact."""
@@ -140,7 +149,7 @@ def test_theorem_2_1_through_option_a_shortcuts(shape, spec, k):
     w = composed.get_layer("b1_conv2").get_weights()[0].reshape(16, 16)  # 1x1 conv: (in, out)
     a = 8 // d.n
     for i, sub in enumerate(subs):
-        own = np.r_[a * i:a * i + a, 8 + a * i:8 + a * i + a]
+        own = np.r_[a * i : a * i + a, 8 + a * i : 8 + a * i + a]
         sub_w = sub.get_layer("b1_conv2").get_weights()[0].reshape(2 * a, 2 * a)
         np.testing.assert_array_equal(w[np.ix_(own, own)], sub_w)
         assert np.count_nonzero(w[:, own]) == np.count_nonzero(sub.get_layer("b1_conv2").get_weights()[0])
@@ -156,8 +165,11 @@ def test_resnet20a_composes_where_the_padding_fits_and_fails_early_elsewhere():
         else:  # 9 subs pad 9 x (32 // 9 - 16 // 9) = 18 channels, the global net 16
             with pytest.raises(InputError, match="resnet20a.*model=resnet20"):
                 check(subs, d, glob)
-            check([models.build("resnet20", d.input_shape(i), 4, d.n) for i in range(d.n)], d,
-                  models.build("resnet20", (24, 24, 3), 4))  # projections compose for any N
+            check(
+                [models.build("resnet20", d.input_shape(i), 4, d.n) for i in range(d.n)],
+                d,
+                models.build("resnet20", (24, 24, 3), 4),
+            )  # projections compose for any N
 
 
 def test_compose_step_fails_before_training_where_resnet20a_cannot_compose(mlflow_env):
@@ -168,8 +180,9 @@ def test_compose_step_fails_before_training_where_resnet20a_cannot_compose(mlflo
     from ddmlflow.pipeline import strategies
     from ddmlflow.pipeline.decompose import decompose
 
-    cfg = config.resolve("", dataset="shapes2d", model="resnet20a", decomposition="3x3", n_train="32",
-                         n_val="16", epochs="1")
+    cfg = config.resolve(
+        "", dataset="shapes2d", model="resnet20a", decomposition="3x3", n_train="32", n_val="16", epochs="1"
+    )
     with mlflow.start_run() as r:
         decompose(cfg)
     with mlflow.start_run() as run, pytest.raises(InputError, match="2x2, 4x4, type B"):
@@ -178,9 +191,16 @@ def test_compose_step_fails_before_training_where_resnet20a_cannot_compose(mlflo
     assert history == [] and "loss" not in mlflow.get_run(run.info.run_id).data.metrics
 
 
-@pytest.mark.parametrize("model,shape,spec", [("vgg3", (16, 16, 3), "2x2"), ("vgg9", (16, 16, 3), "2x2"),
-                                              ("resnet20", (16, 16, 3), "2x2"), ("resnet20a", (16, 16, 3), "2x2"),
-                                              ("cnn3d", (8, 8, 4, 1), "2x2x1")])
+@pytest.mark.parametrize(
+    "model,shape,spec",
+    [
+        ("vgg3", (16, 16, 3), "2x2"),
+        ("vgg9", (16, 16, 3), "2x2"),
+        ("resnet20", (16, 16, 3), "2x2"),
+        ("resnet20a", (16, 16, 3), "2x2"),
+        ("cnn3d", (8, 8, 4, 1), "2x2x1"),
+    ],
+)
 def test_compose_paper_nets(model, shape, spec):
     d = make(spec, shape)
     subs = [randomize(models.build(model, d.input_shape(i), 5, d.n, klw_local=False), i) for i in range(d.n)]
@@ -201,7 +221,9 @@ def test_compose_paper_nets(model, shape, spec):
     np.testing.assert_allclose(head[1], sum(s.get_layer("logits").get_weights()[1] for s in subs), atol=1e-6)
     order = np.arange(len(head[0]))
     if model == "resnet20a":  # option A, N = 4: sub k's 16 GAP channels are its 4 + 4 + 8 of the 16, 32, 64 stages
-        order = np.concatenate([np.r_[4 * k:4 * k + 4, 16 + 4 * k:20 + 4 * k, 32 + 8 * k:40 + 8 * k] for k in range(4)])
+        order = np.concatenate(
+            [np.r_[4 * k : 4 * k + 4, 16 + 4 * k : 20 + 4 * k, 32 + 8 * k : 40 + 8 * k] for k in range(4)]
+        )
     stacked = np.concatenate([s.get_layer("logits").get_weights()[0] for s in subs])
     np.testing.assert_array_equal(head[0][order], stacked)
 
@@ -212,11 +234,11 @@ def test_block_diagonal_structure():
     g = compose(subs, d, models.build("vgg3", (16, 16, 3), 4))
     w1 = g.get_layer("conv1_1").get_weights()[0]  # (3, 3, 3, 32): all inputs -> block k
     for k, s in enumerate(subs):
-        np.testing.assert_array_equal(w1[..., 8 * k:8 * k + 8], s.get_layer("conv1_1").get_weights()[0])
+        np.testing.assert_array_equal(w1[..., 8 * k : 8 * k + 8], s.get_layer("conv1_1").get_weights()[0])
     w, b = g.get_layer("conv2_1").get_weights()  # (3, 3, 32, 64), blocks of 8 in, 16 out
     for i in range(4):
         for j in range(4):
-            block = w[:, :, 8 * i:8 * i + 8, 16 * j:16 * j + 16]
+            block = w[:, :, 8 * i : 8 * i + 8, 16 * j : 16 * j + 16]
             if i == j:
                 np.testing.assert_array_equal(block, subs[i].get_layer("conv2_1").get_weights()[0])
             else:
@@ -225,8 +247,8 @@ def test_block_diagonal_structure():
     # flatten (2, 2, 128) -> dense1: sub k (1x1 field, 32 channels) sits at its box's cell only
     dense = g.get_layer("dense1").get_weights()[0].reshape(2, 2, 128, 128)
     for k, (r, c) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
-        col = dense[..., 32 * k:32 * k + 32]
-        np.testing.assert_array_equal(col[r, c, 32 * k:32 * k + 32], subs[k].get_layer("dense1").get_weights()[0])
+        col = dense[..., 32 * k : 32 * k + 32]
+        np.testing.assert_array_equal(col[r, c, 32 * k : 32 * k + 32], subs[k].get_layer("dense1").get_weights()[0])
         assert np.count_nonzero(col) == np.count_nonzero(subs[k].get_layer("dense1").get_weights()[0])
 
 

@@ -1,4 +1,5 @@
 """Presets resolve into one typed config; explicit parameters override; strings compare as strings."""
+
 from __future__ import annotations
 
 import pytest
@@ -45,8 +46,9 @@ def test_a_child_process_gets_the_drivers_config_through_the_worker_not_the_cli(
     from ddmlflow.cli import build_parser
 
     with pytest.raises(InputError, match="config_json='{}': not a parameter of train-local"):
-        build_parser().parse_args(["train-local", "--run-id", "r1", "--decompose-run", "x", "--box", "1",
-                                   "--config-json", "{}"])
+        build_parser().parse_args(
+            ["train-local", "--run-id", "r1", "--decompose-run", "x", "--box", "1", "--config-json", "{}"]
+        )
     assert "config-json" not in build_parser().format_help()
 
 
@@ -56,14 +58,26 @@ def test_every_option_has_help_and_a_parser():
             assert o["help"] and callable(o["parse"]), o["param"]
 
 
-@pytest.mark.parametrize("spelling", ["2x2", "2X2", "typeB", "type-B", "TYPE_B", "b", "B",
-                                      "[[0,0,20,20],[12,12,32,32],[0,12,20,32],[12,0,32,20]]",
-                                      '{"boxes": [[0,0,32,20],[0,12,32,32]]}', "4x4x2"])
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "2x2",
+        "2X2",
+        "typeB",
+        "type-B",
+        "TYPE_B",
+        "b",
+        "B",
+        "[[0,0,20,20],[12,12,32,32],[0,12,20,32],[12,0,32,20]]",
+        '{"boxes": [[0,0,32,20],[0,12,32,32]]}',
+        "4x4x2",
+    ],
+)
 def test_every_decomposition_spelling_passes_the_config_check(spelling):
     assert resolve("", decomposition=spelling).decomposition == spelling
 
 
-@pytest.mark.parametrize("bad", ["2by2", "0x0", "1x1", "[[0,0,20]]", "[]", "{\"boxes\": 3}", "missing.json", "typeC"])
+@pytest.mark.parametrize("bad", ["2by2", "0x0", "1x1", "[[0,0,20]]", "[]", '{"boxes": 3}', "missing.json", "typeC"])
 def test_malformed_decompositions_name_the_accepted_forms(bad):
     with pytest.raises(InputError, match="decomposition") as e:
         resolve("", decomposition=bad)

@@ -1,4 +1,5 @@
 """What a user sees: the live progress display, the quiet stderr, the CLI's small manners."""
+
 from __future__ import annotations
 
 import io
@@ -9,11 +10,15 @@ import sys
 from ddmlflow import console, progress
 from ddmlflow.cli import _verbose, build_parser
 
-CHATTER = (b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
-           b"I0000 00:00:1796585757.817347    3131 port.cc:153] oneDNN custom operations are on.\n"
-           b"E0000 00:00:1796585761.895778    3131 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n")
-EMIT = ("import os, sys\nfrom ddmlflow import console\nconsole.setup()\n"
-        f"os.write(2, {CHATTER!r})\nprint('ours', file=sys.stderr)\nos.write(2, b'a C++ line of its own\\n')\n")
+CHATTER = (
+    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    b"I0000 00:00:1796585757.817347    3131 port.cc:153] oneDNN custom operations are on.\n"
+    b"E0000 00:00:1796585761.895778    3131 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n"
+)
+EMIT = (
+    "import os, sys\nfrom ddmlflow import console\nconsole.setup()\n"
+    f"os.write(2, {CHATTER!r})\nprint('ours', file=sys.stderr)\nos.write(2, b'a C++ line of its own\\n')\n"
+)
 
 
 class _Terminal(io.StringIO):
@@ -69,15 +74,17 @@ def test_display_without_a_terminal_prints_one_line_per_event(mlflow_env, monkey
     d._show()  # nothing new: nothing printed twice
     assert out.getvalue().splitlines() == [ln for ln in out.getvalue().splitlines() if "\x1b" not in ln]
     assert [ln.split(", ETA")[0] for ln in out.getvalue().splitlines()] == [
-        "[ddmlflow] train_global: epoch 1/3, val_acc 0.2500"]
+        "[ddmlflow] train_global: epoch 1/3, val_acc 0.2500"
+    ]
 
 
 def test_cxx_log_lines_are_dropped_unless_verbose(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != console.VERBOSE_ENV}
     quiet = subprocess.run([sys.executable, "-c", EMIT], capture_output=True, env=env, timeout=120)
     assert quiet.returncode == 0 and quiet.stderr.decode().splitlines() == ["ours", "a C++ line of its own"]
-    loud = subprocess.run([sys.executable, "-c", EMIT], capture_output=True, timeout=120,
-                          env={**env, console.VERBOSE_ENV: "true"})
+    loud = subprocess.run(
+        [sys.executable, "-c", EMIT], capture_output=True, timeout=120, env={**env, console.VERBOSE_ENV: "true"}
+    )
     assert b"oneDNN" in loud.stderr and b"cuInit" in loud.stderr and b"ours" in loud.stderr
 
 
@@ -86,10 +93,13 @@ def test_verbose_flag_entry_point_names_and_a_closed_pipe():
     assert _verbose(["full", "--verbose=true", "--epochs", "2"]) is True and _verbose(["full"]) is None
     p = build_parser()
     assert p.parse_args(["train_global", "--decompose-run", "r1"]).step == "train_global"
-    assert p.parse_args(["train-global", "--decompose-run", "r1", "--verbose"]).verbose == "true"  # a bare boolean flag means true
+    assert (
+        p.parse_args(["train-global", "--decompose-run", "r1", "--verbose"]).verbose == "true"
+    )  # a bare boolean flag means true
     assert p.parse_args(["full", "--force", "--epochs", "2"]).force == "true"
-    proc = subprocess.Popen([sys.executable, "-m", "ddmlflow.cli", "presets"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ddmlflow.cli", "presets"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdout.close()  # the reader is gone before anything is written (`ddmlflow presets | head -0`)
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and err == b""

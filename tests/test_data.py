@@ -1,4 +1,5 @@
 """ddmlflow.data on files the tests write: every loader, every user error, the cache."""
+
 from __future__ import annotations
 
 import pickle
@@ -6,26 +7,31 @@ import pickle
 import nibabel as nib
 import numpy as np
 import pytest
+from datafiles import _cache, cache_files, fake_cifar, nifti, png, tree  # noqa: F401 - _cache is an autouse fixture
 from scipy import ndimage
 
 import ddmlflow.data as data
 from ddmlflow.data import Dataset, augment_batch, load, read_input
-from ddmlflow.data.generated import (BACKGROUND_MAX, KINDS, NODULES, SHAPES2D_CLASSES, SHAPES3D_CLASSES,
-                                     shapes3d_labels, shapes3d_volumes)
+from ddmlflow.data.generated import (
+    BACKGROUND_MAX,
+    KINDS,
+    NODULES,
+    SHAPES2D_CLASSES,
+    SHAPES3D_CLASSES,
+    shapes3d_labels,
+    shapes3d_volumes,
+)
 from ddmlflow.errors import InputError
-from datafiles import _cache, cache_files, fake_cifar, nifti, png, tree  # noqa: F401 - _cache is an autouse fixture
-
-
-
 
 # --- shapes2d: the default ---------------------------------------------------------------
+
 
 def quadrant_kinds(img: np.ndarray) -> dict[int, str]:
     """Non-empty quadrants and the kind of their shape, told by how it fills its bounding box."""
     h, w = img.shape[0] // 2, img.shape[1] // 2
     found = {}
     for q in range(4):
-        ink = img[(q // 2) * h:(q // 2 + 1) * h, (q % 2) * w:(q % 2 + 1) * w].max(-1) > 0.5
+        ink = img[(q // 2) * h : (q // 2 + 1) * h, (q % 2) * w : (q % 2 + 1) * w].max(-1) > 0.5
         if ink.sum() >= 10:
             rows, cols = np.nonzero(ink)
             fill = ink.sum() / ((np.ptp(rows) + 1) * (np.ptp(cols) + 1))
@@ -50,8 +56,11 @@ def test_shapes2d_defaults_balanced_and_generated_in_memory(tmp_path):
 
 
 def test_shapes2d_deterministic_by_seed_and_overridable():
-    a, b, c = load("shapes2d", seed=3, n_train=60, n_val=30), load("shapes2d", seed=3, n_train=60, n_val=30), \
-        load("shapes2d", seed=4, n_train=60, n_val=30)
+    a, b, c = (
+        load("shapes2d", seed=3, n_train=60, n_val=30),
+        load("shapes2d", seed=3, n_train=60, n_val=30),
+        load("shapes2d", seed=4, n_train=60, n_val=30),
+    )
     assert np.array_equal(a.x_train, b.x_train) and np.array_equal(a.y_val, b.y_val)
     assert not np.array_equal(a.x_train, c.x_train)
     assert a.x_train.shape == (60, 32, 32, 3) and a.x_val.shape == (30, 32, 32, 3)
@@ -80,7 +89,7 @@ def structure_kinds(vol):
     h, w = vol.shape[0] // 2, vol.shape[1] // 2
     found = {}
     for q in range(4):
-        m = vol[(q // 2) * h:(q // 2 + 1) * h, (q % 2) * w:(q % 2 + 1) * w] > -450
+        m = vol[(q // 2) * h : (q // 2 + 1) * h, (q % 2) * w : (q % 2 + 1) * w] > -450
         if m.any():
             ext = [np.ptp(np.nonzero(m)[a]) + 1 for a in range(3)]
             fill = m.sum() / np.prod(ext)
@@ -99,6 +108,7 @@ def test_shapes3d_two_structures_in_two_quadrant_columns_match_the_label():
 
 
 # --- shapes3d: NIfTI round trip ------------------------------------------------------------
+
 
 def test_shapes3d_writes_nifti_in_hu_and_reads_it_through_the_ct_path(tmp_path, monkeypatch):
     cache = tmp_path / "c"
@@ -130,6 +140,7 @@ def no_call(*args, **kwargs):
 
 # --- mosmed: the keras-io preprocessing ---------------------------------------------------------
 
+
 def test_ct_preprocessing_clips_scales_rotates_and_resizes(tmp_path):
     rng = np.random.default_rng(0)
     raw = rng.uniform(-2000, 3000, (20, 20, 10)).astype(np.float32)
@@ -156,8 +167,10 @@ def test_mosmed_loads_ct0_ct23_with_split_and_augment(tmp_path):
     rng = np.random.default_rng(0)
     for folder, n in (("CT-0", 6), ("CT-23", 4)):
         for i in range(n):
-            nifti(tmp_path / "MosMedData" / folder / f"study_{i}.nii.gz",
-                  rng.uniform(-1024, 2000, (16, 16, 8)).astype(np.int16))
+            nifti(
+                tmp_path / "MosMedData" / folder / f"study_{i}.nii.gz",
+                rng.uniform(-1024, 2000, (16, 16, 8)).astype(np.int16),
+            )
     ds = load("mosmed", data_dir=str(tmp_path), image_size=(8, 8, 4), cache_dir=str(tmp_path / "c"))
     assert (len(ds.x_train), len(ds.x_val)) == (7, 3)  # 70/30 as 140/60
     assert ds.input_shape == (8, 8, 4, 1) and ds.class_names == ["normal", "abnormal"]
@@ -181,6 +194,7 @@ def test_augment_rotate3d_and_identity():
 
 
 # --- cifar10 -----------------------------------------------------------------------------------
+
 
 def test_cifar10_pickled_batches(tmp_path):
     folder = fake_cifar(tmp_path)
@@ -225,6 +239,7 @@ def test_cifar10_offline_download_names_data_dir(monkeypatch):
 
 
 # --- tf_flowers, yale_b, folder ---------------------------------------------------------
+
 
 def test_tf_flowers_resized_to_180_and_split_80_20(tmp_path, monkeypatch):
     root = tmp_path / "flower_photos"
@@ -289,6 +304,7 @@ def test_folder_grey_and_rgb_mix_and_nifti_volumes(tmp_path):
 
 # --- read_input ---------------------------------------------------------------------------------
 
+
 def test_read_input_images_npy_and_errors(tmp_path):
     rgb = read_input(str(png(tmp_path / "a.png", (12, 10))))
     assert rgb.shape == (12, 10, 3) and rgb.dtype == np.float32 and rgb.max() <= 1
@@ -311,5 +327,3 @@ def test_read_input_images_npy_and_errors(tmp_path):
         read_input(str(tmp_path / "t.txt"))
     with pytest.raises(InputError, match="missing.png"):
         read_input(str(tmp_path / "missing.png"))
-
-

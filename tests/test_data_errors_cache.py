@@ -1,18 +1,19 @@
 """ddmlflow.data: user errors name the problem, the cache reads no source twice, downloads unpack."""
+
 from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
 import pytest
+from datafiles import _cache, cache_files, fake_cifar, nifti, png, tree  # noqa: F401 - _cache is an autouse fixture
 
 import ddmlflow.data as data
 from ddmlflow.data import DATASETS, Dataset, load
 from ddmlflow.data.cache import Progress
 from ddmlflow.errors import InputError
-from datafiles import _cache, cache_files, fake_cifar, nifti, png, tree  # noqa: F401 - _cache is an autouse fixture
-
 
 # --- user errors ----------------------------------------------------------------------------------
+
 
 def test_errors_name_parameter_and_value(tmp_path):
     with pytest.raises(InputError, match="dataset='mnist'") as e:
@@ -55,8 +56,11 @@ def test_mixed_shapes_need_image_size(tmp_path):
     png(tmp_path / "b" / "2.png", (9, 8))
     with pytest.raises(InputError, match="image_size.*2.png"):
         load("folder", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
-    assert load("folder", data_dir=str(tmp_path), image_size=(8, 8), cache_dir=str(tmp_path / "c")).input_shape \
-        == (8, 8, 3)
+    assert load("folder", data_dir=str(tmp_path), image_size=(8, 8), cache_dir=str(tmp_path / "c")).input_shape == (
+        8,
+        8,
+        3,
+    )
 
 
 def test_labels_out_of_range(tmp_path):
@@ -70,6 +74,7 @@ def test_labels_out_of_range(tmp_path):
 
 
 # --- cache ---------------------------------------------------------------------------------------
+
 
 def test_second_load_reads_no_source_file(tmp_path, monkeypatch):
     root, cache = tree(tmp_path / "t", (4, 4)), tmp_path / "c"
@@ -96,8 +101,10 @@ def test_cached_ct_and_pickles_read_nothing(tmp_path, monkeypatch):
         for i in range(2):
             nifti(tmp_path / "ct" / c / f"{i}.nii", np.full((6, 6, 4), -200.0, np.float32))
     kw = dict(cache_dir=str(tmp_path / "c"))
-    a, b = load("cifar10", data_dir=str(tmp_path / "cif"), **kw), load("mosmed", data_dir=str(tmp_path / "ct"),
-                                                                         image_size=(6, 6, 4), **kw)
+    a, b = (
+        load("cifar10", data_dir=str(tmp_path / "cif"), **kw),
+        load("mosmed", data_dir=str(tmp_path / "ct"), image_size=(6, 6, 4), **kw),
+    )
 
     def no_reading(*a, **k):
         raise AssertionError("a source file was read")
@@ -105,8 +112,7 @@ def test_cached_ct_and_pickles_read_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(data.images, "_unpickle", no_reading)
     monkeypatch.setattr(nib, "load", no_reading)
     assert np.array_equal(load("cifar10", data_dir=str(tmp_path / "cif"), **kw).x_train, a.x_train)
-    assert np.array_equal(load("mosmed", data_dir=str(tmp_path / "ct"), image_size=(6, 6, 4), **kw).x_val,
-                          b.x_val)
+    assert np.array_equal(load("mosmed", data_dir=str(tmp_path / "ct"), image_size=(6, 6, 4), **kw).x_val, b.x_val)
 
 
 def test_failed_preparation_leaves_no_cache_file(tmp_path):
@@ -136,6 +142,7 @@ def test_progress_bar_only_when_slow_and_enabled(capsys):
 
 # --- downloads (file:// URLs stand in for the real ones) -----------------------------------------
 
+
 def test_tf_flowers_download_and_extract(tmp_path, monkeypatch):
     import tarfile
 
@@ -164,9 +171,13 @@ def test_mosmed_download_and_extract(tmp_path, monkeypatch):
 
 
 def test_real_urls_are_the_papers():
-    assert data.papers.FLOWERS_URL == \
-        "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
-    assert data.papers.MOSMED_URLS["CT-23"].endswith("3D-image-classification-tutorial/releases/download/v0.2/CT-23.zip")
+    assert (
+        data.papers.FLOWERS_URL
+        == "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
+    )
+    assert data.papers.MOSMED_URLS["CT-23"].endswith(
+        "3D-image-classification-tutorial/releases/download/v0.2/CT-23.zip"
+    )
 
 
 def test_interrupted_cache_write_leaves_nothing_and_still_loads(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 """ddmlflow.data on the real data in ../shared/data (skipped when that folder is absent)."""
+
 from __future__ import annotations
 
 import tarfile
@@ -16,7 +17,10 @@ CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
 
 
 @pytest.mark.slow  # about 25 s: 60,000 JPEG decodes
-@pytest.mark.skipif(not CIFAR_TGZ.is_file(), reason=f"needs CIFAR-10 in {CIFAR_TGZ} (../shared beside the checkout, or set DDMLFLOW_SHARED)")
+@pytest.mark.skipif(
+    not CIFAR_TGZ.is_file(),
+    reason=f"needs CIFAR-10 in {CIFAR_TGZ} (../shared beside the checkout, or set DDMLFLOW_SHARED)",
+)
 def test_cifar10_jpeg_tree_full(tmp_path):
     with tarfile.open(CIFAR_TGZ) as tar:
         tar.extractall(tmp_path / "cifar", filter="data")
@@ -34,7 +38,10 @@ def test_cifar10_jpeg_tree_full(tmp_path):
         assert len(hits) >= 1 and set(ds.y_train[hits].tolist()) == {k}
 
 
-@pytest.mark.skipif(not MOSMED.is_dir(), reason=f"needs the MosMed sample in {MOSMED} (../shared beside the checkout, or set DDMLFLOW_SHARED)")
+@pytest.mark.skipif(
+    not MOSMED.is_dir(),
+    reason=f"needs the MosMed sample in {MOSMED} (../shared beside the checkout, or set DDMLFLOW_SHARED)",
+)
 @pytest.mark.parametrize("i", range(5))
 def test_mosmed_sample_volumes_pass_unchanged(i):
     path = MOSMED / f"volume{i}.nii.gz"

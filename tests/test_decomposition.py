@@ -1,4 +1,5 @@
 """Subdomain boxes: coverage, tile sizes, overlap geometry, views, type B, JSON, picture, errors."""
+
 import itertools
 import json
 
@@ -19,16 +20,28 @@ def coverage_count(d: Decomposition) -> np.ndarray:
 
 
 CASES_2D = [((32, 32, 3), p, delta) for p in (2, 3, 4) for delta in (0, 1, 2, 4)] + [
-    ((33, 31, 1), 2, 0), ((33, 31, 1), 2, 3), ((33, 31, 1), 4, 2), ((33, 31, 1), 7, 1),
-    ((180, 180, 3), 3, 0), ((180, 180, 3), 3, 10), ((192, 168, 3), 4, 0), ((192, 168, 3), 4, 8),
-    ((5, 7, 2), 5, 0), ((224, 224, 3), 2, 10)]
-CASES_3D = [((128, 128, 64, 1), (4, 4, 2), 0), ((128, 128, 64, 1), (4, 4, 1), 4),
-            ((17, 19, 11, 2), (2, 3, 2), 0), ((17, 19, 11, 2), (3, 3, 4), 2),
-            ((16, 16, 8, 1), (2, 2), 1), ((9, 9, 9, 1), (1, 1, 3), 1)]
+    ((33, 31, 1), 2, 0),
+    ((33, 31, 1), 2, 3),
+    ((33, 31, 1), 4, 2),
+    ((33, 31, 1), 7, 1),
+    ((180, 180, 3), 3, 0),
+    ((180, 180, 3), 3, 10),
+    ((192, 168, 3), 4, 0),
+    ((192, 168, 3), 4, 8),
+    ((5, 7, 2), 5, 0),
+    ((224, 224, 3), 2, 10),
+]
+CASES_3D = [
+    ((128, 128, 64, 1), (4, 4, 2), 0),
+    ((128, 128, 64, 1), (4, 4, 1), 4),
+    ((17, 19, 11, 2), (2, 3, 2), 0),
+    ((17, 19, 11, 2), (3, 3, 4), 2),
+    ((16, 16, 8, 1), (2, 2), 1),
+    ((9, 9, 9, 1), (1, 1, 3), 1),
+]
 
 
-@pytest.mark.parametrize("shape,parts,delta",
-                         [(s, (p, p), d) for s, p, d in CASES_2D] + CASES_3D)
+@pytest.mark.parametrize("shape,parts,delta", [(s, (p, p), d) for s, p, d in CASES_2D] + CASES_3D)
 def test_type_a_covers_image_with_even_tiles(shape, parts, delta):
     d = type_a(shape, parts, delta)
     full_parts = tuple(parts) + (1,) * (len(shape) - 1 - len(parts))
@@ -51,9 +64,15 @@ def test_type_a_covers_image_with_even_tiles(shape, parts, delta):
         assert b.stop == tuple(min(n, z + delta) for z, n in zip(t.stop, shape))
 
 
-@pytest.mark.parametrize("shape,parts,box_shape", [
-    ((180, 180, 3), (3, 3), (60, 60)), ((192, 168, 3), (4, 4), (48, 42)),
-    ((128, 128, 64, 1), (4, 4, 2), (32, 32, 32)), ((128, 128, 64, 1), (2, 2), (64, 64, 64))])
+@pytest.mark.parametrize(
+    "shape,parts,box_shape",
+    [
+        ((180, 180, 3), (3, 3), (60, 60)),
+        ((192, 168, 3), (4, 4), (48, 42)),
+        ((128, 128, 64, 1), (4, 4, 2), (32, 32, 32)),
+        ((128, 128, 64, 1), (2, 2), (64, 64, 64)),
+    ],
+)
 def test_even_sizes(shape, parts, box_shape):
     assert {b.shape for b in type_a(shape, parts).boxes} == {box_shape}
 
@@ -92,14 +111,14 @@ def test_split_returns_views_with_right_shapes():
     for i, (part, b) in enumerate(zip(parts, d.boxes)):
         assert part.shape == (5,) + d.input_shape(i)
         assert np.shares_memory(part, x) and part.base is not None
-        np.testing.assert_array_equal(part, x[:, b.start[0]:b.stop[0], b.start[1]:b.stop[1], :])
+        np.testing.assert_array_equal(part, x[:, b.start[0] : b.stop[0], b.start[1] : b.stop[1], :])
     assert parts[3][0, 0, 0, 0] == x[0, d.boxes[3].start[0], d.boxes[3].start[1], 0]
     v = np.zeros((2, 128, 128, 64, 1), np.float32)
     d3 = make("4x4x2", v.shape[1:])
     crop = d3.crop(v, 31)
     assert crop.shape == (2, 32, 32, 32, 1) and np.shares_memory(crop, v)
     crop[...] = 1  # writes through: it is the same memory
-    assert v[:, 96:, 96:, 32:].all() and v.sum() == 2 * 32 ** 3
+    assert v[:, 96:, 96:, 32:].all() and v.sum() == 2 * 32**3
 
 
 def test_crop_rejects_wrong_batch_shape():
@@ -121,8 +140,9 @@ def test_type_b_thirteen_equal_boxes_on_grid_corners():
         assert make(spec, (180, 180, 3)) == d
 
 
-@pytest.mark.parametrize("shape,delta", [((32, 32, 3), 0), ((33, 31, 1), 2), ((96, 96, 1), 5),
-                                         ((3, 3, 1), 0), ((60, 60, 30, 1), 3)])
+@pytest.mark.parametrize(
+    "shape,delta", [((32, 32, 3), 0), ((33, 31, 1), 2), ((96, 96, 1), 5), ((3, 3, 1), 0), ((60, 60, 30, 1), 3)]
+)
 def test_type_b_covers_and_grows(shape, delta):
     d = type_b(shape, delta)
     base = type_b(shape)
@@ -142,9 +162,15 @@ def test_explicit_boxes_both_formats():
     assert make(json.dumps(boxes), (32, 32, 3)) == d
 
 
-@pytest.mark.parametrize("d", [make("2x2", (32, 32, 3), 4), make("typeB", (33, 31, 1), 2),
-                               make("4x4x2", (128, 128, 64, 1)),
-                               explicit((8, 8, 1), [[0, 0, 8, 5], [0, 3, 8, 8]])])
+@pytest.mark.parametrize(
+    "d",
+    [
+        make("2x2", (32, 32, 3), 4),
+        make("typeB", (33, 31, 1), 2),
+        make("4x4x2", (128, 128, 64, 1)),
+        explicit((8, 8, 1), [[0, 0, 8, 5], [0, 3, 8, 8]]),
+    ],
+)
 def test_json_round_trip(d, tmp_path):
     assert Decomposition.from_json(d.to_json()) == d
     assert Decomposition.from_dict(json.loads(json.dumps(d.to_dict()))) == d
@@ -164,7 +190,7 @@ def test_draw_writes_png(tmp_path):
     d.draw(rng.random((96, 96, 3)), tmp_path / "b.png")
     with Image.open(tmp_path / "b.png") as im:
         assert im.format == "PNG" and 300 <= im.width <= 1200 and 300 <= im.height <= 1200
-        colours = {c for _, c in im.convert("RGB").getcolors(maxcolors=10 ** 6)}
+        colours = {c for _, c in im.convert("RGB").getcolors(maxcolors=10**6)}
     assert len(colours) > 50  # image plus coloured outlines, not a blank canvas
     d3 = make("2x2x2", (16, 24, 8, 1), overlap=1)
     d3.draw(rng.random((16, 24, 8, 1)), tmp_path / "v.png")
@@ -197,12 +223,16 @@ INVALID = [  # (spec, image_shape, overlap, param, words in the message)
     ('{"boxes": [[0, 0, 33, 32]]}', (32, 32, 3), 0, "decomposition", "inside the image"),
     ('{"boxes": [[-1, 0, 32, 32]]}', (32, 32, 3), 0, "decomposition", "inside the image"),
     ('{"boxes": [[0, 0, 32, 32], [5, 5, 5, 9]]}', (32, 32, 3), 0, "decomposition", "start must be < stop"),
-    ('{"boxes": [[0, 0, 16, 32], [20, 0, 32, 32]]}', (32, 32, 3), 0, "decomposition",
-     "128 of 1024 pixels are uncovered"),
+    (
+        '{"boxes": [[0, 0, 16, 32], [20, 0, 32, 32]]}',
+        (32, 32, 3),
+        0,
+        "decomposition",
+        "128 of 1024 pixels are uncovered",
+    ),
     ('{"boxes": [[0, 0, 32]]}', (32, 32, 3), 0, "decomposition", "wrong number of coordinates"),
     ('{"boxes": [[0, 0, 0, 32, 32, 8]]}', (32, 32, 3), 0, "decomposition", "wrong number of coordinates"),
-    ('{"boxes": [{"start": [0, 0], "stop": [32]}]}', (32, 32, 3), 0, "decomposition",
-     "wrong number of coordinates"),
+    ('{"boxes": [{"start": [0, 0], "stop": [32]}]}', (32, 32, 3), 0, "decomposition", "wrong number of coordinates"),
     ('{"boxes": [{"begin": [0, 0], "stop": [32, 32]}]}', (32, 32, 3), 0, "decomposition", '"start"'),
     ('{"boxes": [[0, 0, 32.5, 32]]}', (32, 32, 3), 0, "decomposition", "integers"),
     ('{"boxes": []}', (32, 32, 3), 0, "decomposition", "non-empty"),
@@ -242,14 +272,14 @@ def test_invalid_direct_constructors():
 def test_overlap_limit_is_tight():
     make("2x2", (32, 32, 3), overlap=15)  # largest allowed: boxes 31 x 31
     assert {b.shape for b in make("2x2", (32, 32, 3), overlap=15).boxes} == {(31, 31)}
-    for spec, shape in [("3x3", (33, 33, 1)), ("2x3", (20, 30, 1)), ("typeB", (90, 90, 1)),
-                        ("2x2x1", (16, 16, 4, 1))]:
+    for spec, shape in [("3x3", (33, 33, 1)), ("2x3", (20, 30, 1)), ("typeB", (90, 90, 1)), ("2x2x1", (16, 16, 4, 1))]:
         limit = next(o for o in itertools.count() if _raises(spec, shape, o))
         d = make(spec, shape, limit - 1)
         assert all(b.shape != shape[:-1] for b in d.boxes)
-        grown = [Box(tuple(max(0, a - limit) for a in t.start),
-                     tuple(min(n, z + limit) for z, n in zip(t.stop, shape)))
-                 for t in make(spec, shape).boxes]
+        grown = [
+            Box(tuple(max(0, a - limit) for a in t.start), tuple(min(n, z + limit) for z, n in zip(t.stop, shape)))
+            for t in make(spec, shape).boxes
+        ]
         assert any(b.shape == shape[:-1] for b in grown)
 
 

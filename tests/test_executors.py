@@ -3,6 +3,7 @@
 No test here reads a wall clock against a bound: each child records when it
 ran, and the tests compare those spans with each other.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,7 @@ SPAN = "import time; t = time.time(); time.sleep({s}); print(t, time.time())"
 
 
 def _job(tmp_path, name, code, device=""):
-    return Job("test", name, run_id=f"run-{name}", inputs={"code": code}, device=device,
-               log=tmp_path / f"{name}.log")
+    return Job("test", name, run_id=f"run-{name}", inputs={"code": code}, device=device, log=tmp_path / f"{name}.log")
 
 
 def _python(job: Job) -> list[str]:
@@ -112,10 +112,12 @@ def test_cpu_jobs_run_max_parallel_at_once(tmp_path):
 
 
 def test_failure_is_isolated_and_explained(tmp_path):
-    jobs = [_job(tmp_path, "ok1", "print('fine')"),
-            _job(tmp_path, "bad", "raise SystemExit('box 1 exploded')"),
-            _job(tmp_path, "killed", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
-            _job(tmp_path, "ok2", "print('fine')")]
+    jobs = [
+        _job(tmp_path, "ok1", "print('fine')"),
+        _job(tmp_path, "bad", "raise SystemExit('box 1 exploded')"),
+        _job(tmp_path, "killed", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"),
+        _job(tmp_path, "ok2", "print('fine')"),
+    ]
     results = ProcessExecutor(max_parallel=2, poll_s=0.05).run(jobs)
     assert [r.ok for r in results] == [True, False, False, True]
     assert results[1].reason == "box 1 exploded"
@@ -147,8 +149,13 @@ def test_futures_resolve_as_each_job_ends_and_the_block_waits(tmp_path):
     with ProcessExecutor(max_parallel=2, poll_s=0.05) as ex:
         fast = ex.submit(_job(tmp_path, "fast", "print('fast')"))
         go = str(tmp_path / "go")  # written by the fast job's callback: the slow job cannot end before it
-        slow = ex.submit(_job(tmp_path, "slow", f"import os, time\nwhile not os.path.exists({go!r}): time.sleep(0.02)\n"
-                                                f"print(open({go!r}).read())"))
+        slow = ex.submit(
+            _job(
+                tmp_path,
+                "slow",
+                f"import os, time\nwhile not os.path.exists({go!r}): time.sleep(0.02)\nprint(open({go!r}).read())",
+            )
+        )
         fast.add_done_callback(lambda f: (seen.append(slow.done()), (tmp_path / "go").write_text("after fast")))
         assert not fast.done() and not slow.done()  # nothing runs before it is waited for
         assert fast.result().ok
@@ -176,8 +183,10 @@ def test_importing_ddmlflow_turns_onednn_on_unless_the_user_chose(user):
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if user is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = user
-    code = ("import os, ddmlflow, tensorflow; from ddmlflow.devices import onednn; "
-            "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn())")
+    code = (
+        "import os, ddmlflow, tensorflow; from ddmlflow.devices import onednn; "
+        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn())"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == (["1", "on"] if user is None else ["0", "off"])
@@ -195,7 +204,9 @@ def test_packed_plan_splits_the_cpu_only():
     cpu = [job("train_global", 0, "")] + [job("train_local", k, "") for k in range(4)]
     plan = workers(cpu)
     assert [(name, [j.step for j in js], after) for name, js, after in plan] == [
-        ("cpu-packed", ["train_local"] * 4, None), ("cpu-other", ["train_global"], "cpu-packed")]
+        ("cpu-packed", ["train_local"] * 4, None),
+        ("cpu-other", ["train_global"], "cpu-packed"),
+    ]
     gpus = [job("train_global", 0, "0")] + [job("train_local", k, str(k % 2)) for k in range(4)]
     assert [(name, len(js), after) for name, js, after in workers(gpus)] == [("0", 3, None), ("1", 2, None)]
     one_local = [job("train_global", 0, ""), job("train_local", 0, "")]
@@ -203,8 +214,7 @@ def test_packed_plan_splits_the_cpu_only():
     assert [name for name, _, _ in workers(cpu[1:])] == ["cpu"]
 
 
-def test_prestarted_worker_runs_the_jobs_it_is_handed_and_stop_spares_stops_the_rest(mlflow_env, tmp_path,
-                                                                                        monkeypatch):
+def test_prestarted_worker_runs_the_jobs_it_is_handed_and_stop_spares_stops_the_rest(mlflow_env, tmp_path, monkeypatch):
     """``prestart`` starts workers before their jobs exist (``full``: before it imports MLflow and opens its
     parent run); they import, connect to the store once it is ready, then wait. ``run`` hands a job to one
     of them and ``stop_spares`` stops the other. The job is the cheap ``decompose`` step, run into its own

@@ -1,4 +1,5 @@
 """ddmlflow.figures: one module, Figure API (no pyplot state), PNGs that open, the numbers the figures print."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The layer contract (pyproject.toml, [tool.importlinter]): ``lint-imports`` keeps it, and breaks on an upward import."""
+
 from __future__ import annotations
 
 import shutil
@@ -14,8 +15,14 @@ pytestmark = pytest.mark.skipif(not LINT.exists(), reason="import-linter is not 
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LINT), "--no-cache"], cwd=root, capture_output=True, text=True, timeout=300,
-                          env={"PATH": str(LINT.parent), "PYTHONPATH": str(root)})
+    return subprocess.run(
+        [str(LINT), "--no-cache"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": str(LINT.parent), "PYTHONPATH": str(root)},
+    )
 
 
 def test_the_package_keeps_its_layers_and_has_no_import_cycle():

@@ -5,6 +5,7 @@ SIGKILLed as it starts (a `sitecustomize` on the children's path does it once),
 so that parent FAILS; the rerun resumes local 01 and must gather the whole tree
 under the new parent. Every other check reads that second, finished tree.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,24 @@ import pytest
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
-TINY = ["--n-train", "120", "--n-val", "60", "--epochs", "1", "--coarse-epochs", "1", "--global", "false",
-        "--max-parallel", "2", "--registered-model-name", "native-shapes", "--executor", "process"]
+TINY = [
+    "--n-train",
+    "120",
+    "--n-val",
+    "60",
+    "--epochs",
+    "1",
+    "--coarse-epochs",
+    "1",
+    "--global",
+    "false",
+    "--max-parallel",
+    "2",
+    "--registered-model-name",
+    "native-shapes",
+    "--executor",
+    "process",
+]
 KILL_LOCAL_01 = """
 import json, os, signal, sys
 argv = list(getattr(sys, "orig_argv", []))
@@ -33,8 +50,14 @@ if job.get("step") == "train_local" and job["inputs"].get("box") == 1 and marker
 
 
 def _full(env, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ddmlflow.cli", "full", *TINY], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "ddmlflow.cli", "full", *TINY],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +69,15 @@ def tree(tmp_path_factory):
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(KILL_LOCAL_01)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}", DDMLFLOW_WORK=str(tmp / "work"),
-               DDMLFLOW_CACHE=str(tmp / "cache"), TF_CPP_MIN_LOG_LEVEL="2",
-               MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1", DDMLFLOW_TEST_KILL_MARKER=str(tmp / "killed"),
-               PYTHONPATH=os.pathsep.join([str(hook), str(ROOT), env.get("PYTHONPATH", "")]))
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
+        DDMLFLOW_WORK=str(tmp / "work"),
+        DDMLFLOW_CACHE=str(tmp / "cache"),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1",
+        DDMLFLOW_TEST_KILL_MARKER=str(tmp / "killed"),
+        PYTHONPATH=os.pathsep.join([str(hook), str(ROOT), env.get("PYTHONPATH", "")]),
+    )
     first = _full(env, tmp)
     assert first.returncode != 0 and "train_local/01: killed by SIGKILL" in first.stderr, first.stderr[-3000:]
     second = _full(env, tmp)
@@ -57,10 +85,16 @@ def tree(tmp_path_factory):
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     c = mlflow.MlflowClient()
     exp = c.get_experiment_by_name("ddmlflow-shapes2d")
-    parents = [r for r in c.search_runs([exp.experiment_id], "tags.`ddmlflow.step` = 'full'",
-                                        order_by=["attributes.start_time ASC"])]
-    children = {r.info.run_name: r for r in
-                c.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[-1].info.run_id}'")}
+    parents = [
+        r
+        for r in c.search_runs(
+            [exp.experiment_id], "tags.`ddmlflow.step` = 'full'", order_by=["attributes.start_time ASC"]
+        )
+    ]
+    children = {
+        r.info.run_name: r
+        for r in c.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[-1].info.run_id}'")
+    }
     yield {"client": c, "exp": exp, "parents": parents, "children": children, "second": second, "tmp": tmp}
 
 
@@ -118,7 +152,11 @@ def test_every_training_child_logs_its_datasets(tree):
         if name.startswith("train_local"):
             assert profile["features_shape"] == [120, 16, 16, 3]
             src = json.loads(train.source)
-            assert (src["generator"], src["seed"], src["split"]) == ("ddmlflow.data.generated:shapes2d", "0", "training")
+            assert (src["generator"], src["seed"], src["split"]) == (
+                "ddmlflow.data.generated:shapes2d",
+                "0",
+                "training",
+            )
     assert "[16:32,0:16]" in children["train_local/02"].inputs.dataset_inputs[0].dataset.name
     assert len(digests) == 5, "each box (and the coarse features) is different data"
 
@@ -152,7 +190,9 @@ def test_registered_version_has_description_tags_and_links_its_logged_model(tree
     assert mv.tags["ddmlflow.model_id"] == cnn_dnn.model_id and "native-shapes" in cnn_dnn.tags["mlflow.modelVersions"]
     acc = children["evaluate"].data.metrics["val_accuracy/cnn_dnn"]
     assert f"validation accuracy {acc:.4f}" in mv.description and "decomposition `2x2`" in mv.description
-    assert mv.tags["ddmlflow.decomposition"] == "2x2" and mv.tags["ddmlflow.parent_run"] == tree["parents"][1].info.run_id
+    assert (
+        mv.tags["ddmlflow.decomposition"] == "2x2" and mv.tags["ddmlflow.parent_run"] == tree["parents"][1].info.run_id
+    )
     assert c.get_registered_model("native-shapes").description
 
 

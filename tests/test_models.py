@@ -1,16 +1,17 @@
 """The papers' networks: exact parameter counts (KLW Table 2), shapes, 2D/3D, K = 2."""
+
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
-from ddmlflow import models  # noqa: E402
-from ddmlflow.errors import InputError  # noqa: E402
+from ddmlflow import models
+from ddmlflow.errors import InputError
 
 
 def trainable(model: keras.Model) -> int:
@@ -21,18 +22,21 @@ def layer_types(model: keras.Model, cls) -> list:
     return [layer for layer in model.layers if isinstance(layer, cls)]
 
 
-@pytest.mark.parametrize("model,shape,k,wd,count", [
-    ("vgg3", (32, 32, 3), 10, 1, 550_570),       # CIFAR-10 global (Table 2: 0.5506M)
-    ("vgg3", (16, 16, 3), 10, 2, 89_178),        # CIFAR-10 2x2 local (0.0892M)
-    ("vgg3", (60, 60, 3), 5, 2, 273_173),        # TF-Flowers 3x3 local (0.2732M)
-    ("vgg3", (48, 42, 1), 38, 2, 197_206),       # Yale B 4x4 local (0.1972M)
-    ("vgg9", (32, 32, 3), 10, 1, 4_786_794),     # CIFAR-10 global (4.7868M)
-    ("vgg9", (180, 180, 3), 5, 1, 6_359_333),    # TF-Flowers global (6.3593M)
-    ("vgg9", (16, 16, 3), 10, 2, 1_195_866),     # CIFAR-10 2x2 local (1.1959M), KLW's local form
-    ("vgg9", (60, 60, 3), 5, 2, 1_326_613),      # TF-Flowers 3x3 local (1.3266M), KLW's local form
-    ("cnn3d", (128, 128, 64, 1), 2, 1, 1_352_897),  # CT global (1.3529M)
-    ("cnn3d", (64, 64, 64, 1), 2, 2, 339_553),   # CT 2x2x1 local (0.3396M)
-])
+@pytest.mark.parametrize(
+    "model,shape,k,wd,count",
+    [
+        ("vgg3", (32, 32, 3), 10, 1, 550_570),  # CIFAR-10 global (Table 2: 0.5506M)
+        ("vgg3", (16, 16, 3), 10, 2, 89_178),  # CIFAR-10 2x2 local (0.0892M)
+        ("vgg3", (60, 60, 3), 5, 2, 273_173),  # TF-Flowers 3x3 local (0.2732M)
+        ("vgg3", (48, 42, 1), 38, 2, 197_206),  # Yale B 4x4 local (0.1972M)
+        ("vgg9", (32, 32, 3), 10, 1, 4_786_794),  # CIFAR-10 global (4.7868M)
+        ("vgg9", (180, 180, 3), 5, 1, 6_359_333),  # TF-Flowers global (6.3593M)
+        ("vgg9", (16, 16, 3), 10, 2, 1_195_866),  # CIFAR-10 2x2 local (1.1959M), KLW's local form
+        ("vgg9", (60, 60, 3), 5, 2, 1_326_613),  # TF-Flowers 3x3 local (1.3266M), KLW's local form
+        ("cnn3d", (128, 128, 64, 1), 2, 1, 1_352_897),  # CT global (1.3529M)
+        ("cnn3d", (64, 64, 64, 1), 2, 2, 339_553),  # CT 2x2x1 local (0.3396M)
+    ],
+)
 def test_total_parameter_counts_match_klw_table2(model, shape, k, wd, count):
     assert models.build(model, shape, k, width_divisor=wd).count_params() == count
 
@@ -40,6 +44,7 @@ def test_total_parameter_counts_match_klw_table2(model, shape, k, wd, count):
 def test_vgg9_local_form_and_thinned_global():
     """KLW's VGG9 locals: four poolings, one hidden dense layer of 128 / width_divisor; the thinned
     global net (Gu et al.'s sub-networks) keeps the global layers. Counts by hand."""
+
     def convs(c_in, widths):
         total = 0
         for w in widths:
@@ -65,6 +70,7 @@ def test_vgg9_local_form_and_thinned_global():
 # KLW's counts are reproduced by resnet20a, below): 1x1 projections with bias, no BN on them.
 def resnet20_trainable(channels: int, k: int, wd: int) -> int:
     """ResNet20 with 1x1 projection shortcuts, counted by hand: convs keep their bias, BN trains 2 per channel."""
+
     def conv(size, c_in, c_out):
         return size * size * c_in * c_out + c_out
 
@@ -127,12 +133,18 @@ def test_to_probabilities_keeps_multiclass_rows():
     np.testing.assert_array_equal(models.to_probabilities(p), p)
 
 
-@pytest.mark.parametrize("model,layer,attr,full", [
-    ("vgg3", "conv1_1", "filters", 32), ("vgg3", "dense1", "units", 128),
-    ("vgg9", "conv5_2", "filters", 512), ("resnet20", "stem_conv", "filters", 16),
-    ("resnet20", "s3b3_conv2", "filters", 64), ("cnn3d", "conv4", "filters", 256),
-    ("cnn3d", "dense1", "units", 512),
-])
+@pytest.mark.parametrize(
+    "model,layer,attr,full",
+    [
+        ("vgg3", "conv1_1", "filters", 32),
+        ("vgg3", "dense1", "units", 128),
+        ("vgg9", "conv5_2", "filters", 512),
+        ("resnet20", "stem_conv", "filters", 16),
+        ("resnet20", "s3b3_conv2", "filters", 64),
+        ("cnn3d", "conv4", "filters", 256),
+        ("cnn3d", "dense1", "units", 512),
+    ],
+)
 def test_width_divisor_halves_widths_not_outputs(model, layer, attr, full):
     shape = (32, 32, 32, 1) if model == "cnn3d" else (32, 32, 3)
     glob = models.build(model, shape, 10)
@@ -172,13 +184,16 @@ def test_custom_name():
     assert models.build("vgg3", (16, 16, 3), 10, 2, name="local_03").name == "local_03"
 
 
-@pytest.mark.parametrize("kwargs,param", [
-    ({"model": "vgg16"}, "model"),
-    ({"num_classes": 1}, "num_classes"),
-    ({"input_shape": (32, 3)}, "input_shape"),
-    ({"width_divisor": 0}, "width_divisor"),
-    ({"dropout": 1.5}, "dropout"),
-])
+@pytest.mark.parametrize(
+    "kwargs,param",
+    [
+        ({"model": "vgg16"}, "model"),
+        ({"num_classes": 1}, "num_classes"),
+        ({"input_shape": (32, 3)}, "input_shape"),
+        ({"width_divisor": 0}, "width_divisor"),
+        ({"dropout": 1.5}, "dropout"),
+    ],
+)
 def test_bad_input_raises_input_error(kwargs, param):
     args = {"model": "vgg3", "input_shape": (16, 16, 3), "num_classes": 10} | kwargs
     with pytest.raises(InputError) as err:
@@ -200,9 +215,15 @@ def test_coarse_net_counts_and_io():
         models.build_coarse(0, 10)
 
 
-@pytest.mark.parametrize("shape,k,wd,params,mflops", [
-    ((32, 32, 3), 10, 1, 271_786, 0.8110), ((16, 16, 3), 10, 2, 69_082, 0.0513),
-    ((180, 180, 3), 5, 1, 271_461, 25.6608), ((60, 60, 3), 5, 2, 68_917, 0.7206)])
+@pytest.mark.parametrize(
+    "shape,k,wd,params,mflops",
+    [
+        ((32, 32, 3), 10, 1, 271_786, 0.8110),
+        ((16, 16, 3), 10, 2, 69_082, 0.0513),
+        ((180, 180, 3), 5, 1, 271_461, 25.6608),
+        ((60, 60, 3), 5, 2, 68_917, 0.7206),
+    ],
+)
 def test_resnet20a_reproduces_klw_table2_exactly(shape, k, wd, params, mflops):
     from ddmlflow import profiling
 
@@ -222,11 +243,14 @@ def test_resnet20a_saves_and_loads_safely(tmp_path):
     assert np.allclose(net.predict(x, verbose=0), again.predict(x, verbose=0))
 
 
-@pytest.mark.parametrize("model,shape,k,n,batch", [
-    ("vgg3", (16, 16, 3), 6, 70, 32),      # the last batch is short (70 = 2 x 32 + 6)
-    ("vgg3", (16, 16, 3), 2, 5, 256),      # one sigmoid unit, fewer images than a batch
-    ("cnn3d", (16, 16, 8, 1), 3, 9, 4),
-])
+@pytest.mark.parametrize(
+    "model,shape,k,n,batch",
+    [
+        ("vgg3", (16, 16, 3), 6, 70, 32),  # the last batch is short (70 = 2 x 32 + 6)
+        ("vgg3", (16, 16, 3), 2, 5, 256),  # one sigmoid unit, fewer images than a batch
+        ("cnn3d", (16, 16, 8, 1), 3, 9, 4),
+    ],
+)
 def test_fast_predict_equals_keras_predict(model, shape, k, n, batch):
     """``training.predict`` (what the pyfunc and every step's probabilities use) is ``model.predict``
     without the pipeline: the same outputs, one traced function per model that does not keep it alive."""
@@ -241,8 +265,9 @@ def test_fast_predict_equals_keras_predict(model, shape, k, n, batch):
     got = predict(net, x, batch)
     assert got.shape == want.shape == (n, models.output_units(k))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(predict_probs(net, x.astype("float64"), batch), models.to_probabilities(want),
-                               rtol=1e-5, atol=1e-6)  # float64 input is cast, as Keras does
+    np.testing.assert_allclose(
+        predict_probs(net, x.astype("float64"), batch), models.to_probabilities(want), rtol=1e-5, atol=1e-6
+    )  # float64 input is cast, as Keras does
     assert net in _PREDICT and len(predict(net, x[:0], batch)) == 0
     ref = weakref.ref(net)
     del net

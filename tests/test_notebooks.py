@@ -1,4 +1,5 @@
 """The notebooks execute end to end (papermill, the venv's python3 kernel) on tiny offline data."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ pytestmark = pytest.mark.slow
 def execute(name: str, tmp_path: Path, **parameters) -> dict:
     papermill = pytest.importorskip("papermill")
     out = tmp_path / name
-    papermill.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters, kernel_name="python3",
-                               cwd=str(tmp_path), progress_bar=False)
+    papermill.execute_notebook(
+        str(NOTEBOOKS / name),
+        str(out),
+        parameters=parameters,
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
     return json.loads(out.read_text())
 
 
@@ -29,8 +36,16 @@ def outputs(nb: dict) -> str:
 
 
 def test_reproduce_klw_runs_a_table_and_shows_the_report(mlflow_env, tmp_path):
-    nb = execute("reproduce_klw.ipynb", tmp_path, table="shapes2d", budget="smoke", n_train=120, n_val=60,
-                 epochs=1, out_dir=str(tmp_path / "rep"))
+    nb = execute(
+        "reproduce_klw.ipynb",
+        tmp_path,
+        table="shapes2d",
+        budget="smoke",
+        n_train=120,
+        n_val=60,
+        epochs=1,
+        out_dir=str(tmp_path / "rep"),
+    )
     text = outputs(nb)
     assert "Orderings the papers claim" in text and "| smoke |" in text
     assert text.count("image/png") >= 5  # training times, curves, boxes, local predictions

@@ -1,9 +1,10 @@
 """The project's files agree with each other: dependencies, MLproject vs CLI, README vs CI."""
+
 from __future__ import annotations
 
 import re
-import tomllib
 
+import tomllib
 import yaml
 
 from conftest import ROOT
@@ -21,8 +22,11 @@ def test_conda_yaml_pins_the_pyproject_dependencies_to_the_lock_file():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     conda = yaml.safe_load((ROOT / "conda.yaml").read_text())
     pip = [p for p in next(d["pip"] for d in conda["dependencies"] if isinstance(d, dict)) if not p.startswith("-")]
-    lock = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().splitlines()
-                if line and not line.startswith("#"))
+    lock = dict(
+        line.split("==")
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert sorted(map(_name, pip)) == sorted(map(_name, deps))
     bounds = {_name(d): Requirement(d) for d in deps}
     for pin in pip:
@@ -73,8 +77,8 @@ def test_every_step_is_reachable_from_cli_mlproject_and_full():
 
 def test_full_walks_every_selected_registry_step(monkeypatch):
     """`full` with every strategy visits every registry step (a strategy added to the registry runs)."""
-    from ddmlflow.config import FullOptions, parse_options
     from ddmlflow.commands import full
+    from ddmlflow.config import FullOptions, parse_options
     from ddmlflow.steps import STEPS, STRATEGIES
 
     opts = parse_options(FullOptions, strategies=",".join(STRATEGIES))
@@ -114,8 +118,13 @@ def test_an_entry_point_runs_its_own_checkout(tmp_path):
     for part in ("ddmlflow", "entrypoints"):
         shutil.copytree(ROOT / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
     script = copy / "entrypoints" / "decompose.py"
-    r = subprocess.run([sys.executable, "-c", ENTRY_PROBE.format(script=str(script))], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", ENTRY_PROBE.format(script=str(script))],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     module, path = r.stdout.strip().splitlines()[-2:]
     assert module.startswith(str(copy / "ddmlflow")) and path == str(copy)

@@ -3,12 +3,14 @@
 Tiny data (generated shapes, 32x32), tiny nets; every comparison is between two
 real trainings, never against stored numbers.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
 import pytest
+
 from conftest import predict_two_step
 
 keras = pytest.importorskip("keras")
@@ -26,8 +28,7 @@ def prep(tmp_path_factory):
     from ddmlflow.decomposition import make
     from ddmlflow.pipeline.prepared import Prepared
 
-    ds = data.load("shapes2d", n_train=96, n_val=48, cache_dir=str(tmp_path_factory.mktemp("cache")),
-                   progress=False)
+    ds = data.load("shapes2d", n_train=96, n_val=48, cache_dir=str(tmp_path_factory.mktemp("cache")), progress=False)
     dec = make("2x2", ds.x_train.shape[1:], overlap=2)
     return Prepared(ds.x_train, ds.y_train, ds.x_val, ds.y_val, list(ds.class_names), dec, ds.name, None)
 
@@ -48,8 +49,13 @@ def separate(cfg, prep, box: int, **kw):
     from ddmlflow.training import FitConfig, fit, seed_everything
 
     seed_everything(cfg.seed + 1 + box)
-    net = models.build(cfg.model, prep.decomposition.input_shape(box), prep.num_classes,
-                       width_divisor=cfg.width_divisor, name=f"local_{box:02d}")
+    net = models.build(
+        cfg.model,
+        prep.decomposition.input_shape(box),
+        prep.num_classes,
+        width_divisor=cfg.width_divisor,
+        name=f"local_{box:02d}",
+    )
     fc = FitConfig(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.optimizer, cfg.patience, seed=cfg.seed)
     return net, fit(net, prep.box(box), prep.num_classes, fc, log_to_mlflow=False, **kw)
 
@@ -167,15 +173,18 @@ def test_served_cnn_dnn_is_one_program_equal_to_two_steps(prep, tmp_path):
     x = np.asarray(prep.x_val[:20], dtype="float32")
     out = model.predict(None, x)  # a label column, then one probability column per class name
     assert list(out.columns) == ["label", *prep.class_names]
-    np.testing.assert_allclose(out.drop(columns="label").to_numpy(dtype="float64"), predict_two_step(nets, coarse, dec, x),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        out.drop(columns="label").to_numpy(dtype="float64"), predict_two_step(nets, coarse, dec, x), atol=1e-5
+    )
     with pytest.raises(MlflowException, match="does not match"):
         model.predict(None, x[:, :8])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model,spec,shape", [("vgg3", "typeB", (32, 32, 3)), ("resnet20", "2x2", (31, 31, 3)),
-                                               ("cnn3d", "2x2x1", (16, 16, 8, 1))])
+@pytest.mark.parametrize(
+    "model,spec,shape",
+    [("vgg3", "typeB", (32, 32, 3)), ("resnet20", "2x2", (31, 31, 3)), ("cnn3d", "2x2x1", (16, 16, 8, 1))],
+)
 def test_packs_any_network_and_box_sizes(model, spec, shape):
     """Boxes of different sizes (type B; 2x2 of 31 pixels) and 3D volumes pack together; nets with
     batch normalisation (resnet20, cnn3d) match separate training, moving statistics included."""
@@ -203,8 +212,9 @@ def test_epoch_logger_logs_each_epoch_once_across_resumes(mlflow_env):
 
     from ddmlflow.packed_training import mlflow_epoch_logger
 
-    ids = [mlflow.MlflowClient().create_run(mlflow.set_experiment("packed").experiment_id).info.run_id
-           for _ in range(2)]
+    ids = [
+        mlflow.MlflowClient().create_run(mlflow.set_experiment("packed").experiment_id).info.run_id for _ in range(2)
+    ]
     first = mlflow_epoch_logger(ids)
     first(0, 0, {"loss": 1.0, "accuracy": 0.5})
     first(1, 0, {"loss": 2.0, "accuracy": 0.5})

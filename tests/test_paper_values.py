@@ -1,4 +1,5 @@
 """Every published value in ddmlflow.paper_values is printed in its paper, next to its own table's caption."""
+
 from __future__ import annotations
 
 import re
@@ -9,9 +10,15 @@ from conftest import SHARED
 from ddmlflow import paper_values as pv
 
 PAPERS = SHARED / "papers"
-FILES = {pv.KLW: "klawonn-lanser-weber-2024-cnn-dnn-sisc.txt", pv.TL: "klawonn-lanser-weber-transfer-learning.txt",
-         pv.GC: "gu-zhang-liu-cai-2022-decomposition-composition.txt"}
-pytestmark = pytest.mark.skipif(not PAPERS.is_dir(), reason=f"needs the papers' text in {PAPERS} (../shared beside the checkout, or set DDMLFLOW_SHARED)")
+FILES = {
+    pv.KLW: "klawonn-lanser-weber-2024-cnn-dnn-sisc.txt",
+    pv.TL: "klawonn-lanser-weber-transfer-learning.txt",
+    pv.GC: "gu-zhang-liu-cai-2022-decomposition-composition.txt",
+}
+pytestmark = pytest.mark.skipif(
+    not PAPERS.is_dir(),
+    reason=f"needs the papers' text in {PAPERS} (../shared beside the checkout, or set DDMLFLOW_SHARED)",
+)
 
 
 def text(paper: str) -> str:
@@ -23,18 +30,18 @@ def window(e: pv.Entry) -> str:
     t = text(e.paper)
     if e.paper == pv.KLW and e.table.startswith("Fig"):  # the speedups are in the text discussing the figure
         start = t.index("Finally, in Figure 9" if e.table == "Fig. 9" else "in [Figure 12]")
-        return t[start:start + 4000]
+        return t[start : start + 4000]
     if e.paper == pv.KLW:
         m = re.search(rf"^TABLE {e.table}$", t, re.M)
-        return t[max(0, m.start() - 2200):m.end()]
+        return t[max(0, m.start() - 2200) : m.end()]
     if e.paper == pv.TL:
         start = t.index(f"Table {e.table}: Classification")
-        return t[start:t.index("Table 2: Classification") if e.table == "1" else t.index("References")]
+        return t[start : t.index("Table 2: Classification") if e.table == "1" else t.index("References")]
     if e.row.startswith("average ratio"):
         start = t.index("Table 3.2 shows the training times")
-        return t[start:start + 1200]
+        return t[start : start + 1200]
     m = re.search(rf"TABLE {re.escape(e.table)}\b", t)
-    return t[m.start():m.start() + 2500]
+    return t[m.start() : m.start() + 2500]
 
 
 def printed(e: pv.Entry) -> list[str]:
@@ -69,8 +76,10 @@ def test_klw_rows_are_printed_in_order(name):
     lines = window(entries[0]).splitlines()
     for row in dict.fromkeys(e.row for e in entries):
         cells = {e.column: e for e in entries if e.row == row}
-        want = [f"{cells[c].value:.4f} ({cells[c].train:.4f})"
-                for c in ("global", "local_mean", "local_min", "local_max", "cnn_dnn")]
+        want = [
+            f"{cells[c].value:.4f} ({cells[c].train:.4f})"
+            for c in ("global", "local_mean", "local_min", "local_max", "cnn_dnn")
+        ]
         assert any(re.search(r"\s+".join(map(re.escape, want)), line) for line in lines), f"Table {name} {row}"
 
 

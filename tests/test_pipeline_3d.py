@@ -1,4 +1,5 @@
 """The 3D path end to end: generated CT-like volumes as NIfTI, cnn3d locals, a pyfunc that takes volumes."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,23 @@ def test_full_3d_and_predict_nifti(mlflow_env, tmp_path, capsys):
     import mlflow
     import nibabel as nib
 
-    argv = ["full", "--dataset", "shapes3d", "--decomposition", "2x2x1", "--n-train", "24", "--n-val", "12",
-            "--epochs", "1", "--coarse-epochs", "2", "--max-parallel", "2"]
+    argv = [
+        "full",
+        "--dataset",
+        "shapes3d",
+        "--decomposition",
+        "2x2x1",
+        "--n-train",
+        "24",
+        "--n-val",
+        "12",
+        "--epochs",
+        "1",
+        "--coarse-epochs",
+        "2",
+        "--max-parallel",
+        "2",
+    ]
     assert main(argv) == 0, capsys.readouterr().err[-2000:]
     c = mlflow.MlflowClient()
     runs = {r.info.run_name: r for r in c.search_runs(experiment_ids(c))}
@@ -26,7 +42,9 @@ def test_full_3d_and_predict_nifti(mlflow_env, tmp_path, capsys):
     # (here: this process) with TensorFlow's default threads, after the group (one training at a time)
     locals_ = [runs[f"train_local/{k:02d}"] for k in range(4)]
     assert {r.data.tags["ddmlflow.executor"] for r in locals_} == {"packed"}
-    assert {r.data.tags["ddmlflow.tf_threads"] for r in locals_} == {f"intra_op=1,inter_op={len(os.sched_getaffinity(0))}"}
+    assert {r.data.tags["ddmlflow.tf_threads"] for r in locals_} == {
+        f"intra_op=1,inter_op={len(os.sched_getaffinity(0))}"
+    }
     assert runs["train_global"].data.tags["ddmlflow.tf_threads"] == "intra_op=0,inter_op=0"
     assert runs["train_global"].data.tags["ddmlflow.pid"] == str(os.getpid())
     kernels = "off" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" else "on"  # the package's default

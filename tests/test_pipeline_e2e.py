@@ -6,6 +6,7 @@ pyfunc against the two-step computation, `mlflow models serve`, and reuse.
 What `evaluate` reports is recomputed here from what the training runs logged
 (probs.npz, train_time_s), not read back from the dict it was written from.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,15 @@ import pytest
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
-TINY = {"n_train": "96", "n_val": "48", "epochs": "2", "coarse_epochs": "3", "gpus": "0,1", "max_parallel": "2",
-        "registered_model_name": "e2e-shapes"}
+TINY = {
+    "n_train": "96",
+    "n_val": "48",
+    "epochs": "2",
+    "coarse_epochs": "3",
+    "gpus": "0,1",
+    "max_parallel": "2",
+    "registered_model_name": "e2e-shapes",
+}
 
 
 def mlflow_run(env, cwd, params: dict, entry="full") -> subprocess.CompletedProcess:
@@ -39,8 +47,12 @@ def mlflow_run(env, cwd, params: dict, entry="full") -> subprocess.CompletedProc
 def e2e(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}", DDMLFLOW_WORK=str(tmp / "work"),
-               DDMLFLOW_CACHE=str(tmp / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
+        DDMLFLOW_WORK=str(tmp / "work"),
+        DDMLFLOW_CACHE=str(tmp / "cache"),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
     first = mlflow_run(env, tmp, TINY)
     assert first.returncode == 0, first.stderr[-3000:]
     import mlflow
@@ -62,8 +74,11 @@ def runs_by_name(client, parent_id: str) -> dict:
 
 
 def parent_of(client):
-    parents = [r for r in client.search_runs([exp_id(client)], order_by=["attributes.start_time ASC"])
-               if "mlflow.parentRunId" not in r.data.tags]
+    parents = [
+        r
+        for r in client.search_runs([exp_id(client)], order_by=["attributes.start_time ASC"])
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
     return parents
 
 
@@ -98,7 +113,10 @@ def test_locals_pinned_k_mod_g(e2e):
     for k in range(4):
         tags = children[f"train_local/{k:02d}"].data.tags
         assert tags["CUDA_VISIBLE_DEVICES"] == str(k % 2)
-        assert tags["ddmlflow.device"] in ("CPU", f"GPU:{k % 2}")  # CPU when TensorFlow sees no GPU, else the pinned one
+        assert tags["ddmlflow.device"] in (
+            "CPU",
+            f"GPU:{k % 2}",
+        )  # CPU when TensorFlow sees no GPU, else the pinned one
 
 
 def _artifact(client, run_id: str, path: str, dst: Path) -> Path:
@@ -131,23 +149,39 @@ def recomputed(e2e):
     for j, (split, y) in enumerate((("train_accuracy", labels["train"]), ("val_accuracy", labels["val"]))):
         assert all(p[j].shape == (len(y), 6) for p in local + [coarse, glob])
         acc = [float(np.mean(p[j].argmax(1) == y)) for p in local]
-        out.update({f"{split}/local_mean": np.mean(acc), f"{split}/local_min": min(acc),
-                    f"{split}/local_max": max(acc),
-                    f"{split}/global": float(np.mean(glob[j].argmax(1) == y)),
-                    f"{split}/cnn_dnn": float(np.mean(coarse[j].argmax(1) == y)),
-                    f"{split}/avg_prob": float(np.mean(
-                        aggregate.average_probability([p[j] for p in local]).argmax(1) == y)),
-                    f"{split}/majority_vote": float(np.mean(aggregate.majority_vote([p[j] for p in local]) == y))})
+        out.update(
+            {
+                f"{split}/local_mean": np.mean(acc),
+                f"{split}/local_min": min(acc),
+                f"{split}/local_max": max(acc),
+                f"{split}/global": float(np.mean(glob[j].argmax(1) == y)),
+                f"{split}/cnn_dnn": float(np.mean(coarse[j].argmax(1) == y)),
+                f"{split}/avg_prob": float(
+                    np.mean(aggregate.average_probability([p[j] for p in local]).argmax(1) == y)
+                ),
+                f"{split}/majority_vote": float(np.mean(aggregate.majority_vote([p[j] for p in local]) == y)),
+            }
+        )
         if split == "val_accuracy":  # each training run's own final accuracy is the same number
             for r, a in zip(local_ids, acc):
                 assert c.get_run(r).data.metrics["final_val_accuracy"] == pytest.approx(a)
     t = {name: children[name].data.metrics["train_time_s"] for name in children if name.startswith("train_")}
-    times = {"global CNN": t["train_global"], "slowest local": max(t[f"train_local/{k:02d}"] for k in range(4)),
-             "coarse": t["train_coarse"]}
+    times = {
+        "global CNN": t["train_global"],
+        "slowest local": max(t[f"train_local/{k:02d}"] for k in range(4)),
+        "coarse": t["train_coarse"],
+    }
     times["CNN-DNN"] = times["slowest local"] + times["coarse"]
     out["speedup"] = times["global CNN"] / times["CNN-DNN"]
-    return {"results": out, "times": times, "evaluate": children["evaluate"], "dst": dst, "y_val": labels["val"],
-            "val_probs": {"cnn_dnn": coarse[1], "global": glob[1]}, "global": children["train_global"]}
+    return {
+        "results": out,
+        "times": times,
+        "evaluate": children["evaluate"],
+        "dst": dst,
+        "y_val": labels["val"],
+        "val_probs": {"cnn_dnn": coarse[1], "global": glob[1]},
+        "global": children["train_global"],
+    }
 
 
 def test_evaluate_metrics_equal_those_recomputed_from_the_logged_probs(e2e, recomputed):
@@ -167,11 +201,19 @@ def test_evaluate_metrics_equal_those_recomputed_from_the_logged_probs(e2e, reco
     from ddmlflow.pipeline.classifier_eval import class_key
 
     c, y = e2e["client"], recomputed["y_val"]
-    classes = [class_key(n) for n in  # "circle+square" -> "circle_square": "+" is not allowed in a metric key
-               runs_by_name(c, parent_of(c)[0].info.run_id)["decompose"].data.tags["class_names"].split(",")]
+    classes = [
+        class_key(n)
+        for n in runs_by_name(  # "circle+square" -> "circle_square": "+" is not allowed in a metric key
+            c, parent_of(c)[0].info.run_id
+        )["decompose"]
+        .data.tags["class_names"]
+        .split(",")
+    ]
     arts = {a.path for a in c.list_artifacts(ev.info.run_id)}
-    model_ids = {"cnn_dnn": ev.data.tags["model_uri"].split("/", 1)[1],
-                 "global": recomputed["global"].data.tags["model_uri"].split("/", 1)[1]}
+    model_ids = {
+        "cnn_dnn": ev.data.tags["model_uri"].split("/", 1)[1],
+        "global": recomputed["global"].data.tags["model_uri"].split("/", 1)[1],
+    }
     for method, probs in recomputed["val_probs"].items():
         pred = probs.argmax(1)
         for k, name in enumerate(classes):
@@ -180,8 +222,11 @@ def test_evaluate_metrics_equal_those_recomputed_from_the_logged_probs(e2e, reco
             assert m[f"val_{method}_precision/{name}"] == pytest.approx(np.mean(hit[said]) if said.any() else 0.0)
             assert f"val_{method}_f1/{name}" in m
         assert m[f"val_{method}_accuracy_score"] == pytest.approx(want[f"val_accuracy/{method}"])
-        assert {f"val_{method}_confusion_matrix.png", f"val_{method}_per_class_metrics.csv",
-                f"val_{method}_roc_curve_plot.png"} <= arts
+        assert {
+            f"val_{method}_confusion_matrix.png",
+            f"val_{method}_per_class_metrics.csv",
+            f"val_{method}_roc_curve_plot.png",
+        } <= arts
         linked = [x for x in mlflow.get_logged_model(model_ids[method]).metrics if x.run_id == ev.info.run_id]
         assert {f"val_{method}_recall/{classes[0]}", f"val_{method}_accuracy_score"} <= {x.key for x in linked}
         assert {x.dataset_name for x in linked if x.key.startswith(f"val_{method}_")} == {"shapes2d-val"}
@@ -203,11 +248,22 @@ def test_results_json_and_table_show_the_recomputed_numbers(e2e, recomputed):
     results = json.loads(_artifact(c, ev.info.run_id, "results.json", dst).read_text())
     assert results["train_times_s"] == pytest.approx(recomputed["times"])
     assert list(results["train_times_s"]) == ["global CNN", "slowest local", "coarse", "CNN-DNN"]
-    lines = [line for line in _artifact(c, ev.info.run_id, "results.md", dst).read_text().splitlines()
-             if line.startswith("|")]
+    lines = [
+        line
+        for line in _artifact(c, ev.info.run_id, "results.md", dst).read_text().splitlines()
+        if line.startswith("|")
+    ]
     head, row = ([cell.strip() for cell in line.strip("|").split("|")] for line in (lines[0], lines[2]))
-    assert head == ["Decomp.", "global CNN", "local avg", "local min", "local max", "avg. prob.", "maj. vote",
-                    "CNN-DNN"]
+    assert head == [
+        "Decomp.",
+        "global CNN",
+        "local avg",
+        "local min",
+        "local max",
+        "avg. prob.",
+        "maj. vote",
+        "CNN-DNN",
+    ]
     assert row[0] == "2x2, overlap 0"
     keys = ["global", "local_mean", "local_min", "local_max", "avg_prob", "majority_vote", "cnn_dnn"]
     for key, cell in zip(keys, row[1:]):
@@ -262,8 +318,9 @@ def test_registered_pyfunc_equals_coarse_on_local_outputs(e2e):
     assert probs.shape == (5, 6) and np.allclose(probs.sum(1), 1, atol=1e-5)
     local = [mlflow.keras.load_model(children[f"train_local/{k:02d}"].data.tags["model_uri"]) for k in range(4)]
     coarse = mlflow.keras.load_model(children["train_coarse"].data.tags["model_uri"])
-    feats = coarse_features([to_probabilities(m.predict(decomposition.crop(x, i), verbose=0))
-                             for i, m in enumerate(local)])
+    feats = coarse_features(
+        [to_probabilities(m.predict(decomposition.crop(x, i), verbose=0)) for i, m in enumerate(local)]
+    )
     assert np.allclose(probs, to_probabilities(coarse.predict(feats, verbose=0)), atol=1e-5)
 
 
@@ -284,9 +341,27 @@ def _post(url: str, payload) -> tuple[int, str]:
 
 def test_models_serve_answers_post_and_rejects_bad_input(e2e):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/e2e-shapes@champion",
-                             "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
-                            env=e2e["env"], cwd=e2e["tmp"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/e2e-shapes@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=e2e["env"],
+        cwd=e2e["tmp"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -346,8 +421,9 @@ def test_second_version_is_latest_and_takes_champion_only_when_not_worse(e2e, tm
     assert int(first.version) == 1 and first.run_id == children["evaluate"].info.run_id
     best = float(first.tags["val_accuracy"])
     assert best == children["evaluate"].data.metrics["val_accuracy/cnn_dnn"]
-    dec = Decomposition.from_json(mlflow.artifacts.load_text(f"runs:/{children['decompose'].info.run_id}"
-                                                             "/decomposition.json"))
+    dec = Decomposition.from_json(
+        mlflow.artifacts.load_text(f"runs:/{children['decompose'].info.run_id}/decomposition.json")
+    )
     paths = []
     for name in [f"train_local/{k:02d}" for k in range(4)] + ["train_coarse"]:
         paths.append(tmp_path / f"{name.replace('/', '_')}.keras")

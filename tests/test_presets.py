@@ -31,27 +31,55 @@ def test_fields_are_valid(p):
 
 def test_every_klw_table_row_has_one_preset():
     rows = Counter(p.paper.split(" row ")[0] for p in ALL if p.paper.startswith("KLW Table"))
-    assert rows == {"KLW Table 3": 3, "KLW Table 4": 3, "KLW Table 5": 3, "KLW Table 6": 4, "KLW Table 7": 4,
-                    "KLW Table 8": 4, "KLW Table 9": 2, "KLW Table 10": 5}
+    assert rows == {
+        "KLW Table 3": 3,
+        "KLW Table 4": 3,
+        "KLW Table 5": 3,
+        "KLW Table 6": 4,
+        "KLW Table 7": 4,
+        "KLW Table 8": 4,
+        "KLW Table 9": 2,
+        "KLW Table 10": 5,
+    }
     tl = {p.name for p in ALL if "KLW-TL" in p.paper}
-    assert tl == {"cifar10-vgg9-2x2", "cifar10-resnet20-2x2", "flowers-vgg9-2x2", "flowers-vgg9-4x4",
-                  "flowers-resnet20-2x2", "flowers-resnet20-4x4", "ct-3d-2x2x1", "ct-3d-4x4x2"}
+    assert tl == {
+        "cifar10-vgg9-2x2",
+        "cifar10-resnet20-2x2",
+        "flowers-vgg9-2x2",
+        "flowers-vgg9-4x4",
+        "flowers-resnet20-2x2",
+        "flowers-resnet20-4x4",
+        "ct-3d-2x2x1",
+        "ct-3d-4x4x2",
+    }
     assert len(ALL) == 28 + 2
 
 
 def test_names_unique_and_readable():
     assert len({p.name for p in ALL}) == len(ALL) == len(presets.PRESETS)
     assert all(presets.PRESETS[p.name] is p for p in ALL)
-    for name in ("cifar10-vgg3-2x2-d4", "flowers-vgg9-typeB", "ct-3d-4x4x2", "yale-vgg3-4x4", "ct-3d-4x4x1-d4",
-                 presets.DEFAULT, "shapes3d-cnn3d-2x2x1"):
+    for name in (
+        "cifar10-vgg3-2x2-d4",
+        "flowers-vgg9-typeB",
+        "ct-3d-4x4x2",
+        "yale-vgg3-4x4",
+        "ct-3d-4x4x1-d4",
+        presets.DEFAULT,
+        "shapes3d-cnn3d-2x2x1",
+    ):
         assert presets.get(name).name == name
     assert presets.get("cifar10-vgg3-2x2-d4").overlap == 4
 
 
 def test_paper_hyperparameters():
     ct = presets.get("ct-3d-2x2x1")
-    assert (ct.image_shape, ct.num_classes, ct.learning_rate, ct.batch_size, ct.patience) == \
-        ((128, 128, 64, 1), 2, 1e-4, 2, 15)
+    assert (ct.image_shape, ct.num_classes, ct.learning_rate, ct.batch_size, ct.patience) == (
+        (128, 128, 64, 1),
+        2,
+        1e-4,
+        2,
+        15,
+    )
     assert (ct.coarse_hidden, ct.coarse_dropout, ct.coarse_learning_rate) == ((64, 32, 16), 0.4, 1e-3)
     yale = presets.get("yale-vgg3-3x3")
     assert (yale.image_shape, yale.num_classes, yale.batch_size, yale.coarse_dropout) == ((192, 168, 1), 38, 16, 0.2)

@@ -3,6 +3,7 @@
 Never `ray stop` (it ends every Ray process of the user): ``ray.init`` here and
 ``ray.shutdown()``, or ``ray.cluster_utils.Cluster`` and its own shutdown.
 """
+
 from __future__ import annotations
 
 import os
@@ -70,9 +71,25 @@ def test_sqlite_with_a_cluster_address_is_refused_before_any_work(tmp_path):
     """One line naming MLFLOW_TRACKING_URI and `mlflow server`; no store, no run, no Ray connection (10.x)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}", "DDMLFLOW_WORK": str(tmp_path)}
     env.pop("MLFLOW_RUN_ID", None)
-    r = subprocess.run([sys.executable, "-m", "ddmlflow.cli", "full", "--executor", "ray", "--ray-address",
-                        "ray://10.0.0.1:10001", "--epochs", "1"], env=env, capture_output=True, text=True,
-                       timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ddmlflow.cli",
+            "full",
+            "--executor",
+            "ray",
+            "--ray-address",
+            "ray://10.0.0.1:10001",
+            "--epochs",
+            "1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "MLFLOW_TRACKING_URI" in lines[0] and "mlflow server" in lines[0], r.stderr
@@ -97,17 +114,30 @@ def test_work_folder_is_per_user_and_keyed_by_the_tracking_store(tmp_path, monke
     assert work_dir("x") == tmp_path / "mine" / "x"
 
 
-@pytest.mark.parametrize("uri,local", [("sqlite:///m.db", True), ("file:///x/mlruns", True), ("mlruns", True),
-                                       ("http://127.0.0.1:5000", False), ("postgresql://u@h/db", False),
-                                       ("databricks", False)])
+@pytest.mark.parametrize(
+    "uri,local",
+    [
+        ("sqlite:///m.db", True),
+        ("file:///x/mlruns", True),
+        ("mlruns", True),
+        ("http://127.0.0.1:5000", False),
+        ("postgresql://u@h/db", False),
+        ("databricks", False),
+    ],
+)
 def test_local_stores_are_told_from_servers(uri, local, tmp_path, monkeypatch):
     from ddmlflow.executors.ray import absolute_uri
     from ddmlflow.tracking import is_local_store
 
     assert is_local_store(uri) == local
     monkeypatch.chdir(tmp_path)
-    assert absolute_uri(uri) == (uri if not local or uri.startswith("file") else
-                                 f"sqlite:///{tmp_path / 'm.db'}" if uri.startswith("sqlite") else str(tmp_path / uri))
+    assert absolute_uri(uri) == (
+        uri
+        if not local or uri.startswith("file")
+        else f"sqlite:///{tmp_path / 'm.db'}"
+        if uri.startswith("sqlite")
+        else str(tmp_path / uri)
+    )
 
 
 def test_gpus_on_a_cluster_without_gpus_fail_at_once(local_ray):
@@ -162,8 +192,16 @@ def _jobs(exp, parent, decompose_run, boxes, **cfg):
     for b in boxes:
         name = f"train_local/{b:02d}"
         run_id = create_child(exp, parent, name, "train_local", key="")
-        jobs.append(Job("train_local", name, run_id, {"decompose_run": decompose_run, "box": b},
-                        resolve("", **{**TINY, **cfg}), log=work_dir("logs", run_id) / "train.log"))
+        jobs.append(
+            Job(
+                "train_local",
+                name,
+                run_id,
+                {"decompose_run": decompose_run, "box": b},
+                resolve("", **{**TINY, **cfg}),
+                log=work_dir("logs", run_id) / "train.log",
+            )
+        )
     return jobs
 
 
@@ -172,7 +210,9 @@ def _debug_runs(experiment: str, node: str) -> str:
     runs = _client().search_runs([exp.experiment_id]) if exp else []
     return f"node b {node}: " + "; ".join(
         f"{r.info.run_name} {r.info.status} {r.data.tags.get(TAG + 'node_id')} "
-        f"{[f.path for f in _client().list_artifacts(r.info.run_id, 'checkpoint')]}" for r in runs)
+        f"{[f.path for f in _client().list_artifacts(r.info.run_id, 'checkpoint')]}"
+        for r in runs
+    )
 
 
 def _epochs(run_id: str) -> list[int]:
@@ -231,21 +271,53 @@ def test_two_nodes_share_the_fan_out_and_a_lost_node_is_retried_elsewhere(server
     mlflow.set_tracking_uri(server)
     ray.shutdown()
     work = {n: str(tmp_path / f"work_{n}") for n in ("a", "b")}
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "resources": {"node_a": 1}, "include_dashboard": False,
-        "env_vars": {"DDMLFLOW_WORK": work["a"]}})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "resources": {"node_a": 1},
+            "include_dashboard": False,
+            "env_vars": {"DDMLFLOW_WORK": work["a"]},
+        },
+    )
     try:
         head = cluster.head_node.node_id
         node_b = cluster.add_node(num_cpus=1, resources={"node_b": 1}, env_vars={"DDMLFLOW_WORK": work["b"]})
-        env = {**os.environ, "MLFLOW_TRACKING_URI": server, "MLFLOW_EXPERIMENT_NAME": "two-nodes",
-               "DDMLFLOW_WORK": str(tmp_path / "driver")}
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": server,
+            "MLFLOW_EXPERIMENT_NAME": "two-nodes",
+            "DDMLFLOW_WORK": str(tmp_path / "driver"),
+        }
         env.pop("MLFLOW_RUN_ID", None)
         env.pop("MLFLOW_EXPERIMENT_ID", None)  # it would take precedence over the experiment named here
-        cmd = [sys.executable, "-m", "ddmlflow.cli", "full", "--executor", "ray", "--ray-address", cluster.address,
-               "--global", "false", "--gpus", "none", "--registered-model-name", "-", "--n-train", "120",
-               "--n-val", "60", "--epochs", "3", "--coarse-epochs", "1"]
-        driver = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                  stderr=open(tmp_path / "driver.log", "wb"))
+        cmd = [
+            sys.executable,
+            "-m",
+            "ddmlflow.cli",
+            "full",
+            "--executor",
+            "ray",
+            "--ray-address",
+            cluster.address,
+            "--global",
+            "false",
+            "--gpus",
+            "none",
+            "--registered-model-name",
+            "-",
+            "--n-train",
+            "120",
+            "--n-val",
+            "60",
+            "--epochs",
+            "3",
+            "--coarse-epochs",
+            "1",
+        ]
+        driver = subprocess.Popen(
+            cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "driver.log", "wb")
+        )
         victim = None
         while victim is None:
             assert driver.poll() is None, _debug_runs("two-nodes", node_b.node_id)
@@ -253,9 +325,15 @@ def test_two_nodes_share_the_fan_out_and_a_lost_node_is_retried_elsewhere(server
             exp = _client().get_experiment_by_name("two-nodes")
             on_b = f"tags.`{TAG}node_id` = '{node_b.node_id}'"
             runs = _client().search_runs([exp.experiment_id], on_b) if exp else []
-            victim = next((r for r in runs if r.info.status == "RUNNING" and any(
-                f.path.endswith("fit.npz")
-                for f in _client().list_artifacts(r.info.run_id, "checkpoint"))), None)
+            victim = next(
+                (
+                    r
+                    for r in runs
+                    if r.info.status == "RUNNING"
+                    and any(f.path.endswith("fit.npz") for f in _client().list_artifacts(r.info.run_id, "checkpoint"))
+                ),
+                None,
+            )
         cluster.remove_node(node_b)
         assert driver.wait(timeout=1200) == 0, (tmp_path / "driver.log").read_text()[-3000:]
     finally:

@@ -1,4 +1,5 @@
 """Reliability: resume after SIGKILL, failure isolation, Ctrl-C, determinism, 16 concurrent writers."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,22 @@ import pytest
 from conftest import experiment_ids
 from ddmlflow.cli import main
 
-SMALL = ["--n-train", "480", "--n-val", "96", "--epochs", "4", "--coarse-epochs", "2", "--global", "false",
-         "--patience", "0", "--registered-model-name", "-"]
+SMALL = [
+    "--n-train",
+    "480",
+    "--n-val",
+    "96",
+    "--epochs",
+    "4",
+    "--coarse-epochs",
+    "2",
+    "--global",
+    "false",
+    "--patience",
+    "0",
+    "--registered-model-name",
+    "-",
+]
 
 
 def _client():
@@ -24,7 +39,11 @@ def _client():
 
 
 def _runs(name_prefix: str = "") -> list:
-    return [r for r in _client().search_runs(experiment_ids(_client()), max_results=500) if r.info.run_name.startswith(name_prefix)]
+    return [
+        r
+        for r in _client().search_runs(experiment_ids(_client()), max_results=500)
+        if r.info.run_name.startswith(name_prefix)
+    ]
 
 
 def _pid_of(run_id: str) -> int | None:
@@ -43,8 +62,11 @@ def _child_of(parent: int, marker: str) -> int:
     """The child process of ``parent`` whose command line holds ``marker``."""
     for p in Path("/proc").iterdir():
         try:
-            if p.name.isdigit() and int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent \
-                    and marker in (p / "cmdline").read_bytes().decode(errors="ignore"):
+            if (
+                p.name.isdigit()
+                and int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent
+                and marker in (p / "cmdline").read_bytes().decode(errors="ignore")
+            ):
                 return int(p.name)
         except (OSError, ValueError, IndexError):
             pass
@@ -54,9 +76,14 @@ def _child_of(parent: int, marker: str) -> int:
 def _full(extra=()) -> subprocess.Popen:
     """``full`` in its own process group, with SIGINT at its default as under a terminal (a suite started
     in the background, ``cmd &``, ignores SIGINT, and its children would inherit that)."""
-    return subprocess.Popen([sys.executable, "-m", "ddmlflow.cli", "full", *SMALL, *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen(
+        [sys.executable, "-m", "ddmlflow.cli", "full", *SMALL, *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def _wait_for_epoch(run_name: str, step: int, proc: subprocess.Popen, timeout: float = 300):
@@ -119,8 +146,9 @@ def test_ctrl_c_stops_children_and_marks_runs_killed(mlflow_env):
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
-    statuses = {("full" if r.data.tags.get("ddmlflow.step") == "full" else r.info.run_name): r.info.status
-                for r in _runs()}
+    statuses = {
+        ("full" if r.data.tags.get("ddmlflow.step") == "full" else r.info.run_name): r.info.status for r in _runs()
+    }
     assert statuses["full"] == "KILLED"
     assert statuses["train_local/00"] == "KILLED"
     assert "RUNNING" not in statuses.values(), statuses
@@ -144,8 +172,9 @@ def test_ctrl_c_while_the_driver_trains_the_global_net_marks_it_killed(mlflow_en
 
     batch = resolve().batch_size
     hparams = tmp_path / "hparams.json"
-    hparams.write_text(json.dumps({"global": {"batch_size": 1},
-                                   **{f"local/{k:02d}": {"batch_size": batch} for k in range(4)}}))
+    hparams.write_text(
+        json.dumps({"global": {"batch_size": 1}, **{f"local/{k:02d}": {"batch_size": batch} for k in range(4)}})
+    )
     with mlflow_server(tmp_path) as url:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         mlflow.set_tracking_uri(url)
@@ -156,13 +185,17 @@ def _ctrl_c_in_the_driver(extra: list[str]) -> None:
     import psutil
 
     proc = _full(["--executor", "packed", "--global", "true", *extra])
-    _wait_for("train_global starts in the driver",
-              lambda: any("ddmlflow.pid" in r.data.tags for r in _runs("train_global")), proc)
+    _wait_for(
+        "train_global starts in the driver",
+        lambda: any("ddmlflow.pid" in r.data.tags for r in _runs("train_global")),
+        proc,
+    )
     driver = psutil.Process(proc.pid)
     driver.suspend()
     try:
-        _wait_for("the four locals finish", lambda: [r.info.status for r in _runs("train_local/")] == ["FINISHED"] * 4,
-                  proc)
+        _wait_for(
+            "the four locals finish", lambda: [r.info.status for r in _runs("train_local/")] == ["FINISHED"] * 4, proc
+        )
         (glob,) = _runs("train_global")
         assert glob.info.status == "RUNNING"
         os.killpg(proc.pid, signal.SIGINT)  # pending until the driver runs again
@@ -214,8 +247,26 @@ def test_same_seed_same_metrics_other_seed_other_training(mlflow_env, capsys):
     assert main(["decompose", "--n-train", "64", "--n-val", "32"]) == 0
     dec = _runs("decompose")[0].info.run_id
     for seed in ("7", "7", "8"):
-        assert main(["train-local", "--decompose-run", dec, "--box", "1", "--epochs", "2", "--n-train", "64",
-                     "--n-val", "32", "--seed", seed]) == 0
+        assert (
+            main(
+                [
+                    "train-local",
+                    "--decompose-run",
+                    dec,
+                    "--box",
+                    "1",
+                    "--epochs",
+                    "2",
+                    "--n-train",
+                    "64",
+                    "--n-val",
+                    "32",
+                    "--seed",
+                    seed,
+                ]
+            )
+            == 0
+        )
     runs = {r.info.run_id: r.data.params["seed"] for r in _runs("train_local/01")}
     (a, b), (c,) = [r for r, s in runs.items() if s == "7"], [r for r, s in runs.items() if s == "8"]
     for metric in ("loss", "val_loss", "accuracy", "val_accuracy"):
@@ -243,8 +294,9 @@ def test_sixteen_concurrent_writers_lose_nothing(mlflow_env):
     parent = create_child(exp, None, "full", "full", "")
     ids = [create_child(exp, parent, f"train_local/{k:02d}", "train_local", "") for k in range(16)]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, i], env=env, stderr=subprocess.PIPE, text=True)
-             for i in ids]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, i], env=env, stderr=subprocess.PIPE, text=True) for i in ids
+    ]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 16, errs
     assert not any("locked" in e for e in errs)

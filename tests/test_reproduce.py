@@ -1,4 +1,5 @@
 """Named experiments, budgets, `reproduce` under one parent run and `report` from the store alone."""
+
 from __future__ import annotations
 
 import re
@@ -8,9 +9,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ddmlflow import config, experiments, paper_values
+from ddmlflow.commands.reproduce import configurations
 from ddmlflow.errors import InputError
 from ddmlflow.experiments import Budget
-from ddmlflow.commands.reproduce import configurations
 
 TINY = Budget("smoke", n_train=120, n_val=60, epochs=1, coarse_epochs=1, patience=0, note="test")
 
@@ -46,8 +47,9 @@ def test_missing_data_names_where_to_get_it(tmp_path):
         configurations("klw-9", "smoke", str(tmp_path / "nowhere"))
     (tmp_path / "mosmed").mkdir()
     (tmp_path / "cifar10").mkdir()
-    cfgs = configurations("klw-tl-1", "smoke", f"cifar10={tmp_path / 'cifar10'},tf_flowers={tmp_path},"
-                                               f"mosmed={tmp_path / 'mosmed'}")
+    cfgs = configurations(
+        "klw-tl-1", "smoke", f"cifar10={tmp_path / 'cifar10'},tf_flowers={tmp_path},mosmed={tmp_path / 'mosmed'}"
+    )
     assert [c.data_dir for _, c, _ in cfgs][0] == str(tmp_path / "cifar10")
     assert configurations("klw-10", "smoke", str(tmp_path))[0][1].data_dir == str(tmp_path / "mosmed")
     with pytest.raises(InputError, match="table"):
@@ -56,8 +58,8 @@ def test_missing_data_names_where_to_get_it(tmp_path):
 
 @pytest.mark.slow
 def test_reproduce_then_rerun_reuses_and_report_reads_the_store(mlflow_env, tmp_path):
-    from ddmlflow.commands.reproduce import reproduce
     from ddmlflow.commands.report import report
+    from ddmlflow.commands.reproduce import reproduce
 
     out = reproduce("shapes2d", TINY, out_dir=tmp_path / "r1")
     client = MlflowClient()

@@ -6,6 +6,7 @@ steps it consumes, and the syntax trees of the code it runs. The step here is
 a trivial function, so the tests exercise the key and the lookup, not Keras
 (``test_claims.py`` runs ``full`` itself).
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,13 @@ def _step(package_root, exp: str, parent: str, epochs: str = "1", force: bool = 
     else:
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
         env["PYTHONPATH"] = str(package_root)
-        out = subprocess.run([sys.executable, "-c", STEP, exp, parent, epochs, "1" if force else "0"], env=env,
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-c", STEP, exp, parent, epochs, "1" if force else "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         run_id, flag = out.stdout.split()[-2:]
         reused = flag == "True"
@@ -91,8 +97,11 @@ def test_code_keys_follow_statements_not_docstrings_comments_or_unrelated_module
     assert _step(copy, exp, parent) == (first, True)  # the same source elsewhere: the same key
     module = copy / "ddmlflow" / "decomposition.py"  # a module decompose runs
     text = module.read_text()
-    module.write_text(text.replace('"""Pixels ``start[a] <= i < stop[a]``', '"""Reworded: pixels ``start[a] <= i < stop[a]``')
-                      .replace("\nclass Box:", "\n# a new comment\n\n\nclass Box:"))
+    module.write_text(
+        text.replace(
+            '"""Pixels ``start[a] <= i < stop[a]``', '"""Reworded: pixels ``start[a] <= i < stop[a]``'
+        ).replace("\nclass Box:", "\n# a new comment\n\n\nclass Box:")
+    )
     assert module.read_text() != text
     assert _step(copy, exp, parent) == (first, True)  # docstring, comment and blank lines: reused
     (copy / "ddmlflow" / "tables.py").write_text((copy / "ddmlflow" / "tables.py").read_text() + "\nUNUSED = 1\n")
@@ -203,8 +212,9 @@ def test_reusing_a_finished_step_drops_the_claim_a_killed_holder_left_on_it(stor
     run_id, _ = _step(None, exp, parent)
     key = keys.digest(Reuse(resolve("", epochs="1"), parent, exp, False).key("decompose", {}))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
-    died = subprocess.run([sys.executable, "-c", HOLD_AND_DIE, key], env=env, capture_output=True, text=True,
-                          timeout=300)
+    died = subprocess.run(
+        [sys.executable, "-c", HOLD_AND_DIE, key], env=env, capture_output=True, text=True, timeout=300
+    )
     assert died.returncode == -9, died.stderr[-2000:]
     claims = [m.name for m in mlflow.MlflowClient().search_registered_models() if m.name.startswith(PREFIX)]
     assert claims == [PREFIX + key]  # left behind by the dead holder

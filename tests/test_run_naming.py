@@ -1,4 +1,5 @@
 """Where runs go and what they are called (issue 15), without training: real store, real runs."""
+
 from __future__ import annotations
 
 import numpy as np

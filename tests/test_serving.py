@@ -1,4 +1,5 @@
 """ddmlflow.serving without a server: the input check, and the registry's champion rule on real versions."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,16 +19,22 @@ def test_check_input_passes_whole_images_as_float32():
         np.testing.assert_allclose(got, x, atol=1e-3)
 
 
-@pytest.mark.parametrize("given,message", [
-    (np.zeros((1, 8, 8, 3)), "input: shape (1, 8, 8, 3) does not match (n, 16, 16, 3); pass whole images, batch first"),
-    (np.zeros(SHAPE), "input: shape (16, 16, 3) does not match (n, 16, 16, 3)"),  # one image without its batch axis
-    (np.zeros((1, 16, 16, 1)), "input: shape (1, 16, 16, 1) does not match (n, 16, 16, 3)"),
-    (np.zeros((0, *SHAPE)), "input: empty batch"),
-    (np.full((1, *SHAPE), np.nan), "input: contains NaN or infinite values"),
-    (np.full((1, *SHAPE), np.inf), "input: contains NaN or infinite values"),
-    (np.concatenate([np.zeros((1, *SHAPE)), np.full((1, *SHAPE), -np.inf)]), "input: contains NaN or infinite"),
-    ([[["x"] * 3] * 16] * 16, "input: expected a float32 array of shape (n, 16, 16, 3)"),
-])
+@pytest.mark.parametrize(
+    "given,message",
+    [
+        (
+            np.zeros((1, 8, 8, 3)),
+            "input: shape (1, 8, 8, 3) does not match (n, 16, 16, 3); pass whole images, batch first",
+        ),
+        (np.zeros(SHAPE), "input: shape (16, 16, 3) does not match (n, 16, 16, 3)"),  # one image without its batch axis
+        (np.zeros((1, 16, 16, 1)), "input: shape (1, 16, 16, 1) does not match (n, 16, 16, 3)"),
+        (np.zeros((0, *SHAPE)), "input: empty batch"),
+        (np.full((1, *SHAPE), np.nan), "input: contains NaN or infinite values"),
+        (np.full((1, *SHAPE), np.inf), "input: contains NaN or infinite values"),
+        (np.concatenate([np.zeros((1, *SHAPE)), np.full((1, *SHAPE), -np.inf)]), "input: contains NaN or infinite"),
+        ([[["x"] * 3] * 16] * 16, "input: expected a float32 array of shape (n, 16, 16, 3)"),
+    ],
+)
 def test_check_input_rejects_with_its_reason_as_http_400(given, message):
     with pytest.raises(MlflowException) as e:
         check_input(given, SHAPE)
@@ -60,8 +67,9 @@ def _log_constant(tmp_path, value: int) -> str:
     code = tmp_path / "constant_model.py"
     code.write_text(CONSTANT_MODEL)
     with mlflow.start_run():
-        return mlflow.pyfunc.log_model(name="m", python_model=str(code), model_config={"value": value},
-                                       pip_requirements=["mlflow"]).model_uri
+        return mlflow.pyfunc.log_model(
+            name="m", python_model=str(code), model_config={"value": value}, pip_requirements=["mlflow"]
+        ).model_uri
 
 
 def _answer(uri: str) -> int:

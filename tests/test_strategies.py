@@ -1,17 +1,18 @@
 """The further strategies end to end on a real sqlite MLflow store: coherent, transfer, compose."""
+
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import mlflow  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import mlflow
+import numpy as np
+import pytest
 
-from ddmlflow import config  # noqa: E402
-from ddmlflow.errors import InputError  # noqa: E402
-from ddmlflow.steps import STEPS  # noqa: E402
+from ddmlflow import config
+from ddmlflow.errors import InputError
+from ddmlflow.steps import STEPS
 
 STANDARD = ("train_time_s", "epochs_run", "params_count", "final_train_accuracy", "final_val_accuracy")
 
@@ -24,11 +25,11 @@ def _run(fn, *args) -> str:
 
 @pytest.mark.slow
 def test_strategies_log_what_evaluate_needs(mlflow_env):
+    from conftest import predict_two_step
     from ddmlflow.pipeline.coarse import train_coarse
     from ddmlflow.pipeline.decompose import decompose
     from ddmlflow.pipeline.prepared import load_prepared
     from ddmlflow.pipeline.train import load_keras, load_probs, train_network
-    from conftest import predict_two_step
     from ddmlflow.training import accuracy, predict_probs
 
     cfg = config.resolve("", dataset="shapes2d", n_train="64", n_val="32", epochs="1", coarse_epochs="1")
@@ -38,8 +39,9 @@ def test_strategies_log_what_evaluate_needs(mlflow_env):
     local_runs = [_run(train_network, cfg, dec, i) for i in range(n)]
     coarse = _run(train_coarse, cfg, local_runs)
     # the two-step CNN-DNN computed here from the logged Keras nets, not from the probabilities it logged
-    two_step = predict_two_step([load_keras(r) for r in local_runs], load_keras(coarse), prep.decomposition,
-                                np.asarray(prep.x_val))
+    two_step = predict_two_step(
+        [load_keras(r) for r in local_runs], load_keras(coarse), prep.decomposition, np.asarray(prep.x_val)
+    )
     np.testing.assert_allclose(two_step, load_probs(coarse)[1], atol=1e-5)
     two_step_val = accuracy(two_step, yv)
 
@@ -61,8 +63,9 @@ def test_strategies_log_what_evaluate_needs(mlflow_env):
     assert m["transfer"]["val_accuracy_init"] == two_step_val
     coherent = load_keras(runs["coherent"])  # BoxCrop loads back; one model on whole images
     assert coherent.input_shape[1:] == prep.decomposition.image_shape
-    np.testing.assert_allclose(predict_probs(coherent, np.asarray(prep.x_val)), load_probs(runs["coherent"])[1],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        predict_probs(coherent, np.asarray(prep.x_val)), load_probs(runs["coherent"])[1], atol=1e-5
+    )
     assert m["coherent"]["params_count"] == m["transfer"]["params_count"]
 
     c = m["compose"]  # GC: GNet-T, GNet-T-trained, GNet-R
@@ -72,8 +75,9 @@ def test_strategies_log_what_evaluate_needs(mlflow_env):
     history = client.get_metric_history(runs["compose"], "subnet_val_accuracy")
     assert sorted(h.step for h in history) == list(range(n))
     # GC's parallel time: the slowest sub-network, then the further training of the composed net
-    sub_times = [h.value for h in sorted(client.get_metric_history(runs["compose"], "subnet_train_time_s"),
-                                         key=lambda h: h.step)]
+    sub_times = [
+        h.value for h in sorted(client.get_metric_history(runs["compose"], "subnet_train_time_s"), key=lambda h: h.step)
+    ]
     assert len(sub_times) == n and min(sub_times) > 0
     assert c["subnets_train_time_s"] == pytest.approx(sum(sub_times))
     further = c["train_time_s"] - c["subnets_train_time_s"]

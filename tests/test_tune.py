@@ -4,6 +4,7 @@ One real ``target=all`` search (module fixture: shapes2d 16x16, 2 locals, 120/60
 2 random trials each) is shared by the checks of the run tree, the cost figures and the
 hparams round trip; the kill/resume and failure tests run their own small searches.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,14 +57,21 @@ def tuned(store, cfg):
     return {"parent": parent.info.run_id, **out}
 
 
-def search_options(tuner="random", max_trials=10, executions_per_trial=1, epochs=None, objective="val_accuracy",
-                   space=""):
+def search_options(
+    tuner="random", max_trials=10, executions_per_trial=1, epochs=None, objective="val_accuracy", space=""
+):
     """The tuner's settings as ``tune`` makes them: the command's options parsed, then ``SearchOptions.of``."""
     from ddmlflow.config import TuneOptions, parse_options
     from ddmlflow.tuning import SearchOptions
 
-    opts = parse_options(TuneOptions, tuner=tuner, max_trials=str(max_trials),
-                         executions_per_trial=str(executions_per_trial), objective=objective, space=space)
+    opts = parse_options(
+        TuneOptions,
+        tuner=tuner,
+        max_trials=str(max_trials),
+        executions_per_trial=str(executions_per_trial),
+        objective=objective,
+        space=space,
+    )
     return SearchOptions.of(opts, epochs)
 
 
@@ -140,7 +148,10 @@ def test_hparams_round_trip(tuned, cfg, tmp_path):
     path.write_text(json.dumps(best))
     assert load_hparams(str(path)) == best
     local, tags = apply_hparams(cfg, best, "local/01")
-    assert (local.batch_size, local.learning_rate) == (best["local/01"]["batch_size"], best["local/01"]["learning_rate"])
+    assert (local.batch_size, local.learning_rate) == (
+        best["local/01"]["batch_size"],
+        best["local/01"]["learning_rate"],
+    )
     assert local.dropout == best["local/01"]["dropout"]
     assert tags["ddmlflow.hparams.source"] == tuned["parent"] and tags["ddmlflow.hparams.network"] == "local/01"
     coarse, _ = apply_hparams(cfg, best, "coarse")
@@ -150,8 +161,11 @@ def test_hparams_round_trip(tuned, cfg, tmp_path):
     glob_only = load_hparams(str(_write(tmp_path / "g.json", {"global": {"batch_size": 7}})))
     loc, tags = apply_hparams(cfg, glob_only, "local/05")  # a local without values takes the global net's (KLW)
     assert loc.batch_size == 7 and tags["ddmlflow.hparams.network"] == "global"
-    for bad in ("no-such-run", str(_write(tmp_path / "b.json", {"local/00": {"momentum": 0.9}})),
-                str(tmp_path / "missing.json")):
+    for bad in (
+        "no-such-run",
+        str(_write(tmp_path / "b.json", {"local/00": {"momentum": 0.9}})),
+        str(tmp_path / "missing.json"),
+    ):
         with pytest.raises(InputError, match="hparams="):
             load_hparams(bad)
 
@@ -161,17 +175,21 @@ def _write(path: Path, obj) -> Path:
     return path
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("batch_size: [16, 32]\nmomentum: [0.9]\n", "not tunable"),
-    ("hidden: [[50, 30]]\n", "coarse-net names go under"),
-    ("learning_rate: {type: float, min: 0.1, max: 0.01}\n", "learning_rate"),
-    ("dropout: [0.2, 1.5]\n", "dropout"),
-    ("coarse: {hidden: [[50, x]]}\n", "layer lists"),
-    ("batch_size: [16, 32\n", "valid JSON or YAML"),
-    ("cnn: {batch_size: {type: normal}}\n", "type must be one of"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("batch_size: [16, 32]\nmomentum: [0.9]\n", "not tunable"),
+        ("hidden: [[50, 30]]\n", "coarse-net names go under"),
+        ("learning_rate: {type: float, min: 0.1, max: 0.01}\n", "learning_rate"),
+        ("dropout: [0.2, 1.5]\n", "dropout"),
+        ("coarse: {hidden: [[50, x]]}\n", "layer lists"),
+        ("batch_size: [16, 32\n", "valid JSON or YAML"),
+        ("cnn: {batch_size: {type: normal}}\n", "type must be one of"),
+    ],
+)
 def test_bad_space_file_is_one_input_error_line(tmp_path, text, fragment):
     from ddmlflow.errors import InputError
+
     path = tmp_path / "space.yaml"
     path.write_text(text)
     with pytest.raises(InputError) as e:
@@ -180,8 +198,9 @@ def test_bad_space_file_is_one_input_error_line(tmp_path, text, fragment):
 
 
 def test_user_space_file_json_and_yaml(tmp_path):
-    (tmp_path / "s.json").write_text(json.dumps({"cnn": {"batch_size": [8, 16]},
-                                                 "coarse": {"hidden": [[50, 30], "100,50,30"], "dropout": 0.2}}))
+    (tmp_path / "s.json").write_text(
+        json.dumps({"cnn": {"batch_size": [8, 16]}, "coarse": {"hidden": [[50, 30], "100,50,30"], "dropout": 0.2}})
+    )
     opts = search_options("grid", 3, 1, 1, "val_loss", str(tmp_path / "s.json"))
     assert opts.space["coarse"]["hidden"] == {"type": "choice", "values": ["50,30", "100,50,30"]}
     assert opts.space["coarse"]["dropout"] == {"type": "fixed", "value": 0.2}
@@ -195,11 +214,21 @@ def test_other_tuners_on_the_coarse_net(tuned, cfg, tuner, tmp_path):
     """Every keras-tuner tuner runs through the same tracked path (coarse net: cheap)."""
     from ddmlflow.commands.tune import tune
 
-    (tmp_path / "s.json").write_text(json.dumps({"coarse": {"hidden": [[16], [32, 16]], "learning_rate": [1e-3, 1e-2]}}))
+    (tmp_path / "s.json").write_text(
+        json.dumps({"coarse": {"hidden": [[16], [32, 16]], "learning_rate": [1e-3, 1e-2]}})
+    )
     local_runs = [tuned["runs"]["local/00"], tuned["runs"]["local/01"]]
     with mlflow.start_run(run_name=f"tune coarse {tuner}"):
-        out = tune(cfg, target="coarse", tuner=tuner, max_trials=2, epochs=2, space=str(tmp_path / "s.json"),
-                   local_runs=local_runs, executions_per_trial=2 if tuner == "grid" else 1)
+        out = tune(
+            cfg,
+            target="coarse",
+            tuner=tuner,
+            max_trials=2,
+            epochs=2,
+            space=str(tmp_path / "s.json"),
+            local_runs=local_runs,
+            executions_per_trial=2 if tuner == "grid" else 1,
+        )
     trials = children(out["runs"]["coarse"])
     assert trials and all(t.data.tags["ddmlflow.trial_status"] == "COMPLETED" for t in trials.values())
     if tuner == "grid":  # a second execution has its own curves, and both count in the FLOPs spent
@@ -218,12 +247,14 @@ def test_all_trials_failing_is_an_error_with_the_reason(tuned, cfg, monkeypatch)
 
     monkeypatch.setitem(sys.modules, "tensorboard.plugins.hparams", None)  # as if tensorboard were missing
     with mlflow.start_run(run_name="no tensorboard"):
-        net = mlflow.MlflowClient().create_run("0", tags={"mlflow.runName": "tune_coarse",
-                                                         "mlflow.parentRunId": mlflow.active_run().info.run_id})
+        net = mlflow.MlflowClient().create_run(
+            "0", tags={"mlflow.runName": "tune_coarse", "mlflow.parentRunId": mlflow.active_run().info.run_id}
+        )
         with pytest.raises(TuneFailed, match=r"all 2 trials failed; first \(trial 0\): .*tensorboard"):
             with step_run(net.info.run_id):
-                tune_coarse(cfg, [tuned["runs"]["local/00"], tuned["runs"]["local/01"]],
-                            search_options("random", 2, 1, 1))
+                tune_coarse(
+                    cfg, [tuned["runs"]["local/00"], tuned["runs"]["local/01"]], search_options("random", 2, 1, 1)
+                )
     trials = children(net.info.run_id)
     assert len(trials) == 2 and all(t.info.status == "FAILED" for t in trials.values())
     assert all("tensorboard" in t.data.tags["failure_reason"] for t in trials.values())
@@ -242,8 +273,9 @@ def test_killed_search_resumes_without_repeating_finished_trials(tuned, cfg, sto
     dec = children(tuned["parent"])["decompose"].info.run_id
     opts = search_options("random", 2, 1, 1)
     with mlflow.start_run(run_name="killed") as parent:
-        net = c.create_run("0", tags={"mlflow.runName": "tune_local/00", "mlflow.parentRunId": parent.info.run_id}
-                           ).info.run_id
+        net = c.create_run(
+            "0", tags={"mlflow.runName": "tune_local/00", "mlflow.parentRunId": parent.info.run_id}
+        ).info.run_id
     argv = command(Job("tune_local", "tune_local/00", net, {"decompose_run": dec, "box": 0, "search": opts}, cfg))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     with open(store / "killed.log", "wb") as log:
@@ -287,8 +319,12 @@ def test_the_coarse_search_stops_on_coarse_patience_like_train_coarse(tuned, cfg
     def capture(opts, hm, data, epochs, seed):  # the search's training configuration, before any trial
         seen["fit"] = hm.fit_cfg
         raise RuntimeError("captured")
+
     monkeypatch.setattr(tuning, "search", capture)
     with mlflow.start_run(run_name="coarse patience"), pytest.raises(RuntimeError, match="captured"):
-        tune_coarse(dataclasses.replace(cfg, patience=0, coarse_patience=3),
-                    [tuned["runs"]["local/00"], tuned["runs"]["local/01"]], search_options("random", 1, 1, 1))
+        tune_coarse(
+            dataclasses.replace(cfg, patience=0, coarse_patience=3),
+            [tuned["runs"]["local/00"], tuned["runs"]["local/01"]],
+            search_options("random", 1, 1, 1),
+        )
     assert seen["fit"].patience == 3

@@ -4,6 +4,7 @@
 executors (they hand trainings to an executor), so they are declared here, not
 in ``steps.py``: the registry of steps stays below the executors that run them.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -61,8 +62,9 @@ class Command:
             else:
                 tags, experiment, name = {}, f"ddmlflow-{self.name}", self.name
             exp_name, run_name = (track.experiment_name, track.run_name) if track else ("", "")
-            run_id = open_run(run_id, exp_name, experiment, run_name or name, self.name,
-                              {**tags, COMMAND_TAG: self.name})
+            run_id = open_run(
+                run_id, exp_name, experiment, run_name or name, self.name, {**tags, COMMAND_TAG: self.name}
+            )
             claims().acquire(f"run-{run_id}", self.name, run_id)  # others see this parent is alive
             with step_run(run_id):
                 return self.function()(*([cfg] if self.config else []), opts)
@@ -74,12 +76,29 @@ class Command:
                 stop_spares()
 
 
-COMMANDS: dict[str, Command] = {c.name: c for c in [
-    Command("full", "commands.full:full", "config:FullOptions", help="every step under one parent run"),
-    Command("tune", "commands.tune:run_tune", "config:TuneOptions",
-            help="keras-tuner search: the locals in parallel, then the coarse net (KLW sec. 4)"),
-    Command("reproduce", "commands.reproduce:run_reproduce", "config:ReproduceOptions", config=False,
-            help="every configuration of a paper table, then the report beside the paper's values"),
-    Command("report", "commands.report:run_report", "config:ReportOptions", config=False,
-            help="report.md / report.html of an experiment's runs, beside the paper's values"),
-]}
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in [
+        Command("full", "commands.full:full", "config:FullOptions", help="every step under one parent run"),
+        Command(
+            "tune",
+            "commands.tune:run_tune",
+            "config:TuneOptions",
+            help="keras-tuner search: the locals in parallel, then the coarse net (KLW sec. 4)",
+        ),
+        Command(
+            "reproduce",
+            "commands.reproduce:run_reproduce",
+            "config:ReproduceOptions",
+            config=False,
+            help="every configuration of a paper table, then the report beside the paper's values",
+        ),
+        Command(
+            "report",
+            "commands.report:run_report",
+            "config:ReportOptions",
+            config=False,
+            help="report.md / report.html of an experiment's runs, beside the paper's values",
+        ),
+    ]
+}

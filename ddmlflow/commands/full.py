@@ -11,6 +11,7 @@ process; calling the step functions in-process, rather than ``mlflow.run``
 per step, saves a process start and a TensorFlow import per step and lets us
 pin devices and pass parent ids.
 """
+
 from __future__ import annotations
 
 import time
@@ -36,8 +37,11 @@ class StepsFailed(RuntimeError):
 
 def tuned(cfg: RunConfig, hparams, step: Step, inputs: dict) -> tuple[RunConfig, dict]:
     """The config of one run with the tuned values of its network (``hparams``), and provenance tags."""
-    network = {"train_global": "global", "train_local": f"local/{inputs.get('box', 0):02d}",
-               "train_coarse": "coarse"}.get(step.name)
+    network = {
+        "train_global": "global",
+        "train_local": f"local/{inputs.get('box', 0):02d}",
+        "train_coarse": "coarse",
+    }.get(step.name)
     if hparams is None or network is None:
         return cfg, {}
     return apply_hparams(cfg, hparams, network)
@@ -92,12 +96,19 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
             if step.training:
                 run_id, done = steps.get(step.name, name, inputs, step_cfg, tags)
                 if not done:
-                    batch.append(Job(step.name, name, run_id, inputs, step_cfg,
-                                     log=work_dir("logs", run_id) / "train.log"))
+                    batch.append(
+                        Job(step.name, name, run_id, inputs, step_cfg, log=work_dir("logs", run_id) / "train.log")
+                    )
             else:
                 run_id, outputs[step.name] = steps.inline_result(
-                    step.name, name, inputs, step.call, step_cfg,
-                    watch=progress.epochs_of(step.name, step_cfg) if step.name == "train_coarse" else 0, **inputs)
+                    step.name,
+                    name,
+                    inputs,
+                    step.call,
+                    step_cfg,
+                    watch=progress.epochs_of(step.name, step_cfg) if step.name == "train_coarse" else 0,
+                    **inputs,
+                )
             runs[name] = run_id
             _collect(have, step, inputs, run_id)
         if step.name == "decompose":
@@ -111,18 +122,38 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
     results = evaluation.results
     wall, trained = time.time() - t0, _train_time_total([r for n, r in runs.items() if n not in steps.reused])
     copied = ("train_accuracy/", "val_accuracy/", "speedup")  # the results table; per-class ones stay on evaluate
-    retry(mlflow.log_metrics, {**{k: v for k, v in results.items() if k.startswith(copied)},
-                               "reused_steps": len(steps.reused), "wall_time_s": wall, "train_time_total_s": trained,
-                               "overhead_fraction": 1 - trained / wall})
+    retry(
+        mlflow.log_metrics,
+        {
+            **{k: v for k, v in results.items() if k.startswith(copied)},
+            "reused_steps": len(steps.reused),
+            "wall_time_s": wall,
+            "train_time_total_s": trained,
+            "overhead_fraction": 1 - trained / wall,
+        },
+    )
     mlflow.set_tags({run_tag(k): v for k, v in runs.items()})
     if steps.reused:
         mlflow.set_tag(REUSED_TAG, ",".join(sorted(steps.reused)))
-    mlflow.set_tag(NOTE_TAG, describe.parent_note(cfg, evaluation.table, describe.paper_row(cfg), steps.elsewhere,
-                                                  steps.adopted, evaluation.per_class))
-    say(f"done in {time.time() - t0:.0f} s; CNN-DNN val accuracy {results.get('val_accuracy/cnn_dnn', float('nan')):.4f}")
+    mlflow.set_tag(
+        NOTE_TAG,
+        describe.parent_note(
+            cfg, evaluation.table, describe.paper_row(cfg), steps.elsewhere, steps.adopted, evaluation.per_class
+        ),
+    )
+    say(
+        f"done in {time.time() - t0:.0f} s; CNN-DNN val accuracy {results.get('val_accuracy/cnn_dnn', float('nan')):.4f}"
+    )
     say(f"runs table: {ui_link(exp)}")
-    return {"runs": runs, "decompose": have["decompose_run"], "coarse": have["coarse_run"], "evaluate": ev,
-            "results": results, "reused": steps.reused, "adopted": steps.adopted}
+    return {
+        "runs": runs,
+        "decompose": have["decompose_run"],
+        "coarse": have["coarse_run"],
+        "evaluate": ev,
+        "results": results,
+        "reused": steps.reused,
+        "adopted": steps.adopted,
+    }
 
 
 def _train_time_total(run_ids: list[str]) -> float:
@@ -172,17 +203,26 @@ def _run_trainings(jobs: list[Job], opts: FullOptions, release=None) -> None:
             retry(mlflow.MlflowClient().set_tag, job.run_id, k, v)
     say(f"{len(jobs)} trainings through the {name} executor")
     # off the critical path: the coarse net (and the CPU's non-local jobs of the packed executor) need it
-    preload.start("tensorflow", "keras", "ddmlflow.pipeline.train", "ddmlflow.pipeline.coarse",
-                  "ddmlflow.pipeline.evaluate")
-    with open_executor(name, opts) as executor, \
-            progress.Display([progress.Training(j.name, j.run_id, progress.epochs_of(j.step, j.config))
-                              for j in jobs]) as display:
-        run_and_close(executor, jobs, display.counts, "trainings", "No later step ran. Rerun the same command to "
-                      "resume them (finished ones are reused).", release)
+    preload.start(
+        "tensorflow", "keras", "ddmlflow.pipeline.train", "ddmlflow.pipeline.coarse", "ddmlflow.pipeline.evaluate"
+    )
+    with (
+        open_executor(name, opts) as executor,
+        progress.Display(
+            [progress.Training(j.name, j.run_id, progress.epochs_of(j.step, j.config)) for j in jobs]
+        ) as display,
+    ):
+        run_and_close(
+            executor,
+            jobs,
+            display.counts,
+            "trainings",
+            "No later step ran. Rerun the same command to resume them (finished ones are reused).",
+            release,
+        )
 
 
-def run_and_close(executor: Executor, jobs: list[Job], progress, what: str, hint: str,
-                  release=None) -> list[Result]:
+def run_and_close(executor: Executor, jobs: list[Job], progress, what: str, hint: str, release=None) -> list[Result]:
     """Submit ``jobs`` and wait for them; ``release(run_id)`` as each ends (its claim); close the runs a
     killed job left open (KILLED on Ctrl-C, FAILED with the reason); raise ``StepsFailed`` naming every
     failure and ``hint``."""

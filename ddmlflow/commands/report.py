@@ -11,6 +11,7 @@ works on any existing experiment:
 Writes ``report.md``, ``report.html`` and their PNGs. Each row says its budget (``smoke``, ``cpu``,
 ``paper`` or the exact overrides), so a quick number is never read as a paper one.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,16 +23,34 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from .. import figures, paper_values as pv, presets
+from .. import figures, presets
+from .. import paper_values as pv
 from ..errors import InputError
 from ..tables import LABELS, Doc, diff, held, md_table, relation, val_train
-from ..tags import (BUDGET_TAG, BUDGET_VALUES_TAG, DEVICE_TAG, EXECUTOR_TAG, FULL_RUNS_TAG,
-                    ROW_NAME_TAG, RUN_PREFIX, STEP_TAG, TABLE_TAG, run_tag)
+from ..tags import (
+    BUDGET_TAG,
+    BUDGET_VALUES_TAG,
+    DEVICE_TAG,
+    EXECUTOR_TAG,
+    FULL_RUNS_TAG,
+    ROW_NAME_TAG,
+    RUN_PREFIX,
+    STEP_TAG,
+    TABLE_TAG,
+    run_tag,
+)
 from ..tracking import retry, say
 
 # Relations the papers state, checked per row where the paper prints both numbers
-PAIRS = [("cnn_dnn", "global"), ("cnn_dnn", "avg_prob"), ("avg_prob", "majority_vote"), ("coherent", "cnn_dnn"),
-         ("transfer", "cnn_dnn"), ("gnet_t_trained", "gnet_r_trained"), ("gnet_t", "subnet_1")]
+PAIRS = [
+    ("cnn_dnn", "global"),
+    ("cnn_dnn", "avg_prob"),
+    ("avg_prob", "majority_vote"),
+    ("coherent", "cnn_dnn"),
+    ("transfer", "cnn_dnn"),
+    ("gnet_t_trained", "gnet_r_trained"),
+    ("gnet_t", "subnet_1"),
+]
 
 
 @dataclass
@@ -86,8 +105,9 @@ def _full_runs(client: MlflowClient, experiment: str, parent_run: str) -> tuple[
         parent = retry(client.get_run, parent_run)
         ids = json.loads(parent.data.tags.get(FULL_RUNS_TAG, "[]"))
         return [retry(client.get_run, i) for i in ids], parent.info.experiment_id
-    exp = client.get_experiment_by_name(experiment) or (client.get_experiment(experiment)
-                                                        if experiment.isdigit() else None)
+    exp = client.get_experiment_by_name(experiment) or (
+        client.get_experiment(experiment) if experiment.isdigit() else None
+    )
     if exp is None:
         raise InputError("experiment", experiment, "the name or id of an experiment in this tracking store")
     runs = retry(client.search_runs, [exp.experiment_id], "attributes.status = 'FINISHED'", max_results=5000)
@@ -96,10 +116,11 @@ def _full_runs(client: MlflowClient, experiment: str, parent_run: str) -> tuple[
 
 def gather(client: MlflowClient, run, experiment_id: str) -> Row:
     tags = run.data.tags
-    children = {k[len(RUN_PREFIX):]: v for k, v in tags.items() if k.startswith(RUN_PREFIX)}
+    children = {k[len(RUN_PREFIX) :]: v for k, v in tags.items() if k.startswith(RUN_PREFIX)}
     p = run.data.params
-    name = tags.get(ROW_NAME_TAG) or (f"{p.get('dataset')}-{p.get('model')}-{p.get('decomposition')}"
-                                              f"-d{p.get('overlap')}")
+    name = tags.get(ROW_NAME_TAG) or (
+        f"{p.get('dataset')}-{p.get('model')}-{p.get('decomposition')}-d{p.get('overlap')}"
+    )
     row = Row(run.info.run_id, name, dict(p), dict(tags), children=children)
     if "evaluate" in children:
         row.metrics = dict(retry(client.get_run, children["evaluate"]).data.metrics)
@@ -116,8 +137,11 @@ def gather(client: MlflowClient, run, experiment_id: str) -> Row:
     for net, k in (("global", "train_global"), ("local", locals_[0] if locals_ else "")):
         if k in infos:
             m = infos[k].data.metrics
-            for col, key, scale in (("params_m", "params_count", 1e-6), ("paper_mflops", "paper_mflops", 1),
-                                    ("tteval_ms", "eval_time_ms", 1)):
+            for col, key, scale in (
+                ("params_m", "params_count", 1e-6),
+                ("paper_mflops", "paper_mflops", 1),
+                ("tteval_ms", "eval_time_ms", 1),
+            ):
                 if key in m:
                     row.extra[f"{net}_{col}"] = m[key] * scale
     _gc(client, row, experiment_id)
@@ -129,27 +153,44 @@ def _gc(client: MlflowClient, row: Row, experiment_id: str) -> None:
     dec = row.children.get("decompose")
     if not dec:
         return
-    runs = retry(client.search_runs, [experiment_id], f"tags.`{STEP_TAG}` = 'compose' and params.decompose_run = "
-                 f"'{dec}' and attributes.status = 'FINISHED'", max_results=1)
+    runs = retry(
+        client.search_runs,
+        [experiment_id],
+        f"tags.`{STEP_TAG}` = 'compose' and params.decompose_run = '{dec}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
     if not runs:
         return
     r = runs[0]
     row.children["compose"] = r.info.run_id
     m = r.data.metrics
-    for i, h in enumerate(sorted(retry(client.get_metric_history, r.info.run_id, "subnet_val_accuracy"),
-                                 key=lambda h: h.step)):
+    for i, h in enumerate(
+        sorted(retry(client.get_metric_history, r.info.run_id, "subnet_val_accuracy"), key=lambda h: h.step)
+    ):
         row.extra[f"subnet_{i + 1}"] = h.value
-    for col, key in (("gnet_t", "val_accuracy_composed"), ("gnet_t_trained", "final_val_accuracy"),
-                     ("gnet_r_trained", "val_accuracy_gnet_r")):
+    for col, key in (
+        ("gnet_t", "val_accuracy_composed"),
+        ("gnet_t_trained", "final_val_accuracy"),
+        ("gnet_r_trained", "val_accuracy_gnet_r"),
+    ):
         if key in m:
             row.extra[col] = m[key]
 
 
 def _share_global(rows: list[Row]) -> None:
     """Rows trained without a global CNN take it from a row of the same data, network and budget."""
+
     def same(r: Row) -> tuple:
-        return (r.params.get("dataset"), r.params.get("model"), r.budget, r.params.get("seed"),
-                r.params.get("epochs"), r.params.get("n_train"), r.params.get("n_val"), r.params.get("image_size"))
+        return (
+            r.params.get("dataset"),
+            r.params.get("model"),
+            r.budget,
+            r.params.get("seed"),
+            r.params.get("epochs"),
+            r.params.get("n_train"),
+            r.params.get("n_val"),
+            r.params.get("image_size"),
+        )
 
     for r in rows:
         if "val_accuracy/global" in r.metrics:
@@ -172,8 +213,11 @@ def entries_for(row: Row) -> list[pv.Entry]:
     """The published numbers this row reproduces: by configuration, plus the table a `reproduce` named."""
     out = pv.lookup(*row.key)
     if row.tags.get(TABLE_TAG) == "gc-3.3":  # their ResNet32 column, for our ResNet20
-        out += [e for e in pv.table(pv.GC, "3.3") if e.model == "resnet32"
-                and (e.overlap == row.key[3] or e.column == "gnet_r_trained")]
+        out += [
+            e
+            for e in pv.table(pv.GC, "3.3")
+            if e.model == "resnet32" and (e.overlap == row.key[3] or e.column == "gnet_r_trained")
+        ]
     return out
 
 
@@ -203,10 +247,16 @@ def report(experiment: str = "", parent_run: str = "", out_dir: str | Path = "re
     title = title or f"ddmlflow report: {experiment or parent_run}"
     doc.h(1, title)
     budgets = sorted({r.budget for r in rows})
-    doc.p(f"Tracking store {mlflow.get_tracking_uri()}, experiment {exp_id}, {len(rows)} `full` runs. "
-          f"**Budget: {', '.join(budgets) or '-'}.** " + ("Accuracies from a budget other than `paper` are not "
-                                                            "comparable with the published values; compare orderings."
-                                                            if set(budgets) - {"paper"} else ""))
+    doc.p(
+        f"Tracking store {mlflow.get_tracking_uri()}, experiment {exp_id}, {len(rows)} `full` runs. "
+        f"**Budget: {', '.join(budgets) or '-'}.** "
+        + (
+            "Accuracies from a budget other than `paper` are not "
+            "comparable with the published values; compare orderings."
+            if set(budgets) - {"paper"}
+            else ""
+        )
+    )
     for r in rows:
         if r.tags.get(BUDGET_VALUES_TAG):
             doc.p(f"{r.name}: {r.tags[BUDGET_VALUES_TAG]}")
@@ -232,17 +282,26 @@ def _tables(doc: Doc, rows: list[Row]) -> None:
         for r, e in sections[(paper, table)]:
             v, t = r.ours(e.column)
             shared = " (from " + r.shared_global + ")" if e.column == "global" and r.shared_global else ""
-            lines.append([r.name, r.budget, e.row, LABELS.get(e.column, e.column),
-                          val_train(v, t if e.train is not None else None) + shared,
-                          val_train(e.value, e.train), diff(v, e.value)])
+            lines.append(
+                [
+                    r.name,
+                    r.budget,
+                    e.row,
+                    LABELS.get(e.column, e.column),
+                    val_train(v, t if e.train is not None else None) + shared,
+                    val_train(e.value, e.train),
+                    diff(v, e.value),
+                ]
+            )
         doc.table(["run", "budget", "paper row", "quantity", "ours", "paper", "ours - paper"], lines)
     plain = [r for r in rows if not entries_for(r)]
     if plain:
         doc.h(2, "Runs without published values")
         cols = [c for c in pv.ACCURACY_COLUMNS if any(f"val_accuracy/{c}" in r.metrics for r in plain)]
-        doc.table(["run", "budget", *[LABELS[c] for c in cols], "speedup"],
-                  [[r.name, r.budget, *[val_train(*r.ours(c)) for c in cols], r.metrics.get("speedup")]
-                   for r in plain])
+        doc.table(
+            ["run", "budget", *[LABELS[c] for c in cols], "speedup"],
+            [[r.name, r.budget, *[val_train(*r.ours(c)) for c in cols], r.metrics.get("speedup")] for r in plain],
+        )
     doc.p("Validation accuracy, training accuracy in brackets (the papers' layout).")
 
 
@@ -255,18 +314,34 @@ def _claims(doc: Doc, rows: list[Row]) -> None:
             rel = relation(paper.get(a), paper.get(b))
             ours = relation(r.ours(a)[0], r.ours(b)[0])
             if rel and ours:
-                lines.append([f"{LABELS.get(a, a)} {rel} {LABELS.get(b, b)} (paper's numbers)", r.name, r.budget,
-                              f"{paper[a]:.4f} vs {paper[b]:.4f}", f"{r.ours(a)[0]:.4f} vs {r.ours(b)[0]:.4f}",
-                              held(ours == rel)])
+                lines.append(
+                    [
+                        f"{LABELS.get(a, a)} {rel} {LABELS.get(b, b)} (paper's numbers)",
+                        r.name,
+                        r.budget,
+                        f"{paper[a]:.4f} vs {paper[b]:.4f}",
+                        f"{r.ours(a)[0]:.4f} vs {r.ours(b)[0]:.4f}",
+                        held(ours == rel),
+                    ]
+                )
         c, a, m = (r.ours(k)[0] for k in ("cnn_dnn", "avg_prob", "majority_vote"))
         if None not in (c, a, m):
             claim = " >= ".join(LABELS[k] for k in ("cnn_dnn", "avg_prob", "majority_vote"))
-            lines.append([f"{claim} (KLW-TL sec. 3.2)", r.name, r.budget, "stated",
-                          f"{c:.4f} / {a:.4f} / {m:.4f}", held(c >= a >= m)])
+            lines.append(
+                [
+                    f"{claim} (KLW-TL sec. 3.2)",
+                    r.name,
+                    r.budget,
+                    "stated",
+                    f"{c:.4f} / {a:.4f} / {m:.4f}",
+                    held(c >= a >= m),
+                ]
+            )
     groups: dict[tuple, list[Row]] = {}
     for r in rows:
-        groups.setdefault((r.params.get("dataset"), r.params.get("model"), r.params.get("decomposition"), r.budget),
-                          []).append(r)
+        groups.setdefault(
+            (r.params.get("dataset"), r.params.get("model"), r.params.get("decomposition"), r.budget), []
+        ).append(r)
     for (ds, model, dec, budget), rs in groups.items():
         rs = sorted(rs, key=lambda r: r.key[3])
         if len({r.key[3] for r in rs}) < 2:
@@ -276,9 +351,16 @@ def _claims(doc: Doc, rows: list[Row]) -> None:
             if None in vals:
                 continue
             ok = all(x < y for x, y in zip(vals, vals[1:]))  # flat is not "helps"
-            lines.append([f"more overlap helps: {LABELS[col]} grows with overlap (KLW sec. 5.1)",
-                          f"{ds}-{model}-{dec}", budget, "stated",
-                          ", ".join(f"d{r.key[3]}: {v:.4f}" for r, v in zip(rs, vals)), held(ok)])
+            lines.append(
+                [
+                    f"more overlap helps: {LABELS[col]} grows with overlap (KLW sec. 5.1)",
+                    f"{ds}-{model}-{dec}",
+                    budget,
+                    "stated",
+                    ", ".join(f"d{r.key[3]}: {v:.4f}" for r, v in zip(rs, vals)),
+                    held(ok),
+                ]
+            )
     doc.h(2, "Orderings the papers claim")
     if lines:
         doc.table(["claim", "run", "budget", "paper", "ours", ""], lines)
@@ -292,11 +374,14 @@ def _figures(doc: Doc, client: MlflowClient, rows: list[Row], out: Path) -> None
     if timed:
         devices = sorted(set().union(*(r.devices for r in rows)))
         executors = sorted({r.tags.get(EXECUTOR_TAG) or r.params.get("executor") or "process" for r in rows})
-        sub = f"devices: {', '.join(devices) or 'unknown'}; executor: {', '.join(executors)}; " \
-              f"budget: {', '.join(sorted({r.budget for r in rows}))}"
+        sub = (
+            f"devices: {', '.join(devices) or 'unknown'}; executor: {', '.join(executors)}; "
+            f"budget: {', '.join(sorted({r.budget for r in rows}))}"
+        )
         figures.training_times_rows(timed, out / "training_times.png", sub)
-        doc.img("training_times.png", f"Training times, global CNN vs slowest local + coarse (KLW Figs. 9/12 "
-                                      f"style); {sub}")
+        doc.img(
+            "training_times.png", f"Training times, global CNN vs slowest local + coarse (KLW Figs. 9/12 style); {sub}"
+        )
     for r in rows:
         curves = {}
         for step in sorted(r.children):
@@ -307,19 +392,28 @@ def _figures(doc: Doc, client: MlflowClient, rows: list[Row], out: Path) -> None
                     curves[label] = [m.value for m in h]
         safe = r.name.replace("/", "_")
         if curves:
-            figures.learning_curves(curves, out / f"{safe}_curves.png", title=f"{r.name} ({r.budget}): "
-                                                                               "validation accuracy per epoch")
+            figures.learning_curves(
+                curves, out / f"{safe}_curves.png", title=f"{r.name} ({r.budget}): validation accuracy per epoch"
+            )
             doc.img(f"{safe}_curves.png", f"{r.name}: learning curves of the locals, global and coarse nets")
-        for step, art, what in (("decompose", "boxes.png", "decomposition boxes"),
-                                ("evaluate", "local_predictions.png", "local predictions (KLW Fig. 8 style)"),
-                                ("evaluate", "confusion_matrices.png", "validation confusion matrices, " + " vs ".join(
-                                    LABELS[k] for k in ("cnn_dnn", "avg_prob", "majority_vote", "global")))):
+        for step, art, what in (
+            ("decompose", "boxes.png", "decomposition boxes"),
+            ("evaluate", "local_predictions.png", "local predictions (KLW Fig. 8 style)"),
+            (
+                "evaluate",
+                "confusion_matrices.png",
+                "validation confusion matrices, "
+                + " vs ".join(LABELS[k] for k in ("cnn_dnn", "avg_prob", "majority_vote", "global")),
+            ),
+        ):
             if step in r.children and _download(r.children[step], art, out / f"{safe}_{art}"):
                 doc.img(f"{safe}_{art}", f"{r.name}: {what}")
         if "evaluate" in r.children and _download(r.children["evaluate"], "per_class.md", out / f"{safe}_per_class.md"):
             head, lines = md_table((out / f"{safe}_per_class.md").read_text())
-            doc.p(f"{r.name}: validation recall per class; the last column shows the classes the coarse net "
-                  "fixes (or breaks) compared with averaging the local probabilities.")
+            doc.p(
+                f"{r.name}: validation recall per class; the last column shows the classes the coarse net "
+                "fixes (or breaks) compared with averaging the local probabilities."
+            )
             doc.table(head, lines)
 
 

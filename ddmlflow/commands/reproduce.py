@@ -8,6 +8,7 @@ produces and the code): a FINISHED one is reused, an unfinished one resumed in p
 ``full`` reuses its own finished steps, so a rerun after an interruption only runs what is missing. The budget and its exact values are logged (params, tags) and printed, and
 the report (``report.md``, ``report.html``, figures) is logged as artifacts of the parent run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,8 +62,16 @@ def run_reproduce(opts: ReproduceOptions) -> dict:
     return reproduce(opts.table, opts.budget, opts.data_dir, opts)
 
 
-def reproduce(table: str, budget: str | Budget = "smoke", data_dir: str = "", opts: ReproduceOptions | None = None,
-              *, registered_model_name: str = "-", out_dir: str | Path | None = None, **given) -> dict:
+def reproduce(
+    table: str,
+    budget: str | Budget = "smoke",
+    data_dir: str = "",
+    opts: ReproduceOptions | None = None,
+    *,
+    registered_model_name: str = "-",
+    out_dir: str | Path | None = None,
+    **given,
+) -> dict:
     """Run (or reuse) every row of ``table`` under the active run, then log the report there.
 
     ``opts``: how the rows run (executor, GPUs, force; ``given``: the same by name, parsed like the command
@@ -81,9 +90,16 @@ def reproduce(table: str, budget: str | Budget = "smoke", data_dir: str = "", op
 
 def full_options(opts: ReproduceOptions, run: experiments.Run, registered_model_name: str) -> FullOptions:
     """A row's ``full`` options: the row's own (global net, strategies), the rest as ``reproduce`` got them."""
-    shared = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.name in FullOptions.__dataclass_fields__}
-    return dataclasses.replace(parse_options(FullOptions), **shared, run_global=run.run_global,
-                               strategies=tuple(run.strategies), registered_model_name=registered_model_name)
+    shared = {
+        f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.name in FullOptions.__dataclass_fields__
+    }
+    return dataclasses.replace(
+        parse_options(FullOptions),
+        **shared,
+        run_global=run.run_global,
+        strategies=tuple(run.strategies),
+        registered_model_name=registered_model_name,
+    )
 
 
 def _reproduce(table, budget, rows, data_dir, opts: ReproduceOptions, registered_model_name, out_dir) -> dict:
@@ -91,18 +107,27 @@ def _reproduce(table, budget, rows, data_dir, opts: ReproduceOptions, registered
     parent = mlflow.active_run()
     values = {f"budget.{r.dataset}": b.describe() for r, _, b in rows}
     log_params({"table": table, "budget": _budget_name(budget), "data_dir": data_dir, **values})
-    mlflow.set_tags({STEP_TAG: "reproduce", TABLE_TAG: table,
-                     BUDGET_TAG: _budget_name(budget),
-                     NOTE_TAG: f"{exp.label}: {exp.title}. "
-                                            + "; ".join(dict.fromkeys(values.values())) + ". " + exp.note})
+    mlflow.set_tags(
+        {
+            STEP_TAG: "reproduce",
+            TABLE_TAG: table,
+            BUDGET_TAG: _budget_name(budget),
+            NOTE_TAG: f"{exp.label}: {exp.title}. " + "; ".join(dict.fromkeys(values.values())) + ". " + exp.note,
+        }
+    )
     say(f"reproduce {table} ({exp.title}): {len(rows)} configurations")
     for line in dict.fromkeys(values.values()):
         say(line)
     ids, failed = {}, {}
     reuse = Reuse(rows[0][1], parent.info.run_id, parent.info.experiment_id, opts.force)
     for run, cfg, b in rows:
-        tags = {TABLE_TAG: table, ROW_TAG: run.row, ROW_NAME_TAG: run.name,
-                BUDGET_TAG: b.name, BUDGET_VALUES_TAG: b.describe()}
+        tags = {
+            TABLE_TAG: table,
+            ROW_TAG: run.row,
+            ROW_NAME_TAG: run.name,
+            BUDGET_TAG: b.name,
+            BUDGET_VALUES_TAG: b.describe(),
+        }
         say(f"{run.name} [{b.describe()}]")
         try:
             ids[run.name] = _run_row(reuse, cfg, full_options(opts, run, registered_model_name), run.name, tags)
@@ -111,12 +136,16 @@ def _reproduce(table, budget, rows, data_dir, opts: ReproduceOptions, registered
             say(f"{run.name} failed: {e}")
         mlflow.set_tag(FULL_RUNS_TAG, json.dumps(list(ids.values())))
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(dir=work_dir("tmp")))
-    report(parent_run=parent.info.run_id, out_dir=out, title=f"{exp.label} ({table}): {exp.title}, "
-                                                              f"budget {_budget_name(budget)}")
+    report(
+        parent_run=parent.info.run_id,
+        out_dir=out,
+        title=f"{exp.label} ({table}): {exp.title}, budget {_budget_name(budget)}",
+    )
     retry(mlflow.log_artifacts, str(out))
     if failed:
-        raise StepsFailed(f"{len(failed)} of {len(rows)} configurations failed: "
-                          + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        raise StepsFailed(
+            f"{len(failed)} of {len(rows)} configurations failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items())
+        )
     return {"runs": ids, "failed": failed, "report": out, "parent": parent.info.run_id}
 
 

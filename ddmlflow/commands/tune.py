@@ -16,6 +16,7 @@ same keras-tuner project folder). Searches of CNNs are jobs (``steps.SEARCHES``,
 ``pipeline/tune.py``) submitted to the process executor, pinned like the
 trainings; the coarse search runs here.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,11 +55,16 @@ def tune(cfg: RunConfig, opts: TuneOptions | None = None, epochs: int | None = N
     ``epochs`` overrides the config's for every search. ``opts.local_runs`` (training or tune runs that
     logged probs.npz) feed ``target=coarse``.
     """
-    opts = opts or parse_options(TuneOptions, **{k: ",".join(v) if isinstance(v, (list, tuple)) else v
-                                                 for k, v in given.items()})
+    opts = opts or parse_options(
+        TuneOptions, **{k: ",".join(v) if isinstance(v, (list, tuple)) else v for k, v in given.items()}
+    )
     target, local_runs = opts.target, list(opts.local_runs) or None
-    require(target != "coarse" or bool(local_runs), "local_runs", "",
-            "the local runs whose probabilities the coarse search uses (target=coarse needs them)")
+    require(
+        target != "coarse" or bool(local_runs),
+        "local_runs",
+        "",
+        "the local runs whose probabilities the coarse search uses (target=coarse needs them)",
+    )
     search = SearchOptions.of(opts, epochs)
     parent = mlflow.active_run().info
     log_params({**cfg.params(), "target": target, **search.key(), "space_file": opts.space})
@@ -74,21 +80,31 @@ def tune(cfg: RunConfig, opts: TuneOptions | None = None, epochs: int | None = N
         if target == "all":
             local_runs = [runs[network_name(b)] for b in boxes]
     if target in ("coarse", "all"):
-        runs["coarse"] = steps.inline("tune_coarse", "tune_coarse", {**search.key(), "local_runs": local_runs},
-                                      tune_coarse, cfg, local_runs, search)
+        runs["coarse"] = steps.inline(
+            "tune_coarse",
+            "tune_coarse",
+            {**search.key(), "local_runs": local_runs},
+            tune_coarse,
+            cfg,
+            local_runs,
+            search,
+        )
     best = {}
     for run_id in runs.values():
         best.update(_json_artifact(run_id, "best_hparams.json"))
     retry(mlflow.log_dict, best, "best_hparams.json")
     costs = log_costs(runs, cfg, target, decomposed)
     mlflow.set_tags({run_tag(f"tune_{k}"): v for k, v in runs.items()})
-    say(f"tune {target}: {len(runs)} searches in {time.time() - t0:.0f} s; best values in best_hparams.json "
-        f"(use: full -P hparams={parent.run_id})")
+    say(
+        f"tune {target}: {len(runs)} searches in {time.time() - t0:.0f} s; best values in best_hparams.json "
+        f"(use: full -P hparams={parent.run_id})"
+    )
     return {"runs": runs, "best": best, "costs": costs, "reused": steps.reused}
 
 
-def _search_cnns(steps: Reuse, cfg: RunConfig, opts: TuneOptions, search: SearchOptions, dec: str,
-                 boxes: list[int | None]) -> dict[str, str]:
+def _search_cnns(
+    steps: Reuse, cfg: RunConfig, opts: TuneOptions, search: SearchOptions, dec: str, boxes: list[int | None]
+) -> dict[str, str]:
     """One job per network search, through the process executor; raises ``StepsFailed`` naming the failures."""
     runs, jobs = {}, []
     for box in boxes:
@@ -98,17 +114,33 @@ def _search_cnns(steps: Reuse, cfg: RunConfig, opts: TuneOptions, search: Search
         run_id, done = steps.get(step, f"tune_{name}", {**search.key(), "decompose_run": dec, "box": box})
         runs[name] = run_id
         if not done:
-            jobs.append(Job(step, f"tune_{name}", run_id, inputs, cfg, log=work_dir("logs", run_id) / "tune.log",
-                            device=devices.pin(len(boxes) if box is None else box, list(opts.gpus))))
+            jobs.append(
+                Job(
+                    step,
+                    f"tune_{name}",
+                    run_id,
+                    inputs,
+                    cfg,
+                    log=work_dir("logs", run_id) / "tune.log",
+                    device=devices.pin(len(boxes) if box is None else box, list(opts.gpus)),
+                )
+            )
     if not jobs:
         return runs
 
     def progress(s: dict) -> None:
         say(f"searches: {s['done']} done, {s['running']} running, {s['failed']} failed, {s['pending']} waiting")
+
     try:
         with open_executor("process", opts) as executor:
-            run_and_close(executor, jobs, progress, "searches",
-                          "Rerun the same command to resume them (finished trials are kept).", steps.release)
+            run_and_close(
+                executor,
+                jobs,
+                progress,
+                "searches",
+                "Rerun the same command to resume them (finished trials are kept).",
+                steps.release,
+            )
     finally:
         for job in jobs:
             steps.release(job.run_id)
@@ -116,6 +148,7 @@ def _search_cnns(steps: Reuse, cfg: RunConfig, opts: TuneOptions, search: Search
 
 
 def _json_artifact(run_id: str, path: str) -> dict:
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path,
-                                                dst_path=tempfile.mkdtemp(dir=work_dir("tmp")))
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=path, dst_path=tempfile.mkdtemp(dir=work_dir("tmp"))
+    )
     return json.loads(Path(local).read_text())

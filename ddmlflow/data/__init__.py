@@ -7,11 +7,12 @@
 `read_input` reads one file for prediction the way the loaders read theirs;
 `augment_batch` applies a Dataset's training augmentation to a batch.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -29,8 +30,13 @@ DATASETS = ("shapes2d", "shapes3d", "cifar10", "tf_flowers", "yale_b", "mosmed",
 GENERATED = ("shapes2d", "shapes3d")
 AUGMENTATIONS = ("rotate3d",)
 _LOADERS: dict[str, Callable[[LoadArgs], Dataset]] = {
-    "shapes2d": shapes2d, "shapes3d": shapes3d, "cifar10": cifar10, "tf_flowers": tf_flowers,
-    "yale_b": yale_b, "mosmed": mosmed, "folder": load_folder,
+    "shapes2d": shapes2d,
+    "shapes3d": shapes3d,
+    "cifar10": cifar10,
+    "tf_flowers": tf_flowers,
+    "yale_b": yale_b,
+    "mosmed": mosmed,
+    "folder": load_folder,
 }
 
 
@@ -40,9 +46,16 @@ def _count(param: str, n: int | None) -> int | None:
     return None if n is None else int(n)
 
 
-def load(name: str, data_dir: str | None = None, seed: int = 0, cache_dir: str | None = None,
-         image_size: tuple[int, ...] | None = None, n_train: int | None = None, n_val: int | None = None,
-         progress: bool = True) -> Dataset:
+def load(
+    name: str,
+    data_dir: str | None = None,
+    seed: int = 0,
+    cache_dir: str | None = None,
+    image_size: tuple[int, ...] | None = None,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    progress: bool = True,
+) -> Dataset:
     """Load (prepare once, then from the cache) the data set `name`, one of DATASETS.
 
     image_size: (H, W) or (H, W, D) to resize to (default: the data set's own size).
@@ -50,19 +63,36 @@ def load(name: str, data_dir: str | None = None, seed: int = 0, cache_dir: str |
     Arrays come in a seeded random order.
     """
     require(name in DATASETS, "dataset", name, f"one of {', '.join(DATASETS)}")
-    require(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
-            "seed", seed, "a non-negative integer")
+    require(
+        isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0,
+        "seed",
+        seed,
+        "a non-negative integer",
+    )
     if image_size is not None:
-        ok = (isinstance(image_size, (tuple, list)) and len(image_size) in (2, 3)
-              and all(isinstance(s, (int, np.integer)) and s >= 1 for s in image_size))
+        ok = (
+            isinstance(image_size, (tuple, list))
+            and len(image_size) in (2, 3)
+            and all(isinstance(s, (int, np.integer)) and s >= 1 for s in image_size)
+        )
         require(ok, "image_size", image_size, "(H, W) or (H, W, D) positive integers, or None")
         image_size = tuple(int(s) for s in image_size)
     if name in GENERATED:
-        require(data_dir is None, "data_dir", data_dir,
-                f"none: '{name}' is generated; use dataset='folder' to load a folder")
-    args = LoadArgs(Path(os.fspath(data_dir)).expanduser() if data_dir is not None else None,
-                    int(seed), cache_dir, image_size, _count("n_train", n_train), _count("n_val", n_val),
-                    bool(progress))
+        require(
+            data_dir is None,
+            "data_dir",
+            data_dir,
+            f"none: '{name}' is generated; use dataset='folder' to load a folder",
+        )
+    args = LoadArgs(
+        Path(os.fspath(data_dir)).expanduser() if data_dir is not None else None,
+        int(seed),
+        cache_dir,
+        image_size,
+        _count("n_train", n_train),
+        _count("n_val", n_val),
+        bool(progress),
+    )
     return _LOADERS[name](args)
 
 
@@ -81,17 +111,33 @@ def read_input(path: str, input_shape: tuple[int, ...] | None = None) -> np.ndar
             a = np.load(p, allow_pickle=False).astype(np.float32)
         except Exception as e:  # noqa: BLE001 - numpy raises several types for a broken file
             raise InputError("file", str(p), f"unreadable .npy array ({type(e).__name__}: {e})") from None
-        require(shape is None or a.shape in (shape, (len(a), *shape)), "file", str(p),
-                f"an array of shape {shape} or a batch of them; got {a.shape}")
+        require(
+            shape is None or a.shape in (shape, (len(a), *shape)),
+            "file",
+            str(p),
+            f"an array of shape {shape} or a batch of them; got {a.shape}",
+        )
         return a
     if is_nifti(name):
-        require(shape is None or (len(shape) == 4 and shape[-1] == 1), "input_shape", shape,
-                f"(H, W, D, 1) for the NIfTI volume {p}")
+        require(
+            shape is None or (len(shape) == 4 and shape[-1] == 1),
+            "input_shape",
+            shape,
+            f"(H, W, D, 1) for the NIfTI volume {p}",
+        )
         return read_volume(p, shape[:3] if shape else None)
-    require(name.endswith(IMAGE_SUFFIXES), "file", str(p),
-            f"a file ending in one of {' '.join(IMAGE_SUFFIXES + NIFTI_SUFFIXES)} .npy")
-    require(shape is None or (len(shape) == 3 and shape[-1] in (1, 3)), "input_shape", shape,
-            f"(H, W, C) with C 1 or 3 for the image {p}")
+    require(
+        name.endswith(IMAGE_SUFFIXES),
+        "file",
+        str(p),
+        f"a file ending in one of {' '.join(IMAGE_SUFFIXES + NIFTI_SUFFIXES)} .npy",
+    )
+    require(
+        shape is None or (len(shape) == 3 and shape[-1] in (1, 3)),
+        "input_shape",
+        shape,
+        f"(H, W, C) with C 1 or 3 for the image {p}",
+    )
     return read_image(p, shape[:2] if shape else None, shape[-1] if shape else None)
 
 

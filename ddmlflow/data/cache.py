@@ -7,6 +7,7 @@ for another size prepares again, and a second load reads no source file.
 Files are written to a temporary name and moved into place: a failed or
 interrupted preparation never leaves a half-written cache entry.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,8 @@ import tempfile
 import time
 import urllib.request
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -55,12 +56,10 @@ def _pack(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _unpack(z) -> dict[str, np.ndarray]:
-    return {k.removesuffix("__u8"): (z[k].astype(np.float32) / 255 if k.endswith("__u8") else z[k])
-            for k in z.files}
+    return {k.removesuffix("__u8"): (z[k].astype(np.float32) / 255 if k.endswith("__u8") else z[k]) for k in z.files}
 
 
-def load_or_build(root: Path, name: str, key: str,
-                  build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def load_or_build(root: Path, name: str, key: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """root/name-key.npz if it is there, else build(), save atomically and return it."""
     path = root / f"{name}-{key}.npz"
     if path.is_file():
@@ -119,8 +118,7 @@ def download(url: str, dest: Path, progress: bool = True) -> Path:
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}-", suffix=".part")
     try:
         with urllib.request.urlopen(url, timeout=60) as r, os.fdopen(fd, "wb") as f:
-            bar = Progress(int(r.headers.get("Content-Length") or 0) >> 20, f"download {dest.name} (MiB)",
-                           progress)
+            bar = Progress(int(r.headers.get("Content-Length") or 0) >> 20, f"download {dest.name} (MiB)", progress)
             while chunk := r.read(1 << 20):
                 f.write(chunk)
                 bar.update()

@@ -7,6 +7,7 @@ resizes to 128x128x64 with linear interpolation. We do exactly that, and
 recognise volumes that are already preprocessed (values in [0, 1]) so they are
 not clipped, scaled or rotated a second time.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

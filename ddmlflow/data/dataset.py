@@ -5,6 +5,7 @@ the pipeline sees the same thing: float32 arrays in [0, 1] with a trailing
 channel axis, int64 labels, class names and a provenance record saying where
 the arrays came from.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,18 +40,31 @@ class Dataset:
             require(len(x) == len(y), f"y_{part}", len(y), f"one label per sample ({len(x)})")
             require(len(y) > 0, f"x_{part}", 0, "at least one sample")
             if y.min() < 0 or y.max() >= k:
-                raise InputError(f"y_{part}", int(y.max() if y.max() >= k else y.min()),
-                                 f"labels out of range: 0..{k - 1} for {k} classes")
+                raise InputError(
+                    f"y_{part}",
+                    int(y.max() if y.max() >= k else y.min()),
+                    f"labels out of range: 0..{k - 1} for {k} classes",
+                )
             if x.min() < 0 or x.max() > 1:
                 raise InputError(f"x_{part}", (float(x.min()), float(x.max())), "values in [0, 1]")
             setattr(self, f"x_{part}", x)
             setattr(self, f"y_{part}", y)
-        require(self.x_train.shape[1:] == self.x_val.shape[1:], "x_val", self.x_val.shape[1:],
-                f"the training sample shape {self.x_train.shape[1:]}")
+        require(
+            self.x_train.shape[1:] == self.x_val.shape[1:],
+            "x_val",
+            self.x_val.shape[1:],
+            f"the training sample shape {self.x_train.shape[1:]}",
+        )
         per_class = lambda y: np.bincount(y, minlength=k).tolist()  # noqa: E731
-        self.provenance = {**self.provenance, "counts": {
-            "train": len(self.y_train), "val": len(self.y_val),
-            "train_per_class": per_class(self.y_train), "val_per_class": per_class(self.y_val)}}
+        self.provenance = {
+            **self.provenance,
+            "counts": {
+                "train": len(self.y_train),
+                "val": len(self.y_val),
+                "train_per_class": per_class(self.y_train),
+                "val_per_class": per_class(self.y_val),
+            },
+        }
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -66,8 +80,10 @@ class Dataset:
         return self.x_train.ndim - 2
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}, train={len(self.x_train)}, val={len(self.x_val)}, "
-                f"input_shape={self.input_shape}, classes={self.num_classes})")
+        return (
+            f"Dataset({self.name!r}, train={len(self.x_train)}, val={len(self.x_val)}, "
+            f"input_shape={self.input_shape}, classes={self.num_classes})"
+        )
 
 
 @dataclass
@@ -86,8 +102,12 @@ class LoadArgs:
         """image_size checked against the data set's spatial dimension (len(shape) - 1)."""
         if self.image_size is None:
             return default
-        require(len(self.image_size) == ndim, "image_size", self.image_size,
-                f"{ndim} positive integers ({'H, W' if ndim == 2 else 'H, W, D'})")
+        require(
+            len(self.image_size) == ndim,
+            "image_size",
+            self.image_size,
+            f"{ndim} positive integers ({'H, W' if ndim == 2 else 'H, W, D'})",
+        )
         return tuple(self.image_size)
 
 

@@ -25,6 +25,7 @@ offline; training rotates whole volumes (the keras-io CT augmentation), which
 moves a structure by up to about 4 voxels (at 20 degrees), at most a sliver
 into a neighbouring column.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -101,8 +102,8 @@ def shapes2d_arrays(n: int, size: tuple[int, int], rng: np.random.Generator) -> 
         for s in range(2):
             sel = quadrant[:, s] == q
             ink = colour[sel, s][:, None, None, :] + rng.normal(0, 0.02, (int(sel.sum()), qh, qw, 3))
-            region = x[sel, r0:r0 + qh, c0:c0 + qw]
-            x[sel, r0:r0 + qh, c0:c0 + qw] = np.where(masks[sel, s][..., None], ink, region)
+            region = x[sel, r0 : r0 + qh, c0 : c0 + qw]
+            x[sel, r0 : r0 + qh, c0 : c0 + qw] = np.where(masks[sel, s][..., None], ink, region)
     return np.clip(x, 0, 1).astype(np.float32), y.astype(np.int64)
 
 
@@ -114,8 +115,15 @@ def shapes2d(a: LoadArgs) -> Dataset:
     x_tr, y_tr = shapes2d_arrays(n_train, size, np.random.default_rng([a.seed, 0]))
     x_va, y_va = shapes2d_arrays(n_val, size, np.random.default_rng([a.seed, 1]))
     params = {"image_size": size, "n_train": n_train, "n_val": n_val}
-    return Dataset("shapes2d", x_tr, y_tr, x_va, y_va, SHAPES2D_CLASSES,
-                   provenance("generated (ddmlflow.data.generated.shapes2d)", None, a.seed, params))
+    return Dataset(
+        "shapes2d",
+        x_tr,
+        y_tr,
+        x_va,
+        y_va,
+        SHAPES2D_CLASSES,
+        provenance("generated (ddmlflow.data.generated.shapes2d)", None, a.seed, params),
+    )
 
 
 def nodule_masks(kinds: np.ndarray, shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
@@ -140,8 +148,11 @@ def shapes3d_labels(n: int, seed: int, part: str) -> np.ndarray:
     return np.random.default_rng([seed, 2 if part == "train" else 3]).permutation(np.arange(n) % len(PAIRS))
 
 
-def shapes3d_volumes(y: np.ndarray, rng: np.random.Generator, shape: tuple[int, int, int] = SHAPES3D_RAW,
-                     ) -> np.ndarray:
+def shapes3d_volumes(
+    y: np.ndarray,
+    rng: np.random.Generator,
+    shape: tuple[int, int, int] = SHAPES3D_RAW,
+) -> np.ndarray:
     """Volumes in HU (n, H, W, D) int16 of the pair labels y.
 
     Lung-like tissue (about -850 HU, smooth texture, noise); two dense structures
@@ -163,8 +174,8 @@ def shapes3d_volumes(y: np.ndarray, rng: np.random.Generator, shape: tuple[int, 
         for s in range(2):
             sel = quadrant[:, s] == q
             ink = density[sel, s][:, None, None, None] + rng.normal(0, 25, (int(sel.sum()), qh, qw, d))
-            region = vol[sel, r0:r0 + qh, c0:c0 + qw]
-            vol[sel, r0:r0 + qh, c0:c0 + qw] = np.where(masks[sel, s], ink, region)
+            region = vol[sel, r0 : r0 + qh, c0 : c0 + qw]
+            vol[sel, r0 : r0 + qh, c0 : c0 + qw] = np.where(masks[sel, s], ink, region)
     return np.clip(vol, -1024, 3071).astype(np.int16)
 
 
@@ -177,8 +188,10 @@ def write_shapes3d(root: Path, seed: int, n_train: int, n_val: int) -> dict[str,
 
     items: dict[str, list[tuple[Path, int]]] = {}
     for part, n in (("train", n_train), ("val", n_val)):
-        items[part] = [(root / SHAPES3D_CLASSES[lab] / f"{part}_{i:04d}.nii.gz", int(lab))
-                       for i, lab in enumerate(shapes3d_labels(n, seed, part))]
+        items[part] = [
+            (root / SHAPES3D_CLASSES[lab] / f"{part}_{i:04d}.nii.gz", int(lab))
+            for i, lab in enumerate(shapes3d_labels(n, seed, part))
+        ]
     if root.is_dir():
         return items
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +202,7 @@ def write_shapes3d(root: Path, seed: int, n_train: int, n_val: int) -> dict[str,
         for part in ("train", "val"):
             rng = np.random.default_rng([seed, 4 if part == "train" else 5])
             for start in range(0, len(items[part]), 64):
-                chunk = items[part][start:start + 64]
+                chunk = items[part][start : start + 64]
                 vols = shapes3d_volumes(np.array([lab for _, lab in chunk]), rng)
                 for (path, _), vol in zip(chunk, vols):
                     nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp / path.relative_to(root)))
@@ -206,12 +219,25 @@ def shapes3d(a: LoadArgs) -> Dataset:
     """CT-like volumes, 32x32x16x1, 6 classes, 600 train / 240 val, via NIfTI and the MosMed path."""
     size = a.size(3, (32, 32, 16))
     n_train, n_val = a.n_train or 600, a.n_val or 240
-    spec = {"seed": a.seed, "n_train": n_train, "n_val": n_val, "raw": SHAPES3D_RAW, "v": VERSION,
-            "design": SHAPES3D_DESIGN}
+    spec = {
+        "seed": a.seed,
+        "n_train": n_train,
+        "n_val": n_val,
+        "raw": SHAPES3D_RAW,
+        "v": VERSION,
+        "design": SHAPES3D_DESIGN,
+    }
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
     root = cache_root(a.cache_dir) / "shapes3d-nifti" / key
     items = write_shapes3d(root, a.seed, n_train, n_val)
-    return load_items("shapes3d", SHAPES3D_CLASSES, items["train"], items["val"],
-                      partial(read_volume, size=size),
-                      {"image_size": size, "n_train": n_train, "n_val": n_val, "hu_clip": [-1000, 400]},
-                      replace(a, n_train=None, n_val=None), root, augment="rotate3d")
+    return load_items(
+        "shapes3d",
+        SHAPES3D_CLASSES,
+        items["train"],
+        items["val"],
+        partial(read_volume, size=size),
+        {"image_size": size, "n_train": n_train, "n_val": n_val, "hu_clip": [-1000, 400]},
+        replace(a, n_train=None, n_val=None),
+        root,
+        augment="rotate3d",
+    )

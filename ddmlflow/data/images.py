@@ -4,6 +4,7 @@ Every image becomes float32 (H, W, C) in [0, 1]; grey images keep one channel
 unless the caller asks for three. Resizing is bilinear, as in Keras'
 `image_dataset_from_directory`.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -15,14 +16,12 @@ from PIL import Image
 from ..errors import InputError, require
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pgm", ".tif", ".tiff")
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 _SIXTEEN_BIT = ("I", "I;16", "I;16B", "I;16L")
 
 
-def read_image(path: str | Path, size: tuple[int, int] | None = None,
-               channels: int | None = None) -> np.ndarray:
+def read_image(path: str | Path, size: tuple[int, int] | None = None, channels: int | None = None) -> np.ndarray:
     """One image file -> float32 (H, W, C) in [0, 1], resized to size=(H, W) if given."""
     if size is not None:
         require(len(size) == 2, "image_size", tuple(size), f"(H, W) for the 2D image {path}")

@@ -7,6 +7,7 @@
 
 Split fractions (not counts) are kept, so a smaller tree is split alike.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,9 @@ MOSMED_URLS = {  # the links of keras-io's "3D image classification from CT scan
 
 
 def _offline(name: str, err: Exception, need: str) -> InputError:
-    return InputError("data_dir", None, f"downloading {name} failed ({type(err).__name__}: {err}); "
-                                        f"pass data_dir= {need}")
+    return InputError(
+        "data_dir", None, f"downloading {name} failed ({type(err).__name__}: {err}); pass data_dir= {need}"
+    )
 
 
 def _root(a: LoadArgs, inner: str | None = None) -> Path:
@@ -41,13 +43,18 @@ def _root(a: LoadArgs, inner: str | None = None) -> Path:
     return root / inner if inner and (root / inner).is_dir() else root
 
 
-def _from_arrays(name: str, x_tr, y_tr, x_va, y_va, names: list[str], a: LoadArgs, source: object,
-                 key: str | None, params: dict) -> Dataset:
+def _from_arrays(
+    name: str, x_tr, y_tr, x_va, y_va, names: list[str], a: LoadArgs, source: object, key: str | None, params: dict
+) -> Dataset:
     """Subsample (n_train, n_val) in a seeded order and check the labels."""
     for y, f in ((y_tr, "train"), (y_va, "val")):
         bad = y[(y < 0) | (y >= len(names))]
-        require(bad.size == 0, "data_dir", str(source),
-                f"{f} labels in 0..{len(names) - 1}; labels out of range: {sorted(set(bad.tolist()))[:5]}")
+        require(
+            bad.size == 0,
+            "data_dir",
+            str(source),
+            f"{f} labels in 0..{len(names) - 1}; labels out of range: {sorted(set(bad.tolist()))[:5]}",
+        )
     rng = np.random.default_rng(a.seed)
     i, j = pick(len(x_tr), a.n_train, rng, "n_train"), pick(len(x_va), a.n_val, rng, "n_val")
     return Dataset(name, x_tr[i], y_tr[i], x_va[j], y_va[j], names, provenance(source, key, a.seed, params))
@@ -68,32 +75,54 @@ def cifar10(a: LoadArgs) -> Dataset:
         try:
             (x_tr, y_tr), (x_va, y_va) = keras_cifar10()
         except Exception as e:  # noqa: BLE001 - offline: Keras' download fails in many ways
-            raise _offline("CIFAR-10", e, "a cifar-10-batches-py folder or a train/ test/ image tree") \
-                from None
+            raise _offline("CIFAR-10", e, "a cifar-10-batches-py folder or a train/ test/ image tree") from None
         x_tr, x_va = x_tr.astype(np.float32) / 255, x_va.astype(np.float32) / 255
         y_tr, y_va = y_tr.ravel().astype(np.int64), y_va.ravel().astype(np.int64)
-        return _from_arrays("cifar10", x_tr, y_tr, x_va, y_va, list(CIFAR10_CLASSES), a,
-                            "keras.datasets.cifar10", None, {})
+        return _from_arrays(
+            "cifar10", x_tr, y_tr, x_va, y_va, list(CIFAR10_CLASSES), a, "keras.datasets.cifar10", None, {}
+        )
     root = _root(a)
     if (root / "cifar-10-batches-py").is_dir():
         root = root / "cifar-10-batches-py"
     if (root / "data_batch_1").is_file():
-        require(size is None or tuple(size) == (32, 32), "image_size", size,
-                "(32, 32) for the pickled batches")
+        require(size is None or tuple(size) == (32, 32), "image_size", size, "(32, 32) for the pickled batches")
         train, test = cifar_batch_files(root)
         key = cache_key(train + [test], {"dataset": "cifar10", "format": "pickle"})
 
         def build() -> dict[str, np.ndarray]:
             (x_tr, y_tr), (x_va, y_va) = read_cifar_batches(train), read_cifar_batches([test])
-            return {"x_train": x_tr, "y_train": y_tr, "x_val": x_va, "y_val": y_va,
-                    "class_names": np.array(cifar_class_names(root))}
+            return {
+                "x_train": x_tr,
+                "y_train": y_tr,
+                "x_val": x_va,
+                "y_val": y_va,
+                "class_names": np.array(cifar_class_names(root)),
+            }
 
         arr = load_or_build(cache_root(a.cache_dir), "cifar10", key, build)
-        return _from_arrays("cifar10", arr["x_train"], arr["y_train"], arr["x_val"], arr["y_val"],
-                            arr["class_names"].tolist(), a, root.resolve(), key, {"format": "pickle"})
+        return _from_arrays(
+            "cifar10",
+            arr["x_train"],
+            arr["y_train"],
+            arr["x_val"],
+            arr["y_val"],
+            arr["class_names"].tolist(),
+            a,
+            root.resolve(),
+            key,
+            {"format": "pickle"},
+        )
     names, train, val, split = tree_items(root, 1 / 6, a.seed)  # 50,000 / 10,000 if not split
-    return load_items("cifar10", names, train, val, partial(read_image, size=size, channels=3),
-                      {"image_size": size, "split": split}, a, root.resolve())
+    return load_items(
+        "cifar10",
+        names,
+        train,
+        val,
+        partial(read_image, size=size, channels=3),
+        {"image_size": size, "split": split},
+        a,
+        root.resolve(),
+    )
 
 
 def tf_flowers(a: LoadArgs) -> Dataset:
@@ -102,15 +131,25 @@ def tf_flowers(a: LoadArgs) -> Dataset:
     if a.data_dir is None:
         downloads = cache_root(a.cache_dir) / "downloads"
         try:
-            root = extract(download(FLOWERS_URL, downloads / "flower_photos.tgz", a.progress),
-                           downloads / "flower_photos") / "flower_photos"
+            root = (
+                extract(download(FLOWERS_URL, downloads / "flower_photos.tgz", a.progress), downloads / "flower_photos")
+                / "flower_photos"
+            )
         except (OSError, ValueError) as e:
             raise _offline("TF-Flowers", e, "a flower_photos folder (one sub-folder per class)") from None
     else:
         root = _root(a, "flower_photos")
     names, train, val, split = tree_items(root, 734 / 3670, a.seed)
-    return load_items("tf_flowers", names, train, val, partial(read_image, size=size, channels=3),
-                      {"image_size": size, "split": split}, a, root.resolve())
+    return load_items(
+        "tf_flowers",
+        names,
+        train,
+        val,
+        partial(read_image, size=size, channels=3),
+        {"image_size": size, "split": split},
+        a,
+        root.resolve(),
+    )
 
 
 def _yale_skip(f: Path) -> bool:
@@ -119,13 +158,25 @@ def _yale_skip(f: Path) -> bool:
 
 def yale_b(a: LoadArgs) -> Dataset:
     """CroppedYale/yaleBNN/*.pgm (no Ambient, no .bad), 192x168 grey, split 70/30 (1,687 / 723)."""
-    require(a.data_dir is not None, "data_dir", None,
-            "the CroppedYale folder of the Extended Yale Face Database B (no download exists)")
+    require(
+        a.data_dir is not None,
+        "data_dir",
+        None,
+        "the CroppedYale folder of the Extended Yale Face Database B (no download exists)",
+    )
     size = a.size(2, None)
     root = _root(a, "CroppedYale")
     names, train, val, split = tree_items(root, 723 / 2410, a.seed, skip=_yale_skip)
-    return load_items("yale_b", names, train, val, partial(read_image, size=size, channels=1),
-                      {"image_size": size, "split": split, "skip": "Ambient, .bad"}, a, root.resolve())
+    return load_items(
+        "yale_b",
+        names,
+        train,
+        val,
+        partial(read_image, size=size, channels=1),
+        {"image_size": size, "split": split, "skip": "Ambient, .bad"},
+        a,
+        root.resolve(),
+    )
 
 
 def mosmed(a: LoadArgs) -> Dataset:
@@ -147,6 +198,14 @@ def mosmed(a: LoadArgs) -> Dataset:
         root = _root(a, "MosMedData")
     folders = {"CT-0": "normal", "CT-23": "abnormal"}
     names, train, val, split = tree_items(root, 60 / 200, a.seed, folders=folders)
-    return load_items("mosmed", names, train, val, partial(read_volume, size=size),
-                      {"image_size": size, "split": split, "hu_clip": [-1000, 400], "rotate": 90,
-                       "zoom_order": 1}, a, root.resolve(), augment="rotate3d")
+    return load_items(
+        "mosmed",
+        names,
+        train,
+        val,
+        partial(read_volume, size=size),
+        {"image_size": size, "split": split, "hu_clip": [-1000, 400], "rotate": 90, "zoom_order": 1},
+        a,
+        root.resolve(),
+        augment="rotate3d",
+    )

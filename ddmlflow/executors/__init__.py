@@ -12,6 +12,7 @@ the style of ``concurrent.futures``). How a job runs is the executor's business:
 ``auto`` picks ``packed`` when locals share a device (the CPU, or more locals
 than GPUs x ``jobs_per_gpu``), else ``process``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,8 +20,23 @@ import importlib
 from ..steps import EXECUTOR_CLASSES, EXECUTORS
 from .base import Executor, ExecutorOptions, Job, JobFuture, OnChange, Result, attempt, progress_counts, tracking_env
 
-__all__ = ["EXECUTORS", "Executor", "ExecutorOptions", "Job", "JobFuture", "OnChange", "Result", "attempt", "check",
-           "choose", "open_executor", "prestart", "progress_counts", "tracking_env"]
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "ExecutorOptions",
+    "Job",
+    "JobFuture",
+    "OnChange",
+    "Result",
+    "attempt",
+    "check",
+    "choose",
+    "open_executor",
+    "prestart",
+    "progress_counts",
+    "tracking_env",
+]
+
 
 def executor_class(name: str) -> type:
     """The class registered as ``name`` (``steps.EXECUTOR_CLASSES``), imported only now (Ray is an optional

@@ -14,15 +14,17 @@ Submitted jobs run together when ``wait`` (or a future's ``result``) is called:
 the packed executor must see a device's locals at once to train them as one
 program. Each future resolves as its job ends, not when the last one does.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..config import RunConfig, from_json, to_json
 from ..steps import job_step
@@ -32,10 +34,10 @@ from ..steps import job_step
 class ExecutorOptions:
     """The knobs an executor may read (each takes what it needs in ``from_options``)."""
 
-    jobs_per_gpu: int = 1        # trainings at once per GPU
-    max_parallel: int = 1        # trainings at once on the CPU (process executor)
-    ray_address: str = ""        # '' = a local Ray; else the cluster's address
-    gpus: tuple[str, ...] = ()   # the GPUs the trainings are pinned to ('' = none: CPU)
+    jobs_per_gpu: int = 1  # trainings at once per GPU
+    max_parallel: int = 1  # trainings at once on the CPU (process executor)
+    ray_address: str = ""  # '' = a local Ray; else the cluster's address
+    gpus: tuple[str, ...] = ()  # the GPUs the trainings are pinned to ('' = none: CPU)
 
     @classmethod
     def of(cls, opts: Any) -> ExecutorOptions:
@@ -45,27 +47,40 @@ class ExecutorOptions:
 
 @dataclass
 class Job:
-    step: str                          # registry name, e.g. "train_local" (``steps.job_step``)
-    name: str                          # run name, e.g. "train_local/03"
-    run_id: str                        # the child run it logs into (created by the driver)
+    step: str  # registry name, e.g. "train_local" (``steps.job_step``)
+    name: str  # run name, e.g. "train_local/03"
+    run_id: str  # the child run it logs into (created by the driver)
     inputs: dict[str, Any] = field(default_factory=dict)  # the step's inputs, e.g. {"decompose_run": ..., "box": 3}
     config: RunConfig | None = None
-    device: str = ""                   # CUDA_VISIBLE_DEVICES for it ('' = CPU)
-    log: Path | None = None            # where its output goes
+    device: str = ""  # CUDA_VISIBLE_DEVICES for it ('' = CPU)
+    log: Path | None = None  # where its output goes
     env: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """What a worker needs to run the job (config and typed inputs as ``config.to_json`` writes them)."""
-        inputs = {k: {"__config__": to_json(v), "class": f"{type(v).__module__}:{type(v).__qualname__}"}
-                  if dataclasses.is_dataclass(v) else v for k, v in self.inputs.items()}
-        return json.dumps({"step": self.step, "name": self.name, "run_id": self.run_id, "inputs": inputs,
-                           "config": to_json(self.config)})
+        inputs = {
+            k: {"__config__": to_json(v), "class": f"{type(v).__module__}:{type(v).__qualname__}"}
+            if dataclasses.is_dataclass(v)
+            else v
+            for k, v in self.inputs.items()
+        }
+        return json.dumps(
+            {
+                "step": self.step,
+                "name": self.name,
+                "run_id": self.run_id,
+                "inputs": inputs,
+                "config": to_json(self.config),
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Job:
         d = json.loads(text)
-        inputs = {k: from_json(v["__config__"], _class(v["class"])) if isinstance(v, dict) and "__config__" in v
-                  else v for k, v in d["inputs"].items()}
+        inputs = {
+            k: from_json(v["__config__"], _class(v["class"])) if isinstance(v, dict) and "__config__" in v else v
+            for k, v in d["inputs"].items()
+        }
         return cls(d["step"], d["name"], d["run_id"], inputs, from_json(d["config"]))
 
 
@@ -84,7 +99,7 @@ def _class(path: str) -> type:
 class Result:
     job: Job
     ok: bool
-    reason: str = ""                   # why it failed: the last line of its log, or the signal
+    reason: str = ""  # why it failed: the last line of its log, or the signal
     elapsed_s: float = 0.0
 
 
@@ -194,5 +209,10 @@ def tracking_env() -> dict[str, str]:
 
 def progress_counts(jobs: int, done: list[Result], running: int, t0: float) -> dict[str, float]:
     ok = sum(r.ok for r in done)
-    return {"done": ok, "failed": len(done) - ok, "running": running, "pending": jobs - len(done) - running,
-            "elapsed_s": time.time() - t0}
+    return {
+        "done": ok,
+        "failed": len(done) - ok,
+        "running": running,
+        "pending": jobs - len(done) - running,
+        "elapsed_s": time.time() - t0,
+    }

@@ -30,6 +30,7 @@ which hands it the store's URI (the parent creates the store: concurrent
 creation corrupted one; and a store set in Python is not in the environment);
 ``stop_spares()`` stops those that got no job.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,8 +83,15 @@ class _Worker:
     def assign(self, jobs: list[Job], then: Path | None) -> None:
         """Hand the worker its jobs (written atomically: it polls for the file)."""
         self.jobs, self.start = jobs, time.time()
-        _write(self.folder / SPEC, {"jobs": [j.to_json() for j in jobs], "log": str(jobs[0].log),
-                                    "then": str(then) if then else "", **_tracking()})
+        _write(
+            self.folder / SPEC,
+            {
+                "jobs": [j.to_json() for j in jobs],
+                "log": str(jobs[0].log),
+                "then": str(then) if then else "",
+                **_tracking(),
+            },
+        )
 
     def results(self) -> list[Result]:
         """Each job's outcome as the worker recorded it; what it never reached failed with the worker."""
@@ -92,8 +100,12 @@ class _Worker:
         log = self.jobs[0].log if self.jobs[0].log.exists() else self.folder / LOG  # killed before its jobs
         why = reason(self.proc.returncode, log) if self.proc.returncode != 0 else "the worker ended before this job"
         shutil.rmtree(self.folder, ignore_errors=True)  # spec, status, warm-up log: all read or copied
-        return [Result(j, seen[j.run_id]["ok"], seen[j.run_id]["reason"], elapsed) if j.run_id in seen
-                else Result(j, False, why, elapsed) for j in self.jobs]
+        return [
+            Result(j, seen[j.run_id]["ok"], seen[j.run_id]["reason"], elapsed)
+            if j.run_id in seen
+            else Result(j, False, why, elapsed)
+            for j in self.jobs
+        ]
 
 
 def _write(path: Path, content: dict) -> None:
@@ -114,9 +126,14 @@ def _spawn(device: str) -> _Worker:
     folder = Path(tempfile.mkdtemp(prefix=f"ddmlflow-worker-{device or 'cpu'}-"))
     env = child_env(device, tracking=False)  # no MLflow import here (prestart)
     with open(folder / LOG, "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "ddmlflow.executors.worker", str(folder)],
-                                env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ddmlflow.executors.worker", str(folder)],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     return _Worker(device, folder, proc)
 
 
@@ -172,7 +189,7 @@ class PackedExecutor(Executor):
         self.poll_s = poll_s
 
     @classmethod
-    def from_options(cls, o: ExecutorOptions) -> "PackedExecutor":
+    def from_options(cls, o: ExecutorOptions) -> PackedExecutor:
         return cls()
 
     @staticmethod
@@ -211,6 +228,7 @@ class PackedExecutor(Executor):
                 self._finished(r)
             if on_change:
                 on_change(progress_counts(len(jobs), done, sum(len(w.jobs) for w in running.values()), t0))
+
         try:
             while running or later:
                 for name, w in list(running.items()):

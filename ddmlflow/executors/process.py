@@ -4,6 +4,7 @@
 ``jobs_per_device`` jobs run on one GPU at once (``max_parallel`` on the CPU).
 A failing job does not stop the others; Ctrl-C terminates all of them.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,8 @@ import signal
 import subprocess
 import sys
 import time
-
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..console import VERBOSE_ENV
 from ..devices import DRIVER_ENV
@@ -50,14 +50,19 @@ def reason(returncode: int, log) -> str:
 class ProcessExecutor(Executor):
     """``command``: how a job becomes a process (default: the worker entry point; tests run plain code)."""
 
-    def __init__(self, jobs_per_device: int = 1, max_parallel: int = 1, poll_s: float = 0.5,
-                 command: Callable[[Job], list[str]] = command):
+    def __init__(
+        self,
+        jobs_per_device: int = 1,
+        max_parallel: int = 1,
+        poll_s: float = 0.5,
+        command: Callable[[Job], list[str]] = command,
+    ):
         super().__init__()
         self.jobs_per_device, self.max_parallel, self.poll_s = jobs_per_device, max_parallel, poll_s
         self.command = command
 
     @classmethod
-    def from_options(cls, o: ExecutorOptions) -> "ProcessExecutor":
+    def from_options(cls, o: ExecutorOptions) -> ProcessExecutor:
         return cls(jobs_per_device=o.jobs_per_gpu, max_parallel=o.max_parallel)
 
     def _capacity(self, device: str) -> int:
@@ -75,16 +80,23 @@ class ProcessExecutor(Executor):
                         log = Path(job.log or os.devnull)
                         log.parent.mkdir(parents=True, exist_ok=True)
                         with open(log, "ab") as fh:
-                            proc = subprocess.Popen(self.command(job), env=child_env(job.device), stdout=fh,
-                                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                    start_new_session=True)
+                            proc = subprocess.Popen(
+                                self.command(job),
+                                env=child_env(job.device),
+                                stdout=fh,
+                                stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL,
+                                start_new_session=True,
+                            )
                         running[proc.pid] = (job, proc, time.time())
                         pending.remove(job)
                         changed = True
                 for pid, (job, proc, start) in list(running.items()):
                     if proc.poll() is not None:
                         ok = proc.returncode == 0
-                        done.append(Result(job, ok, "" if ok else reason(proc.returncode, job.log), time.time() - start))
+                        done.append(
+                            Result(job, ok, "" if ok else reason(proc.returncode, job.log), time.time() - start)
+                        )
                         self._finished(done[-1])
                         del running[pid]
                         changed = True

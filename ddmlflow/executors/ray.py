@@ -13,6 +13,7 @@ artifacts when the store is a server). A second failure fails that run only.
 Ctrl-C cancels every task. Workers elsewhere cannot write the driver's sqlite
 file, so with a cluster address ``check`` refuses a local store before any work.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,14 +31,18 @@ def check(address: str, tracking_uri: str, gpus: tuple[str, ...] = ()) -> None:
     from ..tracking import is_local_store  # lazy: MLflow; a Ray worker imports this module before run_job sets its env
 
     if address.strip() and is_local_store(tracking_uri):
-        raise InputError("MLFLOW_TRACKING_URI", tracking_uri,
-                         f"Ray workers of ray_address={address} cannot write this local store: start "
-                         "`mlflow server --backend-store-uri <db> --artifacts-destination <dir>` and set "
-                         "MLFLOW_TRACKING_URI=http://host:port")
+        raise InputError(
+            "MLFLOW_TRACKING_URI",
+            tracking_uri,
+            f"Ray workers of ray_address={address} cannot write this local store: start "
+            "`mlflow server --backend-store-uri <db> --artifacts-destination <dir>` and set "
+            "MLFLOW_TRACKING_URI=http://host:port",
+        )
     ray = connect(address)
     if gpus and not ray.cluster_resources().get("GPU", 0):
-        raise InputError("gpus", ",".join(gpus),
-                         "the Ray cluster has no GPUs (a GPU task would wait forever): use gpus=none")
+        raise InputError(
+            "gpus", ",".join(gpus), "the Ray cluster has no GPUs (a GPU task would wait forever): use gpus=none"
+        )
 
 
 def connect(address: str = ""):
@@ -64,8 +69,8 @@ def connect(address: str = ""):
 def absolute_uri(uri: str) -> str:
     """A relative sqlite/file store as an absolute one: Ray workers do not share the driver's cwd."""
     for prefix in ("sqlite:///", "file://"):
-        if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-            return prefix + str(Path(uri[len(prefix):]).absolute())
+        if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+            return prefix + str(Path(uri[len(prefix) :]).absolute())
     return uri if "://" in uri or uri == "databricks" else str(Path(uri).absolute())
 
 
@@ -83,9 +88,8 @@ def run_job(text: str, env: dict) -> dict:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     import mlflow
 
-    from ..tracking import get_run, retry, work_dir  # lazy: MLflow; only once the worker's environment is set
-
     from ..steps import job_step  # lazy: the step registry; only once the worker's environment is set
+    from ..tracking import get_run, retry, work_dir  # lazy: MLflow; only once the worker's environment is set
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     job = Job.from_json(text)
@@ -95,14 +99,23 @@ def run_job(text: str, env: dict) -> dict:
     os.dup2(fd, 2)
     tags = get_run(job.run_id).data.tags
     node = ray.get_runtime_context().get_node_id()
-    where = {"node_id": node, "node_ip": ray.util.get_node_ip_address(), "gpu_ids": ",".join(gpu_ids) or "none",
-             "pid": str(os.getpid()), "attempts": str(int(tags.get(ray_tag("attempts"), "0")) + 1), "log": str(log),
-             "node_ids": ",".join(filter(None, [tags.get(ray_tag("node_ids"), ""), node]))}  # every attempt's node
+    where = {
+        "node_id": node,
+        "node_ip": ray.util.get_node_ip_address(),
+        "gpu_ids": ",".join(gpu_ids) or "none",
+        "pid": str(os.getpid()),
+        "attempts": str(int(tags.get(ray_tag("attempts"), "0")) + 1),
+        "log": str(log),
+        "node_ids": ",".join(filter(None, [tags.get(ray_tag("node_ids"), ""), node])),
+    }  # every attempt's node
     if REASON_TAG in tags:  # this is a retry: keep why the first attempt failed, apart
         retry(mlflow.MlflowClient().set_tag, job.run_id, ray_tag("previous_failure"), tags[REASON_TAG])
         retry(mlflow.MlflowClient().delete_tag, job.run_id, REASON_TAG)
-    print(f"[ddmlflow] {job.name} attempt {where['attempts']} on node {where['node_ip']} "
-          f"{where['node_id'][:12]}, GPUs: {where['gpu_ids']}", flush=True)
+    print(
+        f"[ddmlflow] {job.name} attempt {where['attempts']} on node {where['node_ip']} "
+        f"{where['node_id'][:12]}, GPUs: {where['gpu_ids']}",
+        flush=True,
+    )
     job_step(job.step).run_into(job.run_id, job.config, job.inputs, tags={ray_tag(k): v for k, v in where.items()})
     return where
 
@@ -123,14 +136,15 @@ def reason(e: BaseException) -> str:
 
 
 class RayExecutor(Executor):
-    def __init__(self, address: str = "", jobs_per_gpu: int = 1, gpus: bool = False, max_retries: int = 1,
-                 poll_s: float = 1.0):
+    def __init__(
+        self, address: str = "", jobs_per_gpu: int = 1, gpus: bool = False, max_retries: int = 1, poll_s: float = 1.0
+    ):
         super().__init__()
         self.address, self.jobs_per_gpu, self.gpus = address, jobs_per_gpu, gpus
         self.max_retries, self.poll_s = max_retries, poll_s
 
     @classmethod
-    def from_options(cls, o: ExecutorOptions) -> "RayExecutor":
+    def from_options(cls, o: ExecutorOptions) -> RayExecutor:
         return cls(o.ray_address, jobs_per_gpu=o.jobs_per_gpu, gpus=bool(o.gpus))
 
     @staticmethod
@@ -144,8 +158,7 @@ class RayExecutor(Executor):
 
     def _run(self, jobs: list[Job], on_change: OnChange | None) -> list[Result]:
         ray = connect(self.address)
-        task = ray.remote(max_calls=1, max_retries=self.max_retries, retry_exceptions=True,
-                          **self.resources())(run_job)
+        task = ray.remote(max_calls=1, max_retries=self.max_retries, retry_exceptions=True, **self.resources())(run_job)
         t0 = time.time()
         refs = {}
         env = {"MLFLOW_TRACKING_URI": absolute_uri(tracking_env()["MLFLOW_TRACKING_URI"])}

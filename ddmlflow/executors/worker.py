@@ -16,6 +16,7 @@ driver knows which finished even when the worker is killed. A worker that
 trains only packed groups uses the packed engine's CPU threads (set after the
 imports, before TensorFlow runs an op). It exits when its driver does.
 """
+
 from __future__ import annotations
 
 import json
@@ -115,8 +116,13 @@ def main(folder: str) -> int:
         ids = [j.run_id for j in local]
         last = then if k == len(groups) - 1 else ""
         try:
-            train_locals_packed(local[0].config, local[0].inputs["decompose_run"], [j.inputs["box"] for j in local],
-                                ids, on_trained=(lambda last=last: Path(last).touch()) if last else None)
+            train_locals_packed(
+                local[0].config,
+                local[0].inputs["decompose_run"],
+                [j.inputs["box"] for j in local],
+                ids,
+                on_trained=(lambda last=last: Path(last).touch()) if last else None,
+            )
             record(ids, True)
         except Exception as e:  # noqa: BLE001 - the group failed; the driver marks its runs
             say(f"packed group failed: {type(e).__name__}: {e}")

@@ -6,6 +6,7 @@ come back uncompiled; ``loss_for`` names the matching loss. Every net ends in
 a Dense ``logits`` layer and an Activation ``probs`` layer: one sigmoid unit
 when K = 2, else a K-way softmax.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,8 +21,13 @@ if TYPE_CHECKING:
 
 # The network names, readable without importing Keras (the config check uses them).
 # A new network: its module and one line here ("module:function" inside ddmlflow.models).
-_BUILDERS = {"vgg3": "vgg:build_vgg3", "vgg9": "vgg:build_vgg9", "resnet20": "resnet:build_resnet20",
-             "resnet20a": "resnet:build_resnet20a", "cnn3d": "cnn3d:build_cnn3d"}
+_BUILDERS = {
+    "vgg3": "vgg:build_vgg3",
+    "vgg9": "vgg:build_vgg9",
+    "resnet20": "resnet:build_resnet20",
+    "resnet20a": "resnet:build_resnet20a",
+    "cnn3d": "cnn3d:build_cnn3d",
+}
 MODELS: tuple[str, ...] = tuple(_BUILDERS)
 _LAZY = {"build_coarse": "coarse", "output_units": "layers"}  # Keras-backed, imported on first use
 
@@ -43,8 +49,15 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def build(model: str, input_shape: tuple[int, ...], num_classes: int, width_divisor: int = 1,
-          name: str | None = None, dropout: float | None = None, klw_local: bool = True) -> "keras.Model":
+def build(
+    model: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    width_divisor: int = 1,
+    name: str | None = None,
+    dropout: float | None = None,
+    klw_local: bool = True,
+) -> keras.Model:
     """Build (not compile) ``model`` for ``input_shape`` (spatial..., channels).
 
     ``len(input_shape) - 1`` is the spatial dimension (2 or 3). Local nets

@@ -20,15 +20,15 @@ after tens of steps, and the net then predicts one class at inference while
 its training accuracy is perfect. 0.9 is PyTorch's default; parameter counts
 are unchanged.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers
 
-from .layers import (check_input, conv, finish, global_avg_pool, head, pool_adapted,
-                     scaled, spatial_shape)
+from .layers import check_input, conv, finish, global_avg_pool, head, pool_adapted, scaled, spatial_shape
 
 FILTERS = (64, 64, 128, 256)
 DENSE = 512
@@ -37,8 +37,13 @@ BN_MOMENTUM = 0.9
 KERNEL = 3
 
 
-def build_cnn3d(input_shape: Sequence[int], num_classes: int, width_divisor: int = 1,
-                name: str = "cnn3d", dropout: float | None = None) -> keras.Model:
+def build_cnn3d(
+    input_shape: Sequence[int],
+    num_classes: int,
+    width_divisor: int = 1,
+    name: str = "cnn3d",
+    dropout: float | None = None,
+) -> keras.Model:
     """KLW's CT network, widths divided by ``width_divisor``, adapted to small boxes."""
     dims = check_input(input_shape, num_classes, width_divisor, dropout)
     adaptations: list[str] = []
@@ -49,8 +54,7 @@ def build_cnn3d(input_shape: Sequence[int], num_classes: int, width_divisor: int
         if min(spatial_shape(x)) < KERNEL:  # a valid conv would leave an empty axis
             padding = "same"
             adaptations.append(f"conv{s}: same padding on input {spatial_shape(x)}")
-        x = conv(dims, scaled(filters, width_divisor), KERNEL, padding=padding,
-                 activation="relu", name=f"conv{s}")(x)
+        x = conv(dims, scaled(filters, width_divisor), KERNEL, padding=padding, activation="relu", name=f"conv{s}")(x)
         x = pool_adapted(x, f"pool{s}", adaptations)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{s}")(x)
     x = global_avg_pool(dims, name="gap")(x)

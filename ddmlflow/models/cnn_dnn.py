@@ -7,9 +7,10 @@ sigmoid probability when K = 2), shared by training, evaluation and serving.
 CNN-DNN-coherent and CNN-DNN-transfer); its ``BoxCrop`` layer is registered
 when this module is imported, so import it before loading such a model.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -49,8 +50,9 @@ class BoxCrop(keras.layers.Layer):
         return {**super().get_config(), "start": list(self.start), "stop": list(self.stop)}
 
 
-def build_coherent(local_models: Sequence[keras.Model], coarse_model: keras.Model, decomposition,
-                   name: str = "cnn_dnn_coherent") -> keras.Model:
+def build_coherent(
+    local_models: Sequence[keras.Model], coarse_model: keras.Model, decomposition, name: str = "cnn_dnn_coherent"
+) -> keras.Model:
     """The CNN-DNN as one model: whole image -> N crops -> N local nets -> concat -> coarse net.
 
     The concatenated local outputs are exactly ``coarse_features`` (the sigmoid
@@ -59,8 +61,12 @@ def build_coherent(local_models: Sequence[keras.Model], coarse_model: keras.Mode
     (KLW-TL: CNN-DNN-coherent; from pretrained locals: CNN-DNN-transfer).
     The given nets become layers of the new model (weights are shared, not copied).
     """
-    require(len(local_models) == decomposition.n, "local_models", len(local_models),
-            f"one local net per box ({decomposition.n})")
+    require(
+        len(local_models) == decomposition.n,
+        "local_models",
+        len(local_models),
+        f"one local net per box ({decomposition.n})",
+    )
     image = keras.Input(decomposition.image_shape, name="image")
     outputs = []
     for i, (net, box) in enumerate(zip(local_models, decomposition.boxes)):
@@ -72,11 +78,19 @@ def build_coherent(local_models: Sequence[keras.Model], coarse_model: keras.Mode
     return keras.Model(image, coarse(features), name=name)
 
 
-def build_coherent_from_scratch(model: str, decomposition, num_classes: int, width_divisor: int = 2,
-                                coarse_hidden: Sequence[int] = (128, 64, 32), coarse_dropout: float = 0.0,
-                                name: str = "cnn_dnn_coherent") -> keras.Model:
+def build_coherent_from_scratch(
+    model: str,
+    decomposition,
+    num_classes: int,
+    width_divisor: int = 2,
+    coarse_hidden: Sequence[int] = (128, 64, 32),
+    coarse_dropout: float = 0.0,
+    name: str = "cnn_dnn_coherent",
+) -> keras.Model:
     """A randomly initialised coherent CNN-DNN (KLW-TL: CNN-DNN-coherent)."""
-    local = [build(model, decomposition.input_shape(i), num_classes, width_divisor, name=f"local_{i:02d}")
-             for i in range(decomposition.n)]
+    local = [
+        build(model, decomposition.input_shape(i), num_classes, width_divisor, name=f"local_{i:02d}")
+        for i in range(decomposition.n)
+    ]
     coarse = build_coarse(decomposition.n, num_classes, hidden=tuple(coarse_hidden), dropout=coarse_dropout)
     return build_coherent(local, coarse, decomposition, name=name)

@@ -47,9 +47,10 @@ boxes) keep the global net's random initial weights on their inputs and get
 zero weights towards owned channels and the logits, so they do not change the
 composed output but can learn in the further training.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 import numpy as np
@@ -91,19 +92,32 @@ def check(sub_models: Sequence[keras.Model], decomposition, global_model: keras.
 
 def _plan(sub_models, decomposition, global_model):
     """Validated inputs -> (channel maps, name of the dense layer reading ``flatten``, its geometry)."""
-    require(len(sub_models) == decomposition.n, "sub_models", len(sub_models),
-            f"one sub-network per box ({decomposition.n})")
-    require(tuple(global_model.input_shape[1:]) == decomposition.image_shape, "global_model",
-            tuple(global_model.input_shape[1:]), f"a net on whole images {decomposition.image_shape}")
+    require(
+        len(sub_models) == decomposition.n,
+        "sub_models",
+        len(sub_models),
+        f"one sub-network per box ({decomposition.n})",
+    )
+    require(
+        tuple(global_model.input_shape[1:]) == decomposition.image_shape,
+        "global_model",
+        tuple(global_model.input_shape[1:]),
+        f"a net on whole images {decomposition.image_shape}",
+    )
     for i, m in enumerate(sub_models):
-        require(tuple(m.input_shape[1:]) == decomposition.input_shape(i), "sub_models",
-                f"#{i}: input {tuple(m.input_shape[1:])}", f"a net on box {i}: {decomposition.input_shape(i)}")
+        require(
+            tuple(m.input_shape[1:]) == decomposition.input_shape(i),
+            "sub_models",
+            f"#{i}: input {tuple(m.input_shape[1:])}",
+            f"a net on box {i}: {decomposition.input_shape(i)}",
+        )
     for layer in global_model.layers:
         if layer.weights:
             _sub_layer(sub_models[0], layer.name)
     maps = _padded_maps(global_model, sub_models)
     first_fc, geometry = _first_fc(global_model, sub_models, decomposition)
     return maps, first_fc, geometry
+
 
 def theorem_error(sub_models: Sequence[keras.Model], composed: keras.Model, decomposition, x: np.ndarray) -> float:
     """max |composed logits - sum of sub logits| on images ``x`` (GC Theorem 2.1, eq. 2.16)."""
@@ -121,15 +135,23 @@ def _sub_layer(model: keras.Model, name: str):
     try:
         return model.get_layer(name)
     except ValueError:
-        raise InputError("sub_models", model.name, f"every sub-network needs the global net's layer {name!r} "
-                         "(build both with the same builder; sub-networks with klw_local=False)") from None
+        raise InputError(
+            "sub_models",
+            model.name,
+            f"every sub-network needs the global net's layer {name!r} "
+            "(build both with the same builder; sub-networks with klw_local=False)",
+        ) from None
 
 
 def _blocks(sizes: Sequence[int], total: int, what: str) -> list[slice]:
     """Consecutive channel blocks, one per sub-network; they may leave unowned channels at the end."""
     edges = np.cumsum([0, *sizes])
-    require(edges[-1] <= total, "sub_models", f"{what}: {list(sizes)}",
-            f"sub-network widths must add up to at most the global width {total} (width_divisor = N)")
+    require(
+        edges[-1] <= total,
+        "sub_models",
+        f"{what}: {list(sizes)}",
+        f"sub-network widths must add up to at most the global width {total} (width_divisor = N)",
+    )
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
@@ -138,8 +160,12 @@ def _channel_map(maps: dict, total: int, sizes: Sequence[int], what: str) -> lis
     if total not in maps:
         maps[total] = [np.arange(b.start, b.stop) for b in _blocks(sizes, total, what)]
     got = [len(m) for m in maps[total]]
-    require(got == list(sizes), "sub_models", f"{what}: widths {list(sizes)}",
-            f"the widths {got} of the sub-networks' other layers of global width {total}")
+    require(
+        got == list(sizes),
+        "sub_models",
+        f"{what}: widths {list(sizes)}",
+        f"the widths {got} of the sub-networks' other layers of global width {total}",
+    )
     return maps[total]
 
 
@@ -152,15 +178,23 @@ def _padded_maps(global_model, sub_models) -> dict:
         subs = [_sub_layer(m, layer.name) for m in sub_models]
         width, extras = int(layer.input.shape[-1]), [s.extra for s in subs]
         old = _channel_map(maps, width, [int(s.input.shape[-1]) for s in subs], f"{layer.name} inputs")
-        require(sum(extras) <= layer.extra, "decomposition", f"{len(subs)} boxes",
-                f"{layer.name}: the sub-networks pad {sum(extras)} zero channels, the global net only "
-                f"{layer.extra}; option-A shortcuts (resnet20a) compose for N = 2, 4, 5, 8, 13-16 boxes "
-                "(2x2, 4x4, type B), model=resnet20 (projection shortcuts) for any N")
+        require(
+            sum(extras) <= layer.extra,
+            "decomposition",
+            f"{len(subs)} boxes",
+            f"{layer.name}: the sub-networks pad {sum(extras)} zero channels, the global net only "
+            f"{layer.extra}; option-A shortcuts (resnet20a) compose for N = 2, 4, 5, 8, 13-16 boxes "
+            "(2x2, 4x4, type B), model=resnet20 (projection shortcuts) for any N",
+        )
         edges = width + np.cumsum([0, *extras])
         new = [np.concatenate([o, np.arange(a, b)]) for o, a, b in zip(old, edges[:-1], edges[1:])]
         wider = width + layer.extra
-        require(wider not in maps or all(np.array_equal(a, b) for a, b in zip(maps[wider], new)), "model",
-                global_model.name, f"one channel order per width; {layer.name} pads to a width used before")
+        require(
+            wider not in maps or all(np.array_equal(a, b) for a, b in zip(maps[wider], new)),
+            "model",
+            global_model.name,
+            f"one channel order per width; {layer.name} pads to a width used before",
+        )
         maps[wider] = new
     return maps
 
@@ -181,12 +215,19 @@ def _block_diagonal(weights, parts, name, maps):
         return weights
     sub_kernels = [p[0] for p in parts]
     for k in sub_kernels:
-        require(k.shape[:-2] == kernel.shape[:-2], "sub_models", f"{name}: kernel {k.shape}",
-                f"the global kernel size {kernel.shape[:-2]}")
+        require(
+            k.shape[:-2] == kernel.shape[:-2],
+            "sub_models",
+            f"{name}: kernel {k.shape}",
+            f"the global kernel size {kernel.shape[:-2]}",
+        )
     outs = _channel_map(maps, kernel.shape[-1], [k.shape[-1] for k in sub_kernels], f"{name} outputs")
     first = all(k.shape[-2] == kernel.shape[-2] for k in sub_kernels)  # reads the image: all channels
-    ins = ([np.arange(kernel.shape[-2])] * len(parts) if first
-           else _channel_map(maps, kernel.shape[-2], [k.shape[-2] for k in sub_kernels], f"{name} inputs"))
+    ins = (
+        [np.arange(kernel.shape[-2])] * len(parts)
+        if first
+        else _channel_map(maps, kernel.shape[-2], [k.shape[-2] for k in sub_kernels], f"{name} inputs")
+    )
     for o in outs:
         kernel[..., o] = 0.0
     for i, o, k in zip(ins, outs, sub_kernels):
@@ -221,8 +262,11 @@ def _strides_to(tensor) -> np.ndarray:
 def _first_fc(global_model, sub_models, decomposition):
     """The dense layer reading ``flatten`` (name), the flatten input shapes (global, subs), box offsets."""
     flat = [layer for layer in global_model.layers if isinstance(layer, keras.layers.Flatten)]
-    readers = [layer for layer in global_model.layers if flat and isinstance(layer, keras.layers.Dense)
-               and layer.input is flat[0].output]
+    readers = [
+        layer
+        for layer in global_model.layers
+        if flat and isinstance(layer, keras.layers.Dense) and layer.input is flat[0].output
+    ]
     if not readers:
         return None, None  # global pooling instead: the next dense layer is plain block diagonal
     field = tuple(int(s) for s in flat[0].input.shape[1:])  # (spatial..., channels)
@@ -244,8 +288,11 @@ def _first_dense(weights, parts, geometry, maps, head: bool = False):
     kernel = weights[0]
     grid = kernel.reshape(*field, kernel.shape[-1])  # Flatten is row-major over (spatial..., channels)
     chans = _channel_map(maps, field[-1], [f[-1] for f in sub_fields], "flatten channels")
-    outs = ([np.arange(kernel.shape[-1])] * len(parts) if head
-            else _channel_map(maps, kernel.shape[-1], [p[0].shape[-1] for p in parts], "first dense outputs"))
+    outs = (
+        [np.arange(kernel.shape[-1])] * len(parts)
+        if head
+        else _channel_map(maps, kernel.shape[-1], [p[0].shape[-1] for p in parts], "first dense outputs")
+    )
     for o in outs:
         grid[..., o] = 0.0
     for c, o, region, f, p in zip(chans, outs, regions, sub_fields, parts):

@@ -7,9 +7,10 @@ can be smaller than a pooling window or a valid convolution needs; the
 helpers here shrink the operation instead of failing and say so, so the
 model can report what it changed (``model.adaptations``).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers
@@ -21,19 +22,18 @@ _POOL = {2: layers.MaxPooling2D, 3: layers.MaxPooling3D}
 _GAP = {2: layers.GlobalAveragePooling2D, 3: layers.GlobalAveragePooling3D}
 
 
-def check_input(input_shape: Sequence[int], num_classes: int, width_divisor: int,
-                dropout: float | None) -> int:
+def check_input(input_shape: Sequence[int], num_classes: int, width_divisor: int, dropout: float | None) -> int:
     """Validate the common ``build`` arguments; return the spatial dimension (2 or 3)."""
     shape = tuple(input_shape)
-    require(len(shape) in (3, 4) and all(isinstance(s, int) and s > 0 for s in shape),
-            "input_shape", input_shape,
-            "(H, W, C) or (H, W, D, C) with positive integer sizes")
-    require(isinstance(num_classes, int) and num_classes >= 2, "num_classes", num_classes,
-            "an integer >= 2")
-    require(isinstance(width_divisor, int) and width_divisor >= 1, "width_divisor",
-            width_divisor, "an integer >= 1")
-    require(dropout is None or 0.0 <= dropout < 1.0, "dropout", dropout,
-            "None or a rate in [0, 1)")
+    require(
+        len(shape) in (3, 4) and all(isinstance(s, int) and s > 0 for s in shape),
+        "input_shape",
+        input_shape,
+        "(H, W, C) or (H, W, D, C) with positive integer sizes",
+    )
+    require(isinstance(num_classes, int) and num_classes >= 2, "num_classes", num_classes, "an integer >= 2")
+    require(isinstance(width_divisor, int) and width_divisor >= 1, "width_divisor", width_divisor, "an integer >= 1")
+    require(dropout is None or 0.0 <= dropout < 1.0, "dropout", dropout, "None or a rate in [0, 1)")
     return len(shape) - 1
 
 

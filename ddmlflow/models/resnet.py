@@ -24,9 +24,10 @@ and FLOPs (0.8110 / 0.0513; 25.6608 / 0.7206), so it is most likely what the
 paper trained. The projection variant stays ``resnet20``, the network most
 implementations call ResNet20.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers
@@ -73,16 +74,25 @@ def basic_block(x, dims: int, filters: int, stride: int, name: str, shortcut: st
     y = conv(dims, filters, 3, padding="same", name=f"{name}_conv2")(y)
     y = _bn(f"{name}_bn2")(y)
     if stride != 1 or int(x.shape[-1]) != filters:
-        shortcut = (shortcut_a(x, dims, filters, stride, name) if shortcut == "identity" else
-                    conv(dims, filters, 1, strides=stride, padding="same", name=f"{name}_proj")(x))
+        shortcut = (
+            shortcut_a(x, dims, filters, stride, name)
+            if shortcut == "identity"
+            else conv(dims, filters, 1, strides=stride, padding="same", name=f"{name}_proj")(x)
+        )
     else:
         shortcut = x
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def build_resnet20(input_shape: Sequence[int], num_classes: int, width_divisor: int = 1,
-                   name: str = "resnet20", dropout: float | None = None, shortcut: str = "projection") -> keras.Model:
+def build_resnet20(
+    input_shape: Sequence[int],
+    num_classes: int,
+    width_divisor: int = 1,
+    name: str = "resnet20",
+    dropout: float | None = None,
+    shortcut: str = "projection",
+) -> keras.Model:
     """ResNet20 (3 stages x 3 basic blocks, 16/32/64 filters, divided by ``width_divisor``)."""
     dims = check_input(input_shape, num_classes, width_divisor, dropout)
     inputs = keras.Input(tuple(input_shape), name="image")
@@ -98,7 +108,12 @@ def build_resnet20(input_shape: Sequence[int], num_classes: int, width_divisor: 
     return finish(inputs, head(x, num_classes), name, [])
 
 
-def build_resnet20a(input_shape: Sequence[int], num_classes: int, width_divisor: int = 1,
-                    name: str = "resnet20a", dropout: float | None = None) -> keras.Model:
+def build_resnet20a(
+    input_shape: Sequence[int],
+    num_classes: int,
+    width_divisor: int = 1,
+    name: str = "resnet20a",
+    dropout: float | None = None,
+) -> keras.Model:
     """ResNet20 with He et al.'s option-A identity shortcuts (KLW Table 2 exactly)."""
     return build_resnet20(input_shape, num_classes, width_divisor, name, dropout, shortcut="identity")

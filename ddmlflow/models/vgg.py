@@ -29,9 +29,10 @@ sub-networks must be the global net at 1/N width (composition matches layers
 one to one), so ``compose`` builds them with ``klw_local=False``.
 The dropout rate of VGG9 is not given; we use VGG3's 0.2.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import keras
 from keras import layers
@@ -47,10 +48,16 @@ VGG9_LOCAL_POOLS = 4
 DROPOUT = 0.2
 
 
-def build_vgg(input_shape: Sequence[int], num_classes: int,
-              stacks: Sequence[Sequence[int]], dense: Sequence[int],
-              width_divisor: int = 1, dropout: float | None = None,
-              name: str = "vgg", pools: int | None = None) -> keras.Model:
+def build_vgg(
+    input_shape: Sequence[int],
+    num_classes: int,
+    stacks: Sequence[Sequence[int]],
+    dense: Sequence[int],
+    width_divisor: int = 1,
+    dropout: float | None = None,
+    name: str = "vgg",
+    pools: int | None = None,
+) -> keras.Model:
     """A VGG net from its conv ``stacks`` (filters per layer) and hidden ``dense`` units.
 
     The first ``pools`` stacks (default: all) end in a 2x max pooling, the others do not.
@@ -62,8 +69,7 @@ def build_vgg(input_shape: Sequence[int], num_classes: int,
     x = inputs
     for s, stack in enumerate(stacks, start=1):
         for i, filters in enumerate(stack, start=1):
-            x = conv(dims, scaled(filters, width_divisor), 3, padding="same",
-                     activation="relu", name=f"conv{s}_{i}")(x)
+            x = conv(dims, scaled(filters, width_divisor), 3, padding="same", activation="relu", name=f"conv{s}_{i}")(x)
         if pools is None or s <= pools:
             x = pool_adapted(x, f"pool{s}", adaptations)
         x = layers.Dropout(rate, name=f"drop{s}")(x)
@@ -73,22 +79,39 @@ def build_vgg(input_shape: Sequence[int], num_classes: int,
     return finish(inputs, head(x, num_classes), name, adaptations)
 
 
-def build_vgg3(input_shape: Sequence[int], num_classes: int, width_divisor: int = 1,
-               name: str = "vgg3", dropout: float | None = None) -> keras.Model:
+def build_vgg3(
+    input_shape: Sequence[int],
+    num_classes: int,
+    width_divisor: int = 1,
+    name: str = "vgg3",
+    dropout: float | None = None,
+) -> keras.Model:
     """KLW's VGG3 (sec. 4.1); its local nets are the global net at 1/``width_divisor`` width."""
-    return build_vgg(input_shape, num_classes, VGG3_STACKS, VGG3_DENSE,
-                     width_divisor, dropout, name)
+    return build_vgg(input_shape, num_classes, VGG3_STACKS, VGG3_DENSE, width_divisor, dropout, name)
 
 
-def build_vgg9(input_shape: Sequence[int], num_classes: int, width_divisor: int = 1,
-               name: str = "vgg9", dropout: float | None = None, klw_local: bool = True) -> keras.Model:
+def build_vgg9(
+    input_shape: Sequence[int],
+    num_classes: int,
+    width_divisor: int = 1,
+    name: str = "vgg9",
+    dropout: float | None = None,
+    klw_local: bool = True,
+) -> keras.Model:
     """KLW-TL's VGG9, reconstructed from KLW Table 2 (see the module docstring).
 
     With ``width_divisor > 1`` and ``klw_local``: KLW's local form (four poolings,
     one hidden dense layer); else the global net with every width divided.
     """
     if width_divisor > 1 and klw_local:
-        return build_vgg(input_shape, num_classes, VGG9_STACKS, VGG9_LOCAL_DENSE,
-                         width_divisor, dropout, name, pools=VGG9_LOCAL_POOLS)
-    return build_vgg(input_shape, num_classes, VGG9_STACKS, VGG9_DENSE,
-                     width_divisor, dropout, name)
+        return build_vgg(
+            input_shape,
+            num_classes,
+            VGG9_STACKS,
+            VGG9_LOCAL_DENSE,
+            width_divisor,
+            dropout,
+            name,
+            pools=VGG9_LOCAL_POOLS,
+        )
+    return build_vgg(input_shape, num_classes, VGG9_STACKS, VGG9_DENSE, width_divisor, dropout, name)

@@ -22,6 +22,7 @@ Links. Every metric names the validation set (dataset ``<data set>-val``, digest
 labels, an input of the run with context ``validation``) and, where there is one, the
 logged model it measures (``model_id``): the CNN-DNN's pyfunc, the global CNN's Keras model.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +53,7 @@ class Method:
     model_id: str | None = None  # the LoggedModel the metrics are linked to
 
     @classmethod
-    def from_probs(cls, name: str, probs: np.ndarray, model_id: str | None = None) -> "Method":
+    def from_probs(cls, name: str, probs: np.ndarray, model_id: str | None = None) -> Method:
         p = np.asarray(probs, dtype="float64")
         if p.shape[1] == 1:  # a sigmoid column: [1 - p, p]
             p = np.concatenate([1.0 - p, p], axis=1)
@@ -161,8 +162,9 @@ def validation_dataset(y: np.ndarray, class_names: list[str], name: str, source=
     return df, digest, mlflow.data.from_pandas(df, source=source, targets="label", name=name, digest=digest)
 
 
-def evaluate_classifiers(y: np.ndarray, methods: list[Method], class_names: list[str], dataset_name: str,
-                         art: Path, source=None) -> dict[str, dict[str, np.ndarray]]:
+def evaluate_classifiers(
+    y: np.ndarray, methods: list[Method], class_names: list[str], dataset_name: str, art: Path, source=None
+) -> dict[str, dict[str, np.ndarray]]:
     """In the active run: MLflow's classifier evaluation of each method on the validation labels ``y``,
     per-class metrics, curves; ``confusion_matrices.png`` and ``per_class.md``. Returns per-class
     precision/recall/F1 by method.
@@ -180,25 +182,43 @@ def evaluate_classifiers(y: np.ndarray, methods: list[Method], class_names: list
     out, matrices = {}, {}
     for m in methods:
         prefix = f"val_{m.name}_"
-        table = mlflow.data.from_pandas(df.assign(prediction=names[m.labels]), source=source, targets="label",
-                                        predictions="prediction", name=dataset_name, digest=digest)
+        table = mlflow.data.from_pandas(
+            df.assign(prediction=names[m.labels]),
+            source=source,
+            targets="label",
+            predictions="prediction",
+            name=dataset_name,
+            digest=digest,
+        )
         matrices[LABELS.get(m.name, m.name)] = matrix = confusion(y, m.labels, k)
         out[m.name] = scores = per_class(matrix)
-        metrics = {f"{prefix}{what}/{class_key(c)}": float(v[i])
-                   for what, v in scores.items() for i, c in enumerate(names)}
+        metrics = {
+            f"{prefix}{what}/{class_key(c)}": float(v[i]) for what, v in scores.items() for i, c in enumerate(names)
+        }
         artifacts = []  # majority vote has no probabilities: no curves, no areas
         curves = _curves(y, m.probs, list(names)) if m.probs is not None else {}
-        for kind, (area, plot) in {"roc": ("roc_auc", "roc_curve_plot"),
-                                   "pr": ("precision_recall_auc", "precision_recall_curve_plot")}.items():
+        for kind, (area, plot) in {
+            "roc": ("roc_auc", "roc_curve_plot"),
+            "pr": ("precision_recall_auc", "precision_recall_curve_plot"),
+        }.items():
             if curves.get(kind):  # macro average over the classes, one vs rest
                 metrics[prefix + area] = float(np.mean([a for _, _, a in curves[kind].values()]))
                 if k <= MAX_CURVE_CLASSES:
                     artifacts.append(_plot(curves[kind], kind, prefix + plot, LABELS.get(m.name, m.name)))
         with _quiet():
-            retry(mlflow.models.evaluate, data=table, model_type="classifier", evaluators=evaluator,
-                  model_id=m.model_id, custom_artifacts=artifacts or None,
-                  evaluator_config={"metric_prefix": prefix, "log_model_explainability": False,
-                                    "label_list": list(names)})
+            retry(
+                mlflow.models.evaluate,
+                data=table,
+                model_type="classifier",
+                evaluators=evaluator,
+                model_id=m.model_id,
+                custom_artifacts=artifacts or None,
+                evaluator_config={
+                    "metric_prefix": prefix,
+                    "log_model_explainability": False,
+                    "label_list": list(names),
+                },
+            )
         _log_metrics(metrics, m.model_id, table)
     figures.confusion_matrices(matrices, list(names), art / "confusion_matrices.png")
     (art / "per_class.md").write_text(per_class_table(y, {m.name: m.labels for m in methods}, list(names)))
@@ -214,9 +234,16 @@ def _log_metrics(metrics: dict[str, float], model_id: str | None, dataset) -> No
     from mlflow.utils.time import get_current_time_millis
 
     run_id, now = mlflow.active_run().info.run_id, get_current_time_millis()
-    retry(mlflow.MlflowClient().log_batch, run_id, [
-        Metric(k, v, now, 0, model_id=model_id, dataset_name=dataset.name, dataset_digest=dataset.digest,
-               run_id=run_id) for k, v in metrics.items()])
+    retry(
+        mlflow.MlflowClient().log_batch,
+        run_id,
+        [
+            Metric(
+                k, v, now, 0, model_id=model_id, dataset_name=dataset.name, dataset_digest=dataset.digest, run_id=run_id
+            )
+            for k, v in metrics.items()
+        ],
+    )
 
 
 def _plot(curves: dict, kind: str, artifact: str, method: str):

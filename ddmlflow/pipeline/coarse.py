@@ -7,6 +7,7 @@ Its epoch is chosen on a seeded held-out part of the training set, so the
 reported validation accuracy is not also the selection criterion. KLW choose on
 their validation set, the only held-out data they have.
 """
+
 from __future__ import annotations
 
 import mlflow
@@ -46,18 +47,28 @@ def train_coarse(cfg: RunConfig, local_runs: list[str], decompose_run: str | Non
     if cfg.coarse_patience > 0 and len(y) >= 2:
         fit_i, sel_i = selection_split(len(y), cfg.seed)
         data = (f[fit_i], y[fit_i], f[sel_i], y[sel_i])
-        selection = (f"early stopping (patience {cfg.coarse_patience}) on {len(sel_i)} held-out training "
-                     f"samples ({SELECTION_FRACTION:.0%}, seed {cfg.seed}); fit on the other {len(fit_i)}")
+        selection = (
+            f"early stopping (patience {cfg.coarse_patience}) on {len(sel_i)} held-out training "
+            f"samples ({SELECTION_FRACTION:.0%}, seed {cfg.seed}); fit on the other {len(fit_i)}"
+        )
     else:
         data = (f, y, fv, yv)
         selection = "none: fixed coarse_epochs (the validation set is only logged)"
     log_params({**cfg.params(), "local_runs": ",".join(local_runs), "coarse_selection": selection})
-    fc = FitConfig(epochs=cfg.coarse_epochs, batch_size=cfg.coarse_batch_size, learning_rate=cfg.coarse_learning_rate,
-                   optimizer=cfg.optimizer, patience=cfg.coarse_patience, seed=cfg.seed)
-    summary = fit(net, data, k, fc, checkpoint_dir=work_dir("checkpoints", run_id),
-                  skip_epochs=logged_steps(run_id, "loss"))
-    finish_training(net, (f, y, fv, yv), summary, Role("coarse", n_locals=len(local_runs)),
-                    batch_size=cfg.coarse_batch_size)
+    fc = FitConfig(
+        epochs=cfg.coarse_epochs,
+        batch_size=cfg.coarse_batch_size,
+        learning_rate=cfg.coarse_learning_rate,
+        optimizer=cfg.optimizer,
+        patience=cfg.coarse_patience,
+        seed=cfg.seed,
+    )
+    summary = fit(
+        net, data, k, fc, checkpoint_dir=work_dir("checkpoints", run_id), skip_epochs=logged_steps(run_id, "loss")
+    )
+    finish_training(
+        net, (f, y, fv, yv), summary, Role("coarse", n_locals=len(local_runs)), batch_size=cfg.coarse_batch_size
+    )
 
 
 def coarse_inputs(local_runs: list[str], decompose_run: str | None = None) -> tuple:
@@ -66,8 +77,7 @@ def coarse_inputs(local_runs: list[str], decompose_run: str | None = None) -> tu
     runs = [get_run(r, "local_runs") for r in local_runs]
     probs = [load_probs(r.info.run_id) for r in runs]
     y, yv = _labels(decompose_run or runs[0].data.params["decompose_run"])
-    return (coarse_features([p[0] for p in probs]), y, coarse_features([p[1] for p in probs]), yv,
-            probs[0][0].shape[1])
+    return (coarse_features([p[0] for p in probs]), y, coarse_features([p[1] for p in probs]), yv, probs[0][0].shape[1])
 
 
 def _labels(decompose_run: str) -> tuple[np.ndarray, np.ndarray]:

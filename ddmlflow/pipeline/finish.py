@@ -7,6 +7,7 @@ the data it saw as MLflow datasets, its description, and the Keras model as
 an MLflow 3 logged model carrying the run's params and final metrics. One
 function, so the runs table compares like with like.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -27,8 +28,9 @@ from ..tracking import retry
 from ..training import accuracy, predict_probs
 
 
-def finish_training(net, data: tuple, summary: dict, role: Role, batch_size: int = 32, extra: dict | None = None,
-                    profile: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def finish_training(
+    net, data: tuple, summary: dict, role: Role, batch_size: int = 32, extra: dict | None = None, profile: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """In the active run: metrics, ``probs.npz`` and the model of a trained ``net``; returns its probabilities.
 
     ``data`` is (x, y, x_val, y_val) as the net sees it; ``summary`` is ``training.fit``'s
@@ -37,28 +39,40 @@ def finish_training(net, data: tuple, summary: dict, role: Role, batch_size: int
     """
     x, y, xv, yv = data
     p_train, p_val = predict_probs(net, x), predict_probs(net, xv)
-    metrics = {"train_time_s": summary["train_time_s"], "epochs_run": summary["epochs_run"],
-               "params_count": net.count_params(), "final_train_accuracy": accuracy(p_train, y),
-               "final_val_accuracy": accuracy(p_val, yv), **(extra or {})}
+    metrics = {
+        "train_time_s": summary["train_time_s"],
+        "epochs_run": summary["epochs_run"],
+        "params_count": net.count_params(),
+        "final_train_accuracy": accuracy(p_train, y),
+        "final_val_accuracy": accuracy(p_val, yv),
+        **(extra or {}),
+    }
     if profile:
         prof = profiling.profile(net, batch_size=min(batch_size, len(xv)), repeats=3)
-        metrics.update({"params_count": prof["params"], "trainable_params": prof["trainable_params"],
-                        "flops": prof["flops"], "paper_mflops": prof["paper_mflops"],
-                        "flops_exact": prof["flops_exact"], "eval_time_ms": prof["tteval_ms"]})
+        metrics.update(
+            {
+                "params_count": prof["params"],
+                "trainable_params": prof["trainable_params"],
+                "flops": prof["flops"],
+                "paper_mflops": prof["paper_mflops"],
+                "flops_exact": prof["flops_exact"],
+                "eval_time_ms": prof["tteval_ms"],
+            }
+        )
     params = retry(mlflow.MlflowClient().get_run, mlflow.active_run().info.run_id).data.params
     device = configure_tensorflow()
     seen = log_datasets(role, params, data)
     tags = {k: v for k, v in mlflow.active_run().data.tags.items() if k.startswith(NAMESPACE) and "key" not in k}
-    uri = log_keras_model(net, np.asarray(x[:2], dtype="float32"), name=role.model_name, params=params,
-                          tags={**tags, DEVICE_TAG: device})
+    uri = log_keras_model(
+        net, np.asarray(x[:2], dtype="float32"), name=role.model_name, params=params, tags={**tags, DEVICE_TAG: device}
+    )
     logged = model_id(uri)  # the run's logged model (its model_uri tag)
     final = {k: metrics.pop(k) for k in ("final_train_accuracy", "final_val_accuracy")}
     retry(mlflow.log_metrics, metrics, model_id=logged)
     for (key, value), ds in zip(final.items(), seen):  # the final accuracies name the data they were measured on
         retry(mlflow.log_metric, key, value, model_id=logged, dataset=ds)
     log_probs(p_train, p_val)
-    mlflow.set_tags({DEVICE_TAG: device,
-                     NOTE_TAG: training_note(role, params, device, len(y), len(yv))})
+    mlflow.set_tags({DEVICE_TAG: device, NOTE_TAG: training_note(role, params, device, len(y), len(yv))})
     return p_train, p_val
 
 

@@ -3,6 +3,7 @@
 Arrays are stored as ``.npy`` (not ``.npz``) so that each step memory-maps them
 and a local slices its box without loading N copies of the data.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,12 @@ class Prepared:
         if i is None:
             return np.asarray(self.x_train), self.y_train, np.asarray(self.x_val), self.y_val
         d = self.decomposition
-        return (np.ascontiguousarray(d.crop(self.x_train, i)), self.y_train,
-                np.ascontiguousarray(d.crop(self.x_val, i)), self.y_val)
+        return (
+            np.ascontiguousarray(d.crop(self.x_train, i)),
+            self.y_train,
+            np.ascontiguousarray(d.crop(self.x_val, i)),
+            self.y_val,
+        )
 
     def augmented_train(self, i: int | None, cfg):
         """Augmented training batches of box i (``None``: whole images): the whole volume is
@@ -62,8 +67,12 @@ def log_prepared(ds, decomposition: Decomposition) -> None:
         d.mkdir()
         for name in ARRAYS:
             np.save(d / f"{name}.npy", getattr(ds, name))
-        meta = {"class_names": list(ds.class_names), "dataset": ds.name, "augment": ds.augment,
-                "provenance": ds.provenance}
+        meta = {
+            "class_names": list(ds.class_names),
+            "dataset": ds.name,
+            "augment": ds.augment,
+            "provenance": ds.provenance,
+        }
         (d / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         retry(mlflow.log_artifacts, str(d), "data")
     retry(mlflow.log_text, decomposition.to_json(), "decomposition.json")
@@ -77,8 +86,9 @@ def load_prepared(decompose_run: str) -> Prepared:
         tmp = Path(tempfile.mkdtemp(dir=dest.parent))
         try:
             mlflow.artifacts.download_artifacts(run_id=decompose_run, artifact_path="data", dst_path=str(tmp))
-            mlflow.artifacts.download_artifacts(run_id=decompose_run, artifact_path="decomposition.json",
-                                                dst_path=str(tmp))
+            mlflow.artifacts.download_artifacts(
+                run_id=decompose_run, artifact_path="decomposition.json", dst_path=str(tmp)
+            )
             os.replace(tmp, dest)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
@@ -87,5 +97,10 @@ def load_prepared(decompose_run: str) -> Prepared:
     arrays = {n: np.load(dest / "data" / f"{n}.npy", mmap_mode="r") for n in ARRAYS}
     meta = json.loads((dest / "data" / "meta.json").read_text())
     decomposition = Decomposition.from_json((dest / "decomposition.json").read_text())
-    return Prepared(**arrays, class_names=meta["class_names"], decomposition=decomposition,
-                    dataset=meta["dataset"], augment=meta.get("augment"))
+    return Prepared(
+        **arrays,
+        class_names=meta["class_names"],
+        decomposition=decomposition,
+        dataset=meta["dataset"],
+        augment=meta.get("augment"),
+    )

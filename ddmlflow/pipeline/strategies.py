@@ -23,6 +23,7 @@ read: parameters, per-epoch metrics, ``train_time_s``, ``epochs_run``,
 ``params_count``, ``flops`` / ``paper_mflops`` / ``flops_exact``, final accuracies,
 ``probs.npz`` (train/val) and the model.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -39,8 +40,8 @@ from ..models.compose import check, compose, theorem_error
 from ..tags import STRATEGY_TAG
 from ..tracking import log_params, logged_steps, retry, say, work_dir
 from ..training import FitConfig, accuracy, fit, predict_probs, seed_everything
-from .prepared import Prepared, load_prepared
 from .finish import finish_training
+from .prepared import Prepared, load_prepared
 from .train import fit_config, load_keras, load_probs
 
 THEOREM_IMAGES = 8  # validation images on which GC's Theorem 2.1 is checked
@@ -50,13 +51,19 @@ FURTHER_LR_FACTOR = 0.1  # GC sec. 3.1.1: the composed net continues at 1/10 of 
 def train_coherent(cfg: RunConfig, decompose_run: str) -> None:
     """KLW-TL CNN-DNN-coherent: the whole CNN-DNN trained as one model from random weights."""
     prep = _start(cfg, "coherent", {"decompose_run": decompose_run})
-    net = build_coherent_from_scratch(cfg.model, prep.decomposition, prep.num_classes, cfg.width_divisor,
-                                      cfg.coarse_hidden, cfg.coarse_dropout)
+    net = build_coherent_from_scratch(
+        cfg.model, prep.decomposition, prep.num_classes, cfg.width_divisor, cfg.coarse_hidden, cfg.coarse_dropout
+    )
     _train_and_log(net, prep, fit_config(cfg, cfg.seed, prep.augment), "coherent")
 
 
-def transfer(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_run: str | None = None,
-             transfer_coarse: bool | None = None) -> None:
+def transfer(
+    cfg: RunConfig,
+    decompose_run: str,
+    local_runs: list[str],
+    coarse_run: str | None = None,
+    transfer_coarse: bool | None = None,
+) -> None:
     """KLW-TL CNN-DNN-transfer: the coherent model initialised with the trained nets, trained further.
 
     ``transfer_coarse=False`` (KLW-TL's wording) transfers the local nets only; the
@@ -67,15 +74,26 @@ def transfer(cfg: RunConfig, decompose_run: str, local_runs: list[str], coarse_r
     transfer_coarse = cfg.transfer_coarse if transfer_coarse is None else transfer_coarse
     if transfer_coarse and not coarse_run:
         raise InputError("coarse_run", coarse_run, "a trained coarse run to transfer, or transfer_coarse=False")
-    prep = _start(cfg, "transfer", {"decompose_run": decompose_run, "local_runs": ",".join(local_runs),
-                                    "coarse_run": coarse_run or "", "transfer_coarse": bool(transfer_coarse)})
+    prep = _start(
+        cfg,
+        "transfer",
+        {
+            "decompose_run": decompose_run,
+            "local_runs": ",".join(local_runs),
+            "coarse_run": coarse_run or "",
+            "transfer_coarse": bool(transfer_coarse),
+        },
+    )
     if len(local_runs) != prep.decomposition.n:
         raise InputError("local_runs", len(local_runs), f"one run per box ({prep.decomposition.n})")
     epochs = [mlflow.get_run(r).data.metrics.get("epochs_run") for r in local_runs]
     log_params({"pretrain_epochs": int(max(e for e in epochs if e is not None)) if any(epochs) else ""})
     local = [load_keras(r) for r in local_runs]
-    coarse = (load_keras(coarse_run) if transfer_coarse else
-              models.build_coarse(prep.decomposition.n, prep.num_classes, cfg.coarse_hidden, cfg.coarse_dropout))
+    coarse = (
+        load_keras(coarse_run)
+        if transfer_coarse
+        else models.build_coarse(prep.decomposition.n, prep.num_classes, cfg.coarse_hidden, cfg.coarse_dropout)
+    )
     net = build_coherent(local, coarse, prep.decomposition)
     init = {"val_accuracy_init": accuracy(predict_probs(net, np.asarray(prep.x_val)), prep.y_val)}
     if transfer_coarse:
@@ -99,9 +117,15 @@ def compose_step(cfg: RunConfig, decompose_run: str) -> None:
     d, k = prep.decomposition, prep.num_classes
     n_pixels = int(np.prod(d.image_shape[:-1]))
     schedule = cfg.compose_lr_schedule
-    log_params({"sub_width_divisor": d.n, "nonoverlapping": sum(int(np.prod(b.shape)) for b in d.boxes) == n_pixels,
-                "further_learning_rate": cfg.learning_rate * FURTHER_LR_FACTOR, "gnet_r_epochs": 2 * cfg.epochs,
-                "compose_lr_schedule": schedule})
+    log_params(
+        {
+            "sub_width_divisor": d.n,
+            "nonoverlapping": sum(int(np.prod(b.shape)) for b in d.boxes) == n_pixels,
+            "further_learning_rate": cfg.learning_rate * FURTHER_LR_FACTOR,
+            "gnet_r_epochs": 2 * cfg.epochs,
+            "compose_lr_schedule": schedule,
+        }
+    )
     steps = int(np.ceil(len(prep.y_train) / cfg.batch_size))
 
     def scheduled(fc: FitConfig, phase: tuple) -> FitConfig:  # GC's steps; the optimizer takes a schedule as rate
@@ -118,20 +142,38 @@ def compose_step(cfg: RunConfig, decompose_run: str) -> None:
         seed_everything(cfg.seed + 1 + i)
         sub = sub_net(i)
         x, y, xv, yv = prep.box(i)
-        summary = fit(sub, (x, y, xv, yv), k, scheduled(fit_config(cfg, cfg.seed + 1 + i, prep.augment),
-                                                         lr_schedules.GC_SUB), log_to_mlflow=False)
-        retry(mlflow.log_metrics, {"subnet_val_accuracy": accuracy(predict_probs(sub, xv), yv),
-                                   "subnet_train_time_s": summary["train_time_s"]}, step=i)
+        summary = fit(
+            sub,
+            (x, y, xv, yv),
+            k,
+            scheduled(fit_config(cfg, cfg.seed + 1 + i, prep.augment), lr_schedules.GC_SUB),
+            log_to_mlflow=False,
+        )
+        retry(
+            mlflow.log_metrics,
+            {
+                "subnet_val_accuracy": accuracy(predict_probs(sub, xv), yv),
+                "subnet_train_time_s": summary["train_time_s"],
+            },
+            step=i,
+        )
         subs.append(sub)
         sub_times.append(summary["train_time_s"])
     seed_everything(cfg.seed)
     net = compose(subs, d, models.build(cfg.model, d.image_shape, k, name="gnet_t"))  # step 4
     xv = np.asarray(prep.x_val)
-    retry(mlflow.log_metrics, {"val_accuracy_composed": accuracy(predict_probs(net, xv), prep.y_val),
-                               "theorem_max_abs_err": theorem_error(subs, net, d, xv[:THEOREM_IMAGES]),
-                               "subnets_train_time_s": float(np.sum(sub_times))})
-    further = scheduled(replace(fit_config(cfg, cfg.seed, prep.augment),
-                                learning_rate=cfg.learning_rate * FURTHER_LR_FACTOR), lr_schedules.GC_FURTHER)
+    retry(
+        mlflow.log_metrics,
+        {
+            "val_accuracy_composed": accuracy(predict_probs(net, xv), prep.y_val),
+            "theorem_max_abs_err": theorem_error(subs, net, d, xv[:THEOREM_IMAGES]),
+            "subnets_train_time_s": float(np.sum(sub_times)),
+        },
+    )
+    further = scheduled(
+        replace(fit_config(cfg, cfg.seed, prep.augment), learning_rate=cfg.learning_rate * FURTHER_LR_FACTOR),
+        lr_schedules.GC_FURTHER,
+    )
     # step 5: GNet-T-trained
     summary = _train_and_log(net, prep, further, "compose", earlier_time_s=float(np.sum(sub_times)))
     retry(mlflow.log_metric, "train_time_parallel_s", float(np.max(sub_times)) + summary["train_time_s"])
@@ -144,11 +186,17 @@ def _gnet_r(cfg: RunConfig, prep: Prepared, scheduled) -> None:
     net = models.build(cfg.model, prep.decomposition.image_shape, prep.num_classes, name="gnet_r")
     fc = fit_config(cfg, cfg.seed, prep.augment)
     x, y, xv, yv = prep.box(None)
-    summary = fit(net, (x, y, xv, yv), prep.num_classes, scheduled(replace(fc, epochs=2 * cfg.epochs)),
-                  log_to_mlflow=False)
-    retry(mlflow.log_metrics, {"val_accuracy_gnet_r": accuracy(predict_probs(net, xv), yv),
-                               "gnet_r_train_time_s": summary["train_time_s"],
-                               "gnet_r_epochs_run": summary["epochs_run"]})
+    summary = fit(
+        net, (x, y, xv, yv), prep.num_classes, scheduled(replace(fc, epochs=2 * cfg.epochs)), log_to_mlflow=False
+    )
+    retry(
+        mlflow.log_metrics,
+        {
+            "val_accuracy_gnet_r": accuracy(predict_probs(net, xv), yv),
+            "gnet_r_train_time_s": summary["train_time_s"],
+            "gnet_r_epochs_run": summary["epochs_run"],
+        },
+    )
 
 
 def _start(cfg: RunConfig, strategy: str, inputs: dict) -> Prepared:
@@ -165,8 +213,19 @@ def _train_and_log(net, prep: Prepared, fc: FitConfig, strategy: str, earlier_ti
     """
     run_id = mlflow.active_run().info.run_id
     x, y, xv, yv = prep.box(None)
-    summary = fit(net, (x, y, xv, yv), prep.num_classes, fc, checkpoint_dir=work_dir("checkpoints", run_id),
-                  skip_epochs=logged_steps(run_id, "loss"))
-    finish_training(net, (x, y, xv, yv), {**summary, "train_time_s": earlier_time_s + summary["train_time_s"]},
-                    Role("strategy", strategy=strategy), batch_size=fc.batch_size)
+    summary = fit(
+        net,
+        (x, y, xv, yv),
+        prep.num_classes,
+        fc,
+        checkpoint_dir=work_dir("checkpoints", run_id),
+        skip_epochs=logged_steps(run_id, "loss"),
+    )
+    finish_training(
+        net,
+        (x, y, xv, yv),
+        {**summary, "train_time_s": earlier_time_s + summary["train_time_s"]},
+        Role("strategy", strategy=strategy),
+        batch_size=fc.batch_size,
+    )
     return summary

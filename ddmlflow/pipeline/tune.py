@@ -7,6 +7,7 @@ searches the coarse net on the tuned locals' probabilities, in the parent.
 Each logs ``best_hparams.json``, its cost figures and the best model's
 probabilities (what ``tune_coarse`` and ``full -P hparams=`` read).
 """
+
 from __future__ import annotations
 
 import mlflow
@@ -38,17 +39,35 @@ def tune_network(cfg, decompose_run: str, search: SearchOptions, box: int | None
     x, y, xv, yv = prep.box(box)
     divisor = 1 if box is None else cfg.width_divisor
     name = network_name(box)
-    log_params({**cfg.params(), **search.key(), "decompose_run": decompose_run,
-                "box": "global" if box is None else box, "input_shape": "x".join(map(str, x.shape[1:])),
-                "effective_width_divisor": divisor})
+    log_params(
+        {
+            **cfg.params(),
+            **search.key(),
+            "decompose_run": decompose_run,
+            "box": "global" if box is None else box,
+            "input_shape": "x".join(map(str, x.shape[1:])),
+            "effective_width_divisor": divisor,
+        }
+    )
     mlflow.set_tags({BOX_TAG: "global" if box is None else str(box), NETWORK_TAG: name})
     space = search.space.get("cnn") or default_space("cnn", cfg, model_dropout(cfg.model))
-    fixed = {"batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "optimizer": cfg.optimizer,
-             "dropout": cfg.dropout}
+    fixed = {
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "optimizer": cfg.optimizer,
+        "dropout": cfg.dropout,
+    }
 
     def builder(v: dict):
-        return models.build(cfg.model, x.shape[1:], prep.num_classes, width_divisor=divisor,
-                            name=name.replace("/", "_"), dropout=v["dropout"])
+        return models.build(
+            cfg.model,
+            x.shape[1:],
+            prep.num_classes,
+            width_divisor=divisor,
+            name=name.replace("/", "_"),
+            dropout=v["dropout"],
+        )
+
     epochs = search.epochs or cfg.epochs
     hm = NetworkHyperModel("cnn", space, fixed, builder, prep.num_classes, fit_config(cfg, seed, prep.augment))
     return _finish(tuning.search(search, hm, (x, y, xv, yv), epochs, seed), name, x, xv)
@@ -61,17 +80,29 @@ def tune_coarse(cfg, local_runs: list[str], search: SearchOptions) -> dict:
     log_params({**cfg.params(), **search.key(), "local_runs": ",".join(local_runs)})
     mlflow.set_tags({NETWORK_TAG: "coarse"})
     space = search.space.get("coarse") or default_space("coarse", cfg)
-    fixed = {"batch_size": cfg.coarse_batch_size, "learning_rate": cfg.coarse_learning_rate,
-             "optimizer": cfg.optimizer, "dropout": cfg.coarse_dropout, "hidden": list(cfg.coarse_hidden)}
+    fixed = {
+        "batch_size": cfg.coarse_batch_size,
+        "learning_rate": cfg.coarse_learning_rate,
+        "optimizer": cfg.optimizer,
+        "dropout": cfg.coarse_dropout,
+        "hidden": list(cfg.coarse_hidden),
+    }
 
     def builder(v: dict):
-        return build_coarse(len(local_runs), k, hidden=tuple(int(u) for u in v["hidden"]),
-                            dropout=float(v["dropout"]))
-    fc = FitConfig(epochs=cfg.coarse_epochs, batch_size=cfg.coarse_batch_size, learning_rate=cfg.coarse_learning_rate,
-                   optimizer=cfg.optimizer, patience=cfg.coarse_patience, seed=cfg.seed)  # the coarse net's own rule
+        return build_coarse(len(local_runs), k, hidden=tuple(int(u) for u in v["hidden"]), dropout=float(v["dropout"]))
+
+    fc = FitConfig(
+        epochs=cfg.coarse_epochs,
+        batch_size=cfg.coarse_batch_size,
+        learning_rate=cfg.coarse_learning_rate,
+        optimizer=cfg.optimizer,
+        patience=cfg.coarse_patience,
+        seed=cfg.seed,
+    )  # the coarse net's own rule
     hm = NetworkHyperModel("coarse", space, fixed, builder, k, fc)
-    return _finish(tuning.search(search, hm, (f, y, fv, yv), search.epochs or cfg.coarse_epochs, cfg.seed),
-                   "coarse", f, fv)
+    return _finish(
+        tuning.search(search, hm, (f, y, fv, yv), search.epochs or cfg.coarse_epochs, cfg.seed), "coarse", f, fv
+    )
 
 
 def _finish(result: dict, name: str, x, xv) -> dict:
@@ -79,11 +110,20 @@ def _finish(result: dict, name: str, x, xv) -> dict:
     model = result.pop("model")
     log_probs(predict_probs(model, x), predict_probs(model, xv))
     retry(mlflow.log_dict, {name: result["best_values"]}, "best_hparams.json")
-    retry(mlflow.log_metrics, {"best_objective": result["best_score"], "params_count": model.count_params(),
-                               "flops_per_sample": flops_exact(model), "trials_completed": result["trials_completed"],
-                               "trials_failed": result["trials_failed"], "tune_flops": result["flops_spent"],
-                               "tune_time_s": result["time_s"], "tune_epochs": result["epochs_run"],
-                               "samples": len(x)})
+    retry(
+        mlflow.log_metrics,
+        {
+            "best_objective": result["best_score"],
+            "params_count": model.count_params(),
+            "flops_per_sample": flops_exact(model),
+            "trials_completed": result["trials_completed"],
+            "trials_failed": result["trials_failed"],
+            "tune_flops": result["flops_spent"],
+            "tune_time_s": result["time_s"],
+            "tune_epochs": result["epochs_run"],
+            "samples": len(x),
+        },
+    )
     mlflow.set_tags({BEST_TRIAL_TAG: result["best_trial"], BEST_TRIAL_RUN_TAG: result["best_run"]})
     say(f"tune_{name}: best trial {result['best_trial']} {result['best_score']:.4f} {result['best_values']}")
     return result

@@ -14,6 +14,7 @@ O(K/p^2 * M_CNN) + O(k * M_DNN) (k parameters of the DNN, p^2 = N locals), so
 It counts one local (they run in parallel), so it compares with our
 ``parallel`` ratio (slowest local + coarse); ``total`` counts every local.
 """
+
 from __future__ import annotations
 
 import mlflow
@@ -31,9 +32,11 @@ def _sum(ms: list[dict], key: str) -> float:
 def log_costs(runs: dict[str, str], cfg, target: str, decomposed: Decomposed | None = None) -> dict:
     """Per-target FLOPs and time into the active (tune parent) run; for ``all`` the ratios. Printed too."""
     metrics = {name: retry(get_run, run_id).data.metrics for name, run_id in runs.items()}
-    groups = {"global": [m for n, m in metrics.items() if n == "global"],
-              "locals": [m for n, m in metrics.items() if n.startswith("local/")],
-              "coarse": [m for n, m in metrics.items() if n == "coarse"]}
+    groups = {
+        "global": [m for n, m in metrics.items() if n == "global"],
+        "locals": [m for n, m in metrics.items() if n.startswith("local/")],
+        "coarse": [m for n, m in metrics.items() if n == "coarse"],
+    }
     out = {}
     for g, ms in groups.items():
         if ms:
@@ -56,15 +59,22 @@ def _all_ratios(groups: dict, cfg, decomposed: Decomposed) -> dict:
     locs, coarse = groups["locals"], groups["coarse"][0]
     net = models.build(cfg.model, decomposed.image_shape, decomposed.num_classes, name="global")
     big_k, small_k, n = net.count_params(), coarse.get("params_count", 0.0), len(locs)
-    epochs = _sum(locs, "tune_epochs") / n          # the same trial schedule as one local search
+    epochs = _sum(locs, "tune_epochs") / n  # the same trial schedule as one local search
     m_cnn, m_dnn = _sum(locs, "trials_completed") / n, coarse.get("trials_completed", 0.0)
     g_flops = flops_exact(net) * locs[0].get("samples", 0.0) * epochs
     f_all = _sum(locs, "tune_flops") + coarse.get("tune_flops", 0.0)
     f_par = max(m.get("tune_flops", 0.0) for m in locs) + coarse.get("tune_flops", 0.0)
-    return {"tune_flops/global_equivalent": g_flops, "tune_flops/all": f_all,
-            "tune_time_s/all": _sum(locs, "tune_time_s") + coarse.get("tune_time_s", 0.0),
-            "tune_time_s/all_parallel": max(m.get("tune_time_s", 0.0) for m in locs) + coarse.get("tune_time_s", 0.0),
-            "cost_ratio/flops_total": g_flops / f_all, "cost_ratio/flops_parallel": g_flops / f_par,
-            "cost_ratio/klw_estimate": big_k * m_cnn / (big_k / n * m_cnn + small_k * m_dnn),
-            "klw/K_global_params": big_k, "klw/k_coarse_params": small_k, "klw/p2": n,
-            "klw/M_CNN": m_cnn, "klw/M_DNN": m_dnn}
+    return {
+        "tune_flops/global_equivalent": g_flops,
+        "tune_flops/all": f_all,
+        "tune_time_s/all": _sum(locs, "tune_time_s") + coarse.get("tune_time_s", 0.0),
+        "tune_time_s/all_parallel": max(m.get("tune_time_s", 0.0) for m in locs) + coarse.get("tune_time_s", 0.0),
+        "cost_ratio/flops_total": g_flops / f_all,
+        "cost_ratio/flops_parallel": g_flops / f_par,
+        "cost_ratio/klw_estimate": big_k * m_cnn / (big_k / n * m_cnn + small_k * m_dnn),
+        "klw/K_global_params": big_k,
+        "klw/k_coarse_params": small_k,
+        "klw/p2": n,
+        "klw/M_CNN": m_cnn,
+        "klw/M_DNN": m_dnn,
+    }
