@@ -106,25 +106,6 @@ def load_state(path: Path, variables: list) -> tuple[dict, dict]:
     return json.loads(str(arrays["meta"])), arrays
 
 
-def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
-    """The sample order of one epoch, a function of (seed, epoch) only: a resumed
-    training sees exactly the batches an uninterrupted one would."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def shuffled_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs: int):
-    """tf.data batches of epochs ``first_epoch .. epochs-1`` in ``epoch_order`` (one pipeline for all epochs)."""
-    import tensorflow as tf
-
-    n = len(x)
-    order = np.stack([epoch_order(seed, e, n) for e in range(first_epoch, max(epochs, first_epoch + 1))])
-    xt, yt = tf.constant(np.asarray(x)), tf.constant(np.asarray(y))
-    ds = tf.data.Dataset.from_tensor_slices(order).flat_map(
-        lambda o: tf.data.Dataset.from_tensor_slices(o).batch(batch_size)
-    )
-    return quiet(ds.map(lambda i: (tf.gather(xt, i), tf.gather(yt, i))).prefetch(2))
-
-
 def quiet(ds: Any) -> Any:
     """``ds`` without tf.data's autotuning thread. Deleting an autotuned iterator waits for that
     thread: in the packed executor's second worker ``model.fit`` hung ~35 s after its last epoch

@@ -10,15 +10,12 @@ summed. The branches share no variable, so the gradient of the sum with respect
 to a branch's weights is that branch's own gradient, and each branch keeps its
 own weights, optimizer (Adam/SGD/RMSprop slots and step count), batch-norm
 statistics, dropout seeds and initialisation seed (``cfg.seed + 1 + box``, as
-``pipeline/train.py``). What remains different from separate training:
-
-* the batch order is shared: every branch sees epoch e's samples in
-  ``checkpoint.epoch_order(cfg.seed, e)``, while a separate local shuffles with its
-  own seed (given the same order, the weights agree to float rounding; see
-  tests/test_packed_training.py);
-* with augmentation, one random draw per (seed, epoch, batch) transforms the whole
-  images, and each branch crops the same transformed images;
-* validation runs in batches of ``VAL_BATCH`` (a mean over samples either way).
+``pipeline/train.py``). The batches come from the one batch source (``batches``:
+epoch e's order and each sample's augmentation keyed by the seed, not by the net),
+the whole images augmented once and cropped by each branch, exactly what a local
+trained alone sees: at one seed its weights equal separate training's to float
+rounding, with augmentation too (tests/test_packed_training.py). Validation runs in
+batches of ``VAL_BATCH`` (a mean over samples either way).
 
 Early stopping is per branch (``checkpoint.EarlyStop``, Keras' semantics): a
 branch whose patience ran out leaves the compiled step (its weights, optimizer
@@ -29,9 +26,8 @@ same results as an uninterrupted one.
 
 On a CPU the branches run side by side, one thread per op (``configure_threads``):
 tiny kernels split across cores cost more in synchronisation than they gain,
-while independent branches keep every core busy. Measured on 2 cores (VGG3 2x2
-at batch 32, ms per packed step): 19 with TensorFlow's default threads, 12 with
-one intra-op and two inter-op threads (the global net: 37 and 41).
+while independent branches keep every core busy (the README's "CPU threads" has the
+measured step times).
 """
 
 from __future__ import annotations
@@ -47,8 +43,8 @@ import keras
 import numpy as np
 
 from . import models
-from .checkpoint import EarlyStop, epoch_order, load_state, quiet, save_state, shuffled_batches, training_state
-from .data import augment_batch
+from .batches import batch_indices, shuffled_batches, train_batch
+from .checkpoint import EarlyStop, load_state, quiet, save_state, training_state
 from .devices import threads
 from .errors import require
 from .tracking import logged_steps, retry
@@ -214,7 +210,7 @@ def make_eval_step(branches: list[_Branch]) -> Program:
 
 def _train_batches(prep: Any, cfg: RunConfig, first_epoch: int) -> Any:
     """One tf.data pipeline of whole-image batches for every epoch from ``first_epoch``,
-    in ``epoch_order(cfg.seed, epoch)`` (the order fit() uses)."""
+    as ``batches`` orders and augments them for ``fit``."""
     import tensorflow as tf
 
     x, y = np.asarray(prep.x_train), np.asarray(prep.y_train)
@@ -223,11 +219,9 @@ def _train_batches(prep: Any, cfg: RunConfig, first_epoch: int) -> Any:
 
     def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for epoch in range(first_epoch, cfg.epochs):
-            order = epoch_order(cfg.seed, epoch, len(x))
-            for i, start in enumerate(range(0, len(x), cfg.batch_size)):
-                idx = order[start : start + cfg.batch_size]
-                rng = np.random.default_rng([cfg.seed, epoch, i])  # one draw per batch, shared by all branches
-                yield augment_batch(prep.augment, x[idx], rng).astype(x.dtype), y[idx]
+            for i in range(-(-len(x) // cfg.batch_size)):  # whole images: every branch crops the same ones
+                idx = batch_indices(cfg.seed, epoch, len(x), cfg.batch_size, i)
+                yield train_batch(x, y, idx, prep.augment, cfg.seed, epoch)
 
     spec = (tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)), tf.TensorSpec((None,), tf.as_dtype(y.dtype)))
     return quiet(tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2))

@@ -22,9 +22,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from .checkpoint import EarlyStop, load_state, quiet, save_state, shuffled_batches, training_state
+from .batches import batch_indices, shuffled_batches, train_batch
+from .checkpoint import EarlyStop, load_state, quiet, save_state, training_state
 from .console import keras_verbose
-from .data import augment_batch
 from .models import loss_for, to_probabilities
 from .optimizers import make_optimizer
 from .tracking import is_local_store, retry, say
@@ -150,14 +150,13 @@ def restore_checkpoint(checkpoint_dir: Path) -> bool:
 
 
 class _Augmented(keras.utils.PyDataset):
-    """Shuffled training batches of whole images, augmented on the fly, then cropped (train only).
+    """Shuffled training batches of whole images, augmented on the fly, then cropped (train only):
+    ``batches.train_batch`` for Keras' ``fit``.
 
-    Augmenting the whole image and cropping after (``crop``) gives every local net
-    a crop of the same rotated volume, exactly the region of what the global net
-    sees, rather than its own crop rotated about the crop's centre. Every draw (the
-    order of an epoch, the angles of a batch) is keyed by (seed, epoch, batch), not
-    by a generator's state: nets given the same seed see the same batches whichever
-    box they crop, and the contents change from epoch to epoch. The epoch is counted
+    Every draw (the order of an epoch, each sample's angle) is keyed by (seed, epoch,
+    sample), not by a generator's state (see ``batches``): nets given the same seed see
+    the same samples whichever box they crop, and the contents change from epoch to
+    epoch. The epoch is counted
     per batch index (the k-th time batch i is served), because tf.data prefetches
     the next epoch's first batches before Keras announces that epoch.
     ``first_epoch`` shifts the count for a training resumed at that epoch.
@@ -188,10 +187,8 @@ class _Augmented(keras.utils.PyDataset):
 
     def batch(self, epoch: int, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch i of `epoch`: the same for every caller with the same seed."""
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
-        idx = np.sort(order[i * self.bs : (i + 1) * self.bs])  # sorted: sequential reads of a memory map
-        xb = augment_batch(self.kind, np.asarray(self.x[idx]), np.random.default_rng([self.seed, epoch, i]))
-        return (xb if self.crop is None else np.ascontiguousarray(self.crop(xb))), self.y[idx]
+        idx = batch_indices(self.seed, epoch, len(self.x), self.bs, i)
+        return train_batch(self.x, self.y, idx, self.kind, self.seed, epoch, self.crop)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
@@ -236,7 +233,8 @@ def fit(
     callbacks = [MlflowEpochLogger(skip_epochs)] * log_to_mlflow + [ckpt, *callbacks]
     first = ckpt.epochs_done
     if isinstance(x, _Augmented) or cfg.augment:
-        train, kw = x if isinstance(x, _Augmented) else augmented(x, y, cfg), {}
+        # our order (``batches``), not Keras' shuffle of the batches (its own RNG: another order per route)
+        train, kw = x if isinstance(x, _Augmented) else augmented(x, y, cfg), {"shuffle": False}
         train.first_epoch = first  # a resumed training continues the draws where it stopped
     else:
         train = shuffled_batches(x, y, cfg.batch_size, cfg.seed, first, cfg.epochs)

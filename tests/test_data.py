@@ -183,14 +183,18 @@ def test_mosmed_loads_ct0_ct23_with_split_and_augment(tmp_path):
 def test_augment_rotate3d_and_identity():
     x = np.zeros((2, 16, 16, 4, 1), np.float32)
     x[:, 2:6, 6:10] = 1.0  # an off-centre block: any rotation moves it
-    assert augment_batch(None, x, np.random.default_rng(0)) is x
-    a = augment_batch("rotate3d", x, np.random.default_rng(0))
-    b = augment_batch("rotate3d", x, np.random.default_rng(0))
+    def rngs(*keys):
+        return [np.random.default_rng(k) for k in keys]
+
+    assert augment_batch(None, x, rngs(0, 1)) is x
+    a = augment_batch("rotate3d", x, rngs(0, 1))
+    b = augment_batch("rotate3d", x, rngs(0, 1))
     assert a.shape == x.shape and np.array_equal(a, b) and not np.allclose(a, x)
+    np.testing.assert_array_equal(augment_batch("rotate3d", x[1:], rngs(1))[0], a[1])  # one draw per sample
     assert 0 <= a.min() and a.max() <= 1
     np.testing.assert_allclose(a[:, :, :, 0], a[:, :, :, 3])  # rotation in the H-W plane only
     with pytest.raises(InputError, match="augment"):
-        augment_batch("flip", x, np.random.default_rng(0))
+        augment_batch("flip", x, rngs(0, 1))
 
 
 # --- cifar10 -----------------------------------------------------------------------------------

@@ -57,7 +57,9 @@ def separate(cfg, prep, box: int, **kw):
         name=f"local_{box:02d}",
     )
     fc = FitConfig(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.optimizer, cfg.patience, seed=cfg.seed)
-    return net, fit(net, prep.box(box), prep.num_classes, fc, log_to_mlflow=False, **kw)
+    data = prep.box(box)
+    train_x = prep.augmented_train(box, fc) if prep.augment else data[0]  # as pipeline/train.py feeds fit
+    return net, fit(net, (train_x, *data[1:]), prep.num_classes, fc, log_to_mlflow=False, **kw)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
@@ -205,6 +207,75 @@ def test_packs_any_network_and_box_sizes(model, spec, shape):
     for box in {0, dec.n - 1}:  # boxes of different sizes in 2D
         alone, _ = separate(cfg, p, box)
         assert max_diff(packed[box].model, alone) < TOL
+
+
+@pytest.fixture(scope="module")
+def rotated():
+    """3D volumes with the CT augmentation (``rotate3d``): an off-centre block per volume, which every
+    rotation moves."""
+    from ddmlflow.decomposition import make
+    from ddmlflow.pipeline.prepared import Prepared
+
+    rng = np.random.default_rng(2)
+    shape = (16, 16, 8, 1)
+    x = np.zeros((24, *shape), np.float32)
+    for v in x:
+        r, c = rng.integers(1, 9, 2)
+        v[r : r + 6, c : c + 6] = rng.uniform(0.5, 1.0)
+    xv = rng.random((8, *shape), dtype=np.float32)
+    return Prepared(x, np.arange(24) % 2, xv, np.arange(8) % 2, ["a", "b"], make("2x2x1", shape), "t", "rotate3d")
+
+
+@pytest.mark.slow
+def test_packed_equals_separate_with_rotate3d_augmentation(rotated):
+    """Augmentation drawn per sample (``batches``): a packed local and the same local trained alone by
+    ``fit`` (the process and Ray executors' route) see the same rotated volumes, so their weights agree
+    after two epochs; the batches really are rotated (a training without augmentation differs)."""
+    from ddmlflow.packed_training import train_packed
+
+    cfg = config(model="cnn3d", epochs=2, batch_size=5)
+    packed = train_packed(cfg, rotated, list(range(rotated.decomposition.n)), [""] * rotated.decomposition.n, None)
+    for r in packed:
+        alone, _ = separate(cfg, rotated, r.box)
+        assert max_diff(r.model, alone) < TOL, f"box {r.box}"
+    plain, _ = separate(cfg, dataclasses.replace(rotated, augment=None), 0)
+    assert max_diff(packed[0].model, plain) > 1e-3
+
+
+@pytest.mark.slow
+def test_fit_resumed_with_augmentation_equals_uninterrupted(rotated, tmp_path):
+    """A training with ``rotate3d`` killed after epoch 1 and resumed draws epoch 2's rotations as an
+    uninterrupted one does: the same weights."""
+    cfg = config(model="cnn3d", epochs=3, batch_size=5)
+
+    class DieAfter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise Interrupt
+
+    whole, _ = separate(cfg, rotated, 1)
+    with pytest.raises(Interrupt):
+        separate(cfg, rotated, 1, checkpoint_dir=tmp_path, callbacks=[DieAfter()])
+    resumed, _ = separate(cfg, rotated, 1, checkpoint_dir=tmp_path)
+    assert max_diff(whole, resumed) == 0.0
+
+
+def test_a_sample_draws_the_same_rotation_in_any_batch():
+    """The same sample, epoch and seed: the same pixels, whatever batch (size, position) holds it."""
+    from ddmlflow.batches import train_batch
+
+    rng = np.random.default_rng(3)
+    x = rng.random((10, 12, 12, 4, 1), dtype=np.float32)
+    y = np.arange(10)
+    a, ya = train_batch(x, y, np.array([7, 2, 5]), "rotate3d", seed=4, epoch=1)
+    b, yb = train_batch(x, y, np.array([5, 9, 0, 7]), "rotate3d", seed=4, epoch=1)
+    np.testing.assert_array_equal(a[0], b[3])  # sample 7
+    np.testing.assert_array_equal(a[2], b[0])  # sample 5
+    assert list(ya) == [7, 2, 5] and list(yb) == [5, 9, 0, 7]
+    every = np.arange(10)
+    e1, e2, s5 = (train_batch(x, y, every, "rotate3d", seed=s, epoch=e)[0] for s, e in [(4, 1), (4, 2), (5, 1)])
+    assert any(not np.array_equal(e1[k], e2[k]) for k in every)  # another epoch: new draws
+    assert any(not np.array_equal(e1[k], s5[k]) for k in every)  # another seed: new draws
 
 
 def test_epoch_logger_logs_each_epoch_once_across_resumes(mlflow_env):

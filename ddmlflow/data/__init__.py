@@ -141,9 +141,10 @@ def read_input(path: str, input_shape: tuple[int, ...] | None = None) -> np.ndar
     return read_image(p, shape[:2] if shape else None, shape[-1] if shape else None)
 
 
-def augment_batch(kind: str | None, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Training augmentation named by Dataset.augment; None returns x unchanged."""
+def augment_batch(kind: str | None, x: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+    """Training augmentation named by Dataset.augment, sample ``k`` drawn from ``rngs[k]``; None returns x
+    unchanged."""
     if kind is None:
         return x
     require(kind in AUGMENTATIONS, "augment", kind, f"None or one of {', '.join(AUGMENTATIONS)}")
-    return rotate3d(x, rng)
+    return rotate3d(x, rngs)

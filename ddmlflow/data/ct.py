@@ -72,10 +72,11 @@ def read_volume(path: str | Path, size: tuple[int, int, int] | None = MOSMED_SIZ
     return preprocess_ct(read_nifti(path), size)[..., None]
 
 
-def rotate3d(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Rotate each volume of a batch (n, H, W, D, C) in the H-W plane by a random angle."""
+def rotate3d(x: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
+    """Rotate each volume of a batch (n, H, W, D, C) in the H-W plane by a random angle (volume ``k``'s
+    drawn from ``rngs[k]``)."""
     out = np.empty_like(x)
-    for i, v in enumerate(x):
+    for i, (v, rng) in enumerate(zip(x, rngs, strict=True)):
         angle = float(rng.choice(ROTATE3D_ANGLES))
         out[i] = np.clip(ndimage.rotate(v, angle, axes=(1, 0), reshape=False), 0, 1)
     return out
