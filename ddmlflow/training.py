@@ -232,6 +232,7 @@ def fit(
     ckpt.restore(model)
     callbacks = [MlflowEpochLogger(skip_epochs)] * log_to_mlflow + [ckpt, *callbacks]
     first = ckpt.epochs_done
+    kw: dict[str, Any]
     if isinstance(x, _Augmented) or cfg.augment:
         # our order (``batches``), not Keras' shuffle of the batches (its own RNG: another order per route)
         train, kw = x if isinstance(x, _Augmented) else augmented(x, y, cfg), {"shuffle": False}

@@ -183,6 +183,7 @@ def test_mosmed_loads_ct0_ct23_with_split_and_augment(tmp_path):
 def test_augment_rotate3d_and_identity():
     x = np.zeros((2, 16, 16, 4, 1), np.float32)
     x[:, 2:6, 6:10] = 1.0  # an off-centre block: any rotation moves it
+
     def rngs(*keys):
         return [np.random.default_rng(k) for k in keys]
 
