@@ -212,13 +212,15 @@ def fit(
     log_to_mlflow: bool = True,
     skip_epochs: Iterable[int] = frozenset(),
     callbacks: Sequence[Any] = (),
+    initial_epoch: int = 0,
 ) -> dict[str, Any]:
     """Train with early stopping on val_accuracy (best weights restored); returns a summary.
 
     ``data`` is (x, y, x_val, y_val); x may be ``augmented(...)`` batches (whole images, then cropped).
     With ``checkpoint_dir``, a killed training resumes after its last finished epoch
     and ends with the same weights as an uninterrupted one (see checkpoint.py).
-    Extra ``callbacks`` run after each epoch's checkpoint is written.
+    Extra ``callbacks`` run after each epoch's checkpoint is written. ``initial_epoch``: epochs
+    already trained elsewhere (keras-tuner's Hyperband continues a trial's weights).
     """
     x, y, xv, yv = data
     compile_model(model, num_classes, cfg)
@@ -231,7 +233,7 @@ def fit(
     ckpt = EpochCheckpoint(None if checkpoint_dir is None else Path(checkpoint_dir) / "fit.npz", stop, mirror)
     ckpt.restore(model)
     callbacks = [MlflowEpochLogger(skip_epochs)] * log_to_mlflow + [ckpt, *callbacks]
-    first = ckpt.epochs_done
+    first = max(ckpt.epochs_done, initial_epoch)
     kw: dict[str, Any]
     if isinstance(x, _Augmented) or cfg.augment:
         # our order (``batches``), not Keras' shuffle of the batches (its own RNG: another order per route)

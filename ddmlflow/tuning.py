@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import keras_tuner as kt
@@ -34,7 +35,7 @@ from .console import keras_verbose
 from .errors import InputError, require
 from .tags import BEST_TAG, PARENT_TAG, RUN_NAME_TAG, STEP_TAG, TRIAL_STATUS_TAG, TRIAL_TAG
 from .tracking import REASON_TAG, logged_steps, retry, step_run, work_dir
-from .training import EpochCheckpoint, FitConfig, _Augmented, compile_model
+from .training import FitConfig, compile_model, fit, seed_everything
 
 TUNERS = ("grid", "random", "bayesian", "hyperband")
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
@@ -222,7 +223,8 @@ class NetworkHyperModel(kt.HyperModel):
     """Builds and fits one network with a trial's values; what the space does not name stays ``fixed``.
 
     ``fit`` is overridden (keras-tuner allows it) so the batch size is a
-    hyperparameter too, and to add resumable epochs and MLflow epoch curves.
+    hyperparameter too, and so a trial trains as the plain training does (``training.fit``),
+    with MLflow epoch curves per trial.
     """
 
     def __init__(
@@ -233,10 +235,15 @@ class NetworkHyperModel(kt.HyperModel):
         builder: Callable[[dict], keras.Model],
         num_classes: int,
         fit_cfg: FitConfig,
+        augmented: Callable[[FitConfig], Any] | None = None,
+        init_seed: int | None = None,
     ):
         super().__init__(name=kind)
         self.kind, self.space, self.fixed, self.builder = kind, space, fixed, builder
         self.num_classes, self.fit_cfg = num_classes, fit_cfg
+        self.augmented = augmented  # a trial's augmented batches (whole images, then cropped), as the training's
+        # the weights' seed of execution 0 (then + execution): a trial's net starts as the plain training's does
+        self.init_seed = init_seed
         self.project_dir = Path(".")  # set by ``search``: keras-tuner's folder of this run
         self.trial: tuple[str, str] = ("", "")  # (keras-tuner trial id, MLflow run id), set per trial
         self.executions: list[dict] = []
@@ -264,48 +271,48 @@ class NetworkHyperModel(kt.HyperModel):
 
     def build(self, hp):
         v = {**self.fixed, **self.values(hp)}
+        if self.init_seed is not None:  # keras-tuner's clear_session between trials resets Keras' generator
+            seed_everything(self.init_seed + len(self.executions))
         model = self.builder(v)
         fc = dataclasses.replace(self.fit_cfg, learning_rate=float(v["learning_rate"]), optimizer=v["optimizer"])
         return compile_model(model, self.num_classes, fc)
 
     def fit(self, hp, model, x, y, validation_data=None, epochs=1, callbacks=(), initial_epoch=0, **kwargs):
+        """One trial's training through the engine every training uses (``training.fit``): the batch source,
+        early stopping that restores the best epoch, a checkpoint with its state (a killed trial resumes
+        after its last finished epoch); keras-tuner reads the returned History."""
         v = {**self.fixed, **self.values(hp)}
         execution = len(self.executions)
         trial_id, run_id = self.trial
-        cbs = list(callbacks)
-        if self.fit_cfg.patience > 0:
-            cbs.append(keras.callbacks.EarlyStopping("val_accuracy", patience=self.fit_cfg.patience, mode="max"))
-        backup = self.project_dir / f"trial_{trial_id}" / f"backup_{execution}"
-        backup.mkdir(parents=True, exist_ok=True)
-        ckpt = EpochCheckpoint(backup / "fit.npz", None)  # a killed trial resumes after its last finished epoch
-        model.optimizer.build(model.trainable_variables)
-        ckpt.restore(model)
-        initial_epoch = max(initial_epoch, ckpt.epochs_done)
-        cbs += [ckpt, _EpochLog(run_id, execution)]
-        bs = int(v["batch_size"])
-        if self.fit_cfg.augment:
-            data, kw = _Augmented(x, y, bs, self.fit_cfg.augment, self.fit_cfg.seed), {}
-        else:
-            data, kw = x, {"y": y, "batch_size": bs, "shuffle": True}
-        t0 = time.perf_counter()
-        hist = model.fit(
-            data,
-            validation_data=validation_data,
+        fc = dataclasses.replace(
+            self.fit_cfg,
             epochs=epochs,
-            callbacks=cbs,
+            batch_size=int(v["batch_size"]),
+            learning_rate=float(v["learning_rate"]),
+            optimizer=v["optimizer"],
+        )
+        train = self.augmented(fc) if self.augmented is not None and fc.augment else x
+        record = keras.callbacks.History()
+        t0 = time.perf_counter()
+        fit(
+            model,
+            (train, y, *validation_data),
+            self.num_classes,
+            fc,
+            checkpoint_dir=self.project_dir / f"trial_{trial_id}" / f"backup_{execution}",
+            log_to_mlflow=False,
+            callbacks=[*callbacks, record, _EpochLog(run_id, execution)],
             initial_epoch=initial_epoch,
-            verbose=keras_verbose(),
-            **kw,
         )
         self.executions.append(
             {
                 "time_s": time.perf_counter() - t0,
-                "epochs": len(hist.epoch),
+                "epochs": len(record.epoch),
                 "flops_per_sample": profiling.flops_exact(model),
                 "samples": len(x),
             }
         )
-        return hist
+        return record
 
 
 class _EpochLog(keras.callbacks.Callback):

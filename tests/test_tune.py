@@ -328,3 +328,47 @@ def test_the_coarse_search_stops_on_coarse_patience_like_train_coarse(tuned, cfg
             search_options("random", 1, 1, 1),
         )
     assert seen["fit"].patience == 3
+
+
+@pytest.mark.slow
+def test_a_trial_trains_as_the_plain_training_does(tuned, cfg):
+    """A one-trial search of the configured values trains through the engine of every training: the
+    trial's model has the weights ``train_local``'s fit gives with those values (after one epoch)."""
+    import numpy as np
+
+    from ddmlflow import models, tuning
+    from ddmlflow.pipeline.prepared import load_prepared
+    from ddmlflow.pipeline.train import fit_config
+    from ddmlflow.training import fit, seed_everything
+
+    prep = load_prepared(children(tuned["parent"])["decompose"].info.run_id)
+    box, seed = 1, cfg.seed + 2  # the local's own seed, as train_network and tune_network seed it
+    x, y, xv, yv = prep.box(box)
+    fc = fit_config(cfg, cfg.seed, prep.augment)
+
+    def build(v=None):
+        return models.build(
+            cfg.model,
+            x.shape[1:],
+            prep.num_classes,
+            width_divisor=cfg.width_divisor,
+            name="local_01",
+            dropout=cfg.dropout,
+        )
+
+    seed_everything(seed)
+    plain = build()
+    fit(plain, (x, y, xv, yv), prep.num_classes, fc, log_to_mlflow=False)
+    fixed = {
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "optimizer": cfg.optimizer,
+        "dropout": cfg.dropout,
+    }
+    space = {"batch_size": {"type": "fixed", "value": cfg.batch_size}}
+    hm = tuning.NetworkHyperModel("cnn", space, fixed, build, prep.num_classes, fc, init_seed=seed)
+    with mlflow.start_run(run_name="one trial"):
+        result = tuning.search(search_options("random", 1, 1, 1), hm, (x, y, xv, yv), 1, seed)
+    assert result["trials_completed"] == 1
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(plain.get_weights(), result["model"].get_weights()))
+    assert diff < 1e-5

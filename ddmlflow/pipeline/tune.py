@@ -69,7 +69,11 @@ def tune_network(cfg, decompose_run: str, search: SearchOptions, box: int | None
         )
 
     epochs = search.epochs or cfg.epochs
-    hm = NetworkHyperModel("cnn", space, fixed, builder, prep.num_classes, fit_config(cfg, seed, prep.augment))
+    # as train_network trains: the batches' seed is the config's, the weights' the network's own
+    fc = fit_config(cfg, cfg.seed, prep.augment)
+    hm = NetworkHyperModel(
+        "cnn", space, fixed, builder, prep.num_classes, fc, lambda f: prep.augmented_train(box, f), init_seed=seed
+    )
     return _finish(tuning.search(search, hm, (x, y, xv, yv), epochs, seed), name, x, xv)
 
 
@@ -99,7 +103,7 @@ def tune_coarse(cfg, local_runs: list[str], search: SearchOptions) -> dict:
         patience=cfg.coarse_patience,
         seed=cfg.seed,
     )  # the coarse net's own rule
-    hm = NetworkHyperModel("coarse", space, fixed, builder, k, fc)
+    hm = NetworkHyperModel("coarse", space, fixed, builder, k, fc, init_seed=cfg.seed)
     return _finish(
         tuning.search(search, hm, (f, y, fv, yv), search.epochs or cfg.coarse_epochs, cfg.seed), "coarse", f, fv
     )
