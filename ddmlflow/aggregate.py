@@ -60,7 +60,7 @@ def majority_vote(probs: np.ndarray | Sequence[np.ndarray], tie_break: str = "ma
 class Rule:
     """One aggregation of the local probabilities (N, n, K), as ``evaluate`` compares it with the coarse net."""
 
-    fn: Callable[[np.ndarray], np.ndarray]
+    fn: Callable[[np.ndarray | Sequence[np.ndarray]], np.ndarray]
     label: str  # its name in the tables and the report (the papers' wording)
     probabilities: bool  # ``fn`` returns (n, K) probabilities; else (n,) labels
 

@@ -84,7 +84,8 @@ class Claims:
 
     def acquire(self, key: str, what: str, run: str = "") -> None:
         """Hold ``key``: at once if free, after its holder is done (waiting), or taken over from a dead one."""
-        c, name, said, seen = MlflowClient(), self.name(key), False, {}
+        c, name, said = MlflowClient(), self.name(key), False
+        seen: dict[str, object] = {}  # the holder's heartbeat as last seen, and since when (_dead)
         while key not in self.held:
             try:
                 retry(

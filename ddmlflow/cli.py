@@ -25,6 +25,8 @@ from .steps import STEPS, trains
 class _Parser(argparse.ArgumentParser):
     """No prefix matching (``--epoch`` is not ``--epochs``); errors as one line, exit 2."""
 
+    subcommands: dict[str, _Parser]  # the top-level parser's, by name (build_parser sets it)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **{**kwargs, "allow_abbrev": False})
 
@@ -153,7 +155,7 @@ def _run_command(a: argparse.Namespace) -> int:
     c = COMMANDS[a.chain]
     cfg = _config(a) if c.config else None
     cls = c.options_class()
-    opts = parse_options(cls, **{o["field"]: getattr(a, o["field"]) for o in options(cls)})
+    opts: object = parse_options(cls, **{o["field"]: getattr(a, o["field"]) for o in options(cls)})
     c.run(cfg, opts, a.run_id or os.environ.pop("MLFLOW_RUN_ID", ""), _tracking(a))
     return 0
 

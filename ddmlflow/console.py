@@ -25,6 +25,7 @@ _CHATTER = re.compile(rb"^(?:[IWE]\d{4} [\d:.]+ +\d+ [\w./-]+:\d+\]|WARNING: All
 _lock = threading.RLock()
 _display = None  # the live progress display, if one is drawn (progress.Display)
 _stderr = None  # the terminal past the filter, once it is installed; else sys.stderr as it is now
+_filtering = False  # _filter_fd2 ran (it runs once)
 
 
 def verbose() -> bool:
@@ -55,10 +56,10 @@ def _filter_fd2() -> None:
 
     Only in a process whose ``sys.stderr`` is its own (not under pytest's capture), once.
     """
-    global _stderr
-    if getattr(_filter_fd2, "done", False) or sys.stderr is not sys.__stderr__:
+    global _stderr, _filtering
+    if _filtering or sys.stderr is not sys.__stderr__:
         return
-    _filter_fd2.done = True
+    _filtering = True
     try:
         sys.stderr.flush()
         real = os.dup(2)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from . import presets
 from .errors import InputError, require
@@ -69,8 +70,17 @@ class Budget:
         return f"budget {self.name}: {vals}" + (f" ({self.note})" if self.note else "")
 
 
-_SMOKE = dict(epochs=1, coarse_epochs=20, patience=0, note="plumbing check: 1 epoch; accuracies mean little")
-_CPU = dict(
+class _Shared(TypedDict):
+    """The Budget fields all data sets of a budget share."""
+
+    epochs: int
+    coarse_epochs: int
+    patience: int
+    note: str
+
+
+_SMOKE = _Shared(epochs=1, coarse_epochs=20, patience=0, note="plumbing check: 1 epoch; accuracies mean little")
+_CPU = _Shared(
     epochs=5,
     coarse_epochs=20,
     patience=0,

@@ -17,7 +17,7 @@ function draws one paper-style figure and writes a PNG (``path``) and returns th
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -189,7 +189,7 @@ def training_times_rows(rows: dict[str, dict[str, float]], path: str | os.PathLi
 
 
 def learning_curves(
-    curves: dict[str, Sequence[float]],
+    curves: Mapping[str, Sequence[float]],
     path: str | os.PathLike | None = None,
     ylabel: str = "validation accuracy",
     title: str = "",
@@ -201,8 +201,8 @@ def learning_curves(
     ax = fig.add_subplot()
     seq = matplotlib.colormaps["viridis"]
     locals_ = [k for k in curves if k not in ("global", "coarse")]
-    for name, ys in curves.items():
-        ys = np.asarray(ys, dtype=float)
+    for name, values in curves.items():
+        ys = np.asarray(values, dtype=float)
         if name == "global":
             style = dict(color=GLOBAL, lw=2.2)
         elif name == "coarse":

@@ -35,6 +35,7 @@ says so. Shared choices, from KLW sec. 4-5 unless noted:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from .errors import InputError
 
@@ -77,14 +78,15 @@ class Preset:
 
 
 # Per data set: shape, classes and the training setup the papers give for it.
-_COMMON = dict(optimizer="adam", width_divisor=2, compose_lr_schedule="step")
+# keyword arguments of Preset (mixed types; the data set's "note" goes into the description)
+_COMMON: dict[str, Any] = dict(optimizer="adam", width_divisor=2, compose_lr_schedule="step")
 _TRANSFER_PAPER = dict(transfer_pretrain_epochs=150, transfer_coarse=False)  # KLW-TL 2.2
 COMPOSE_LR_SCHEDULES = ("step", "constant")
 _GC_NOTE = (
     "Strategy compose: GC's step learning-rate schedules; not modelled: GC's flip/shift augmentation "
     "and their plateau learning-rate drops."
 )
-_DATA = {
+_DATA: dict[str, dict[str, Any]] = {
     "cifar10": dict(
         image_shape=(32, 32, 3),
         num_classes=10,

@@ -24,8 +24,8 @@ from .claims import alive, claims
 from .config import RunConfig, key_params
 from .decomposition import canonical
 from .steps import SEARCHES, STEPS, job_step, trains
-from .tags import BOX_TAG, HOST_TAG, KEY_CODE_TAG, PID_STARTED_TAG, PID_TAG
-from .tracking import KEY_TAG, PARENT_TAG, SUCCESSOR_TAG, create_child, end_run, find_run, retry, say, step_run
+from .tags import BOX_TAG, HOST_TAG, KEY_CODE_TAG, KEY_TAG, PARENT_TAG, PID_STARTED_TAG, PID_TAG, SUCCESSOR_TAG
+from .tracking import create_child, end_run, find_run, retry, say, step_run
 
 # Code each step runs beyond its own module's imports: the engines that may train it.
 TRAINING_CODE = ("pipeline.train", "executors.worker")

@@ -19,6 +19,7 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel  # not mlflow.pyfunc.PythonModel: mlflow binds pyfunc lazily, mypy sees no module
 from mlflow.tracking import MlflowClient
 
 from .console import hushed
@@ -30,7 +31,7 @@ from .tracking import retry
 PACKAGE_DIR = Path(__file__).parent
 
 
-class CNNDNNModel(mlflow.pyfunc.PythonModel):
+class CNNDNNModel(PythonModel):
     """Whole images in, class probabilities out: the locals and the coarse net run as ONE Keras
     program (crop -> N locals -> concat -> coarse, ``build_coherent``), built once at load,
     so a batch costs one call instead of N + 1 ``predict`` loops."""

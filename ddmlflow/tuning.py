@@ -33,8 +33,8 @@ from mlflow.tracking import MlflowClient
 from . import profiling
 from .console import keras_verbose
 from .errors import InputError, require
-from .tags import BEST_TAG, PARENT_TAG, RUN_NAME_TAG, STEP_TAG, TRIAL_STATUS_TAG, TRIAL_TAG
-from .tracking import REASON_TAG, logged_steps, retry, step_run, work_dir
+from .tags import BEST_TAG, PARENT_TAG, REASON_TAG, RUN_NAME_TAG, STEP_TAG, TRIAL_STATUS_TAG, TRIAL_TAG
+from .tracking import logged_steps, retry, step_run, work_dir
 from .training import FitConfig, compile_model, fit, seed_everything
 
 TUNERS = ("grid", "random", "bayesian", "hyperband")
@@ -335,6 +335,8 @@ class _EpochLog(keras.callbacks.Callback):
 
 class _Tracked:
     """Mixin for a keras-tuner tuner: each trial a nested MLflow run under the active (network) run."""
+
+    runs: dict[str, str]  # trial id -> its MLflow run id (make_tuner sets it)
 
     def run_trial(self, trial, *args, **kwargs):
         run_id = self.trial_run(trial.trial_id)

@@ -15,6 +15,7 @@ pin devices and pass parent ids.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import mlflow
 
@@ -199,8 +200,8 @@ def _run_trainings(jobs: list[Job], opts: FullOptions, release=None) -> None:
     name = choose(opts.executor, sum(j.step == "train_local" for j in jobs), opts.gpus, opts.jobs_per_gpu)
     mlflow.set_tag(EXECUTOR_TAG, name)
     for job in jobs:  # the pinned device; the training overwrites it with the one TensorFlow used
-        for k, v in {EXECUTOR_TAG: name, DEVICE_TAG: f"GPU:{job.device}" if job.device else "CPU"}.items():
-            retry(mlflow.MlflowClient().set_tag, job.run_id, k, v)
+        for tag, value in {EXECUTOR_TAG: name, DEVICE_TAG: f"GPU:{job.device}" if job.device else "CPU"}.items():
+            retry(mlflow.MlflowClient().set_tag, job.run_id, tag, value)
     say(f"{len(jobs)} trainings through the {name} executor")
     # off the critical path: the coarse net (and the CPU's non-local jobs of the packed executor) need it
     preload.start(
@@ -222,6 +223,11 @@ def _run_trainings(jobs: list[Job], opts: FullOptions, release=None) -> None:
         )
 
 
+def _releasing(release: Callable[[str], object], run_id: str) -> Callable[[object], object]:
+    """A future's done-callback that calls ``release(run_id)`` (the future itself is not needed)."""
+    return lambda _: release(run_id)
+
+
 def run_and_close(executor: Executor, jobs: list[Job], progress, what: str, hint: str, release=None) -> list[Result]:
     """Submit ``jobs`` and wait for them; ``release(run_id)`` as each ends (its claim); close the runs a
     killed job left open (KILLED on Ctrl-C, FAILED with the reason); raise ``StepsFailed`` naming every
@@ -229,7 +235,7 @@ def run_and_close(executor: Executor, jobs: list[Job], progress, what: str, hint
     for job in jobs:
         future = executor.submit(job)
         if release:
-            future.add_done_callback(lambda _, run_id=job.run_id: release(run_id))
+            future.add_done_callback(_releasing(release, job.run_id))
     try:
         results = executor.wait(progress)
     except KeyboardInterrupt:  # Ctrl-C: the executor stopped the jobs; close the runs they left open

@@ -324,8 +324,8 @@ def _claims(doc: Doc, rows: list[Row]) -> None:
                         held(ours == rel),
                     ]
                 )
-        c, a, m = (r.ours(k)[0] for k in ("cnn_dnn", "avg_prob", "majority_vote"))
-        if None not in (c, a, m):
+        cnn, avg, vote = (r.ours(k)[0] for k in ("cnn_dnn", "avg_prob", "majority_vote"))
+        if None not in (cnn, avg, vote):
             claim = " >= ".join(LABELS[k] for k in ("cnn_dnn", "avg_prob", "majority_vote"))
             lines.append(
                 [
@@ -333,8 +333,8 @@ def _claims(doc: Doc, rows: list[Row]) -> None:
                     r.name,
                     r.budget,
                     "stated",
-                    f"{c:.4f} / {a:.4f} / {m:.4f}",
-                    held(c >= a >= m),
+                    f"{cnn:.4f} / {avg:.4f} / {vote:.4f}",
+                    held(cnn >= avg >= vote),
                 ]
             )
     groups: dict[tuple, list[Row]] = {}

@@ -21,6 +21,7 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def load_or_build(root: Path, name: str, key: str, build: Callable[[], dict[str,
         fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **_pack(arrays))
+                np.savez(f, allow_pickle=True, **_pack(arrays))  # numpy's default, named: no array takes its place
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -137,7 +138,9 @@ def extract(archive: Path, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
     try:
-        shutil.unpack_archive(archive, tmp, **({} if archive.suffix == ".zip" else {"filter": "data"}))
+        # a zip takes no filter (nor do Pythons before 3.10.12), so none is passed for it
+        data_filter: dict[str, Literal["data"]] = {} if archive.suffix == ".zip" else {"filter": "data"}
+        shutil.unpack_archive(archive, tmp, **data_filter)
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

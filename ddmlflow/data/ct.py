@@ -31,15 +31,19 @@ def is_nifti(path: str | Path) -> bool:
 def read_nifti(path: str | Path) -> np.ndarray:
     """The voxel array of a NIfTI file (scaling applied), float32, 3D."""
     import nibabel as nib  # only the 3D path needs it
+    from nibabel.dataobj_images import DataobjImage
 
     try:
-        vol = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+        img = nib.load(str(path))
+        if not isinstance(img, DataobjImage):  # nib.load's type is any image; a NIfTI one holds voxels
+            raise TypeError(f"{type(img).__name__} holds no voxel array")
+        vol = np.asarray(img.get_fdata(dtype=np.float32))
     except Exception as e:  # noqa: BLE001 - nibabel, gzip and numpy all raise their own types
         raise InputError("file", str(path), f"unreadable NIfTI volume ({type(e).__name__}: {e})") from None
     while vol.ndim > 3 and vol.shape[-1] == 1:
         vol = vol[..., 0]
     require(vol.ndim == 3, "file", str(path), f"a 3D volume (got shape {vol.shape})")
-    require(np.isfinite(vol).all(), "file", str(path), "finite voxel values (found NaN or inf)")
+    require(bool(np.isfinite(vol).all()), "file", str(path), "finite voxel values (found NaN or inf)")
     return vol
 
 
@@ -65,11 +69,14 @@ def preprocess_ct(vol: np.ndarray, size: tuple[int, int, int] | None = MOSMED_SI
     return np.clip(vol, 0, 1).astype(np.float32)  # the spline rotation may overshoot a little
 
 
-def read_volume(path: str | Path, size: tuple[int, int, int] | None = MOSMED_SIZE) -> np.ndarray:
-    """One NIfTI scan -> float32 (H, W, D, 1) in [0, 1]."""
+def read_volume(path: str | Path, size: tuple[int, ...] | None = MOSMED_SIZE) -> np.ndarray:
+    """One NIfTI scan -> float32 (H, W, D, 1) in [0, 1] (a size of another length: InputError)."""
+    hwd = None
     if size is not None:
         require(len(size) == 3, "image_size", tuple(size), f"(H, W, D) for the NIfTI volume {path}")
-    return preprocess_ct(read_nifti(path), size)[..., None]
+        h, w, d = size
+        hwd = (h, w, d)
+    return preprocess_ct(read_nifti(path), hwd)[..., None]
 
 
 def rotate3d(x: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:

@@ -109,7 +109,8 @@ def shapes2d_arrays(n: int, size: tuple[int, int], rng: np.random.Generator) -> 
 
 def shapes2d(a: LoadArgs) -> Dataset:
     """The default data set: 32x32x3, 1500 train / 500 val, 6 classes, < 1 s."""
-    size = a.size(2, (32, 32))
+    h, w = a.size(2, (32, 32))  # a.size checked the length
+    size = (h, w)
     require(min(size) >= 8, "image_size", size, "at least 8x8 (four quadrants with a shape each)")
     n_train, n_val = a.n_train or 1500, a.n_val or 500
     x_tr, y_tr = shapes2d_arrays(n_train, size, np.random.default_rng([a.seed, 0]))

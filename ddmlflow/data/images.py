@@ -21,8 +21,8 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 _SIXTEEN_BIT = ("I", "I;16", "I;16B", "I;16L")
 
 
-def read_image(path: str | Path, size: tuple[int, int] | None = None, channels: int | None = None) -> np.ndarray:
-    """One image file -> float32 (H, W, C) in [0, 1], resized to size=(H, W) if given."""
+def read_image(path: str | Path, size: tuple[int, ...] | None = None, channels: int | None = None) -> np.ndarray:
+    """One image file -> float32 (H, W, C) in [0, 1], resized to size=(H, W) if given (another length: InputError)."""
     if size is not None:
         require(len(size) == 2, "image_size", tuple(size), f"(H, W) for the 2D image {path}")
     require(channels in (None, 1, 3), "channels", channels, "1, 3 or None (keep the file's)")
@@ -35,7 +35,7 @@ def read_image(path: str | Path, size: tuple[int, int] | None = None, channels: 
                 grey = channels == 1 or (channels is None and img.mode in ("1", "L", "LA"))
                 img = img.convert("L" if grey else "RGB")
             if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.BILINEAR)
+                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             a = np.asarray(img)
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken files
         raise InputError("file", str(path), f"unreadable image ({type(e).__name__}: {e})") from None

@@ -86,11 +86,11 @@ def cifar10(a: LoadArgs) -> Dataset:
         root = root / "cifar-10-batches-py"
     if (root / "data_batch_1").is_file():
         require(size is None or tuple(size) == (32, 32), "image_size", size, "(32, 32) for the pickled batches")
-        train, test = cifar_batch_files(root)
-        key = cache_key(train + [test], {"dataset": "cifar10", "format": "pickle"})
+        batches, test = cifar_batch_files(root)
+        key = cache_key(batches + [test], {"dataset": "cifar10", "format": "pickle"})
 
         def build() -> dict[str, np.ndarray]:
-            (x_tr, y_tr), (x_va, y_va) = read_cifar_batches(train), read_cifar_batches([test])
+            (x_tr, y_tr), (x_va, y_va) = read_cifar_batches(batches), read_cifar_batches([test])
             return {
                 "x_train": x_tr,
                 "y_train": y_tr,

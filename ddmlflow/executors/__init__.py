@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 
-def executor_class(name: str) -> type:
+def executor_class(name: str) -> type[Executor]:
     """The class registered as ``name`` (``steps.EXECUTOR_CLASSES``), imported only now (Ray is an optional
     extra); it may define ``check(opts, tracking_uri)`` and ``prestart(opts) -> bool`` (static)."""
     module, cls = EXECUTOR_CLASSES[name].split(":")

@@ -69,7 +69,8 @@ class ProcessExecutor(Executor):
         return self.jobs_per_device if device else self.max_parallel
 
     def _run(self, jobs: list[Job], on_change: OnChange | None) -> list[Result]:
-        pending, running, done = list(jobs), {}, []
+        pending, done = list(jobs), []
+        running: dict[int, tuple[Job, subprocess.Popen[bytes], float]] = {}  # pid -> job, process, start time
         t0 = time.time()
         try:
             while pending or running:

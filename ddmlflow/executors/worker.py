@@ -82,9 +82,9 @@ def _to_job_log(folder: Path, log: str) -> None:
     os.close(fd)
 
 
-def main(folder: str) -> int:
+def main(folder_name: str) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
-    folder, driver = Path(folder), os.getppid()
+    folder, driver = Path(folder_name), os.getppid()
     watch_driver()  # stop with the driver, also while training
     _import()
     _wait_for(folder, (READY, SPEC), driver)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+from mlflow.data.pandas_dataset import from_pandas  # what mlflow.data names at run time (mypy cannot see it)
 
 from .. import figures
 from ..tables import LABELS
@@ -159,7 +160,7 @@ def validation_dataset(y: np.ndarray, class_names: list[str], name: str, source=
     y = np.asarray(y, dtype=int)
     digest = hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()[:8]
     df = pd.DataFrame({"label": np.asarray(class_names, dtype=object)[y]})
-    return df, digest, mlflow.data.from_pandas(df, source=source, targets="label", name=name, digest=digest)
+    return df, digest, from_pandas(df, source=source, targets="label", name=name, digest=digest)
 
 
 def evaluate_classifiers(
@@ -182,7 +183,7 @@ def evaluate_classifiers(
     out, matrices = {}, {}
     for m in methods:
         prefix = f"val_{m.name}_"
-        table = mlflow.data.from_pandas(
+        table = from_pandas(
             df.assign(prediction=names[m.labels]),
             source=source,
             targets="label",

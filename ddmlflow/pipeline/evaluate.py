@@ -131,7 +131,8 @@ def evaluate(
     for f in ("results.md", "results.json", "training_times.png", "local_predictions.png"):
         retry(mlflow.log_artifact, str(art / f))
     print(table)
-    uri, tags = None, {}
+    uri: str | None = None
+    tags: dict = {}
     if registered_model_name != "-":  # logged first: the classifier evaluation links its metrics to it
         uri, tags = _log_cnn_dnn(cfg, prep, local_runs, coarse_run, results, art)
     else:

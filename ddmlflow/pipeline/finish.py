@@ -17,6 +17,7 @@ from typing import Any
 import mlflow
 import numpy as np
 from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.numpy_dataset import from_numpy  # what mlflow.data names at run time (mypy cannot see it)
 
 from .. import profiling
 from ..data import GENERATED
@@ -128,7 +129,7 @@ def log_datasets(role: Role, params: dict, data: tuple) -> tuple:
     out = []
     for split, (f, t) in (("training", (x, y)), ("validation", (xv, yv))):
         src = DataSource(**origin, split=split, n=len(t))
-        ds = mlflow.data.from_numpy(np.asarray(f), source=src, targets=np.asarray(t), name=f"{name}-{split[:3]}")
+        ds = from_numpy(np.asarray(f), source=src, targets=np.asarray(t), name=f"{name}-{split[:3]}")
         retry(mlflow.log_input, ds, context=split)
         out.append(ds)
     return tuple(out)
