@@ -126,23 +126,11 @@ def build_branches(cfg: RunConfig, prep: Any, boxes: list[int], run_ids: list[st
         net = models.build(
             cfg.model, dec.input_shape(box), prep.num_classes, width_divisor=cfg.width_divisor, name=f"local_{box:02d}"
         )
-        compile_model(net, prep.num_classes, _fit_config(cfg, prep))
+        compile_model(net, prep.num_classes, FitConfig.of(cfg, prep.augment))
         net.optimizer.build(net.trainable_variables)
         crop = (slice(None),) + dec.boxes[box].slices + (slice(None),)
         out.append(_Branch(box, run_id, net, crop, EarlyStop(cfg.patience) if cfg.patience > 0 else None))
     return out
-
-
-def _fit_config(cfg: RunConfig, prep: Any) -> FitConfig:
-    return FitConfig(
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        optimizer=cfg.optimizer,
-        patience=cfg.patience,
-        seed=cfg.seed,
-        augment=prep.augment,
-    )
 
 
 def _correct(p: Any, y: Any) -> Any:

@@ -24,6 +24,7 @@ import numpy as np
 
 from .batches import batch_indices, shuffled_batches, train_batch
 from .checkpoint import EarlyStop, load_state, quiet, save_state, training_state
+from .config import RunConfig
 from .console import keras_verbose
 from .models import loss_for, to_probabilities
 from .optimizers import make_optimizer
@@ -41,6 +42,32 @@ class FitConfig:
     patience: int = 15
     seed: int = 0
     augment: str | None = None
+
+    @classmethod
+    def of(cls, cfg: RunConfig, augment: str | None = None, seed: int | None = None) -> FitConfig:
+        """A CNN's training from the run configuration; ``seed``: the batches' (default the config's: every
+        net of a run sees the same batches, the same rotated volumes)."""
+        return cls(
+            cfg.epochs,
+            cfg.batch_size,
+            cfg.learning_rate,
+            cfg.optimizer,
+            cfg.patience,
+            cfg.seed if seed is None else seed,
+            augment,
+        )
+
+    @classmethod
+    def coarse(cls, cfg: RunConfig) -> FitConfig:
+        """The coarse net's training: its own epochs, batch size, learning rate and stopping rule."""
+        return cls(
+            cfg.coarse_epochs,
+            cfg.coarse_batch_size,
+            cfg.coarse_learning_rate,
+            cfg.optimizer,
+            cfg.coarse_patience,
+            cfg.seed,
+        )
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

@@ -338,13 +338,12 @@ def test_a_trial_trains_as_the_plain_training_does(tuned, cfg):
 
     from ddmlflow import models, tuning
     from ddmlflow.pipeline.prepared import load_prepared
-    from ddmlflow.pipeline.train import fit_config
-    from ddmlflow.training import fit, seed_everything
+    from ddmlflow.training import FitConfig, fit, seed_everything
 
     prep = load_prepared(children(tuned["parent"])["decompose"].info.run_id)
     box, seed = 1, cfg.seed + 2  # the local's own seed, as train_network and tune_network seed it
     x, y, xv, yv = prep.box(box)
-    fc = fit_config(cfg, cfg.seed, prep.augment)
+    fc = FitConfig.of(cfg, prep.augment)
 
     def build(v=None):
         return models.build(

@@ -55,14 +55,7 @@ def train_coarse(cfg: RunConfig, local_runs: list[str], decompose_run: str | Non
         data = (f, y, fv, yv)
         selection = "none: fixed coarse_epochs (the validation set is only logged)"
     log_params({**cfg.params(), "local_runs": ",".join(local_runs), "coarse_selection": selection})
-    fc = FitConfig(
-        epochs=cfg.coarse_epochs,
-        batch_size=cfg.coarse_batch_size,
-        learning_rate=cfg.coarse_learning_rate,
-        optimizer=cfg.optimizer,
-        patience=cfg.coarse_patience,
-        seed=cfg.seed,
-    )
+    fc = FitConfig.coarse(cfg)
     summary = fit(
         net, data, k, fc, checkpoint_dir=work_dir("checkpoints", run_id), skip_epochs=logged_steps(run_id, "loss")
     )

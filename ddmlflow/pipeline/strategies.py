@@ -42,7 +42,7 @@ from ..tracking import log_params, logged_steps, retry, say, work_dir
 from ..training import FitConfig, accuracy, fit, predict_probs, seed_everything
 from .finish import finish_training
 from .prepared import Prepared, load_prepared
-from .train import fit_config, load_keras, load_probs
+from .train import load_keras, load_probs
 
 THEOREM_IMAGES = 8  # validation images on which GC's Theorem 2.1 is checked
 FURTHER_LR_FACTOR = 0.1  # GC sec. 3.1.1: the composed net continues at 1/10 of the learning rate
@@ -54,7 +54,7 @@ def train_coherent(cfg: RunConfig, decompose_run: str) -> None:
     net = build_coherent_from_scratch(
         cfg.model, prep.decomposition, prep.num_classes, cfg.width_divisor, cfg.coarse_hidden, cfg.coarse_dropout
     )
-    _train_and_log(net, prep, fit_config(cfg, cfg.seed, prep.augment), "coherent")
+    _train_and_log(net, prep, FitConfig.of(cfg, prep.augment), "coherent")
 
 
 def transfer(
@@ -100,7 +100,7 @@ def transfer(
         init["val_accuracy_two_step"] = accuracy(load_probs(coarse_run)[1], prep.y_val)
     retry(mlflow.log_metrics, init)
     say(f"transfer: validation accuracy before further training {init['val_accuracy_init']:.4f}")
-    _train_and_log(net, prep, fit_config(cfg, cfg.seed, prep.augment), "transfer")
+    _train_and_log(net, prep, FitConfig.of(cfg, prep.augment), "transfer")
 
 
 def compose_step(cfg: RunConfig, decompose_run: str) -> None:
@@ -146,7 +146,7 @@ def compose_step(cfg: RunConfig, decompose_run: str) -> None:
             sub,
             (x, y, xv, yv),
             k,
-            scheduled(fit_config(cfg, cfg.seed + 1 + i, prep.augment), lr_schedules.GC_SUB),
+            scheduled(FitConfig.of(cfg, prep.augment, seed=cfg.seed + 1 + i), lr_schedules.GC_SUB),
             log_to_mlflow=False,
         )
         retry(
@@ -171,7 +171,7 @@ def compose_step(cfg: RunConfig, decompose_run: str) -> None:
         },
     )
     further = scheduled(
-        replace(fit_config(cfg, cfg.seed, prep.augment), learning_rate=cfg.learning_rate * FURTHER_LR_FACTOR),
+        replace(FitConfig.of(cfg, prep.augment), learning_rate=cfg.learning_rate * FURTHER_LR_FACTOR),
         lr_schedules.GC_FURTHER,
     )
     # step 5: GNet-T-trained
@@ -184,7 +184,7 @@ def _gnet_r(cfg: RunConfig, prep: Prepared, scheduled) -> None:
     """GNet-R: the global net from random weights, trained for sub-net + further epochs (GC: 120 + 80)."""
     seed_everything(cfg.seed)
     net = models.build(cfg.model, prep.decomposition.image_shape, prep.num_classes, name="gnet_r")
-    fc = fit_config(cfg, cfg.seed, prep.augment)
+    fc = FitConfig.of(cfg, prep.augment)
     x, y, xv, yv = prep.box(None)
     summary = fit(
         net, (x, y, xv, yv), prep.num_classes, scheduled(replace(fc, epochs=2 * cfg.epochs)), log_to_mlflow=False

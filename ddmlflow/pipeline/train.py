@@ -38,18 +38,6 @@ from .finish import finish_training, log_probs  # noqa: F401 - log_probs: part o
 from .prepared import load_prepared
 
 
-def fit_config(cfg: RunConfig, seed: int, augment: str | None) -> FitConfig:
-    return FitConfig(
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate,
-        optimizer=cfg.optimizer,
-        patience=cfg.patience,
-        seed=seed,
-        augment=augment,
-    )
-
-
 def train_global(cfg: RunConfig, decompose_run: str) -> None:
     """KLW's baseline: the global CNN on whole images."""
     train_network(cfg, decompose_run, None)
@@ -82,7 +70,7 @@ def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
             "box_bounds": "global" if box is None else str(prep.decomposition.boxes[box]),
         }
     )
-    fc = fit_config(cfg, cfg.seed, prep.augment)  # one augmentation seed for all nets: same rotated volumes
+    fc = FitConfig.of(cfg, prep.augment)  # one augmentation seed for all nets: same rotated volumes
     train_x = prep.augmented_train(box, fc) if prep.augment else data[0]
     summary = fit(
         net,

@@ -23,7 +23,7 @@ from ..training import FitConfig, predict_probs, seed_everything
 from ..tuning import NetworkHyperModel, SearchOptions
 from .coarse import coarse_inputs
 from .prepared import load_prepared
-from .train import fit_config, log_probs
+from .train import log_probs
 
 
 def network_name(box: int | None) -> str:
@@ -71,7 +71,7 @@ def tune_network(cfg, decompose_run: str, search: SearchOptions, box: int | None
 
     epochs = search.epochs or cfg.epochs
     # as train_network trains: the batches' seed is the config's, the weights' the network's own
-    fc = fit_config(cfg, cfg.seed, prep.augment)
+    fc = FitConfig.of(cfg, prep.augment)
     hm = NetworkHyperModel(
         "cnn", space, fixed, builder, prep.num_classes, fc, lambda f: prep.augmented_train(box, f), init_seed=seed
     )
@@ -96,14 +96,7 @@ def tune_coarse(cfg, local_runs: list[str], search: SearchOptions) -> dict:
     def builder(v: dict):
         return build_coarse(len(local_runs), k, hidden=tuple(int(u) for u in v["hidden"]), dropout=float(v["dropout"]))
 
-    fc = FitConfig(
-        epochs=cfg.coarse_epochs,
-        batch_size=cfg.coarse_batch_size,
-        learning_rate=cfg.coarse_learning_rate,
-        optimizer=cfg.optimizer,
-        patience=cfg.coarse_patience,
-        seed=cfg.seed,
-    )  # the coarse net's own rule
+    fc = FitConfig.coarse(cfg)  # the coarse net's own rule, as train_coarse
     hm = NetworkHyperModel("coarse", space, fixed, builder, k, fc, init_seed=cfg.seed)
     return _finish(
         tuning.search(search, hm, (f, y, fv, yv), search.epochs or cfg.coarse_epochs, cfg.seed), "coarse", f, fv
