@@ -124,7 +124,12 @@ def build_branches(cfg: RunConfig, prep: Any, boxes: list[int], run_ids: list[st
     for box, run_id in zip(boxes, run_ids):
         seed_everything(cfg.seed + 1 + box)
         net = models.build(
-            cfg.model, dec.input_shape(box), prep.num_classes, width_divisor=cfg.width_divisor, name=f"local_{box:02d}"
+            cfg.model,
+            dec.input_shape(box),
+            prep.num_classes,
+            width_divisor=cfg.width_divisor,
+            name=f"local_{box:02d}",
+            dropout=cfg.dropout,  # as train_network builds it
         )
         compile_model(net, prep.num_classes, FitConfig.of(cfg, prep.augment))
         net.optimizer.build(net.trainable_variables)

@@ -200,6 +200,17 @@ class Executor:
         raise NotImplementedError
 
 
+def thread_policy(job: Job) -> None:
+    """The engine's CPU threads for ``job``, in a fresh process before TensorFlow runs an op: a local trains
+    with a packed group's threads (``packed_training.configure_threads``) whichever executor runs it, so the
+    routes round alike and give the same weights (Adam turns the rounding noise of a gradient that should
+    be zero, a conv bias before batch normalisation, into whole steps); other nets keep TensorFlow's own."""
+    if job.step == "train_local":
+        from ..packed_training import configure_threads  # lazy: TensorFlow; only a training process needs it
+
+        configure_threads()
+
+
 def tracking_env() -> dict[str, str]:
     """What a training process needs beyond the parent's environment: the parent's tracking store."""
     import mlflow  # lazy: the workers import this module before their tracking store is set

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..console import VERBOSE_ENV
 from ..errors import InputError
 from ..tags import REASON_TAG, ray_tag
-from .base import Executor, ExecutorOptions, Job, OnChange, Result, progress_counts, tracking_env
+from .base import Executor, ExecutorOptions, Job, OnChange, Result, progress_counts, thread_policy, tracking_env
 
 
 def check(address: str, tracking_uri: str, gpus: tuple[str, ...] = ()) -> None:
@@ -93,6 +93,7 @@ def run_job(text: str, env: dict) -> dict:
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     job = Job.from_json(text)
+    thread_policy(job)
     log = work_dir("logs", job.run_id) / "train.log"
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)

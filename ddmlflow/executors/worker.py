@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..config import to_json
 from ..devices import watch_driver
-from .base import Job, attempt
+from .base import Job, attempt, thread_policy
 
 SPEC, STATUS, LOG, READY = "spec.json", "status.json", "worker.log", "ready"
 
@@ -138,6 +138,7 @@ def run_job(text: str) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     watch_driver()  # stop with the driver, also while training
     job = Job.from_json(text)
+    thread_policy(job)
     why = attempt(job.step, job.run_id, job.config, job.inputs)
     if why:
         print(f"error: {why}", file=sys.stderr, flush=True)  # the last log line: the executor's reason
