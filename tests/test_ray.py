@@ -55,14 +55,14 @@ def _children(parent_id: str, exp: str) -> dict:
     return {r.info.run_name: r for r in _client().search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent_id}'")}
 
 
-def _full(executor: str, experiment: str, monkeypatch) -> dict:
+def _full(executor: str, experiment: str, monkeypatch, **cfg) -> dict:
     from ddmlflow.commands.full import run_full
 
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", experiment)
     opts = parse_options(FullOptions, executor=executor, gpus="none", registered_model_name="-", max_parallel="2")
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # mlflow.set_experiment sets it: it would pin the next full
     try:
-        return run_full(resolve("", **TINY), opts)
+        return run_full(resolve("", **{**TINY, **cfg}), opts)
     finally:
         os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
@@ -147,13 +147,27 @@ def test_gpus_on_a_cluster_without_gpus_fail_at_once(local_ray):
         check(parse_options(FullOptions, executor="ray", gpus="0"), local_ray)
 
 
-def test_ray_full_equals_process_full(local_ray, monkeypatch):
-    """Same seed, same tree, same accuracies; every training child tagged with its Ray node."""
-    ray_out = _full("ray", "on-ray", monkeypatch)
-    proc_out = _full("process", "on-process", monkeypatch)
-    assert ray_out["runs"].keys() == proc_out["runs"].keys()
-    acc = {k: v for k, v in ray_out["results"].items() if k.startswith("val_accuracy/")}
-    assert acc and acc == {k: v for k, v in proc_out["results"].items() if k.startswith("val_accuracy/")}
+def test_ray_process_and_packed_train_the_same_weights(local_ray, monkeypatch):
+    """Same seed, same tree, same weights on every route, CT augmentation (``rotate3d``) on: the batch
+    source draws each sample's rotation by its index and a local trains with the same CPU threads whichever
+    executor runs it. Every Ray training child is tagged with its Ray node."""
+    import numpy as np
+
+    from ddmlflow.pipeline.train import load_keras
+
+    shapes3d = dict(dataset="shapes3d", n_train="40", n_val="16")
+    outs = {ex: _full(ex, f"on-{ex}", monkeypatch, **shapes3d) for ex in ("ray", "process", "packed")}
+    ray_out = outs["ray"]
+    for ex, out in outs.items():
+        assert out["runs"].keys() == ray_out["runs"].keys(), ex
+        assert {k: v for k, v in out["results"].items() if k.startswith("val_accuracy/")} == {
+            k: v for k, v in ray_out["results"].items() if k.startswith("val_accuracy/")
+        }, ex
+    for name in [n for n in ray_out["runs"] if n.startswith("train_local/")] + ["train_global"]:
+        nets = {ex: load_keras(out["runs"][name]).get_weights() for ex, out in outs.items()}
+        for ex in ("process", "packed"):
+            diff = max(float(np.max(np.abs(a - b))) for a, b in zip(nets["ray"], nets[ex]))
+            assert diff < 1e-5, f"{name}: ray vs {ex} {diff}"
     node = ray.get_runtime_context().get_node_id()
     client = _client()
     for name, run_id in ray_out["runs"].items():
@@ -162,7 +176,7 @@ def test_ray_full_equals_process_full(local_ray, monkeypatch):
         if name == "train_global" or name.startswith("train_local/"):  # the trainings (not train_coarse)
             assert run.data.tags[TAG + "node_id"] == node and run.data.tags[TAG + "gpu_ids"] == "none", name
             assert run.data.tags["CUDA_VISIBLE_DEVICES"] == ""
-    assert not any(TAG + "node_id" in client.get_run(r).data.tags for r in proc_out["runs"].values())
+    assert not any(TAG + "node_id" in client.get_run(r).data.tags for r in outs["process"]["runs"].values())
 
 
 @pytest.fixture(scope="module")
