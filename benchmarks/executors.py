@@ -67,6 +67,7 @@ def _setup(a):
         optimizer=p.optimizer,
         patience=0,
         seed=0,
+        dropout=None,  # the network's own rate
     )
     prep = SimpleNamespace(
         x_train=x, y_train=y, x_val=xv, y_val=yv, decomposition=dec, num_classes=p.num_classes, augment=None

@@ -60,12 +60,26 @@ class Display:
         self.header = f"trainings: {len(trainings)} to go" if len(trainings) > 1 else ""
         self.drawn = 0
         self._stop = threading.Event()
+        self._ended_before: dict[str, int] = {}
         self._thread = threading.Thread(target=self._loop, name="ddmlflow-progress", daemon=True)
 
     def __enter__(self) -> Display:
+        self._ended_before = self._earlier_ends()
         console.attach(self)
         self._thread.start()
         return self
+
+    def _earlier_ends(self) -> dict[str, int]:
+        """The end times of the runs that an earlier attempt left ended (FAILED, KILLED): a resumed run keeps
+        that status until its process starts it again, which is no news of this attempt."""
+        try:
+            import mlflow
+
+            client = mlflow.MlflowClient()
+            runs = [retry(client.get_run, t.run_id) for t in self.trainings]
+            return {r.info.run_id: r.info.end_time for r in runs if r.info.status in ("FAILED", "KILLED")}
+        except Exception:  # noqa: BLE001 - the display must never fail the command
+            return {}
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -115,6 +129,8 @@ class Display:
             run = retry(client.get_run, t.run_id)
             started = PID_TAG in run.data.tags  # the driver creates every run before any starts
             t.status = run.info.status if run.info.status != "RUNNING" or started else "waiting"
+            if t.status in ("FAILED", "KILLED") and self._ended_before.get(t.run_id) == run.info.end_time:
+                t.status = "waiting"  # the earlier attempt's end; this one has not started the run yet
             history = sorted(retry(client.get_metric_history, t.run_id, METRIC), key=lambda m: m.step)
             if not history:
                 continue
