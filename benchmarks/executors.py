@@ -26,6 +26,7 @@ An epoch's time is the mean over epochs 2..E (epoch 1 includes tracing). On a
 shared CPU, ``--rounds R`` times the routes R times in turn (the first pass is
 round 1), each route in a fresh process with its own threads, and reports the
 medians of the per-round ratios.
+``--precision mixed_bfloat16`` trains every route under that Keras policy (``training.set_precision``).
 ``--image-size`` shrinks the volume/image (e.g. ``64,64,32`` for chest CT).
 """
 
@@ -68,6 +69,7 @@ def _setup(a):
         patience=0,
         seed=0,
         dropout=None,  # the network's own rate
+        precision=a.precision,
     )
     prep = SimpleNamespace(
         x_train=x, y_train=y, x_val=xv, y_val=yv, decomposition=dec, num_classes=p.num_classes, augment=None
@@ -103,7 +105,15 @@ def _fit_seconds(net, data, num_classes, cfg) -> float:
             net,
             data,
             num_classes,
-            FitConfig(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.optimizer, patience=0, seed=0),
+            FitConfig(
+                cfg.epochs,
+                cfg.batch_size,
+                cfg.learning_rate,
+                cfg.optimizer,
+                patience=0,
+                seed=0,
+                precision=cfg.precision,
+            ),
             log_to_mlflow=True,
         )
     finally:
@@ -222,6 +232,8 @@ def _round(t: dict) -> dict:
 
 
 def main() -> None:
+    from ddmlflow.config import PRECISIONS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     ap.add_argument("--preset", default="cifar10-vgg3-2x2")
     ap.add_argument("--n", type=int, default=2048, help="random training images (validation: n/4)")
@@ -232,6 +244,12 @@ def main() -> None:
         type=lambda s: [int(v) for v in s.split(",")],
         default=None,
         help="spatial size instead of the preset's, e.g. 64,64,32",
+    )
+    ap.add_argument(
+        "--precision",
+        default="float32",
+        choices=PRECISIONS,
+        help="every route's training precision (the config's `precision`)",
     )
     ap.add_argument("--routes", default="global,global_threads,process,packed,inference")
     ap.add_argument(
@@ -264,6 +282,7 @@ def main() -> None:
         "preset": a.preset,
         "n": a.n,
         "batch_size": cfg.batch_size,
+        "precision": a.precision,
         "epochs": a.epochs,
         "onednn": rounds[0]["onednn"],
         "image_shape": list(prep.decomposition.image_shape),

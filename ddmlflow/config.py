@@ -71,6 +71,21 @@ def spec(f: dataclasses.Field[Any]) -> dict[str, Any]:
     return {**f.metadata, "param": f.metadata["param"] or f.name}
 
 
+# Keras' dtype policies a training may run under (``training.set_precision``): variables stay float32.
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def require_gpu_for(precision: str, gpus: Iterable[str], remote: bool = False) -> None:
+    """``mixed_float16`` only where trainings get a GPU (or a Ray cluster's nodes may have one): a CPU runs
+    float16 emulated, slower than float32. Commands check before any training; the engine checks again."""
+    require(
+        precision != "mixed_float16" or bool(tuple(gpus)) or remote,
+        "precision",
+        precision,
+        "float32 or mixed_bfloat16 without a GPU (a CPU runs float16 emulated, slower than float32)",
+    )
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a step needs; ``params()`` is what goes to MLflow (as strings)."""
@@ -101,6 +116,12 @@ class RunConfig:
         choice(lambda: tuple(presets.COMPOSE_LR_SCHEDULES)), "compose: Gu et al.'s step schedules, or constant"
     )
     seed: int = option(integer(0), "random seed (local k uses seed + 1 + k)", default="0")
+    precision: str = option(
+        choice(lambda: PRECISIONS),
+        "compute dtype of every training (Keras mixed precision; mixed_float16 needs a GPU); "
+        "weights, probabilities and the logged models stay float32",
+        default="float32",
+    )
     image_size: tuple[int, ...] | None = option(optional(integers), "resize images to HxW (or HxWxD)", default="")
     n_train: int | None = option(optional(integer(1)), "use the first N training samples", default="")
     n_val: int | None = option(optional(integer(1)), "use the first N validation samples", default="")

@@ -48,7 +48,7 @@ from .checkpoint import EarlyStop, load_state, quiet, save_state, training_state
 from .devices import threads
 from .errors import require
 from .tracking import logged_steps, retry
-from .training import EPOCH_METRICS, FitConfig, compile_model, seed_everything
+from .training import EPOCH_METRICS, FitConfig, compile_model, seed_everything, set_precision
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -131,6 +131,7 @@ def build_branches(cfg: RunConfig, prep: Any, boxes: list[int], run_ids: list[st
             name=f"local_{box:02d}",
             dropout=cfg.dropout,  # as train_network builds it
         )
+        set_precision(net, cfg.precision)  # before compile (mixed_float16 wraps the optimizer there)
         compile_model(net, prep.num_classes, FitConfig.of(cfg, prep.augment))
         net.optimizer.build(net.trainable_variables)
         crop = (slice(None),) + dec.boxes[box].slices + (slice(None),)
@@ -165,7 +166,7 @@ def make_train_epoch(branches: list[_Branch]) -> Program:
         with tf.GradientTape() as tape:
             preds = [b.net(x[b.crop], training=True) for b in branches]
             losses = [b.net.compute_loss(x=None, y=y, y_pred=p, training=True) for b, p in zip(branches, preds)]
-            total = tf.add_n(losses)
+            total = tf.add_n([b.net.optimizer.scale_loss(lo) for b, lo in zip(branches, losses)])  # fp16: scaled
         weights = [b.net.trainable_weights for b in branches]
         grads = tape.gradient(total, weights)
         for b, g, w in zip(branches, grads, weights):
@@ -276,10 +277,21 @@ def train_packed(
     optimizer, patience, seed). ``prep``: a pipeline.prepared.Prepared.
     ``log_epoch(k, epoch, metrics)`` is called after every epoch for each branch k
     still training (see ``mlflow_epoch_logger``). With ``checkpoint_dir`` the group
-    resumes after its last finished epoch; the checkpoint is removed at the end.
+    resumes after its last finished epoch; the checkpoint is removed at the end. ``cfg.precision``
+    applies while training, as in ``training.fit``.
     """
     require(len(boxes) == len(run_ids) and len(boxes) > 0, "boxes", boxes, "one run id per box, at least one box")
     branches = build_branches(cfg, prep, boxes, run_ids)
+    try:
+        return _train(cfg, prep, branches, checkpoint_dir, log_epoch)
+    finally:
+        for b in branches:
+            set_precision(b.net, "float32")  # as fit(): the nets come back computing in float32
+
+
+def _train(
+    cfg: RunConfig, prep: Any, branches: list[_Branch], checkpoint_dir: Path | None, log_epoch: LogEpoch | None
+) -> list[BranchResult]:
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT
     first = _restore(path, branches) if path is not None and path.exists() else 0
     xv, yv = prep.x_val, prep.y_val

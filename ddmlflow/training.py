@@ -26,6 +26,7 @@ from .batches import batch_indices, shuffled_batches, train_batch
 from .checkpoint import EarlyStop, load_state, quiet, save_state, training_state
 from .config import RunConfig
 from .console import keras_verbose
+from .errors import require
 from .models import loss_for, to_probabilities
 from .optimizers import make_optimizer
 from .tracking import is_local_store, retry, say
@@ -42,6 +43,7 @@ class FitConfig:
     patience: int = 15
     seed: int = 0
     augment: str | None = None
+    precision: str = "float32"  # the compute dtype while training (``set_precision``)
 
     @classmethod
     def of(cls, cfg: RunConfig, augment: str | None = None, seed: int | None = None) -> FitConfig:
@@ -55,6 +57,7 @@ class FitConfig:
             cfg.patience,
             cfg.seed if seed is None else seed,
             augment,
+            cfg.precision,
         )
 
     @classmethod
@@ -67,6 +70,7 @@ class FitConfig:
             cfg.optimizer,
             cfg.coarse_patience,
             cfg.seed,
+            precision=cfg.precision,
         )
 
 
@@ -77,6 +81,32 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+
+
+def set_precision(model: keras.Model, precision: str) -> keras.Model:
+    """Every layer of ``model`` computes in ``precision`` (a Keras dtype policy) but the ``probs`` output,
+    which stays float32 (probabilities, losses and the coarse net's inputs; Keras' mixed-precision guide).
+
+    Variables are float32 under every policy, so a net trained mixed and set back to float32 (as the engine
+    does before it returns, so logged, evaluated and served nets run float32) keeps its weights bit for bit.
+    Call before ``compile`` (``mixed_float16`` wraps the optimizer in a loss scaler there).
+    """
+    if precision == "mixed_float16":
+        import tensorflow as tf
+
+        require(
+            bool(tf.config.get_visible_devices("GPU")),
+            "precision",
+            precision,
+            "float32 or mixed_bfloat16 in a process without a GPU (a CPU runs float16 emulated)",
+        )
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        if layer.name != "probs" and not isinstance(layer, keras.layers.InputLayer):
+            layer.dtype_policy = precision
+    # functions traced under the previous policy would keep computing in it
+    model.train_function = model.test_function = model.predict_function = None
+    _PREDICT.pop(model, None)
+    return model
 
 
 def compile_model(model: keras.Model, num_classes: int, cfg: FitConfig) -> keras.Model:
@@ -248,7 +278,26 @@ def fit(
     and ends with the same weights as an uninterrupted one (see checkpoint.py).
     Extra ``callbacks`` run after each epoch's checkpoint is written. ``initial_epoch``: epochs
     already trained elsewhere (keras-tuner's Hyperband continues a trial's weights).
+    ``cfg.precision`` applies while training only: the net comes back computing in float32.
     """
+    set_precision(model, cfg.precision)
+    try:
+        return _fit(model, data, num_classes, cfg, checkpoint_dir, log_to_mlflow, skip_epochs, callbacks, initial_epoch)
+    finally:
+        set_precision(model, "float32")
+
+
+def _fit(
+    model: keras.Model,
+    data: tuple[Any, Any, Any, Any],
+    num_classes: int,
+    cfg: FitConfig,
+    checkpoint_dir: Path | None,
+    log_to_mlflow: bool,
+    skip_epochs: Iterable[int],
+    callbacks: Sequence[Any],
+    initial_epoch: int,
+) -> dict[str, Any]:
     x, y, xv, yv = data
     compile_model(model, num_classes, cfg)
     model.optimizer.build(model.trainable_variables)

@@ -44,6 +44,8 @@ CLI_CASES = [
     (["full", "--coarse-dropout", "1.5"], "coarse_dropout"),
     (["full", "--optimizer", "adamw"], "optimizer"),
     (["full", "--seed", "-3"], "seed"),
+    (["full", "--precision", "float16"], "precision"),
+    (["full", "--precision", "mixed_float16", "--gpus", "none"], "precision"),  # on a CPU: float16 is emulated
     (["full", "--image-size", "0"], "image_size"),
     (["full", "--dataset", "folder"], "data_dir"),
     (["full", "--frobnicate", "1"], "frobnicate='1': not a parameter of full"),

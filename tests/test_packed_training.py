@@ -56,7 +56,15 @@ def separate(cfg, prep, box: int, **kw):
         width_divisor=cfg.width_divisor,
         name=f"local_{box:02d}",
     )
-    fc = FitConfig(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.optimizer, cfg.patience, seed=cfg.seed)
+    fc = FitConfig(
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.learning_rate,
+        cfg.optimizer,
+        cfg.patience,
+        seed=cfg.seed,
+        precision=cfg.precision,
+    )
     data = prep.box(box)
     train_x = prep.augmented_train(box, fc) if prep.augment else data[0]  # as pipeline/train.py feeds fit
     return net, fit(net, (train_x, *data[1:]), prep.num_classes, fc, log_to_mlflow=False, **kw)
@@ -130,6 +138,38 @@ def test_group_resumes_after_interruption(prep, tmp_path):
         assert (a.epochs_run, a.best_epoch) == (b.epochs_run, b.best_epoch)
         assert a.history == b.history
         assert max_diff(a.model, b.model) == 0.0
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_fit_is_the_packed_loop_for_one_net(prep, precision):
+    """N = 1: Keras ``fit`` (the engine of the global, coarse and strategy nets and of the tuner's trials) and
+    the packed loop train alike, in either precision: the same epochs, early stop and best epoch restored, the
+    same per-epoch metrics and weights; both compute in ``precision`` while training and return float32 nets."""
+    from ddmlflow.packed_training import train_packed
+    from ddmlflow.training import EPOCH_METRICS
+
+    cfg = config(epochs=6, patience=1, learning_rate=3e-3, precision=precision)
+    seen: dict = {k: [] for k in EPOCH_METRICS}
+    compute: set = set()
+
+    class Log(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            compute.update((layer.name == "probs", layer.compute_dtype) for layer in self.model.layers[1:])
+            for k in seen:
+                seen[k].append(float(logs[k]))
+
+    loop = train_packed(cfg, prep, [0], [""], None)[0]
+    alone, summary = separate(cfg, prep, 0, callbacks=[Log()])
+    assert loop.epochs_run < cfg.epochs, "the test needs a net that stops early"
+    assert (summary["epochs_run"], summary["best_epoch"]) == (loop.epochs_run, loop.best_epoch)
+    for k in EPOCH_METRICS:
+        np.testing.assert_allclose(seen[k], loop.history[k], atol=TOL, err_msg=k)
+    assert max_diff(alone, loop.model) < TOL
+    low = "bfloat16" if precision == "mixed_bfloat16" else "float32"
+    assert compute == {(False, low), (True, "float32")}  # while training: probabilities in float32 only
+    for net in (alone, loop.model):  # returned: float32 throughout, as logged and served
+        assert {layer.compute_dtype for layer in net.layers} == {"float32"}
+        assert net.predict(prep.box(0)[2][:2], verbose=0).dtype == np.float32
 
 
 def test_fit_resumes_with_early_stopping_state(prep, tmp_path):

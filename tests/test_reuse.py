@@ -82,8 +82,11 @@ def test_same_key_reuses_force_and_a_changed_parameter_do_not(store):
     other, reused = _step(None, exp, parent, epochs="2")
     assert other not in (first, forced) and not reused
     assert _step(None, exp, parent, epochs="2") == (other, True)
+    mixed, reused = _step(None, exp, parent, precision="mixed_bfloat16")  # another compute dtype, other weights
+    assert mixed not in (first, forced, other) and not reused
     key = _key(first)  # what the key holds, for a user asking why a step was (not) reused
     assert key["step"] == "decompose" and key["params"]["epochs"] == "1" and key["params"]["decomposition"] == "A:2x2"
+    assert key["params"]["precision"] == "float32" and _key(mixed)["params"]["precision"] == "mixed_bfloat16"
     assert key["data"] == {"dataset": "shapes2d", "source": "generated"} and "data_dir" not in key["params"]
     assert mlflow.get_run(first).data.tags["ddmlflow.step_key"] == key["key"]
     assert not mlflow.MlflowClient().search_registered_models()  # every claim released

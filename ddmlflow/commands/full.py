@@ -20,7 +20,7 @@ from collections.abc import Callable
 import mlflow
 
 from .. import describe, devices, environment, preload, progress
-from ..config import FullOptions, RunConfig
+from ..config import FullOptions, RunConfig, require_gpu_for
 from ..executors import Executor, Job, Result, choose, open_executor, prestart
 from ..executors.packed import stop_spares, store_ready
 from ..hparams import apply_hparams, load_hparams
@@ -65,6 +65,7 @@ def _selected(step: Step, opts: FullOptions) -> bool:
 def full(cfg: RunConfig, opts: FullOptions) -> dict:
     """In the active (parent) run: every step, then a summary; raises ``StepsFailed``."""
     t0 = time.time()
+    require_gpu_for(cfg.precision, opts.gpus, remote=bool(opts.ray_address))
     if prestart(opts):  # for devices without a spare: the command started them before opening this run
         store_ready()  # the store exists now: they may connect
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 import mlflow
 
 from .. import devices
-from ..config import RunConfig, TuneOptions, parse_options
+from ..config import RunConfig, TuneOptions, parse_options, require_gpu_for
 from ..errors import require
 from ..executors import Job, open_executor
 from ..pipeline.decompose import decompose
@@ -65,6 +65,7 @@ def tune(cfg: RunConfig, opts: TuneOptions | None = None, epochs: int | None = N
         "",
         "the local runs whose probabilities the coarse search uses (target=coarse needs them)",
     )
+    require_gpu_for(cfg.precision, opts.gpus)
     search = SearchOptions.of(opts, epochs)
     parent = mlflow.active_run().info
     log_params({**cfg.params(), "target": target, **search.key(), "space_file": opts.space})
