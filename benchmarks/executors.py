@@ -96,28 +96,16 @@ def _fit_seconds(net, data, num_classes, cfg) -> float:
         def on_epoch_end(self, epoch, logs=None):
             stamps.append(time.perf_counter())
 
-    import ddmlflow.training as T
-
-    orig = T.MlflowEpochLogger  # fit()'s logger slot, used here as a timer (no MLflow in the benchmark)
-    T.MlflowEpochLogger = lambda skip=(): Stamp()
-    try:
-        fit(
-            net,
-            data,
-            num_classes,
-            FitConfig(
-                cfg.epochs,
-                cfg.batch_size,
-                cfg.learning_rate,
-                cfg.optimizer,
-                patience=0,
-                seed=0,
-                precision=cfg.precision,
-            ),
-            log_to_mlflow=True,
-        )
-    finally:
-        T.MlflowEpochLogger = orig
+    fit(
+        net,
+        data,
+        num_classes,
+        FitConfig(
+            cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.optimizer, patience=0, seed=0, precision=cfg.precision
+        ),
+        log_to_mlflow=False,
+        callbacks=[Stamp()],
+    )
     return _per_epoch(stamps)
 
 

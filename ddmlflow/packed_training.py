@@ -47,15 +47,13 @@ from .batches import batch_indices, shuffled_batches, train_batch
 from .checkpoint import EarlyStop, load_state, quiet, save_state, training_state
 from .devices import threads
 from .errors import require
-from .tracking import logged_steps, retry
-from .training import EPOCH_METRICS, FitConfig, compile_model, seed_everything, set_precision
+from .training import EPOCH_METRICS, FitConfig, LogEpoch, compile_model, seed_everything, set_precision
 
 if TYPE_CHECKING:
     from .config import RunConfig
 
 # a compiled program of the branches (tf.function): run(iterator, steps) or step(x, y)
 Program = Callable[..., Any]
-LogEpoch = Callable[[int, int, dict[str, float]], None]
 
 VAL_BATCH = 256
 CHECKPOINT = "packed.npz"
@@ -276,7 +274,7 @@ def train_packed(
     ``cfg``: a RunConfig (model, width_divisor, epochs, batch_size, learning_rate,
     optimizer, patience, seed). ``prep``: a pipeline.prepared.Prepared.
     ``log_epoch(k, epoch, metrics)`` is called after every epoch for each branch k
-    still training (see ``mlflow_epoch_logger``). With ``checkpoint_dir`` the group
+    still training (``training.epoch_logger``: the same logger as ``fit``'s). With ``checkpoint_dir`` the group
     resumes after its last finished epoch; the checkpoint is removed at the end. ``cfg.precision``
     applies while training, as in ``training.fit``.
     """
@@ -336,23 +334,3 @@ def _train(
         )
         for b in branches
     ]
-
-
-def mlflow_epoch_logger(run_ids: list[str]) -> LogEpoch:
-    """``log_epoch`` for ``train_packed``: branch k's metrics into run ``run_ids[k]`` with step=epoch,
-    skipping epochs a previous (killed) attempt already logged, so each epoch is logged once."""
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    done = {rid: logged_steps(rid, "loss") for rid in run_ids}
-
-    def log(k: int, epoch: int, metrics: dict[str, float]) -> None:
-        rid = run_ids[k]
-        if epoch in done[rid]:
-            return
-        now = int(time.time() * 1000)
-        retry(client.log_batch, rid, metrics=[Metric(name, float(v), now, epoch) for name, v in metrics.items()])
-        done[rid].add(epoch)
-
-    return log

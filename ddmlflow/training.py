@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from .console import keras_verbose
 from .errors import require
 from .models import loss_for, to_probabilities
 from .optimizers import make_optimizer
-from .tracking import is_local_store, retry, say
+from .tracking import is_local_store, logged_steps, retry, say
 
 EPOCH_METRICS = ("accuracy", "loss", "val_accuracy", "val_loss")
 
@@ -116,20 +116,42 @@ def compile_model(model: keras.Model, num_classes: int, cfg: FitConfig) -> keras
     return model
 
 
-class MlflowEpochLogger(keras.callbacks.Callback):
-    """Logs Keras' epoch metrics with step=epoch, once per epoch even across resumes."""
+LogEpoch = Callable[[int, int, dict[str, float]], None]  # (net k, epoch, EPOCH_METRICS) after each epoch
 
-    def __init__(self, skip: Iterable[int] = frozenset()) -> None:
+
+def epoch_logger(run_ids: list[str], suffix: str = "") -> LogEpoch:
+    """The engine's one metric logger, for ``fit`` (one net) and ``train_packed`` (net k of a group): net k's
+    epoch metrics into run ``run_ids[k]`` with step=epoch, skipping epochs a previous (killed) attempt
+    already logged, so each epoch is in the history exactly once. ``suffix`` is added to every name
+    (a tuner trial's later executions: ``loss/exec1``)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    done = {rid: logged_steps(rid, "loss" + suffix) for rid in run_ids}
+
+    def log(k: int, epoch: int, metrics: dict[str, float]) -> None:
+        rid = run_ids[k]
+        if epoch in done[rid]:
+            return
+        now = int(time.time() * 1000)
+        retry(
+            client.log_batch, rid, metrics=[Metric(name + suffix, float(v), now, epoch) for name, v in metrics.items()]
+        )
+        done[rid].add(epoch)
+
+    return log
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Keras' epoch metrics (``EPOCH_METRICS``) to a ``LogEpoch``, as net 0."""
+
+    def __init__(self, log: LogEpoch) -> None:
         super().__init__()
-        self.skip = set(skip)
+        self.log = log
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        import mlflow
-
-        if epoch in self.skip:
-            return
-        metrics = {k: float(v) for k, v in (logs or {}).items() if k in EPOCH_METRICS}
-        retry(mlflow.log_metrics, metrics, step=epoch)
+        self.log(0, epoch, {k: float(v) for k, v in (logs or {}).items() if k in EPOCH_METRICS})
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -267,7 +289,6 @@ def fit(
     cfg: FitConfig,
     checkpoint_dir: Path | None = None,
     log_to_mlflow: bool = True,
-    skip_epochs: Iterable[int] = frozenset(),
     callbacks: Sequence[Any] = (),
     initial_epoch: int = 0,
 ) -> dict[str, Any]:
@@ -282,7 +303,7 @@ def fit(
     """
     set_precision(model, cfg.precision)
     try:
-        return _fit(model, data, num_classes, cfg, checkpoint_dir, log_to_mlflow, skip_epochs, callbacks, initial_epoch)
+        return _fit(model, data, num_classes, cfg, checkpoint_dir, log_to_mlflow, callbacks, initial_epoch)
     finally:
         set_precision(model, "float32")
 
@@ -294,7 +315,6 @@ def _fit(
     cfg: FitConfig,
     checkpoint_dir: Path | None,
     log_to_mlflow: bool,
-    skip_epochs: Iterable[int],
     callbacks: Sequence[Any],
     initial_epoch: int,
 ) -> dict[str, Any]:
@@ -308,7 +328,14 @@ def _fit(
         restore_checkpoint(Path(checkpoint_dir))
     ckpt = EpochCheckpoint(None if checkpoint_dir is None else Path(checkpoint_dir) / "fit.npz", stop, mirror)
     ckpt.restore(model)
-    callbacks = [MlflowEpochLogger(skip_epochs)] * log_to_mlflow + [ckpt, *callbacks]
+    if log_to_mlflow:
+        import mlflow
+
+        run = mlflow.active_run()
+        assert run is not None, "fit(log_to_mlflow=True) logs into the active run"
+        callbacks = [EpochLog(epoch_logger([run.info.run_id])), ckpt, *callbacks]
+    else:
+        callbacks = [ckpt, *callbacks]
     first = max(ckpt.epochs_done, initial_epoch)
     kw: dict[str, Any]
     if isinstance(x, _Augmented) or cfg.augment:

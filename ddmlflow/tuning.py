@@ -35,11 +35,11 @@ from .console import keras_verbose
 from .errors import require
 from .search_space import declare, int_values, load_space
 from .tags import BEST_TAG, PARENT_TAG, REASON_TAG, RUN_NAME_TAG, STEP_TAG, TRIAL_STATUS_TAG, TRIAL_TAG
-from .tracking import logged_steps, retry, step_run, work_dir
-from .training import FitConfig, compile_model, fit, seed_everything
+from .tracking import retry, step_run, work_dir
+from .training import EPOCH_METRICS, EpochLog, FitConfig, compile_model, epoch_logger, fit, seed_everything
 
 TUNERS = ("grid", "random", "bayesian", "hyperband")
-OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
+OBJECTIVES = EPOCH_METRICS  # what a search may optimise: what every training logs
 
 
 class TuneFailed(RuntimeError):
@@ -172,7 +172,7 @@ class NetworkHyperModel(kt.HyperModel):
             fc,
             checkpoint_dir=self.project_dir / f"trial_{trial_id}" / f"backup_{execution}",
             log_to_mlflow=False,
-            callbacks=[*callbacks, record, _EpochLog(run_id, execution)],
+            callbacks=[*callbacks, record, EpochLog(epoch_logger([run_id], f"/exec{execution}" if execution else ""))],
             initial_epoch=initial_epoch,
         )
         self.executions.append(
@@ -184,24 +184,6 @@ class NetworkHyperModel(kt.HyperModel):
             }
         )
         return record
-
-
-class _EpochLog(keras.callbacks.Callback):
-    """Keras' epoch metrics into the trial run (``name`` for the first execution, ``name/execN`` after);
-    epochs a killed attempt already logged are not logged twice."""
-
-    def __init__(self, run_id: str, execution: int):
-        super().__init__()
-        self.suffix = f"/exec{execution}" if execution else ""
-        self.skip = logged_steps(run_id, "loss" + self.suffix)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch not in self.skip:
-            retry(
-                mlflow.log_metrics,
-                {k + self.suffix: float(v) for k, v in (logs or {}).items() if k in OBJECTIVES},
-                step=epoch,
-            )
 
 
 class _Tracked:

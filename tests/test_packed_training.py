@@ -321,15 +321,15 @@ def test_a_sample_draws_the_same_rotation_in_any_batch():
 def test_epoch_logger_logs_each_epoch_once_across_resumes(mlflow_env):
     import mlflow
 
-    from ddmlflow.packed_training import mlflow_epoch_logger
+    from ddmlflow.training import epoch_logger
 
     ids = [
         mlflow.MlflowClient().create_run(mlflow.set_experiment("packed").experiment_id).info.run_id for _ in range(2)
     ]
-    first = mlflow_epoch_logger(ids)
+    first = epoch_logger(ids)
     first(0, 0, {"loss": 1.0, "accuracy": 0.5})
     first(1, 0, {"loss": 2.0, "accuracy": 0.5})
-    again = mlflow_epoch_logger(ids)  # a resumed attempt redoes epoch 0
+    again = epoch_logger(ids)  # a resumed attempt redoes epoch 0
     again(0, 0, {"loss": 9.0, "accuracy": 0.9})
     again(0, 1, {"loss": 0.5, "accuracy": 0.7})
     hist = mlflow.MlflowClient().get_metric_history(ids[0], "loss")

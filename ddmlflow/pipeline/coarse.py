@@ -17,7 +17,7 @@ from ..config import RunConfig
 from ..describe import Role
 from ..models import build_coarse
 from ..models.cnn_dnn import coarse_features
-from ..tracking import get_run, log_params, logged_steps, work_dir
+from ..tracking import get_run, log_params, work_dir
 from ..training import FitConfig, fit, seed_everything
 from .finish import finish_training
 from .prepared import load_prepared
@@ -56,9 +56,7 @@ def train_coarse(cfg: RunConfig, local_runs: list[str], decompose_run: str | Non
         selection = "none: fixed coarse_epochs (the validation set is only logged)"
     log_params({**cfg.params(), "local_runs": ",".join(local_runs), "coarse_selection": selection})
     fc = FitConfig.coarse(cfg)
-    summary = fit(
-        net, data, k, fc, checkpoint_dir=work_dir("checkpoints", run_id), skip_epochs=logged_steps(run_id, "loss")
-    )
+    summary = fit(net, data, k, fc, checkpoint_dir=work_dir("checkpoints", run_id))
     finish_training(
         net, (f, y, fv, yv), summary, Role("coarse", n_locals=len(local_runs)), batch_size=cfg.coarse_batch_size
     )

@@ -38,7 +38,7 @@ from ..errors import InputError
 from ..models.cnn_dnn import build_coherent, build_coherent_from_scratch
 from ..models.compose import check, compose, theorem_error
 from ..tags import STRATEGY_TAG
-from ..tracking import log_params, logged_steps, retry, say, work_dir
+from ..tracking import log_params, retry, say, work_dir
 from ..training import FitConfig, accuracy, fit, predict_probs, seed_everything
 from .finish import finish_training
 from .prepared import Prepared, load_prepared
@@ -219,7 +219,6 @@ def _train_and_log(net, prep: Prepared, fc: FitConfig, strategy: str, earlier_ti
         prep.num_classes,
         fc,
         checkpoint_dir=work_dir("checkpoints", run_id),
-        skip_epochs=logged_steps(run_id, "loss"),
     )
     finish_training(
         net,

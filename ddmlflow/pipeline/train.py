@@ -29,11 +29,11 @@ from ..config import RunConfig
 from ..describe import Role
 from ..devices import configure_tensorflow, process_tags
 from ..models import register_layers
-from ..packed_training import mlflow_epoch_logger, train_packed
+from ..packed_training import train_packed
 from ..serving import model_id
 from ..tags import BOX_TAG, EXECUTOR_TAG, GROUP_TAG, MODEL_URI_TAG
-from ..tracking import get_run, log_params, logged_steps, monitor_system, retry, say, step_run, work_dir
-from ..training import FitConfig, fit, seed_everything
+from ..tracking import get_run, log_params, monitor_system, retry, say, step_run, work_dir
+from ..training import FitConfig, epoch_logger, fit, seed_everything
 from .finish import finish_training, log_probs  # noqa: F401 - log_probs: part of this step's API
 from .prepared import load_prepared
 
@@ -78,7 +78,6 @@ def train_network(cfg: RunConfig, decompose_run: str, box: int | None) -> None:
         prep.num_classes,
         fc,
         checkpoint_dir=work_dir("checkpoints", run_id),
-        skip_epochs=logged_steps(run_id, "loss"),
     )
     role = Role("global") if box is None else Role("local", box, str(prep.decomposition.boxes[box]))
     finish_training(net, data, summary, role, batch_size=cfg.batch_size)
@@ -125,7 +124,7 @@ def train_locals_packed(
             boxes,
             run_ids,
             checkpoint_dir=work_dir("checkpoints", f"group-{group}"),
-            log_epoch=mlflow_epoch_logger(run_ids),
+            log_epoch=epoch_logger(run_ids),
         )
     if on_trained is not None:
         on_trained()
