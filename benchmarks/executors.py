@@ -17,7 +17,7 @@ validation every epoch, ``training.fit``) for the global net and the locals:
   so no ratio is won by slowing the global net;
 * ``inference``: images/s of the global net and of the CNN-DNN as one Keras
   model (crop -> locals -> coarse, ``build_coherent``) at batch 256, both through
-  ``training.predict`` (what the registered pyfunc runs), TensorFlow's default
+  ``inference.predict`` (what the registered pyfunc runs), TensorFlow's default
   threads (as ``mlflow models serve`` runs them), the median of three passes.
 
 Every route runs with the package's CPU kernels (``devices.use_onednn``: oneDNN on
@@ -178,8 +178,8 @@ def route(name: str, a) -> dict:
             )
             out["flops"] = sum(profiling.flops_exact(net) for net in nets)
     elif name == "inference":
+        from ddmlflow.inference import predict
         from ddmlflow.models.cnn_dnn import build_coherent_from_scratch
-        from ddmlflow.training import predict
 
         x = prep.x_train[: max(a.n, 1024)]
         nets = {

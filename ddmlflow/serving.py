@@ -55,7 +55,7 @@ class CNNDNNModel(PythonModel):
     def predict(self, context, model_input: np.ndarray, params: dict | None = None):
         """``np.ndarray``: a type hint MLflow infers no schema from, so the logged signature (and
         ``check_input``'s HTTP-400 answers) stay in charge of validation."""
-        from .training import predict_probs  # lazy: Keras; loaded with the model, not with ddmlflow.serving
+        from .inference import predict_probs  # lazy: Keras; loaded with the model, not with ddmlflow.serving
 
         x = check_input(model_input, self.decomposition.image_shape)
         return named_output(predict_probs(self.program, x, batch_size=256), self.class_names)
@@ -219,7 +219,7 @@ def log_keras_model(model, example, name: str = "model", params: dict | None = N
     import mlflow.keras.save as keras_save
     from mlflow.models import Model, infer_signature
 
-    from .training import predict  # lazy: Keras; loaded with the model, not with ddmlflow.serving
+    from .inference import predict  # lazy: Keras; loaded with the model, not with ddmlflow.serving
 
     original = keras_save._save_example
 

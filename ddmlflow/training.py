@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ from .checkpoint import EarlyStop, load_state, quiet, save_state, training_state
 from .config import RunConfig
 from .console import keras_verbose
 from .errors import require
-from .models import loss_for, to_probabilities
+from .inference import forget_traced
+from .models import loss_for
 from .optimizers import make_optimizer
 from .tracking import is_local_store, logged_steps, retry, say
 
@@ -105,7 +105,7 @@ def set_precision(model: keras.Model, precision: str) -> keras.Model:
             layer.dtype_policy = precision
     # functions traced under the previous policy would keep computing in it
     model.train_function = model.test_function = model.predict_function = None
-    _PREDICT.pop(model, None)
+    forget_traced(model)
     return model
 
 
@@ -373,40 +373,3 @@ def validation_batches(xv: Any, yv: Any, batch_size: int) -> Any:
     import tensorflow as tf
 
     return quiet(tf.data.Dataset.from_tensor_slices((np.asarray(xv), np.asarray(yv))).batch(batch_size))
-
-
-def predict_probs(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (n, K), also for the one-sigmoid binary nets."""
-    return to_probabilities(predict(model, x, batch_size))
-
-
-_PREDICT: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # model -> its traced forward pass
-
-
-def predict(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """``model.predict(x)`` without its per-call input pipeline: one function traced per model
-    (any batch size), fed array batches. For nets this small, ``predict``'s tf.data pipeline and
-    step machinery cost more than the net: at batch 256 on the 2-core CPU this ran the global
-    VGG3 ~1.7x and the CNN-DNN program ~1.8x faster, with the same outputs."""
-    import tensorflow as tf
-
-    try:
-        (spec,) = model.inputs
-    except (AttributeError, ValueError):  # several inputs, or a subclassed model: Keras' own loop
-        probs: np.ndarray = model.predict(x, batch_size=batch_size, verbose=0)
-        return probs
-    fn = _PREDICT.get(model)
-    if fn is None:
-        net: Callable[[], Any] = weakref.ref(model)  # the cache must not keep the model alive
-        fn = _PREDICT[model] = tf.function(
-            lambda a: net()(a, training=False), input_signature=[tf.TensorSpec((None, *spec.shape[1:]), spec.dtype)]
-        )
-    if len(x) == 0:  # (Keras' predict fails here; an empty conv batch fails on oneDNN)
-        return np.zeros((0, *model.output_shape[1:]), dtype="float32")
-    return np.concatenate(
-        [fn(np.asarray(x[i : i + batch_size], dtype=spec.dtype)).numpy() for i in range(0, len(x), batch_size)]
-    )
-
-
-def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(probs, axis=1) == np.asarray(y)))

@@ -112,8 +112,8 @@ def _free_port() -> int:
 
 def predict_two_step(local_models, coarse, decomposition, x, batch_size: int = 256):
     """The CNN-DNN the long way: each local on its crop, then the coarse net on their outputs."""
+    from ddmlflow.inference import predict_probs
     from ddmlflow.models.cnn_dnn import coarse_features
-    from ddmlflow.training import predict_probs
 
     probs = [predict_probs(m, decomposition.crop(x, i), batch_size) for i, m in enumerate(local_models)]
     return predict_probs(coarse, coarse_features(probs), batch_size)

@@ -252,12 +252,12 @@ def test_resnet20a_saves_and_loads_safely(tmp_path):
     ],
 )
 def test_fast_predict_equals_keras_predict(model, shape, k, n, batch):
-    """``training.predict`` (what the pyfunc and every step's probabilities use) is ``model.predict``
+    """``inference.predict`` (what the pyfunc and every step's probabilities use) is ``model.predict``
     without the pipeline: the same outputs, one traced function per model that does not keep it alive."""
     import gc
     import weakref
 
-    from ddmlflow.training import _PREDICT, predict, predict_probs
+    from ddmlflow.inference import _PREDICT, predict, predict_probs
 
     net = models.build(model, shape, k, width_divisor=2)
     x = np.random.default_rng(0).random((n, *shape), dtype=np.float32)

@@ -26,11 +26,11 @@ def _run(fn, *args) -> str:
 @pytest.mark.slow
 def test_strategies_log_what_evaluate_needs(mlflow_env):
     from conftest import predict_two_step
+    from ddmlflow.inference import accuracy, predict_probs
     from ddmlflow.pipeline.coarse import train_coarse
     from ddmlflow.pipeline.decompose import decompose
     from ddmlflow.pipeline.prepared import load_prepared
     from ddmlflow.pipeline.train import load_keras, load_probs, train_network
-    from ddmlflow.training import accuracy, predict_probs
 
     cfg = config.resolve("", dataset="shapes2d", n_train="64", n_val="32", epochs="1", coarse_epochs="1")
     dec = _run(decompose, cfg)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import aggregate, describe, figures, tables
 from ..config import RunConfig
+from ..inference import accuracy
 from ..results import Evaluation
 from ..serving import log_cnn_dnn, model_id, register
 from ..tags import (
@@ -34,7 +35,6 @@ from ..tags import (
     SPEEDUP_EXECUTORS_TAG,
 )
 from ..tracking import get_run, log_params, retry, say, work_dir
-from ..training import accuracy
 from .classifier_eval import Method, evaluate_classifiers
 from .finish import DataSource
 from .prepared import load_prepared

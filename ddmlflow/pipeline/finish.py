@@ -23,10 +23,10 @@ from .. import profiling
 from ..data import GENERATED
 from ..describe import Role, bounds, training_note
 from ..devices import configure_tensorflow
+from ..inference import accuracy, predict_probs
 from ..serving import log_keras_model, model_id
 from ..tags import DEVICE_TAG, NAMESPACE, NOTE_TAG
 from ..tracking import retry
-from ..training import accuracy, predict_probs
 
 
 def finish_training(

@@ -35,11 +35,12 @@ from .. import lr_schedules, models
 from ..config import RunConfig
 from ..describe import Role
 from ..errors import InputError
+from ..inference import accuracy, predict_probs
 from ..models.cnn_dnn import build_coherent, build_coherent_from_scratch
 from ..models.compose import check, compose, theorem_error
 from ..tags import STRATEGY_TAG
 from ..tracking import log_params, retry, say, work_dir
-from ..training import FitConfig, accuracy, fit, predict_probs, seed_everything
+from ..training import FitConfig, fit, seed_everything
 from .finish import finish_training
 from .prepared import Prepared, load_prepared
 from .train import load_keras, load_probs

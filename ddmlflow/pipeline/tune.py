@@ -14,12 +14,13 @@ import mlflow
 
 from .. import models, tuning  # tuning.search looked up per call (tests replace it)
 from ..devices import configure_tensorflow
+from ..inference import predict_probs
 from ..models import build_coarse, cnn3d, vgg
 from ..profiling import flops_exact
 from ..search_space import default_space
 from ..tags import BEST_TRIAL_RUN_TAG, BEST_TRIAL_TAG, BOX_TAG, NETWORK_TAG
 from ..tracking import log_params, retry, say
-from ..training import FitConfig, predict_probs, seed_everything
+from ..training import FitConfig, seed_everything
 from ..tuning import NetworkHyperModel, SearchOptions
 from .coarse import coarse_inputs
 from .prepared import load_prepared
