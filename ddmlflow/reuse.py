@@ -131,6 +131,14 @@ class Reuse:
         self.keys[rid], self.held[rid] = key, key
         return rid, False
 
+    def __enter__(self) -> Reuse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """The command ends (done, failed or interrupted): every claim still held goes."""
+        for run_id in list(self.held):
+            self.release(run_id)
+
     def release(self, run_id: str) -> None:
         """The run's step ended (finished or not): others may take it now."""
         key = self.held.pop(run_id, None)

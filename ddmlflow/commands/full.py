@@ -79,83 +79,84 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
     exp = parent.info.experiment_id
     log_params({**cfg.params(), **opts.params()})
     log_environment()
-    steps = Reuse(cfg, parent.info.run_id, exp, opts.force)
-    hparams = load_hparams(opts.hparams) if opts.hparams else None
-    have: dict = {"registered_model_name": opts.registered_model_name, "strategy_runs": {}}
-    runs: dict[str, str] = {}
-    outputs: dict = {}  # what the steps run here returned (None: reused, read from its run)
-    batch: list[Job] = []
-    n_boxes = 0
-    for step in STEPS.values():
-        if not _selected(step, opts):
-            continue
-        if not step.training:
-            _train_all(batch, opts, steps)
-            batch = []
-        for inputs in _instances(step, have, n_boxes):
-            name = step.run_name(inputs)
-            step_cfg, tags = tuned(cfg, hparams, step, inputs)
-            if step.training:
-                run_id, done = steps.get(step.name, name, inputs, step_cfg, tags)
-                if not done:
-                    batch.append(
-                        Job(step.name, name, run_id, inputs, step_cfg, log=work_dir("logs", run_id) / "train.log")
+    # the command's claims end with it, whatever happens
+    with Reuse(cfg, parent.info.run_id, exp, opts.force) as steps:
+        hparams = load_hparams(opts.hparams) if opts.hparams else None
+        have: dict = {"registered_model_name": opts.registered_model_name, "strategy_runs": {}}
+        runs: dict[str, str] = {}
+        outputs: dict = {}  # what the steps run here returned (None: reused, read from its run)
+        batch: list[Job] = []
+        n_boxes = 0
+        for step in STEPS.values():
+            if not _selected(step, opts):
+                continue
+            if not step.training:
+                _train_all(batch, opts, steps)
+                batch = []
+            for inputs in _instances(step, have, n_boxes):
+                name = step.run_name(inputs)
+                step_cfg, tags = tuned(cfg, hparams, step, inputs)
+                if step.training:
+                    run_id, done = steps.get(step.name, name, inputs, step_cfg, tags)
+                    if not done:
+                        batch.append(
+                            Job(step.name, name, run_id, inputs, step_cfg, log=work_dir("logs", run_id) / "train.log")
+                        )
+                else:
+                    run_id, outputs[step.name] = steps.inline_result(
+                        step.name,
+                        name,
+                        inputs,
+                        step.call,
+                        step_cfg,
+                        watch=progress.epochs_of(step.name, step_cfg) if step.name == "train_coarse" else 0,
+                        **inputs,
                     )
-            else:
-                run_id, outputs[step.name] = steps.inline_result(
-                    step.name,
-                    name,
-                    inputs,
-                    step.call,
-                    step_cfg,
-                    watch=progress.epochs_of(step.name, step_cfg) if step.name == "train_coarse" else 0,
-                    **inputs,
-                )
-            runs[name] = run_id
-            _collect(have, step, inputs, run_id)
-        if step.name == "decompose":
-            n_boxes = (outputs["decompose"] or Decomposed.from_run(have["decompose_run"])).n_boxes
-            say(f"{n_boxes} local models on {'GPUs ' + ','.join(opts.gpus) if opts.gpus else 'the CPU'}")
-    _train_all(batch, opts, steps)
-    if steps.adopted:
-        say(f"adopted {len(steps.adopted)} runs of an unfinished earlier parent: {', '.join(steps.adopted)}")
-    ev = have["evaluate_run"]
-    evaluation = outputs.get("evaluate") or Evaluation.from_run(ev)
-    results = evaluation.results
-    wall, trained = time.time() - t0, _train_time_total([r for n, r in runs.items() if n not in steps.reused])
-    copied = ("train_accuracy/", "val_accuracy/", "speedup")  # the results table; per-class ones stay on evaluate
-    retry(
-        mlflow.log_metrics,
-        {
-            **{k: v for k, v in results.items() if k.startswith(copied)},
-            "reused_steps": len(steps.reused),
-            "wall_time_s": wall,
-            "train_time_total_s": trained,
-            "overhead_fraction": 1 - trained / wall,
-        },
-    )
-    mlflow.set_tags({run_tag(k): v for k, v in runs.items()})
-    if steps.reused:
-        mlflow.set_tag(REUSED_TAG, ",".join(sorted(steps.reused)))
-    mlflow.set_tag(
-        NOTE_TAG,
-        describe.parent_note(
-            cfg, evaluation.table, describe.paper_row(cfg), steps.elsewhere, steps.adopted, evaluation.per_class
-        ),
-    )
-    say(
-        f"done in {time.time() - t0:.0f} s; CNN-DNN val accuracy {results.get('val_accuracy/cnn_dnn', float('nan')):.4f}"
-    )
-    say(f"runs table: {ui_link(exp)}")
-    return {
-        "runs": runs,
-        "decompose": have["decompose_run"],
-        "coarse": have["coarse_run"],
-        "evaluate": ev,
-        "results": results,
-        "reused": steps.reused,
-        "adopted": steps.adopted,
-    }
+                runs[name] = run_id
+                _collect(have, step, inputs, run_id)
+            if step.name == "decompose":
+                n_boxes = (outputs["decompose"] or Decomposed.from_run(have["decompose_run"])).n_boxes
+                say(f"{n_boxes} local models on {'GPUs ' + ','.join(opts.gpus) if opts.gpus else 'the CPU'}")
+        _train_all(batch, opts, steps)
+        if steps.adopted:
+            say(f"adopted {len(steps.adopted)} runs of an unfinished earlier parent: {', '.join(steps.adopted)}")
+        ev = have["evaluate_run"]
+        evaluation = outputs.get("evaluate") or Evaluation.from_run(ev)
+        results = evaluation.results
+        wall, trained = time.time() - t0, _train_time_total([r for n, r in runs.items() if n not in steps.reused])
+        copied = ("train_accuracy/", "val_accuracy/", "speedup")  # the results table; per-class ones stay on evaluate
+        retry(
+            mlflow.log_metrics,
+            {
+                **{k: v for k, v in results.items() if k.startswith(copied)},
+                "reused_steps": len(steps.reused),
+                "wall_time_s": wall,
+                "train_time_total_s": trained,
+                "overhead_fraction": 1 - trained / wall,
+            },
+        )
+        mlflow.set_tags({run_tag(k): v for k, v in runs.items()})
+        if steps.reused:
+            mlflow.set_tag(REUSED_TAG, ",".join(sorted(steps.reused)))
+        mlflow.set_tag(
+            NOTE_TAG,
+            describe.parent_note(
+                cfg, evaluation.table, describe.paper_row(cfg), steps.elsewhere, steps.adopted, evaluation.per_class
+            ),
+        )
+        say(
+            f"done in {time.time() - t0:.0f} s; CNN-DNN val accuracy {results.get('val_accuracy/cnn_dnn', float('nan')):.4f}"
+        )
+        say(f"runs table: {ui_link(exp)}")
+        return {
+            "runs": runs,
+            "decompose": have["decompose_run"],
+            "coarse": have["coarse_run"],
+            "evaluate": ev,
+            "results": results,
+            "reused": steps.reused,
+            "adopted": steps.adopted,
+        }
 
 
 def _train_time_total(run_ids: list[str]) -> float:
@@ -182,16 +183,10 @@ def _collect(have: dict, step: Step, inputs: dict, run_id: str) -> None:
 
 def _train_all(jobs: list[Job], opts: FullOptions, steps: Reuse | None = None) -> None:
     """Run the trainings through the executor, each pinned to GPU k mod G; close what failed; release
-    each one's claim as it ends (``steps``: the ``Reuse`` that claimed them)."""
+    each one's claim as it ends (``steps``: the ``Reuse`` that claimed them; it releases the rest)."""
     if not jobs:
         return
-    release = steps.release if steps is not None else None
-    try:
-        _run_trainings(jobs, opts, release)
-    finally:
-        for job in jobs:  # what an interruption left held
-            if release:
-                release(job.run_id)
+    _run_trainings(jobs, opts, steps.release if steps is not None else None)
 
 
 def _run_trainings(jobs: list[Job], opts: FullOptions, release=None) -> None:

@@ -69,38 +69,39 @@ def tune(cfg: RunConfig, opts: TuneOptions | None = None, epochs: int | None = N
     search = SearchOptions.of(opts, epochs)
     parent = mlflow.active_run().info
     log_params({**cfg.params(), "target": target, **search.key(), "space_file": opts.space})
-    steps = Reuse(cfg, parent.run_id, parent.experiment_id, opts.force)
-    t0 = time.time()
-    runs: dict[str, str] = {}
-    decomposed = None
-    if target != "coarse":
-        dec, out = steps.inline_result("decompose", "decompose", {}, decompose, cfg)
-        decomposed = out if isinstance(out, Decomposed) else Decomposed.from_run(dec)
-        boxes: list[int | None] = [None] if target == "global" else list(range(decomposed.n_boxes))
-        runs = _search_cnns(steps, cfg, opts, search, dec, boxes)
-        if target == "all":
-            local_runs = [runs[network_name(b)] for b in boxes]
-    if target in ("coarse", "all"):
-        runs["coarse"] = steps.inline(
-            "tune_coarse",
-            "tune_coarse",
-            {**search.key(), "local_runs": local_runs},
-            tune_coarse,
-            cfg,
-            local_runs,
-            search,
+    # the command's claims end with it, whatever happens
+    with Reuse(cfg, parent.run_id, parent.experiment_id, opts.force) as steps:
+        t0 = time.time()
+        runs: dict[str, str] = {}
+        decomposed = None
+        if target != "coarse":
+            dec, out = steps.inline_result("decompose", "decompose", {}, decompose, cfg)
+            decomposed = out if isinstance(out, Decomposed) else Decomposed.from_run(dec)
+            boxes: list[int | None] = [None] if target == "global" else list(range(decomposed.n_boxes))
+            runs = _search_cnns(steps, cfg, opts, search, dec, boxes)
+            if target == "all":
+                local_runs = [runs[network_name(b)] for b in boxes]
+        if target in ("coarse", "all"):
+            runs["coarse"] = steps.inline(
+                "tune_coarse",
+                "tune_coarse",
+                {**search.key(), "local_runs": local_runs},
+                tune_coarse,
+                cfg,
+                local_runs,
+                search,
+            )
+        best = {}
+        for run_id in runs.values():
+            best.update(_json_artifact(run_id, "best_hparams.json"))
+        retry(mlflow.log_dict, best, "best_hparams.json")
+        costs = log_costs(runs, cfg, target, decomposed)
+        mlflow.set_tags({run_tag(f"tune_{k}"): v for k, v in runs.items()})
+        say(
+            f"tune {target}: {len(runs)} searches in {time.time() - t0:.0f} s; best values in best_hparams.json "
+            f"(use: full -P hparams={parent.run_id})"
         )
-    best = {}
-    for run_id in runs.values():
-        best.update(_json_artifact(run_id, "best_hparams.json"))
-    retry(mlflow.log_dict, best, "best_hparams.json")
-    costs = log_costs(runs, cfg, target, decomposed)
-    mlflow.set_tags({run_tag(f"tune_{k}"): v for k, v in runs.items()})
-    say(
-        f"tune {target}: {len(runs)} searches in {time.time() - t0:.0f} s; best values in best_hparams.json "
-        f"(use: full -P hparams={parent.run_id})"
-    )
-    return {"runs": runs, "best": best, "costs": costs, "reused": steps.reused}
+        return {"runs": runs, "best": best, "costs": costs, "reused": steps.reused}
 
 
 def _search_cnns(
@@ -132,19 +133,15 @@ def _search_cnns(
     def progress(s: dict) -> None:
         say(f"searches: {s['done']} done, {s['running']} running, {s['failed']} failed, {s['pending']} waiting")
 
-    try:
-        with open_executor("process", opts) as executor:
-            run_and_close(
-                executor,
-                jobs,
-                progress,
-                "searches",
-                "Rerun the same command to resume them (finished trials are kept).",
-                steps.release,
-            )
-    finally:
-        for job in jobs:
-            steps.release(job.run_id)
+    with open_executor("process", opts) as executor:
+        run_and_close(
+            executor,
+            jobs,
+            progress,
+            "searches",
+            "Rerun the same command to resume them (finished trials are kept).",
+            steps.release,
+        )
     return runs
 
 
