@@ -95,3 +95,18 @@ def test_rounds_time_each_route_in_its_own_process_and_report_medians():
     assert (
         out["packed_speedup"] == out["packed_speedup_median"] == statistics.median(x["packed_speedup"] for x in rounds)
     )
+
+
+def test_precision_benchmark_times_each_precision_in_the_same_call():
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "precision.py"), "--n", "32", "--epochs", "2", "--routes", "packed"]
+        + ["--json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    f32, bf16 = out["packed_s_per_epoch@float32"], out["packed_s_per_epoch@mixed_bfloat16"]
+    assert f32 > 0 and bf16 > 0
+    assert out["packed_speedup@mixed_bfloat16"] == pytest.approx(f32 / bf16)
