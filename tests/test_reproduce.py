@@ -57,7 +57,7 @@ def test_missing_data_names_where_to_get_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_reproduce_then_rerun_reuses_and_report_reads_the_store(mlflow_env, tmp_path):
+def test_reproduce_then_rerun_reuses_and_report_reads_the_store(mlflow_env, tmp_path, monkeypatch):
     from ddmlflow.commands.report import report
     from ddmlflow.commands.reproduce import reproduce
 
@@ -86,8 +86,12 @@ def test_reproduce_then_rerun_reuses_and_report_reads_the_store(mlflow_env, tmp_
     assert "<table>" in (tmp_path / "r1" / "report.html").read_text()
 
     n_runs = len(client.search_runs([parent.info.experiment_id], max_results=500))
-    again = reproduce("shapes2d", TINY, out_dir=tmp_path / "r2")  # nothing left to run
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    again = reproduce("shapes2d", TINY)  # nothing left to run; the report lands in ./reports/<table>-<budget>
     assert again["runs"] == out["runs"]
+    assert again["report"] == tmp_path / "cwd" / "reports" / "shapes2d-smoke"
+    assert (again["report"] / "report.md").read_text().count("| shapes2d-vgg3-2x2-d") >= 2
     assert len(client.search_runs([parent.info.experiment_id], max_results=500)) == n_runs + 1  # the new parent
 
     # report on the whole experiment, without any reproduce tag: every `full` run, budget inferred

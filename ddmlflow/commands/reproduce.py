@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 from pathlib import Path
 
 import mlflow
@@ -23,7 +22,7 @@ from ..config import FullOptions, ReproduceOptions, RunConfig, key_params, parse
 from ..experiments import Budget
 from ..reuse import Reuse
 from ..tags import BUDGET_TAG, BUDGET_VALUES_TAG, FULL_RUNS_TAG, NOTE_TAG, ROW_NAME_TAG, ROW_TAG, STEP_TAG, TABLE_TAG
-from ..tracking import log_params, retry, say, setup, step_run, work_dir
+from ..tracking import log_params, retry, say, setup, step_run
 from .full import StepsFailed, full
 from .report import report
 
@@ -135,7 +134,8 @@ def _reproduce(table, budget, rows, data_dir, opts: ReproduceOptions, registered
             failed[run.name] = str(e)
             say(f"{run.name} failed: {e}")
         mlflow.set_tag(FULL_RUNS_TAG, json.dumps(list(ids.values())))
-    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(dir=work_dir("tmp")))
+    # a folder the user finds after the command, in the folder it ran in (``mlflow run``: the project's)
+    out = Path(out_dir) if out_dir else Path("reports", f"{table}-{_budget_name(budget)}").resolve()
     report(
         parent_run=parent.info.run_id,
         out_dir=out,
