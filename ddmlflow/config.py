@@ -112,6 +112,11 @@ class RunConfig:
     coarse_learning_rate: float = option(number(0.0, 1.0), "learning rate of the coarse net")
     coarse_patience: int = option(integer(0), "the coarse net's early stopping on held-out training data (0: none)")
     transfer_coarse: bool = option(boolean, "transfer: also transfer the trained coarse net (false: locals only)")
+    transfer_pretrain_epochs: int = option(
+        integer(1),
+        "transfer: epochs the locals are trained before they are transferred (KLW-TL: 150); "
+        "other than epochs: locals of their own (pretrain_local/NN)",
+    )
     compose_lr_schedule: str = option(
         choice(lambda: tuple(presets.COMPOSE_LR_SCHEDULES)), "compose: Gu et al.'s step schedules, or constant"
     )

@@ -52,6 +52,7 @@ class Budget:
     n_val: int | None = None
     epochs: int | None = None
     coarse_epochs: int | None = None
+    transfer_pretrain_epochs: int | None = None
     patience: int | None = None
     image_size: tuple[int, ...] | None = None
     note: str = ""
@@ -75,14 +76,22 @@ class _Shared(TypedDict):
 
     epochs: int
     coarse_epochs: int
+    transfer_pretrain_epochs: int
     patience: int
     note: str
 
 
-_SMOKE = _Shared(epochs=1, coarse_epochs=20, patience=0, note="plumbing check: 1 epoch; accuracies mean little")
+_SMOKE = _Shared(
+    epochs=1,
+    coarse_epochs=20,
+    transfer_pretrain_epochs=1,
+    patience=0,
+    note="plumbing check: 1 epoch; accuracies mean little",
+)
 _CPU = _Shared(
     epochs=5,
     coarse_epochs=20,
+    transfer_pretrain_epochs=5,  # the locals' own runs: the transfer reuses them
     patience=0,
     note="about an hour per table on a laptop CPU; compare orderings, not values",
 )

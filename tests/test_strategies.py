@@ -91,3 +91,29 @@ def test_strategies_log_what_evaluate_needs(mlflow_env):
 def test_unknown_strategy_is_an_input_error():
     with pytest.raises(InputError, match="strategies='cnn_dnn,ensemble'"):
         config.parse_options(config.FullOptions, strategies="cnn_dnn,ensemble")
+
+
+@pytest.mark.slow
+def test_transfer_starts_from_locals_pretrained_for_their_own_epochs(mlflow_env):
+    """KLW-TL 2.2: the transferred locals are trained ``transfer_pretrain_epochs``, not ``epochs``; they are
+    runs of their own (``pretrain_local/NN``), and the two-step CNN-DNN keeps the ``epochs`` locals."""
+    from ddmlflow.commands.full import run_full
+
+    small = dict(dataset="shapes2d", n_train="32", n_val="16", epochs="1", coarse_epochs="1")
+    cfg = config.resolve("", **small, transfer_pretrain_epochs="2", transfer_coarse="false")
+    opts = config.parse_options(
+        config.FullOptions, strategies="cnn_dnn,transfer", run_global="false", registered_model_name="-"
+    )
+    run_full(cfg, opts)
+    runs = {r.info.run_name: r for r in mlflow.search_runs(search_all_experiments=True, output_format="list")}
+    pre = [runs[f"pretrain_local/{k:02d}"] for k in range(4)]
+    locals_ = [runs[f"train_local/{k:02d}"] for k in range(4)]
+    assert [r.data.metrics["epochs_run"] for r in pre] == [2] * 4
+    assert [r.data.metrics["epochs_run"] for r in locals_] == [1] * 4
+    transfer = runs["transfer"].data.params
+    assert transfer["local_runs"].split(",") == [r.info.run_id for r in pre] and transfer["pretrain_epochs"] == "2"
+    coarse = runs["train_coarse"].data.params
+    assert coarse["local_runs"].split(",") == [r.info.run_id for r in locals_]
+    # a coarse net trained on the `epochs` locals cannot go with the longer-trained ones
+    with pytest.raises(InputError, match="transfer_coarse"):
+        run_full(config.resolve("", **small, transfer_pretrain_epochs="2", transfer_coarse="true"), opts)

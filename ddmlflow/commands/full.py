@@ -14,6 +14,7 @@ pin devices and pass parent ids.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ import mlflow
 
 from .. import describe, devices, environment, preload, progress
 from ..config import FullOptions, RunConfig, require_gpu_for
+from ..errors import require
 from ..executors import Executor, Job, Result, choose, open_executor, prestart
 from ..executors.packed import stop_spares, store_ready
 from ..hparams import apply_hparams, load_hparams
@@ -56,6 +58,21 @@ def _instances(step: Step, have: dict, n_boxes: int) -> list[dict]:
     return [base]
 
 
+def _schedule(steps: Reuse, batch: list[Job], step: Step, name: str, inputs: dict, cfg: RunConfig, tags) -> str:
+    """The run of a training step: reused when finished (same key), else a job added to ``batch``."""
+    run_id, done = steps.get(step.name, name, inputs, cfg, tags)
+    if not done:
+        batch.append(Job(step.name, name, run_id, inputs, cfg, log=work_dir("logs", run_id) / "train.log"))
+    return run_id
+
+
+def _pretrains(cfg: RunConfig, opts: FullOptions) -> bool:
+    """KLW-TL's transfer starts from locals trained ``transfer_pretrain_epochs`` (150), not ``epochs``:
+    when the two differ, ``pretrain_local/NN`` runs train them (the same step, so finished ones with the
+    same key are reused); when equal, the transfer takes the ``train_local`` runs."""
+    return "transfer" in opts.strategies and cfg.transfer_pretrain_epochs != cfg.epochs
+
+
 def _selected(step: Step, opts: FullOptions) -> bool:
     if step.strategy:
         return step.name in opts.strategies
@@ -79,6 +96,12 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
     exp = parent.info.experiment_id
     log_params({**cfg.params(), **opts.params()})
     log_environment()
+    require(
+        not (_pretrains(cfg, opts) and cfg.transfer_coarse),
+        "transfer_coarse",
+        "true",
+        "false when transfer_pretrain_epochs differs from epochs (the coarse net learns the locals of `epochs`)",
+    )
     # the command's claims end with it, whatever happens
     with Reuse(cfg, parent.info.run_id, exp, opts.force) as steps:
         hparams = load_hparams(opts.hparams) if opts.hparams else None
@@ -94,14 +117,17 @@ def _full(cfg: RunConfig, opts: FullOptions, t0: float) -> dict:
                 _train_all(batch, opts, steps)
                 batch = []
             for inputs in _instances(step, have, n_boxes):
+                if step.name == "transfer" and "pretrain_runs" in have:
+                    inputs = {**inputs, "local_runs": have["pretrain_runs"]}
                 name = step.run_name(inputs)
                 step_cfg, tags = tuned(cfg, hparams, step, inputs)
                 if step.training:
-                    run_id, done = steps.get(step.name, name, inputs, step_cfg, tags)
-                    if not done:
-                        batch.append(
-                            Job(step.name, name, run_id, inputs, step_cfg, log=work_dir("logs", run_id) / "train.log")
-                        )
+                    run_id = _schedule(steps, batch, step, name, inputs, step_cfg, tags)
+                    if step.name == "train_local" and _pretrains(cfg, opts):  # KLW-TL: longer-trained locals
+                        pre = f"pretrain_local/{inputs['box']:02d}"
+                        pre_cfg = dataclasses.replace(step_cfg, epochs=cfg.transfer_pretrain_epochs)
+                        runs[pre] = _schedule(steps, batch, step, pre, inputs, pre_cfg, tags)
+                        have.setdefault("pretrain_runs", []).append(runs[pre])
                 else:
                     run_id, outputs[step.name] = steps.inline_result(
                         step.name,
