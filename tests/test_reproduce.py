@@ -33,7 +33,14 @@ def test_every_experiment_resolves_and_names_its_paper_rows():
 def test_budgets_are_exact_and_paper_changes_nothing():
     assert experiments.budget("paper", "cifar10").overrides() == {}
     smoke = experiments.budget("smoke", "cifar10").overrides()
-    assert smoke == {"n_train": "500", "n_val": "200", "epochs": "1", "coarse_epochs": "20", "patience": "0"}
+    assert smoke == {
+        "n_train": "500",
+        "n_val": "200",
+        "epochs": "1",
+        "coarse_epochs": "20",
+        "transfer_pretrain_epochs": "1",  # the transfer reuses the locals
+        "patience": "0",
+    }
     assert "epochs=5" in experiments.budget("cpu", "cifar10").describe()
     with pytest.raises(InputError, match="budget"):
         experiments.budget("huge", "cifar10")
