@@ -16,7 +16,7 @@ import sys
 
 from . import console, presets
 from .commands import COMMANDS
-from .config import RunConfig, TrackingOptions, add_options, options, parse_options, resolve
+from .config import ReproduceOptions, RunConfig, TrackingOptions, add_options, options, parse_options, resolve
 from .devices import watch_driver
 from .errors import InputError
 from .steps import STEPS, trains
@@ -156,6 +156,12 @@ def _run_command(a: argparse.Namespace) -> int:
     cfg = _config(a) if c.config else None
     cls = c.options_class()
     opts: object = parse_options(cls, **{o["field"]: getattr(a, o["field"]) for o in options(cls)})
+    if getattr(opts, "estimate", False):  # a dry run: no parent run, nothing trains
+        from .commands.reproduce import estimate  # lazy: MLflow; --help must not load it
+
+        assert isinstance(opts, ReproduceOptions)  # the one command with `estimate`
+        estimate(opts)
+        return 0
     c.run(cfg, opts, a.run_id or os.environ.pop("MLFLOW_RUN_ID", ""), _tracking(a))
     return 0
 

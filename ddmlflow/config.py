@@ -363,6 +363,12 @@ class ReproduceOptions:
         default="smoke",
     )
     data_dir: str = option(text, "data folder (or a folder of <dataset>/ folders)", default="")
+    estimate: bool = option(
+        boolean,
+        "print each configuration's expected time on this machine (its nets timed briefly here); train nothing",
+        default="false",
+        key=False,
+    )
     executor: str = same_as(FullOptions, "executor")
     gpus: tuple[str, ...] = same_as(FullOptions, "gpus")
     jobs_per_gpu: int = same_as(FullOptions, "jobs_per_gpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import mlflow
@@ -106,3 +107,39 @@ def test_reproduce_then_rerun_reuses_and_report_reads_the_store(mlflow_env, tmp_
     text = (rep / "report.md").read_text()
     assert text.count("| shapes2d-vgg3-2x2-d") >= 2 and "smoke" in text
     assert mlflow.active_run() is None
+
+
+def test_estimate_adds_what_each_row_trains():
+    from ddmlflow.pipeline.estimate import OVERHEAD_S, Costs, estimate
+
+    c = Costs(
+        n_train=1000,
+        n_val=200,
+        global_train=1e-3,
+        global_predict=1e-4,
+        locals_train=3e-4,
+        locals_predict=4e-5,
+        coarse_train=1e-5,
+    )
+    cfg = config.resolve("", n_train="500", epochs="4", coarse_epochs="10", transfer_pretrain_epochs="4")
+    n_all = 500 + 200  # n_val: the data's (the config takes all)
+    parts = estimate(cfg, c, run_global=True, strategies=())
+    assert parts["global"] == pytest.approx(4 * 500 * 1e-3 + n_all * 1e-4)
+    assert parts["locals"] == pytest.approx(4 * 500 * 3e-4 + n_all * 4e-5)
+    assert parts["coarse"] == pytest.approx(10 * 500 * 1e-5) and parts["overhead"] == OVERHEAD_S
+    assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
+    assert estimate(cfg, c, run_global=False, strategies=())["global"] == 0.0
+    longer = dataclasses.replace(cfg, transfer_pretrain_epochs=8)  # pretrain_local/NN runs of their own
+    assert estimate(longer, c, True, ("transfer",))["strategies"] == pytest.approx(500 * (4 + 8) * 3e-4)
+    assert estimate(cfg, c, True, ("transfer",))["strategies"] == pytest.approx(500 * 4 * 3e-4)
+
+
+@pytest.mark.slow
+def test_reproduce_estimate_times_the_rows_here_and_trains_nothing(mlflow_env, capsys):
+    from ddmlflow.cli import main
+
+    assert main(["reproduce", "--table", "shapes2d", "--budget", "smoke", "--estimate"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"shapes2d-vgg3-2x2-d0 \[budget smoke.*\]: \d+ s \(global \d+ s, locals \d+ s", err), err
+    assert re.search(r"shapes2d, budget smoke: about \d+ s in all", err), err
+    assert not MlflowClient().search_runs([e.experiment_id for e in MlflowClient().search_experiments()])

@@ -38,6 +38,28 @@ def configurations(table: str, budget: str | Budget = "smoke", data_dir: str = "
     return out
 
 
+def estimate(opts: ReproduceOptions) -> float:
+    """``reproduce --estimate``: each row's expected time on this machine, printed; nothing trains, no run.
+    Returns the table's total in seconds."""
+    from ..pipeline.estimate import costs
+    from ..pipeline.estimate import estimate as row_estimate
+
+    rows = configurations(opts.table, opts.budget, opts.data_dir)
+    say(f"estimating {opts.table} at budget {opts.budget} on this machine: each row's nets timed briefly")
+    total = 0.0
+    for run, cfg, b in rows:
+        parts = row_estimate(cfg, costs(cfg), run.run_global, tuple(run.strategies))
+        total += parts["total"]
+        shown = ", ".join(f"{k} {_duration(v)}" for k, v in parts.items() if k != "total" and v)
+        say(f"{run.name} [{b.describe()}]: {_duration(parts['total'])} ({shown})")
+    say(f"{opts.table}, budget {opts.budget}: about {_duration(total)} in all, from scratch (finished runs are reused)")
+    return total
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def _run_row(rows: Reuse, cfg: RunConfig, opts: FullOptions, name: str, tags: dict) -> str:
     """One configuration as a nested ``full`` child run (the one reuse rule: its key holds the config,
     the data's content and the options that change what it produces); the only place that calls ``full``."""

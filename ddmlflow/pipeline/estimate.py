@@ -1,0 +1,173 @@
+"""How long a ``full`` configuration takes on this machine, before anything of it trains.
+
+``ddmlflow reproduce --estimate`` calls ``estimate`` for each row of a table. Each row's networks are
+timed here, on the row's own data (its first images), shapes, batch size and precision, each route in a
+fresh process with the threads the packed executor gives it (``measure``): the global net through
+``training.fit`` with TensorFlow's threads, the locals packed (``packed_training``) with one thread
+per op, the coarse net on features of its real width. A short first epoch traces; the second is timed.
+Seconds per training image per epoch (validation at the row's ratio included), times the row's images
+and epochs, plus predicting every image once per net (the probabilities the coarse net and the report
+read) and a fixed ``OVERHEAD_S`` per row (start, decomposition, evaluation, logging), is the estimate.
+The coarse net is counted at its epoch cap (its early stopping usually ends it sooner); the strategies
+by the nets they train (coherent and transfer: the locals' cost, compose: twice the global net's).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..config import RunConfig, from_json, to_json
+
+OVERHEAD_S = 20.0  # per row: process start, decomposition, evaluation, figures, logging (README "Speed")
+CALIBRATION_BATCHES = 16  # timed batches per route: long enough to average, short enough for a dry run
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds per image measured here, for one configuration's networks."""
+
+    n_train: int
+    n_val: int
+    global_train: float  # per training image per epoch (its validation share included)
+    global_predict: float
+    locals_train: float  # the packed group: all locals of the decomposition together
+    locals_predict: float  # every local, one after another
+    coarse_train: float
+
+
+def _prep(cfg: RunConfig, n: int) -> Any:
+    """The row's data (as ``decompose`` loads it), cut to ``n`` training images and the row's val ratio."""
+    from .. import data
+    from ..decomposition import make
+    from .prepared import Prepared
+
+    ds = data.load(**cfg.data_args(), progress=False)
+    n_val = max(1, round(n * len(ds.x_val) / len(ds.x_train)))
+    dec = make(cfg.decomposition, ds.x_train.shape[1:], cfg.overlap)
+    prep = Prepared(
+        ds.x_train[:n],
+        ds.y_train[:n],
+        ds.x_val[:n_val],
+        ds.y_val[:n_val],
+        list(ds.class_names),
+        dec,
+        ds.name,
+        ds.augment,
+    )
+    return prep, len(ds.x_train), len(ds.x_val)
+
+
+def _second_epoch(train: Any) -> float:
+    """Seconds of the second epoch of ``train(stamp)``, which calls ``stamp()`` after every epoch."""
+    stamps = [time.perf_counter()]
+    train(lambda *_: stamps.append(time.perf_counter()))
+    return stamps[2] - stamps[1]
+
+
+def _predict_s(net: Any, x: np.ndarray) -> float:
+    from ..inference import predict
+
+    predict(net, x[:8])
+    t0 = time.perf_counter()
+    predict(net, x)
+    return (time.perf_counter() - t0) / len(x)
+
+
+def measure(cfg: RunConfig, route: str) -> dict[str, float]:
+    """Seconds per image of ``route`` ("global": the global and the coarse net; "locals": the packed
+    group), in this process; call in a fresh one (threads are fixed when TensorFlow starts)."""
+    import keras
+
+    from .. import models
+    from ..packed_training import configure_threads, train_packed
+    from ..training import FitConfig, fit
+
+    if route == "locals":
+        configure_threads()
+    prep, n_train, n_val = _prep(cfg, CALIBRATION_BATCHES * cfg.batch_size)
+    n = len(prep.x_train)  # fewer when the row has fewer
+    cfg = replace(cfg, epochs=2, patience=0)
+    k, out = prep.num_classes, {"n_train": float(n_train), "n_val": float(n_val)}
+
+    class Stamp(keras.callbacks.Callback):
+        def __init__(self, stamp: Any) -> None:
+            super().__init__()
+            self.stamp = stamp
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.stamp()
+
+    def fitted(net, data, fc) -> float:
+        return _second_epoch(lambda stamp: fit(net, data, k, fc, log_to_mlflow=False, callbacks=[Stamp(stamp)]))
+
+    if route == "global":
+        net = models.build(cfg.model, prep.decomposition.image_shape, k, name="global", dropout=cfg.dropout)
+        x = prep.augmented_train(None, FitConfig.of(cfg)) if prep.augment else prep.x_train
+        out["global_train"] = fitted(net, (x, prep.y_train, prep.x_val, prep.y_val), FitConfig.of(cfg)) / n
+        out["global_predict"] = _predict_s(net, prep.x_train)
+        width = prep.decomposition.n * models.output_units(k)
+        coarse = models.build_coarse(prep.decomposition.n, k, cfg.coarse_hidden, cfg.coarse_dropout)
+        nc = CALIBRATION_BATCHES * cfg.coarse_batch_size
+        feats = np.random.default_rng(0).random((nc, width), dtype=np.float32)
+        labels = np.arange(nc) % k
+        fc = replace(FitConfig.coarse(cfg), epochs=2, patience=0)
+        out["coarse_train"] = fitted(coarse, (feats, labels, feats[: nc // 4], labels[: nc // 4]), fc) / nc
+    else:
+        boxes = list(range(prep.decomposition.n))
+        group: list[Any] = []
+
+        def packed(stamp: Any) -> None:
+            on_epoch = lambda k, epoch, metrics: stamp() if k == 0 else None  # noqa: E731 - one branch stamps
+            group.extend(train_packed(cfg, prep, boxes, [""] * len(boxes), None, on_epoch))
+
+        secs = _second_epoch(packed)
+        out["locals_train"] = secs / n
+        out["locals_predict"] = sum(_predict_s(r.model, prep.decomposition.crop(prep.x_train, r.box)) for r in group)
+    return out
+
+
+def costs(cfg: RunConfig) -> Costs:
+    """``measure`` of both routes, each in a fresh process."""
+    got: dict[str, float] = {}
+    for route in ("global", "locals"):
+        res = subprocess.run(
+            [sys.executable, "-m", __name__, route, to_json(cfg)], capture_output=True, text=True, check=False
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"measuring the {route} nets failed: {res.stderr.strip().splitlines()[-1:]}")
+        got.update(json.loads(res.stdout.strip().splitlines()[-1]))
+    return Costs(int(got.pop("n_train")), int(got.pop("n_val")), **got)
+
+
+def estimate(cfg: RunConfig, c: Costs, run_global: bool, strategies: tuple[str, ...]) -> dict[str, float]:
+    """Seconds per part of one ``full`` run of ``cfg`` from scratch, with ``c`` measured for it."""
+    n_train = min(cfg.n_train or c.n_train, c.n_train)
+    n_all = n_train + min(cfg.n_val or c.n_val, c.n_val)
+    parts = {
+        "global": (cfg.epochs * n_train * c.global_train + n_all * c.global_predict) if run_global else 0.0,
+        "locals": cfg.epochs * n_train * c.locals_train + n_all * c.locals_predict,
+        "coarse": cfg.coarse_epochs * n_train * c.coarse_train,
+        "overhead": OVERHEAD_S,
+    }
+    per_strategy = {
+        "coherent": cfg.epochs * c.locals_train,
+        "transfer": cfg.epochs * c.locals_train
+        + (cfg.transfer_pretrain_epochs * c.locals_train if cfg.transfer_pretrain_epochs != cfg.epochs else 0.0),
+        "compose": 2 * cfg.epochs * c.global_train,
+    }
+    parts["strategies"] = n_train * sum(per_strategy.get(s, 0.0) for s in strategies)
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+if __name__ == "__main__":  # python -m ddmlflow.pipeline.estimate ROUTE CONFIG_JSON
+    import ddmlflow  # noqa: F401 - the package's CPU kernels, before TensorFlow starts
+
+    print(json.dumps(measure(from_json(sys.argv[2], RunConfig), sys.argv[1])))
