@@ -27,7 +27,8 @@ shared CPU, ``--rounds R`` times the routes R times in turn (the first pass is
 round 1), each route in a fresh process with its own threads, and reports the
 medians of the per-round ratios.
 ``--precision mixed_bfloat16`` trains every route under that Keras policy (``training.set_precision``).
-``--image-size`` shrinks the volume/image (e.g. ``64,64,32`` for chest CT).
+``--image-size`` shrinks the volume/image (e.g. ``64,64,32`` for chest CT); ``--decomposition``
+replaces the preset's (e.g. ``8x8``: 64 locals), reported as ``decomposition``.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _setup(a):
     y = rng.integers(0, p.num_classes, a.n)
     nv = max(a.n // 4, 1)
     xv, yv = rng.random((nv, *shape), dtype=np.float32), rng.integers(0, p.num_classes, nv)
-    dec = make(p.decomposition, shape, p.overlap)
+    dec = make(a.decomposition or p.decomposition, shape, p.overlap)
     cfg = SimpleNamespace(
         model=p.model,
         width_divisor=p.width_divisor,
@@ -239,6 +240,7 @@ def main() -> None:
         choices=PRECISIONS,
         help="every route's training precision (the config's `precision`)",
     )
+    ap.add_argument("--decomposition", default=None, help="instead of the preset's, e.g. 8x8 (64 locals) or 4x4x2")
     ap.add_argument("--routes", default="global,global_threads,process,packed,inference")
     ap.add_argument(
         "--rounds",
@@ -274,6 +276,7 @@ def main() -> None:
         "epochs": a.epochs,
         "onednn": rounds[0]["onednn"],
         "image_shape": list(prep.decomposition.image_shape),
+        "decomposition": a.decomposition or p.decomposition,
         "n_locals": prep.decomposition.n,
         "cpu_count": os.cpu_count(),
     }
