@@ -37,14 +37,15 @@ def fusable_adam(optimizer: Any) -> bool:
 
 
 def apply_adam_fused(optimizer: Any, grads: list[Any], variables: list[Any]) -> None:
-    """Keras Adam's ``apply_gradients`` (``fusable_adam`` ones, in a tf.function) with ~15 ops per variable.
+    """Keras Adam's ``apply_gradients`` (``fusable_adam`` ones, in a tf.function) with a third of its ops.
 
     Keras' ``update_step`` recomputes the step's scalars (learning rate, beta powers, ``alpha``) for
-    every variable: ~45 ops per variable, most of a packed group's graph (tracing time, RSS) and of its
-    executor's per-step work. Here the scalars are computed once per optimizer and each variable gets
-    Keras' elementwise update, op for op with the same constants, so the weights are bitwise Keras'
-    (TensorFlow's fused ``ResourceApplyAdam`` is not: it rounds ``1 - beta`` in float32, and Adam turns
-    that into differences of 4e-5 after one epoch). ``iterations`` advances as Keras'.
+    every variable, ~45 ops each: with many small locals in one graph those dominate the op count
+    (tracing time, graph memory, executor work per step; benchmarks/README.md has the figures). Here
+    the scalars are computed once per optimizer and each variable gets Keras' elementwise update op
+    for op with the same constants and Keras' in-place assigns, so weights and moments are bitwise
+    Keras' (tests/test_fused_adam.py). TensorFlow's fused ``ResourceApplyAdam`` is not: it rounds
+    ``1 - beta`` in float32, and Adam amplifies that past the packed tests' tolerance in one epoch.
     """
     import tensorflow as tf
 

@@ -148,8 +148,8 @@ def _correct(p: Any, y: Any) -> Any:
 
 
 def apply_gradients(optimizer: Any, grads: list[Any], weights: list[Any]) -> None:
-    """``optimizer.apply_gradients``; a plain Adam as one fused kernel per variable (``optimizers.apply_adam_fused``:
-    its ~45 ops per variable were most of a group's graph and ~40 % of a 3D group's step)."""
+    """``optimizer.apply_gradients``; a plain Adam with its scalars once per branch (``optimizers.apply_adam_fused``,
+    bitwise Keras' update): Keras' per-variable scalars were much of a many-local group's graph and step."""
     if fusable_adam(optimizer):
         apply_adam_fused(optimizer, grads, weights)
     else:
