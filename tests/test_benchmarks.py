@@ -110,3 +110,24 @@ def test_precision_benchmark_times_each_precision_in_the_same_call():
     f32, bf16 = out["packed_s_per_epoch@float32"], out["packed_s_per_epoch@mixed_bfloat16"]
     assert f32 > 0 and bf16 > 0
     assert out["packed_speedup@mixed_bfloat16"] == pytest.approx(f32 / bf16)
+
+
+def test_decomposition_option_replaces_the_presets():
+    """``--decomposition 8x8``: 64 locals of the preset's image, reported under ``decomposition``."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("bench_executors", ROOT / "benchmarks" / "executors.py")
+    executors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(executors)
+    a = SimpleNamespace(
+        preset="cifar10-vgg3-2x2",
+        image_size=None,
+        n=8,
+        epochs=1,
+        batch_size=0,
+        decomposition="8x8",
+        precision="float32",
+    )
+    _, _, prep = executors._setup(a)
+    assert prep.decomposition.n == 64 and prep.decomposition.input_shape(0) == (4, 4, 3)
