@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--branches", type=int, default=0, help="only the first k boxes (0: all)")
     ap.add_argument("--trace", action="store_true", help="record one epoch with tf.profiler")
     ap.add_argument("--json", action="store_true")
+    ap.set_defaults(precision="float32")  # executors._setup reads it
     a = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import ddmlflow  # noqa: F401 - the package's CPU kernels

@@ -200,6 +200,7 @@ def main() -> None:
     ap.add_argument("--variants", default="packed,packed_xla,stacked,stacked_xla")
     ap.add_argument("--threads", type=lambda s: [int(v) for v in s.split(",")], default=None, help="intra,inter")
     ap.add_argument("--json", action="store_true")
+    ap.set_defaults(precision="float32")  # executors._setup reads it
     a = ap.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import ddmlflow  # noqa: F401 - the package's CPU kernels

@@ -150,7 +150,7 @@ def _correct(p: Any, y: Any) -> Any:
 def apply_gradients(optimizer: Any, grads: list[Any], weights: list[Any]) -> None:
     """``optimizer.apply_gradients``; a plain Adam with its scalars once per branch (``optimizers.apply_adam_fused``,
     bitwise Keras' update): Keras' per-variable scalars were much of a many-local group's graph and step."""
-    if fusable_adam(optimizer):
+    if fusable_adam(optimizer) and all(w.dtype == "float32" for w in weights):  # float32 weights: as fused
         apply_adam_fused(optimizer, grads, weights)
     else:
         optimizer.apply_gradients(zip(grads, weights))
