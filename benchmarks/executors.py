@@ -220,6 +220,16 @@ def _round(t: dict) -> dict:
     return out
 
 
+def show(out: dict, as_json: bool) -> None:
+    """A benchmark's figures: one JSON object, or one aligned line each."""
+    if as_json:
+        print(json.dumps(out))
+        return
+    width = max(map(len, out))
+    for key, v in out.items():
+        print(f"{key:>{width}}: {v:.3f}" if isinstance(v, float) else f"{key:>{width}}: {v}")
+
+
 def main() -> None:
     from ddmlflow.config import PRECISIONS
 
@@ -320,11 +330,7 @@ def main() -> None:
             rounds=rounds,
             note=f"speedups: medians of per-round ratios ({', '.join(timed)} timed in turn)",
         )
-    if a.json:
-        print(json.dumps(out))
-    else:
-        for key, v in out.items():
-            print(f"{key:>26}: {v:.3f}" if isinstance(v, float) else f"{key:>26}: {v}")
+    show(out, a.json)
 
 
 if __name__ == "__main__":

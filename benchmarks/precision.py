@@ -12,14 +12,13 @@ of a ratio alike. Accuracy is not measured here (random data): see the README's 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from executors import run_child
+from executors import run_child, show  # the executors benchmark, beside this file
 
 
 def main() -> None:
@@ -49,11 +48,7 @@ def main() -> None:
             out[f"{r}_s_per_epoch@{p}"] = float(np.median([x[(r, p)] for x in rounds]))
             if p != precisions[0]:
                 out[f"{r}_speedup@{p}"] = float(np.median([x[(r, precisions[0])] / x[(r, p)] for x in rounds]))
-    if a.json:
-        print(json.dumps(out))
-    else:
-        for key, v in out.items():
-            print(f"{key:>34}: {v:.3f}" if isinstance(v, float) else f"{key:>34}: {v}")
+    show(out, a.json)
 
 
 if __name__ == "__main__":
