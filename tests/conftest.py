@@ -37,13 +37,18 @@ def use_store(mp: pytest.MonkeyPatch, uri: str, folder: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _environment_restored():
-    """Each test leaves os.environ as it found it: in-process runs export MLFLOW_EXPERIMENT_ID
-    (mlflow.set_experiment does), and a later test's subprocess would otherwise log into that experiment."""
+    """Each test leaves os.environ and MLflow's active experiment as it found them: in-process runs
+    (``mlflow.set_experiment``) export MLFLOW_EXPERIMENT_ID, which a later test's subprocess would log
+    into, and make an experiment of their own store active, which a later test's ``mlflow.start_run`` in
+    another store would ask for ("No Experiment with id=1 exists")."""
     before = dict(os.environ)
     yield
     if os.environ != before:
         os.environ.clear()
         os.environ.update(before)
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is not None:
+        fluent._active_experiment_id = None
 
 
 @pytest.fixture
