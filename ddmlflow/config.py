@@ -363,6 +363,11 @@ class ReproduceOptions:
         default="smoke",
     )
     data_dir: str = option(text, "data folder (or a folder of <dataset>/ folders)", default="")
+    datasets: tuple[str, ...] | None = option(
+        optional(choices(registry_names("data", "DATASETS"))),
+        "only the table's rows of these data sets, e.g. cifar10 (empty: every row)",
+        default="",
+    )
     estimate: bool = option(
         boolean,
         "print each configuration's expected time on this machine (its nets timed briefly here); train nothing",

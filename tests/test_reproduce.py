@@ -43,6 +43,10 @@ def test_budgets_are_exact_and_paper_changes_nothing():
         "patience": "0",
     }
     assert "epochs=5" in experiments.budget("cpu", "cifar10").describe()
+    # cpu: all of CIFAR-10, epochs per network (one hour per table on the reference machine)
+    vgg3, vgg9 = (experiments.budget("cpu", "cifar10", m) for m in ("vgg3", "vgg9"))
+    assert vgg3.n_train is None and vgg3.epochs > vgg9.epochs == vgg9.transfer_pretrain_epochs
+    assert experiments.budget("cpu", "cifar10", "resnet20a") == experiments.budget("cpu", "cifar10", "resnet20")
     with pytest.raises(InputError, match="budget"):
         experiments.budget("huge", "cifar10")
 
@@ -60,6 +64,11 @@ def test_missing_data_names_where_to_get_it(tmp_path):
     )
     assert [c.data_dir for _, c, _ in cfgs][0] == str(tmp_path / "cifar10")
     assert configurations("klw-10", "smoke", str(tmp_path))[0][1].data_dir == str(tmp_path / "mosmed")
+    # the rows of the data one has: no folder asked for the others
+    only = configurations("klw-tl-2", "smoke", str(tmp_path / "cifar10"), ("cifar10",))
+    assert [r.name for r, _, _ in only] == ["cifar10-vgg9-2x2-d0", "cifar10-resnet20a-2x2-d0"]
+    with pytest.raises(InputError, match="data sets of klw-3: cifar10"):
+        configurations("klw-3", "smoke", "", ("mosmed",))
     with pytest.raises(InputError, match="table"):
         configurations("klw-99")
 

@@ -19,6 +19,7 @@ import mlflow
 
 from .. import config, experiments
 from ..config import FullOptions, ReproduceOptions, RunConfig, key_params, parse_options
+from ..errors import require
 from ..experiments import Budget
 from ..reuse import Reuse
 from ..tags import BUDGET_TAG, BUDGET_VALUES_TAG, FULL_RUNS_TAG, NOTE_TAG, ROW_NAME_TAG, ROW_TAG, STEP_TAG, TABLE_TAG
@@ -27,12 +28,20 @@ from .full import StepsFailed, full
 from .report import report
 
 
-def configurations(table: str, budget: str | Budget = "smoke", data_dir: str = "") -> list[tuple]:
-    """(Run, RunConfig, Budget) per row, all checked (data folders too) before anything trains."""
+def configurations(
+    table: str, budget: str | Budget = "smoke", data_dir: str = "", datasets: tuple[str, ...] | None = None
+) -> list[tuple]:
+    """(Run, RunConfig, Budget) per row (of ``datasets`` only, if given), all checked (data folders too)
+    before anything trains."""
     exp = experiments.get(table)
+    if datasets:
+        unknown = [d for d in datasets if d not in exp.datasets]
+        require(not unknown, "datasets", ",".join(datasets), f"data sets of {table}: {', '.join(exp.datasets)}")
     out = []
     for run in exp.runs:
-        b = budget if isinstance(budget, Budget) else experiments.budget(budget, run.dataset)
+        if datasets and run.dataset not in datasets:
+            continue
+        b = budget if isinstance(budget, Budget) else experiments.budget(budget, run.dataset, run.net)
         d = experiments.data_dir_for(run.dataset, data_dir)
         out.append((run, config.resolve(run.preset, **run.config_overrides(b, d)), b))
     return out
@@ -44,7 +53,7 @@ def estimate(opts: ReproduceOptions) -> float:
     from ..pipeline.estimate import costs
     from ..pipeline.estimate import estimate as row_estimate
 
-    rows = configurations(opts.table, opts.budget, opts.data_dir)
+    rows = configurations(opts.table, opts.budget, opts.data_dir, opts.datasets)
     say(f"estimating {opts.table} at budget {opts.budget} on this machine: each row's nets timed briefly")
     total = 0.0
     for run, cfg, b in rows:
@@ -101,7 +110,7 @@ def reproduce(
     and are reported).
     """
     opts = opts or parse_options(ReproduceOptions, **given)
-    rows = configurations(table, budget, data_dir)
+    rows = configurations(table, budget, data_dir, opts.datasets)
     if mlflow.active_run() is not None:
         return _reproduce(table, budget, rows, data_dir, opts, registered_model_name, out_dir)
     setup()
@@ -126,7 +135,7 @@ def full_options(opts: ReproduceOptions, run: experiments.Run, registered_model_
 def _reproduce(table, budget, rows, data_dir, opts: ReproduceOptions, registered_model_name, out_dir) -> dict:
     exp = experiments.get(table)
     parent = mlflow.active_run()
-    values = {f"budget.{r.dataset}": b.describe() for r, _, b in rows}
+    values = {f"budget.{r.dataset}/{r.net}": b.describe() for r, _, b in rows}
     log_params({"table": table, "budget": _budget_name(budget), "data_dir": data_dir, **values})
     mlflow.set_tags(
         {
