@@ -24,7 +24,7 @@ row only and the report takes it from there.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TypedDict
 
@@ -102,7 +102,7 @@ _CPU = _Shared(
 
 def _cpu_cifar10(epochs: int) -> Budget:
     """All of CIFAR-10 and the epochs of ``epochs`` that fill the hour (``reproduce --estimate``)."""
-    return Budget("cpu", **{**_CPU, "epochs": epochs, "transfer_pretrain_epochs": epochs})
+    return replace(Budget("cpu", **_CPU), epochs=epochs, transfer_pretrain_epochs=epochs)
 
 
 # Per budget and "dataset/model", else data set, else "*"
