@@ -84,19 +84,9 @@ def _per_epoch(stamps: list[float]) -> float:
 
 
 def _fit_seconds(net, data, num_classes, cfg) -> float:
-    import keras
+    from ddmlflow.training import EpochTimes, FitConfig, fit
 
-    from ddmlflow.training import FitConfig, fit
-
-    stamps = []
-
-    class Stamp(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            stamps.append(time.perf_counter())
-
-        def on_epoch_end(self, epoch, logs=None):
-            stamps.append(time.perf_counter())
-
+    t = EpochTimes()
     fit(
         net,
         data,
@@ -105,16 +95,16 @@ def _fit_seconds(net, data, num_classes, cfg) -> float:
             cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.optimizer, patience=0, seed=0, precision=cfg.precision
         ),
         log_to_mlflow=False,
-        callbacks=[Stamp()],
+        callbacks=[t],
     )
-    return _per_epoch(stamps)
+    return _per_epoch(t.stamps)
 
 
 def route_seconds(name: str, p, cfg, prep) -> float:
     """Seconds per epoch of one route (global, process: the sum over the locals, packed)."""
     from ddmlflow import models
     from ddmlflow.packed_training import train_packed
-    from ddmlflow.training import seed_everything
+    from ddmlflow.training import EpochTimes, seed_everything
 
     dec, k = prep.decomposition, prep.num_classes
     if name == "global":
@@ -132,14 +122,10 @@ def route_seconds(name: str, p, cfg, prep) -> float:
             )
             total += _fit_seconds(net, data, k, cfg)
         return total
-    stamps = [time.perf_counter()]
-
-    def stamp(branch, epoch, metrics):
-        if branch == 0:
-            stamps.append(time.perf_counter())
-
-    train_packed(cfg, prep, list(range(dec.n)), [""] * dec.n, None, stamp)
-    return _per_epoch(stamps)
+    t = EpochTimes()
+    t.stamp()
+    train_packed(cfg, prep, list(range(dec.n)), [""] * dec.n, None, t.stamp)
+    return _per_epoch(t.stamps)
 
 
 def route(name: str, a) -> dict:

@@ -134,6 +134,12 @@ class RunConfig:
     def params(self) -> dict[str, str]:
         return {spec(f)["param"]: _value(self, f) for f in dataclasses.fields(self)}
 
+    @property
+    def pretrains_apart(self) -> bool:
+        """KLW-TL: the transfer starts from locals trained ``transfer_pretrain_epochs``; when that is not
+        ``epochs`` they are runs of their own (``pretrain_local/NN``), else the ``train_local`` runs."""
+        return self.transfer_pretrain_epochs != self.epochs
+
     def data_args(self) -> dict[str, Any]:
         """Arguments for ``ddmlflow.data.load``."""
         return dict(

@@ -100,9 +100,15 @@ def set_precision(model: keras.Model, precision: str) -> keras.Model:
             precision,
             "float32 or mixed_bfloat16 in a process without a GPU (a CPU runs float16 emulated)",
         )
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        if layer.name != "probs" and not isinstance(layer, keras.layers.InputLayer):
-            layer.dtype_policy = precision
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if layer.name != "probs" and not isinstance(layer, keras.layers.InputLayer)
+    ]
+    if all(layer.dtype_policy.name == precision for layer in layers):
+        return model  # keeps its traced functions (float32, the default, changes nothing)
+    for layer in layers:
+        layer.dtype_policy = precision
     # functions traced under the previous policy would keep computing in it
     model.train_function = model.test_function = model.predict_function = None
     forget_traced(model)
@@ -152,6 +158,25 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.log(0, epoch, {k: float(v) for k, v in (logs or {}).items() if k in EPOCH_METRICS})
+
+
+class EpochTimes(keras.callbacks.Callback):
+    """``time.perf_counter()`` when training starts and after every epoch, for benchmarks and
+    ``reproduce --estimate``; ``stamp`` also serves as the packed loop's ``on_epoch`` (net 0 stamps)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stamps: list[float] = []
+
+    def stamp(self, net: int = 0, *_: Any) -> None:
+        if net == 0:
+            self.stamps.append(time.perf_counter())
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.stamp()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.stamp()
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

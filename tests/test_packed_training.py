@@ -30,7 +30,7 @@ def prep(tmp_path_factory):
 
     ds = data.load("shapes2d", n_train=96, n_val=48, cache_dir=str(tmp_path_factory.mktemp("cache")), progress=False)
     dec = make("2x2", ds.x_train.shape[1:], overlap=2)
-    return Prepared(ds.x_train, ds.y_train, ds.x_val, ds.y_val, list(ds.class_names), dec, ds.name, None)
+    return dataclasses.replace(Prepared.of(ds, dec), augment=None)
 
 
 def config(**kw):

@@ -67,10 +67,9 @@ def _schedule(steps: Reuse, batch: list[Job], step: Step, name: str, inputs: dic
 
 
 def _pretrains(cfg: RunConfig, opts: FullOptions) -> bool:
-    """KLW-TL's transfer starts from locals trained ``transfer_pretrain_epochs`` (150), not ``epochs``:
-    when the two differ, ``pretrain_local/NN`` runs train them (the same step, so finished ones with the
-    same key are reused); when equal, the transfer takes the ``train_local`` runs."""
-    return "transfer" in opts.strategies and cfg.transfer_pretrain_epochs != cfg.epochs
+    """``pretrain_local/NN`` runs for the transfer (``RunConfig.pretrains_apart``): the same step as
+    ``train_local``, so finished ones with the same key are reused."""
+    return "transfer" in opts.strategies and cfg.pretrains_apart
 
 
 def _selected(step: Step, opts: FullOptions) -> bool:

@@ -49,26 +49,8 @@ def _prep(cfg: RunConfig, n: int) -> Any:
     from .prepared import Prepared
 
     ds = data.load(**cfg.data_args(), progress=False)
-    n_val = max(1, round(n * len(ds.x_val) / len(ds.x_train)))
-    dec = make(cfg.decomposition, ds.x_train.shape[1:], cfg.overlap)
-    prep = Prepared(
-        ds.x_train[:n],
-        ds.y_train[:n],
-        ds.x_val[:n_val],
-        ds.y_val[:n_val],
-        list(ds.class_names),
-        dec,
-        ds.name,
-        ds.augment,
-    )
+    prep = Prepared.of(ds, make(cfg.decomposition, ds.x_train.shape[1:], cfg.overlap), n)
     return prep, len(ds.x_train), len(ds.x_val)
-
-
-def _second_epoch(train: Any) -> float:
-    """Seconds of the second epoch of ``train(stamp)``, which calls ``stamp()`` after every epoch."""
-    stamps = [time.perf_counter()]
-    train(lambda *_: stamps.append(time.perf_counter()))
-    return stamps[2] - stamps[1]
 
 
 def _predict_s(net: Any, x: np.ndarray) -> float:
@@ -83,11 +65,9 @@ def _predict_s(net: Any, x: np.ndarray) -> float:
 def measure(cfg: RunConfig, route: str) -> dict[str, float]:
     """Seconds per image of ``route`` ("global": the global and the coarse net; "locals": the packed
     group), in this process; call in a fresh one (threads are fixed when TensorFlow starts)."""
-    import keras
-
     from .. import models
     from ..packed_training import configure_threads, train_packed
-    from ..training import FitConfig, fit
+    from ..training import EpochTimes, FitConfig, fit
 
     if route == "locals":
         configure_threads()
@@ -96,16 +76,10 @@ def measure(cfg: RunConfig, route: str) -> dict[str, float]:
     cfg = replace(cfg, epochs=2, patience=0)
     k, out = prep.num_classes, {"n_train": float(n_train), "n_val": float(n_val)}
 
-    class Stamp(keras.callbacks.Callback):
-        def __init__(self, stamp: Any) -> None:
-            super().__init__()
-            self.stamp = stamp
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            self.stamp()
-
-    def fitted(net, data, fc) -> float:
-        return _second_epoch(lambda stamp: fit(net, data, k, fc, log_to_mlflow=False, callbacks=[Stamp(stamp)]))
+    def fitted(net, data, fc) -> float:  # seconds of the second epoch (the first traces)
+        t = EpochTimes()
+        fit(net, data, k, fc, log_to_mlflow=False, callbacks=[t])
+        return t.stamps[2] - t.stamps[1]
 
     if route == "global":
         net = models.build(cfg.model, prep.decomposition.image_shape, k, name="global", dropout=cfg.dropout)
@@ -120,15 +94,10 @@ def measure(cfg: RunConfig, route: str) -> dict[str, float]:
         fc = replace(FitConfig.coarse(cfg), epochs=2, patience=0)
         out["coarse_train"] = fitted(coarse, (feats, labels, feats[: nc // 4], labels[: nc // 4]), fc) / nc
     else:
-        boxes = list(range(prep.decomposition.n))
-        group: list[Any] = []
-
-        def packed(stamp: Any) -> None:
-            on_epoch = lambda k, epoch, metrics: stamp() if k == 0 else None  # noqa: E731 - one branch stamps
-            group.extend(train_packed(cfg, prep, boxes, [""] * len(boxes), None, on_epoch))
-
-        secs = _second_epoch(packed)
-        out["locals_train"] = secs / n
+        boxes, t = list(range(prep.decomposition.n)), EpochTimes()
+        t.stamp()
+        group = train_packed(cfg, prep, boxes, [""] * len(boxes), None, t.stamp)
+        out["locals_train"] = (t.stamps[2] - t.stamps[1]) / n
         out["locals_predict"] = sum(_predict_s(r.model, prep.decomposition.crop(prep.x_train, r.box)) for r in group)
     return out
 
@@ -159,7 +128,7 @@ def estimate(cfg: RunConfig, c: Costs, run_global: bool, strategies: tuple[str, 
     per_strategy = {
         "coherent": cfg.epochs * c.locals_train,
         "transfer": cfg.epochs * c.locals_train
-        + (cfg.transfer_pretrain_epochs * c.locals_train if cfg.transfer_pretrain_epochs != cfg.epochs else 0.0),
+        + (cfg.transfer_pretrain_epochs * c.locals_train if cfg.pretrains_apart else 0.0),
         "compose": 2 * cfg.epochs * c.global_train,
     }
     parts["strategies"] = n_train * sum(per_strategy.get(s, 0.0) for s in strategies)

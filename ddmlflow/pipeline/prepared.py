@@ -34,6 +34,16 @@ class Prepared:
     dataset: str
     augment: str | None
 
+    @classmethod
+    def of(cls, ds, decomposition: Decomposition, n: int | None = None) -> Prepared:
+        """A loaded data set as the steps after ``decompose`` see it; ``n``: its first ``n`` training
+        images and the same share of its validation images."""
+        n = min(n or len(ds.x_train), len(ds.x_train))
+        n_val = max(1, round(n * len(ds.x_val) / len(ds.x_train)))
+        names = list(ds.class_names)
+        xs = (ds.x_train[:n], ds.y_train[:n], ds.x_val[:n_val], ds.y_val[:n_val])
+        return cls(*xs, names, decomposition, ds.name, ds.augment)
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
