@@ -57,7 +57,7 @@ def estimate(opts: ReproduceOptions) -> float:
     say(f"estimating {opts.table} at budget {opts.budget} on this machine: each row's nets timed briefly")
     total = 0.0
     for run, cfg, b in rows:
-        parts = row_estimate(cfg, costs(cfg), run.run_global, tuple(run.strategies))
+        parts = row_estimate(cfg, costs(cfg, run.run_global, run.strategies), run.run_global, run.strategies)
         total += parts["total"]
         shown = ", ".join(f"{k} {_duration(v)}" for k, v in parts.items() if k != "total" and v)
         say(f"{run.name} [{b.describe()}]: {_duration(parts['total'])} ({shown})")

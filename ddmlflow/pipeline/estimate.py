@@ -3,8 +3,8 @@
 ``ddmlflow reproduce --estimate`` calls ``estimate`` for each row of a table. Each row's networks are
 timed here, on the row's own data (its first images), shapes, batch size and precision, each route in a
 fresh process with the threads the packed executor gives it (``measure``): the global net through
-``training.fit`` with TensorFlow's threads, the locals packed (``packed_training``) with one thread
-per op, the coarse net on features of its real width. A short first epoch traces; the second is timed.
+``training.fit`` with TensorFlow's threads (rows that train one), the locals packed (``packed_training``)
+with one thread per op and, in the same process, the coarse net on features of its real width. A short first epoch traces; the second is timed.
 Seconds per training image per epoch (validation at the row's ratio included), times the row's images
 and epochs, plus predicting every image once per net (the probabilities the coarse net and the report
 read) and a fixed ``OVERHEAD_S`` per row (start, decomposition, evaluation, logging), is the estimate.
@@ -35,11 +35,11 @@ class Costs:
 
     n_train: int
     n_val: int
-    global_train: float  # per training image per epoch (its validation share included)
-    global_predict: float
-    locals_train: float  # the packed group: all locals of the decomposition together
+    locals_train: float  # per training image per epoch (its validation share included): the packed group
     locals_predict: float  # every local, one after another
     coarse_train: float
+    global_train: float = 0.0  # measured only for rows that train it (a global net, or compose)
+    global_predict: float = 0.0
 
 
 def _prep(cfg: RunConfig, n: int) -> Any:
@@ -63,8 +63,8 @@ def _predict_s(net: Any, x: np.ndarray) -> float:
 
 
 def measure(cfg: RunConfig, route: str) -> dict[str, float]:
-    """Seconds per image of ``route`` ("global": the global and the coarse net; "locals": the packed
-    group), in this process; call in a fresh one (threads are fixed when TensorFlow starts)."""
+    """Seconds per image of ``route`` ("global": the global net; "locals": the packed group and the coarse
+    net), in this process; call in a fresh one (threads are fixed when TensorFlow starts)."""
     from .. import models
     from ..packed_training import configure_threads, train_packed
     from ..training import EpochTimes, FitConfig, fit
@@ -86,6 +86,12 @@ def measure(cfg: RunConfig, route: str) -> dict[str, float]:
         x = prep.augmented_train(None, FitConfig.of(cfg)) if prep.augment else prep.x_train
         out["global_train"] = fitted(net, (x, prep.y_train, prep.x_val, prep.y_val), FitConfig.of(cfg)) / n
         out["global_predict"] = _predict_s(net, prep.x_train)
+    else:
+        boxes, t = list(range(prep.decomposition.n)), EpochTimes()
+        t.stamp()
+        group = train_packed(cfg, prep, boxes, [""] * len(boxes), None, t.stamp)
+        out["locals_train"] = (t.stamps[2] - t.stamps[1]) / n
+        out["locals_predict"] = sum(_predict_s(r.model, prep.decomposition.crop(prep.x_train, r.box)) for r in group)
         width = prep.decomposition.n * models.output_units(k)
         coarse = models.build_coarse(prep.decomposition.n, k, cfg.coarse_hidden, cfg.coarse_dropout)
         nc = CALIBRATION_BATCHES * cfg.coarse_batch_size
@@ -93,19 +99,13 @@ def measure(cfg: RunConfig, route: str) -> dict[str, float]:
         labels = np.arange(nc) % k
         fc = replace(FitConfig.coarse(cfg), epochs=2, patience=0)
         out["coarse_train"] = fitted(coarse, (feats, labels, feats[: nc // 4], labels[: nc // 4]), fc) / nc
-    else:
-        boxes, t = list(range(prep.decomposition.n)), EpochTimes()
-        t.stamp()
-        group = train_packed(cfg, prep, boxes, [""] * len(boxes), None, t.stamp)
-        out["locals_train"] = (t.stamps[2] - t.stamps[1]) / n
-        out["locals_predict"] = sum(_predict_s(r.model, prep.decomposition.crop(prep.x_train, r.box)) for r in group)
     return out
 
 
-def costs(cfg: RunConfig) -> Costs:
-    """``measure`` of both routes, each in a fresh process."""
+def costs(cfg: RunConfig, run_global: bool = True, strategies: tuple[str, ...] = ()) -> Costs:
+    """``measure`` of the routes a row trains, each in a fresh process."""
     got: dict[str, float] = {}
-    for route in ("global", "locals"):
+    for route in ("global", "locals") if run_global or "compose" in strategies else ("locals",):
         res = subprocess.run(
             [sys.executable, "-m", __name__, route, to_json(cfg)], capture_output=True, text=True, check=False
         )
