@@ -41,6 +41,21 @@ def test_total_parameter_counts_match_klw_table2(model, shape, k, wd, count):
     assert models.build(model, shape, k, width_divisor=wd).count_params() == count
 
 
+def test_vgg9_relu_layers_start_from_he_and_vgg3_from_keras_default():
+    """VGG9's 10-layer ReLU stack from Glorot collapsed to a constant output in 3 of 4 CIFAR-10 locals
+    (README, "Results at the cpu budget"); He keeps it alive. VGG3 keeps Keras' default, as KLW."""
+
+    def inits(net):
+        return {
+            type(layer.kernel_initializer).__name__ for layer in net.layers if layer.name.startswith(("conv", "dense"))
+        }
+
+    for net in (models.build("vgg9", (16, 16, 3), 10, 2), models.build("vgg9", (32, 32, 3), 10)):
+        assert inits(net) == {"HeUniform"}
+        assert type(net.get_layer("logits").kernel_initializer).__name__ == "GlorotUniform"
+    assert inits(models.build("vgg3", (32, 32, 3), 10)) == {"GlorotUniform"}
+
+
 def test_vgg9_local_form_and_thinned_global():
     """KLW's VGG9 locals: four poolings, one hidden dense layer of 128 / width_divisor; the thinned
     global net (Gu et al.'s sub-networks) keeps the global layers. Counts by hand."""

@@ -28,6 +28,12 @@ whenever ``width_divisor > 1`` (``klw_local=True``, the default). Gu et al.'s
 sub-networks must be the global net at 1/N width (composition matches layers
 one to one), so ``compose`` builds them with ``klw_local=False``.
 The dropout rate of VGG9 is not given; we use VGG3's 0.2.
+
+Nor is its initialisation. With Keras' default (Glorot uniform) a plain 10-layer ReLU stack shrinks
+the signal at every layer; the local form (16x16 boxes pooled down to 1x1) then often collapses to a
+constant output in its first epoch, its ReLUs dead, and never learns (README, "Results at the cpu
+budget"). VGG9's ReLU layers therefore start from He uniform, the initialisation made for ReLU
+stacks; VGG3 (six layers, which trains from Glorot as KLW report) keeps Keras' default.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ VGG9_STACKS = ((32, 32), (64, 64), (128, 128), (256, 256), (512, 512))
 VGG9_DENSE = (128, 64)
 VGG9_LOCAL_DENSE = (128,)  # divided by width_divisor: 64 units at KLW's half width
 VGG9_LOCAL_POOLS = 4
+VGG9_INIT = "he_uniform"  # see the module docstring
 DROPOUT = 0.2
 
 
@@ -57,10 +64,12 @@ def build_vgg(
     dropout: float | None = None,
     name: str = "vgg",
     pools: int | None = None,
+    init: str = "glorot_uniform",
 ) -> keras.Model:
     """A VGG net from its conv ``stacks`` (filters per layer) and hidden ``dense`` units.
 
-    The first ``pools`` stacks (default: all) end in a 2x max pooling, the others do not.
+    The first ``pools`` stacks (default: all) end in a 2x max pooling, the others do not;
+    ``init`` initialises the ReLU layers' kernels (the logits keep Keras' default).
     """
     dims = check_input(input_shape, num_classes, width_divisor, dropout)
     rate = DROPOUT if dropout is None else dropout
@@ -69,13 +78,14 @@ def build_vgg(
     x = inputs
     for s, stack in enumerate(stacks, start=1):
         for i, filters in enumerate(stack, start=1):
-            x = conv(dims, scaled(filters, width_divisor), 3, padding="same", activation="relu", name=f"conv{s}_{i}")(x)
+            f = scaled(filters, width_divisor)
+            x = conv(dims, f, 3, padding="same", activation="relu", kernel_initializer=init, name=f"conv{s}_{i}")(x)
         if pools is None or s <= pools:
             x = pool_adapted(x, f"pool{s}", adaptations)
         x = layers.Dropout(rate, name=f"drop{s}")(x)
     x = layers.Flatten(name="flatten")(x)
     for d, units in enumerate(dense, start=1):
-        x = layers.Dense(scaled(units, width_divisor), activation="relu", name=f"dense{d}")(x)
+        x = layers.Dense(scaled(units, width_divisor), activation="relu", kernel_initializer=init, name=f"dense{d}")(x)
     return finish(inputs, head(x, num_classes), name, adaptations)
 
 
@@ -113,5 +123,6 @@ def build_vgg9(
             dropout,
             name,
             pools=VGG9_LOCAL_POOLS,
+            init=VGG9_INIT,
         )
-    return build_vgg(input_shape, num_classes, VGG9_STACKS, VGG9_DENSE, width_divisor, dropout, name)
+    return build_vgg(input_shape, num_classes, VGG9_STACKS, VGG9_DENSE, width_divisor, dropout, name, init=VGG9_INIT)
