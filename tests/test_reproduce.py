@@ -82,7 +82,7 @@ def test_reproduce_then_rerun_reuses_and_report_reads_the_store(mlflow_env, tmp_
     client = MlflowClient()
     parent = client.get_run(out["parent"])
     assert parent.info.status == "FINISHED" and parent.data.params["budget"] == "smoke"
-    assert "n_train=120" in parent.data.params["budget.shapes2d"]
+    assert "n_train=120" in parent.data.params["budget.shapes2d/vgg3"]  # per data set and network
     arts = {a.path for a in client.list_artifacts(out["parent"])}
     assert {"report.md", "report.html", "training_times.png"} <= arts
     fulls = [client.get_run(i) for i in out["runs"].values()]
