@@ -101,7 +101,7 @@ _CPU = _Shared(
 
 
 def _cpu_cifar10(epochs: int) -> Budget:
-    """All of CIFAR-10 and the epochs of ``epochs`` that fill the hour (``reproduce --estimate``)."""
+    """All of CIFAR-10 and ``epochs``, the epochs of this network that fill the hour (``reproduce --estimate``)."""
     return replace(Budget("cpu", **_CPU), epochs=epochs, transfer_pretrain_epochs=epochs)
 
 

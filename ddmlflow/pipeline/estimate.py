@@ -4,7 +4,8 @@
 timed here, on the row's own data (its first images), shapes, batch size and precision, each route in a
 fresh process with the threads the packed executor gives it (``measure``): the global net through
 ``training.fit`` with TensorFlow's threads (rows that train one), the locals packed (``packed_training``)
-with one thread per op and, in the same process, the coarse net on features of its real width. A short first epoch traces; the second is timed.
+with one thread per op and, in the same process, the coarse net on features of its real width. A short
+first epoch traces; the second is timed.
 Seconds per training image per epoch (validation at the row's ratio included), times the row's images
 and epochs, plus predicting every image once per net (the probabilities the coarse net and the report
 read) and a fixed ``OVERHEAD_S`` per row (start, decomposition, evaluation, logging), is the estimate.
