@@ -119,7 +119,7 @@ def test_reproduce_then_rerun_reuses_and_report_reads_the_store(mlflow_env, tmp_
 
 
 def test_estimate_adds_what_each_row_trains():
-    from ddmlflow.pipeline.estimate import OVERHEAD_S, Costs, estimate
+    from ddmlflow.pipeline.estimate import OVERHEAD_S, Costs, estimate, routes
 
     c = Costs(
         n_train=1000,
@@ -141,6 +141,10 @@ def test_estimate_adds_what_each_row_trains():
     longer = dataclasses.replace(cfg, transfer_pretrain_epochs=8)  # pretrain_local/NN runs of their own
     assert estimate(longer, c, True, ("transfer",))["strategies"] == pytest.approx(500 * (4 + 8) * 3e-4)
     assert estimate(cfg, c, True, ("transfer",))["strategies"] == pytest.approx(500 * 4 * 3e-4)
+    both = estimate(cfg, c, False, ("cnn_dnn", "coherent", "compose"))["strategies"]
+    assert both == pytest.approx(500 * (4 * 3e-4 + 2 * 4 * 1e-3))
+    assert routes(False, ("cnn_dnn", "coherent")) == ("locals",)
+    assert routes(False, ("compose",)) == routes(True, ()) == ("global", "locals")
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ Seconds per training image per epoch (validation at the row's ratio included), t
 and epochs, plus predicting every image once per net (the probabilities the coarse net and the report
 read) and a fixed ``OVERHEAD_S`` per row (start, decomposition, evaluation, logging), is the estimate.
 The coarse net is counted at its epoch cap (its early stopping usually ends it sooner); the strategies
-by the nets they train (coherent and transfer: the locals' cost, compose: twice the global net's).
+by the nets they train (``STRATEGY_NETS``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from ..config import RunConfig, from_json, to_json
 
 OVERHEAD_S = 20.0  # per row: process start, decomposition, evaluation, figures, logging (README "Speed")
 CALIBRATION_BATCHES = 16  # timed batches per route: long enough to average, short enough for a dry run
+# The net each strategy trains beyond the CNN-DNN, and how many times ``epochs`` over it.
+STRATEGY_NETS = {"coherent": ("locals", 1), "transfer": ("locals", 1), "compose": ("global", 2)}
 
 
 @dataclass(frozen=True)
@@ -103,10 +105,20 @@ def measure(cfg: RunConfig, route: str) -> dict[str, float]:
     return out
 
 
+def routes(run_global: bool, strategies: tuple[str, ...]) -> tuple[str, ...]:
+    """The nets a row trains: the locals always, the global net if the row or one of its strategies does."""
+    nets = (
+        {"locals"}
+        | ({"global"} if run_global else set())
+        | {STRATEGY_NETS[s][0] for s in strategies if s in STRATEGY_NETS}
+    )
+    return tuple(r for r in ("global", "locals") if r in nets)
+
+
 def costs(cfg: RunConfig, run_global: bool = True, strategies: tuple[str, ...] = ()) -> Costs:
     """``measure`` of the routes a row trains, each in a fresh process."""
     got: dict[str, float] = {}
-    for route in ("global", "locals") if run_global or "compose" in strategies else ("locals",):
+    for route in routes(run_global, strategies):
         res = subprocess.run(
             [sys.executable, "-m", __name__, route, to_json(cfg)], capture_output=True, text=True, check=False
         )
@@ -126,13 +138,12 @@ def estimate(cfg: RunConfig, c: Costs, run_global: bool, strategies: tuple[str, 
         "coarse": cfg.coarse_epochs * n_train * c.coarse_train,
         "overhead": OVERHEAD_S,
     }
-    per_strategy = {
-        "coherent": cfg.epochs * c.locals_train,
-        "transfer": cfg.epochs * c.locals_train
-        + (cfg.transfer_pretrain_epochs * c.locals_train if cfg.pretrains_apart else 0.0),
-        "compose": 2 * cfg.epochs * c.global_train,
-    }
-    parts["strategies"] = n_train * sum(per_strategy.get(s, 0.0) for s in strategies)
+    per_epoch = {"global": c.global_train, "locals": c.locals_train}
+    runs = [STRATEGY_NETS[s] for s in strategies if s in STRATEGY_NETS]
+    pretrain = (
+        cfg.transfer_pretrain_epochs * c.locals_train if "transfer" in strategies and cfg.pretrains_apart else 0.0
+    )
+    parts["strategies"] = n_train * (sum(k * cfg.epochs * per_epoch[net] for net, k in runs) + pretrain)
     parts["total"] = sum(parts.values())
     return parts
 
