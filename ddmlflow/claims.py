@@ -15,6 +15,15 @@ so a reused pid does not count), elsewhere by a heartbeat tag that stopped
 changing for ``stale_s`` seconds of the waiter's own clock (no clock skew).
 Taking a dead claim over renames it first: a rename to a name derived from the
 dead holder's token succeeds once, so two waiters never both take it.
+
+Releases happen at three depths on purpose, each a safety net for the one above:
+a training's claim as its future ends (``full.run_and_close``, so a waiter starts
+as soon as that step is done, not when the whole parent is), the rest of a
+``Reuse``'s claims as it exits (a step that raised before its run ended), and
+every claim of the process as the command ends (``commands.Command``: the
+parent's own ``run-<id>`` claim, and whatever an interrupted step left). A
+release is a no-op for a key the process no longer holds, so the three never
+conflict.
 """
 
 from __future__ import annotations
