@@ -73,6 +73,20 @@ def _child_of(parent: int, marker: str) -> int:
     raise AssertionError(f"no child of {parent} runs {marker}")
 
 
+def _alive(pid: int) -> bool:
+    """Running, not a zombie its parent has yet to reap."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _job_log(run_id: str) -> str:
+    """The end of what a training run's process printed."""
+    log = Path(os.environ["DDMLFLOW_WORK"]) / "logs" / run_id / "train.log"
+    return log.read_text()[-2000:] if log.exists() else f"no log at {log}"
+
+
 def _full(extra=()) -> subprocess.Popen:
     """``full`` in its own process group, with SIGINT at its default as under a terminal (a suite started
     in the background, ``cmd &``, ignores SIGINT, and its children would inherit that)."""
@@ -102,7 +116,9 @@ def _wait_for_epoch(run_name: str, step: int, proc: subprocess.Popen, timeout: f
 def test_sigkilled_local_is_isolated_then_resumed(mlflow_env):
     proc = _full(["--executor", "process"])
     victim = _wait_for_epoch("train_local/00", 1, proc)
-    os.kill(_pid_of(victim.info.run_id), signal.SIGKILL)
+    pid = _pid_of(victim.info.run_id)
+    assert pid is not None, f"train_local/00 ended before its kill: {_job_log(victim.info.run_id)}"
+    os.kill(pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1
     assert "1 of 4 trainings failed: train_local/00: killed by SIGKILL" in err
@@ -215,9 +231,12 @@ def test_sigkilled_packed_group_resumes_from_its_last_epoch(mlflow_env):
     """The packed worker (all four locals as one program) killed after epoch 1: every local fails with
     the reason, and the rerun resumes the group from its checkpoint, each epoch logged exactly once."""
     proc = _full(["--executor", "packed"])
-    first = _wait_for_epoch("train_local/00", 1, proc)
+    first = _wait_for_epoch("train_local/00", 0, proc)
+    # this run's worker, not another one's; looked up while it trains (a worker that has ended is a
+    # zombie without a command line), then it must live until epoch 1 of every local is logged
+    worker = _child_of(proc.pid, "ddmlflow.executors.worker")
     _wait_for_epoch("train_local/03", 1, proc)  # the group logs its branches one after another
-    worker = _child_of(proc.pid, "ddmlflow.executors.worker")  # this run's worker, not another one's
+    assert _alive(worker), f"the packed worker ended before its kill: {_job_log(first.info.run_id)}"
     os.kill(worker, signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1 and "4 of 4 trainings failed" in err and "killed by SIGKILL" in err, err[-2000:]
