@@ -129,6 +129,8 @@ def test_estimate_adds_what_each_row_trains():
         locals_train=3e-4,
         locals_predict=4e-5,
         coarse_train=1e-5,
+        coherent_train=5e-4,
+        coherent_predict=6e-5,
     )
     cfg = config.resolve("", n_train="500", epochs="4", coarse_epochs="10", transfer_pretrain_epochs="4")
     n_all = 500 + 200  # n_val: the data's (the config takes all)
@@ -139,11 +141,12 @@ def test_estimate_adds_what_each_row_trains():
     assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
     assert estimate(cfg, c, run_global=False, strategies=())["global"] == 0.0
     longer = dataclasses.replace(cfg, transfer_pretrain_epochs=8)  # pretrain_local/NN runs of their own
-    assert estimate(longer, c, True, ("transfer",))["strategies"] == pytest.approx(500 * (4 + 8) * 3e-4)
-    assert estimate(cfg, c, True, ("transfer",))["strategies"] == pytest.approx(500 * 4 * 3e-4)
+    one_model = 500 * 4 * 5e-4 + n_all * 6e-5  # the CNN-DNN as one model, trained, then predicting once
+    assert estimate(longer, c, True, ("transfer",))["strategies"] == pytest.approx(one_model + 500 * 8 * 3e-4)
+    assert estimate(cfg, c, True, ("transfer",))["strategies"] == pytest.approx(one_model)
     both = estimate(cfg, c, False, ("cnn_dnn", "coherent", "compose"))["strategies"]
-    assert both == pytest.approx(500 * (4 * 3e-4 + 2 * 4 * 1e-3))
-    assert routes(False, ("cnn_dnn", "coherent")) == ("locals",)
+    assert both == pytest.approx(one_model + 500 * 2 * 4 * 1e-3 + n_all * 1e-4)
+    assert routes(False, ("cnn_dnn", "coherent")) == ("locals", "coherent")
     assert routes(False, ("compose",)) == routes(True, ()) == ("global", "locals")
 
 

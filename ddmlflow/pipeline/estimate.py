@@ -4,13 +4,16 @@
 timed here, on the row's own data (its first images), shapes, batch size and precision, each route in a
 fresh process with the threads the packed executor gives it (``measure``): the global net through
 ``training.fit`` with TensorFlow's threads (rows that train one), the locals packed (``packed_training``)
-with one thread per op and, in the same process, the coarse net on features of its real width. A short
-first epoch traces; the second is timed.
+with one thread per op and, in the same process, the coarse net on features of its real width; the
+CNN-DNN as one model (``coherent``, ``transfer``) through ``training.fit`` with TensorFlow's threads, as
+the driver trains it (rows with those strategies). A short first epoch traces; the second is timed.
 Seconds per training image per epoch (validation at the row's ratio included), times the row's images
 and epochs, plus predicting every image once per net (the probabilities the coarse net and the report
 read) and a fixed ``OVERHEAD_S`` per row (start, decomposition, evaluation, logging), is the estimate.
 The coarse net is counted at its epoch cap (its early stopping usually ends it sooner); the strategies
-by the nets they train (``STRATEGY_NETS``).
+by the nets they train (``STRATEGY_NETS``), each predicting every image once. The one-model CNN-DNN is
+timed apart from the packed locals: it is not packed (its branches one after another in one graph, with
+TensorFlow's threads), so an epoch of it costs more than one of the packed group.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from ..config import RunConfig, from_json, to_json
 OVERHEAD_S = 20.0  # per row: process start, decomposition, evaluation, figures, logging (README "Speed")
 CALIBRATION_BATCHES = 16  # timed batches per route: long enough to average, short enough for a dry run
 # The net each strategy trains beyond the CNN-DNN, and how many times ``epochs`` over it.
-STRATEGY_NETS = {"coherent": ("locals", 1), "transfer": ("locals", 1), "compose": ("global", 2)}
+STRATEGY_NETS = {"coherent": ("coherent", 1), "transfer": ("coherent", 1), "compose": ("global", 2)}
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Costs:
     coarse_train: float
     global_train: float = 0.0  # measured only for rows that train it (a global net, or compose)
     global_predict: float = 0.0
+    coherent_train: float = 0.0  # the CNN-DNN as one model: measured only for coherent and transfer
+    coherent_predict: float = 0.0
 
 
 def _prep(cfg: RunConfig, n: int) -> Any:
@@ -67,8 +72,10 @@ def _predict_s(net: Any, x: np.ndarray) -> float:
 
 def measure(cfg: RunConfig, route: str) -> dict[str, float]:
     """Seconds per image of ``route`` ("global": the global net; "locals": the packed group and the coarse
-    net), in this process; call in a fresh one (threads are fixed when TensorFlow starts)."""
+    net; "coherent": the CNN-DNN as one model), in this process; call in a fresh one (threads are fixed
+    when TensorFlow starts)."""
     from .. import models
+    from ..models.cnn_dnn import build_coherent_from_scratch
     from ..packed_training import configure_threads, train_packed
     from ..training import EpochTimes, FitConfig, fit
 
@@ -89,6 +96,11 @@ def measure(cfg: RunConfig, route: str) -> dict[str, float]:
         x = prep.augmented_train(None, FitConfig.of(cfg)) if prep.augment else prep.x_train
         out["global_train"] = fitted(net, (x, prep.y_train, prep.x_val, prep.y_val), FitConfig.of(cfg)) / n
         out["global_predict"] = _predict_s(net, prep.x_train)
+    elif route == "coherent":  # as ``strategies`` trains it: whole images, the row's augmentation
+        d = prep.decomposition
+        net = build_coherent_from_scratch(cfg.model, d, k, cfg.width_divisor, cfg.coarse_hidden, cfg.coarse_dropout)
+        out["coherent_train"] = fitted(net, prep.box(None), FitConfig.of(cfg, prep.augment)) / n
+        out["coherent_predict"] = _predict_s(net, prep.x_train)
     else:
         boxes, t = list(range(prep.decomposition.n)), EpochTimes()
         t.stamp()
@@ -112,7 +124,7 @@ def routes(run_global: bool, strategies: tuple[str, ...]) -> tuple[str, ...]:
         | ({"global"} if run_global else set())
         | {STRATEGY_NETS[s][0] for s in strategies if s in STRATEGY_NETS}
     )
-    return tuple(r for r in ("global", "locals") if r in nets)
+    return tuple(r for r in ("global", "locals", "coherent") if r in nets)
 
 
 def costs(cfg: RunConfig, run_global: bool = True, strategies: tuple[str, ...] = ()) -> Costs:
@@ -138,12 +150,15 @@ def estimate(cfg: RunConfig, c: Costs, run_global: bool, strategies: tuple[str, 
         "coarse": cfg.coarse_epochs * n_train * c.coarse_train,
         "overhead": OVERHEAD_S,
     }
-    per_epoch = {"global": c.global_train, "locals": c.locals_train}
+    per_epoch = {"global": c.global_train, "coherent": c.coherent_train}
+    predict = {"global": c.global_predict, "coherent": c.coherent_predict}
     runs = [STRATEGY_NETS[s] for s in strategies if s in STRATEGY_NETS]
     pretrain = (
         cfg.transfer_pretrain_epochs * c.locals_train if "transfer" in strategies and cfg.pretrains_apart else 0.0
     )
-    parts["strategies"] = n_train * (sum(k * cfg.epochs * per_epoch[net] for net, k in runs) + pretrain)
+    parts["strategies"] = n_train * (sum(k * cfg.epochs * per_epoch[net] for net, k in runs) + pretrain) + sum(
+        n_all * predict[net] for net, _ in runs
+    )
     parts["total"] = sum(parts.values())
     return parts
 
