@@ -75,15 +75,22 @@ def _child_of(parent: int, marker: str) -> int:
 
 def _alive(pid: int) -> bool:
     """Running, not a zombie its parent has yet to reap."""
+    import psutil
+
     try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
+
+
+def _log_of(run_id: str) -> Path:
+    """Where a training run's process prints."""
+    return Path(os.environ["DDMLFLOW_WORK"]) / "logs" / run_id / "train.log"
 
 
 def _job_log(run_id: str) -> str:
     """The end of what a training run's process printed."""
-    log = Path(os.environ["DDMLFLOW_WORK"]) / "logs" / run_id / "train.log"
+    log = _log_of(run_id)
     return log.read_text()[-2000:] if log.exists() else f"no log at {log}"
 
 
@@ -140,7 +147,7 @@ def test_sigkilled_local_is_isolated_then_resumed(mlflow_env):
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
         steps = sorted(m.step for m in c.get_metric_history(victim.info.run_id, metric))
         assert steps == [0, 1, 2, 3], (metric, steps)
-    log = (Path(os.environ["DDMLFLOW_WORK"]) / "logs" / victim.info.run_id / "train.log").read_text()
+    log = _log_of(victim.info.run_id).read_text()
     assert log.count("Epoch 1/4") == 1  # the second attempt started from its last finished epoch
 
 

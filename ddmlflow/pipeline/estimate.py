@@ -156,8 +156,8 @@ def estimate(cfg: RunConfig, c: Costs, run_global: bool, strategies: tuple[str, 
     pretrain = (
         cfg.transfer_pretrain_epochs * c.locals_train if "transfer" in strategies and cfg.pretrains_apart else 0.0
     )
-    parts["strategies"] = n_train * (sum(k * cfg.epochs * per_epoch[net] for net, k in runs) + pretrain) + sum(
-        n_all * predict[net] for net, _ in runs
+    parts["strategies"] = n_train * pretrain + sum(
+        n_train * k * cfg.epochs * per_epoch[net] + n_all * predict[net] for net, k in runs
     )
     parts["total"] = sum(parts.values())
     return parts
