@@ -102,15 +102,23 @@ def process_tags(device: str) -> dict[str, str]:
     """Where and how a training ran: device, ``CUDA_VISIBLE_DEVICES``, TensorFlow's threads and CPU
     kernels, and the process id (the packed executor trains the CPU's non-local jobs in the driver,
     the locals in a worker)."""
-    import socket
-
-    import psutil
-
     return {
         DEVICE_TAG: device,
         CUDA_VISIBLE_DEVICES_TAG: os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"),
         TF_THREADS_TAG: threads(),
         ONEDNN_TAG: onednn(),
+        **process_identity(),
+    }
+
+
+def process_identity() -> dict[str, str]:
+    """The process that trains a run (host, pid, its start time): set as the training starts, it tells
+    the progress display that the run left the queue, and a rerun whether an earlier trainer still lives."""
+    import socket
+
+    import psutil
+
+    return {
         PID_TAG: str(os.getpid()),
         PID_STARTED_TAG: f"{psutil.Process().create_time():.2f}",
         HOST_TAG: socket.gethostname(),

@@ -29,6 +29,7 @@ class Training:
     status: str = "waiting"  # waiting | RUNNING | FINISHED | FAILED | KILLED
     per_epoch_s: float | None = None
     shown: str = ""  # the last event line printed (not on a terminal)
+    queued_ms: int = 0  # the last time it was seen not started: this attempt's training began after it
 
     def line(self) -> str:
         if self.status in ("FINISHED", "FAILED", "KILLED"):
@@ -64,6 +65,9 @@ class Display:
         self._thread = threading.Thread(target=self._loop, name="ddmlflow-progress", daemon=True)
 
     def __enter__(self) -> Display:
+        now = _now_ms()
+        for t in self.trainings:
+            t.queued_ms = max(t.queued_ms, now)
         self._ended_before = self._earlier_ends()
         console.attach(self)
         self._thread.start()
@@ -126,21 +130,18 @@ class Display:
         for t in self.trainings:
             if t.status in ("FINISHED", "FAILED", "KILLED"):
                 continue
+            now = _now_ms()
             run = retry(client.get_run, t.run_id)
             started = PID_TAG in run.data.tags  # the driver creates every run before any starts
             t.status = run.info.status if run.info.status != "RUNNING" or started else "waiting"
             if t.status in ("FAILED", "KILLED") and self._ended_before.get(t.run_id) == run.info.end_time:
                 t.status = "waiting"  # the earlier attempt's end; this one has not started the run yet
             history = sorted(retry(client.get_metric_history, t.run_id, METRIC), key=lambda m: m.step)
-            if not history:
-                continue
-            t.done, t.val_acc = history[-1].step + 1, history[-1].value
-            times = [m.timestamp for m in history]
-            if len(times) > 1:  # this attempt's pace (a resumed run's earlier epochs may be hours old)
-                recent = times[-min(len(times), 4) :]
-                t.per_epoch_s = max(0.0, (recent[-1] - recent[0]) / 1000 / (len(recent) - 1))
-            else:
-                t.per_epoch_s = max(0.0, (times[0] - run.info.start_time) / 1000)
+            if t.status == "waiting" and not any(m.timestamp >= t.queued_ms for m in history):
+                t.queued_ms = now
+            if history:
+                t.done, t.val_acc = history[-1].step + 1, history[-1].value
+                t.per_epoch_s = pace([m.timestamp for m in history], max(run.info.start_time, t.queued_ms))
 
     def _show(self) -> None:
         if self.tty:
@@ -172,3 +173,20 @@ def watch(trainings: list[Training]):
     import contextlib
 
     return Display(trainings) if trainings else contextlib.nullcontext()
+
+
+def pace(times_ms: list[int], began_ms: int) -> float | None:
+    """Seconds per epoch of this attempt, from its epochs' log times: those since ``began_ms`` (a resumed
+    run's earlier epochs may be hours old; a queued run was created long before it started), the last
+    three intervals of them, or the first epoch's time since ``began_ms``; None before its first epoch."""
+    ours = [t for t in times_ms if t >= began_ms]
+    if not ours:
+        return None
+    recent = ours[-4:] if len(ours) > 1 else [began_ms, ours[0]]
+    return max(0.0, (recent[-1] - recent[0]) / 1000 / (len(recent) - 1))
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -23,6 +23,7 @@ from . import describe, keys, preload, progress
 from .claims import alive, claims
 from .config import RunConfig, key_params
 from .decomposition import canonical
+from .devices import process_identity
 from .steps import SEARCHES, STEPS, job_step, trains
 from .tags import BOX_TAG, HOST_TAG, KEY_CODE_TAG, KEY_TAG, PARENT_TAG, PID_STARTED_TAG, PID_TAG, SUCCESSOR_TAG
 from .tracking import create_child, end_run, find_run, retry, say, step_run
@@ -165,6 +166,10 @@ class Reuse:
                     progress.watch([progress.Training(name, run_id, watch)] if watch else []),
                     step_run(run_id, system_metrics=trains(step)),
                 ):
+                    if trains(step):
+                        import mlflow
+
+                        retry(mlflow.set_tags, process_identity())
                     out = fn(*args, **kwargs)
             finally:
                 self.release(run_id)

@@ -80,8 +80,11 @@ class Step:
         the reason (re-raised)."""
         import mlflow
 
+        from .devices import process_identity
         from .tracking import retry, step_run  # lazy: MLflow; reading the step registry must not load it
 
+        if trains(self.name):
+            tags = {**process_identity(), **(tags or {})}
         with step_run(run_id, system_metrics=trains(self.name)):
             if tags:
                 retry(mlflow.set_tags, tags)

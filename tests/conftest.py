@@ -127,3 +127,30 @@ def predict_two_step(local_models, coarse, decomposition, x, batch_size: int = 2
 def experiment_ids(client) -> list[str]:
     """Every experiment of the store: runs go to ddmlflow-<dataset> (and `mlflow run` launchers to Default)."""
     return [e.experiment_id for e in client.search_experiments()]
+
+
+@pytest.fixture(scope="session")
+def _e2e_full_run(tmp_path_factory):
+    """The tiny `mlflow run . -e full` of ``e2e_run.TINY``, once per session, in a store of its own."""
+    from e2e_run import TINY, mlflow_run
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
+        DDMLFLOW_WORK=str(tmp / "work"),
+        DDMLFLOW_CACHE=str(tmp / "cache"),
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    first = mlflow_run(env, tmp, TINY)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return {"tmp": tmp, "env": env, "first": first}
+
+
+@pytest.fixture
+def e2e(_e2e_full_run):
+    """That run's store, made MLflow's (tests in between point MLflow at their own), and a client of it."""
+    import mlflow
+
+    mlflow.set_tracking_uri(_e2e_full_run["env"]["MLFLOW_TRACKING_URI"])
+    return {**_e2e_full_run, "client": mlflow.MlflowClient()}

@@ -241,7 +241,8 @@ SERVED_BAD = {
 
 @pytest.mark.slow
 def test_served_model_answers_400_with_the_reason(tiny_model):
-    from test_pipeline_e2e import _free_port, _post
+    from e2e_run import free_port as _free_port
+    from e2e_run import post as _post
 
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_model["uri"]}

@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 
 from ddmlflow import console, progress
 from ddmlflow.cli import _verbose, build_parser
@@ -34,11 +35,12 @@ def _runs(n: int, epochs_logged: list[int]) -> list[str]:
     exp = setup()
     ids = [create_child(exp, None, f"train_local/{k:02d}", "train_local", "") for k in range(n)]
     client = mlflow.MlflowClient()
+    later = int(time.time() * 1000) + 60_000  # epochs of this attempt: logged after the display starts
     for run_id, epochs in zip(ids, epochs_logged):
         if epochs:
             client.set_tag(run_id, "ddmlflow.pid", "1")
         for e in range(epochs):
-            client.log_metric(run_id, "val_accuracy", 0.25 * (e + 1), step=e)
+            client.log_metric(run_id, "val_accuracy", 0.25 * (e + 1), timestamp=later + 10_000 * e, step=e)
     return ids
 
 
@@ -103,3 +105,34 @@ def test_verbose_flag_entry_point_names_and_a_closed_pipe():
     proc.stdout.close()  # the reader is gone before anything is written (`ddmlflow presets | head -0`)
     err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and err == b""
+
+
+def test_eta_counts_from_when_a_training_left_the_queue_not_from_its_run(mlflow_env):
+    """A run is created long before it trains (queued behind others): its first epoch's pace is the time
+    since it was last seen waiting; a resumed run's hours-old epochs are not this attempt's pace."""
+    import mlflow
+
+    from ddmlflow.tracking import setup
+
+    client = mlflow.MlflowClient()
+    hour_ago = int(time.time() * 1000) - 3600 * 1000
+    run_id = client.create_run(setup(), start_time=hour_ago, run_name="strategy/transfer").info.run_id
+    t = progress.Training("strategy/transfer", run_id, epochs=11)
+    d = progress.Display([t], every_s=3600)
+    d.poll()
+    assert t.status == "waiting" and t.per_epoch_s is None and t.queued_ms > hour_ago
+    client.set_tag(run_id, "ddmlflow.pid", "1")
+    client.log_metric(run_id, "val_accuracy", 0.5, timestamp=t.queued_ms + 2000, step=0)
+    d.poll()
+    assert (
+        t.status == "RUNNING"
+        and t.per_epoch_s == 2.0
+        and t.line() == ("strategy/transfer: epoch 1/11, val_acc 0.5000, ETA 20s")
+    )
+    client.log_metric(run_id, "val_accuracy", 0.6, timestamp=t.queued_ms + 5000, step=1)
+    d.poll()
+    assert t.per_epoch_s == 3.0  # from the second epoch on: between epochs, not since the start
+
+    assert progress.pace([hour_ago, hour_ago + 60_000], hour_ago + 120_000) is None  # an earlier attempt's
+    assert progress.pace([hour_ago, hour_ago + 60_000, hour_ago + 70_000], hour_ago + 65_000) == 5.0
+    assert progress.pace([0, 4_000, 5_000, 6_000, 7_000], 0) == 1.0  # the last three intervals

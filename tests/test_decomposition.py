@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddmlflow import decomposition as dd
-from ddmlflow.decomposition import Box, Decomposition, explicit, make, type_a, type_b
+from ddmlflow.decomposition import Box, Decomposition, explicit, kinds, make, type_a, type_b
 from ddmlflow.errors import InputError
 
 
@@ -81,7 +80,7 @@ def test_uneven_sizes_follow_array_split():
     d = make("2x2", (33, 31, 1))
     assert [b.shape for b in d.boxes] == [(17, 16), (17, 15), (16, 16), (16, 15)]
     for n, p in [(33, 2), (31, 4), (100, 7), (10, 10)]:
-        assert [b - a for a, b in dd._split(n, p)] == [len(c) for c in np.array_split(range(n), p)]
+        assert [b - a for a, b in kinds._split(n, p)] == [len(c) for c in np.array_split(range(n), p)]
 
 
 def test_cifar_overlap_geometry():

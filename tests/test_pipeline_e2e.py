@@ -1,85 +1,22 @@
 """End to end: `mlflow run . -e full` on tiny settings, checked through MlflowClient.
 
-One real run (module fixture) is shared by the checks: runs and metrics, GPU
-pinning (k mod 2; TensorFlow falls back to the CPU here), registry aliases, the
-pyfunc against the two-step computation, `mlflow models serve`, and reuse.
-What `evaluate` reports is recomputed here from what the training runs logged
-(probs.npz, train_time_s), not read back from the dict it was written from.
+One real run (the session fixture ``e2e``, see ``e2e_run``) is shared by the checks: runs and
+metrics, GPU pinning (k mod 2; TensorFlow falls back to the CPU here) and the pyfunc against the
+two-step computation; serving, the registry and reuse are in ``test_pipeline_e2e_registry``.
+What `evaluate` reports is recomputed here from what the training runs logged (probs.npz,
+train_time_s), not read back from the dict it was written from.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import ROOT
+from e2e_run import parent_of, runs_by_name
 
 pytestmark = pytest.mark.slow
-TINY = {
-    "n_train": "96",
-    "n_val": "48",
-    "epochs": "2",
-    "coarse_epochs": "3",
-    "gpus": "0,1",
-    "max_parallel": "2",
-    "registered_model_name": "e2e-shapes",
-}
-
-
-def mlflow_run(env, cwd, params: dict, entry="full") -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local"]
-    for k, v in params.items():
-        cmd += ["-P", f"{k}={v}"]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
-        DDMLFLOW_WORK=str(tmp / "work"),
-        DDMLFLOW_CACHE=str(tmp / "cache"),
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
-    first = mlflow_run(env, tmp, TINY)
-    assert first.returncode == 0, first.stderr[-3000:]
-    import mlflow
-
-    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
-    yield {"tmp": tmp, "env": env, "first": first, "client": mlflow.MlflowClient()}
-
-
-EXP = "ddmlflow-shapes2d"  # the experiment `full` logs into; `mlflow run`'s own run stays in Default as a launcher
-
-
-def exp_id(client) -> str:
-    return client.get_experiment_by_name(EXP).experiment_id
-
-
-def runs_by_name(client, parent_id: str) -> dict:
-    runs = client.search_runs([exp_id(client)], f"tags.`mlflow.parentRunId` = '{parent_id}'")
-    return {r.info.run_name: r for r in runs}
-
-
-def parent_of(client):
-    parents = [
-        r
-        for r in client.search_runs([exp_id(client)], order_by=["attributes.start_time ASC"])
-        if "mlflow.parentRunId" not in r.data.tags
-    ]
-    return parents
 
 
 def test_one_parent_and_every_child_finished(e2e):
@@ -130,12 +67,15 @@ def _probs(client, run_id: str, dst) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def recomputed(e2e):
+def recomputed(_e2e_full_run):
     """Every accuracy of the evaluate table and the speedup, from the runs' own artifacts and metrics."""
+    import mlflow
+
     from ddmlflow import aggregate
     from ddmlflow.data import load
 
-    c, dst = e2e["client"], e2e["tmp"] / "recompute"
+    c = mlflow.MlflowClient(_e2e_full_run["env"]["MLFLOW_TRACKING_URI"])
+    dst = _e2e_full_run["tmp"] / "recompute"
     children = runs_by_name(c, parent_of(c)[0].info.run_id)
     dec = children["decompose"].info.run_id
     labels = {s: np.load(_artifact(c, dec, f"data/y_{s}.npy", dst / "data")) for s in ("train", "val")}
@@ -322,126 +262,3 @@ def test_registered_pyfunc_equals_coarse_on_local_outputs(e2e):
         [to_probabilities(m.predict(decomposition.crop(x, i), verbose=0)) for i, m in enumerate(local)]
     )
     assert np.allclose(probs, to_probabilities(coarse.predict(feats, verbose=0)), atol=1e-5)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(url: str, payload) -> tuple[int, str]:
-    req = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def test_models_serve_answers_post_and_rejects_bad_input(e2e):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            "models:/e2e-shapes@champion",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=e2e["env"],
-        cwd=e2e["tmp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
-        x = np.random.default_rng(1).random((2, 32, 32, 3)).round(3).tolist()
-        status, body = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": x})
-        assert status == 200, body
-        preds = json.loads(body)["predictions"]  # one record per image: label and a probability per class name
-        probs = np.asarray([[v for k, v in p.items() if k != "label"] for p in preds])
-        assert len(preds) == 2 and probs.shape == (2, 6) and np.allclose(probs.sum(1), 1, atol=1e-4)
-        assert all(p["label"] == max((k for k in p if k != "label"), key=p.get) for p in preds)
-        status, body = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": [[[0.0, 1.0]]]})
-        assert status == 400 and "Shape of input (1, 1, 2) does not match expected shape (-1, 32, 32, 3)" in body
-        nan = np.asarray(x)
-        nan[1, 0, 0, 0] = np.nan
-        status, body = _post(f"http://127.0.0.1:{port}/invocations", {"inputs": nan.tolist()})
-        assert status == 400 and "input: contains NaN or infinite values" in body
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-def test_second_full_reuses_finished_steps(e2e):
-    c = e2e["client"]
-    before = {r.info.run_id for r in c.search_runs([exp_id(c)])}
-    second = mlflow_run(e2e["env"], e2e["tmp"], TINY)
-    assert second.returncode == 0, second.stderr[-3000:]
-    new = [r for r in c.search_runs([exp_id(c)]) if r.info.run_id not in before]
-    assert [r.info.run_name for r in new if "mlflow.parentRunId" not in r.data.tags] != []
-    assert not [r for r in new if r.info.run_name.startswith("train_")], "a training ran again"
-    parent = [r for r in new if "mlflow.parentRunId" not in r.data.tags][0]
-    assert parent.data.metrics["reused_steps"] >= 8
-    assert "reusing finished run" in second.stderr
-    # the first parent used what its steps returned, this one read them from the reused runs: the same
-    first = parent_of(c)[0]
-    summary = ("train_accuracy/", "val_accuracy/", "speedup")
-    accs = [{k: v for k, v in r.data.metrics.items() if k.startswith(summary)} for r in (first, parent)]
-    assert accs[0] and accs[0] == accs[1]
-    notes = [r.data.tags["mlflow.note.content"].split("\n\nReused finished runs")[0].strip() for r in (first, parent)]
-    assert "Which classes" in notes[0] and notes[0] == notes[1]
-
-
-def test_second_version_is_latest_and_takes_champion_only_when_not_worse(e2e, tmp_path):
-    """The registry rule on the real CNN-DNN: a worse version stays off `champion`, an equal one takes it."""
-    import mlflow
-
-    from ddmlflow.decomposition import Decomposition
-    from ddmlflow.serving import log_cnn_dnn, register
-
-    c = e2e["client"]
-    children = runs_by_name(c, parent_of(c)[0].info.run_id)
-    first = c.get_model_version_by_alias("e2e-shapes", "champion")
-    assert int(first.version) == 1 and first.run_id == children["evaluate"].info.run_id
-    best = float(first.tags["val_accuracy"])
-    assert best == children["evaluate"].data.metrics["val_accuracy/cnn_dnn"]
-    dec = Decomposition.from_json(
-        mlflow.artifacts.load_text(f"runs:/{children['decompose'].info.run_id}/decomposition.json")
-    )
-    paths = []
-    for name in [f"train_local/{k:02d}" for k in range(4)] + ["train_coarse"]:
-        paths.append(tmp_path / f"{name.replace('/', '_')}.keras")
-        mlflow.keras.load_model(children[name].data.tags["model_uri"]).save(paths[-1])
-    x = np.random.default_rng(2).random((3, 32, 32, 3), dtype=np.float32)
-    with mlflow.start_run(run_name="second-cnn-dnn") as run:
-        names = children["decompose"].data.tags["class_names"].split(",")
-        uri = log_cnn_dnn(paths[:4], paths[4], dec, names, x[:2], tmp_path)
-    worse = register(uri, "e2e-shapes", best - 0.01)
-    assert (worse["version"], worse["champion"], worse["previous_champion"]) == (2, False, 1)
-    assert int(c.get_model_version_by_alias("e2e-shapes", "champion").version) == 1
-    latest = mlflow.pyfunc.load_model("models:/e2e-shapes/latest")
-    assert latest.metadata.run_id == run.info.run_id  # version 2, not the champion's evaluate run
-    champion = mlflow.pyfunc.load_model("models:/e2e-shapes@champion")
-    assert champion.metadata.run_id == children["evaluate"].info.run_id
-    new, old = latest.predict(x), champion.predict(x)  # the same trained nets
-    assert list(new["label"]) == list(old["label"])
-    np.testing.assert_allclose(new.drop(columns="label").to_numpy(), old.drop(columns="label").to_numpy(), atol=1e-5)
-    equal = register(uri, "e2e-shapes", best)
-    assert (equal["version"], equal["champion"], equal["previous_champion"]) == (3, True, 1)
-    assert int(c.get_model_version_by_alias("e2e-shapes", "champion").version) == 3

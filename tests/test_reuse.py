@@ -98,7 +98,7 @@ def test_code_keys_follow_statements_not_docstrings_comments_or_unrelated_module
     copy = tmp_path / "pkg"
     shutil.copytree(ROOT / "ddmlflow", copy / "ddmlflow", ignore=shutil.ignore_patterns("__pycache__"))
     assert _step(copy, exp, parent) == (first, True)  # the same source elsewhere: the same key
-    module = copy / "ddmlflow" / "decomposition.py"  # a module decompose runs
+    module = copy / "ddmlflow" / "decomposition" / "boxes.py"  # a module decompose runs
     text = module.read_text()
     module.write_text(
         text.replace(

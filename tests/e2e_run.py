@@ -1,0 +1,66 @@
+"""The one tiny `mlflow run . -e full` that the end-to-end tests share (the session fixture ``e2e`` in
+conftest runs it once), and how they read it back."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+from conftest import ROOT
+
+TINY = {
+    "n_train": "96",
+    "n_val": "48",
+    "epochs": "2",
+    "coarse_epochs": "3",
+    "gpus": "0,1",
+    "max_parallel": "2",
+    "registered_model_name": "e2e-shapes",
+}
+
+
+def mlflow_run(env, cwd, params: dict, entry="full") -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", entry, "--env-manager", "local"]
+    for k, v in params.items():
+        cmd += ["-P", f"{k}={v}"]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+EXP = "ddmlflow-shapes2d"  # the experiment `full` logs into; `mlflow run`'s own run stays in Default as a launcher
+
+
+def exp_id(client) -> str:
+    return client.get_experiment_by_name(EXP).experiment_id
+
+
+def runs_by_name(client, parent_id: str) -> dict:
+    runs = client.search_runs([exp_id(client)], f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    return {r.info.run_name: r for r in runs}
+
+
+def parent_of(client):
+    parents = [
+        r
+        for r in client.search_runs([exp_id(client)], order_by=["attributes.start_time ASC"])
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
+    return parents
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, payload) -> tuple[int, str]:
+    req = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
