@@ -132,16 +132,10 @@ def experiment_ids(client) -> list[str]:
 @pytest.fixture(scope="session")
 def _e2e_full_run(tmp_path_factory):
     """The tiny `mlflow run . -e full` of ``e2e_run.TINY``, once per session, in a store of its own."""
-    from e2e_run import TINY, mlflow_run
+    from e2e_run import TINY, mlflow_run, store_env
 
     tmp = tmp_path_factory.mktemp("e2e")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
-        DDMLFLOW_WORK=str(tmp / "work"),
-        DDMLFLOW_CACHE=str(tmp / "cache"),
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
+    env = store_env(tmp)
     first = mlflow_run(env, tmp, TINY)
     assert first.returncode == 0, first.stderr[-3000:]
     return {"tmp": tmp, "env": env, "first": first}

@@ -3,12 +3,17 @@ conftest runs it once), and how they read it back."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -64,3 +69,43 @@ def post(url: str, payload) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def store_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """This process's environment for a subprocess that uses a store, work folder and cache of its own in
+    ``tmp`` (no MLFLOW_ variable inherited), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
+        DDMLFLOW_WORK=str(tmp / "work"),
+        DDMLFLOW_CACHE=str(tmp / "cache"),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        **extra,
+    )
+    return env
+
+
+@contextlib.contextmanager
+def served(model_uri: str, env: dict[str, str], cwd: Path | None = None) -> Iterator[str]:
+    """`mlflow models serve` of ``model_uri`` on 127.0.0.1 while the block runs; its base URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    proc = subprocess.Popen(
+        [*cmd, "--host", "127.0.0.1", "-p", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(180):
+            try:
+                urllib.request.urlopen(url + "/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -241,45 +239,12 @@ SERVED_BAD = {
 
 @pytest.mark.slow
 def test_served_model_answers_400_with_the_reason(tiny_model):
-    from e2e_run import free_port as _free_port
-    from e2e_run import post as _post
+    from e2e_run import post, served
 
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_model["uri"]}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            "models:/tiny@champion",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(180):
-            try:
-                urllib.request.urlopen(url + "/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
+    with served("models:/tiny@champion", {**os.environ, "MLFLOW_TRACKING_URI": tiny_model["uri"]}) as url:
         ok = np.zeros((1, 16, 16, 3)).tolist()
-        assert _post(url + "/invocations", {"inputs": ok})[0] == 200
+        assert post(url + "/invocations", {"inputs": ok})[0] == 200
         for what, (payload, reasons) in SERVED_BAD.items():
-            status, body = _post(url + "/invocations", payload)
+            status, body = post(url + "/invocations", payload)
             assert status == 400, (what, body)
             assert all(r in body for r in reasons), (what, body[-500:])
-    finally:
-        proc.terminate()
-        proc.wait(30)

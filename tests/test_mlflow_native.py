@@ -16,6 +16,7 @@ from importlib.metadata import version
 
 import numpy as np
 import pytest
+from e2e_run import store_env
 
 from conftest import ROOT
 
@@ -68,15 +69,11 @@ def tree(tmp_path_factory):
     hook = tmp / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(KILL_LOCAL_01)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
-        DDMLFLOW_WORK=str(tmp / "work"),
-        DDMLFLOW_CACHE=str(tmp / "cache"),
-        TF_CPP_MIN_LOG_LEVEL="2",
+    env = store_env(
+        tmp,
         MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1",
         DDMLFLOW_TEST_KILL_MARKER=str(tmp / "killed"),
-        PYTHONPATH=os.pathsep.join([str(hook), str(ROOT), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([str(hook), str(ROOT), os.environ.get("PYTHONPATH", "")]),
     )
     first = _full(env, tmp)
     assert first.returncode != 0 and "train_local/01: killed by SIGKILL" in first.stderr, first.stderr[-3000:]

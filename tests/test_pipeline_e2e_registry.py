@@ -5,65 +5,29 @@ champion rule on the real CNN-DNN."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
-from e2e_run import TINY, exp_id, free_port, mlflow_run, parent_of, post, runs_by_name
+from e2e_run import TINY, exp_id, mlflow_run, parent_of, post, runs_by_name, served
 
 pytestmark = pytest.mark.slow
 
 
 def test_models_serve_answers_post_and_rejects_bad_input(e2e):
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            "models:/e2e-shapes@champion",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=e2e["env"],
-        cwd=e2e["tmp"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
+    with served("models:/e2e-shapes@champion", e2e["env"], e2e["tmp"]) as url:
         x = np.random.default_rng(1).random((2, 32, 32, 3)).round(3).tolist()
-        status, body = post(f"http://127.0.0.1:{port}/invocations", {"inputs": x})
+        status, body = post(f"{url}/invocations", {"inputs": x})
         assert status == 200, body
         preds = json.loads(body)["predictions"]  # one record per image: label and a probability per class name
         probs = np.asarray([[v for k, v in p.items() if k != "label"] for p in preds])
         assert len(preds) == 2 and probs.shape == (2, 6) and np.allclose(probs.sum(1), 1, atol=1e-4)
         assert all(p["label"] == max((k for k in p if k != "label"), key=p.get) for p in preds)
-        status, body = post(f"http://127.0.0.1:{port}/invocations", {"inputs": [[[0.0, 1.0]]]})
+        status, body = post(f"{url}/invocations", {"inputs": [[[0.0, 1.0]]]})
         assert status == 400 and "Shape of input (1, 1, 2) does not match expected shape (-1, 32, 32, 3)" in body
         nan = np.asarray(x)
         nan[1, 0, 0, 0] = np.nan
-        status, body = post(f"http://127.0.0.1:{port}/invocations", {"inputs": nan.tolist()})
+        status, body = post(f"{url}/invocations", {"inputs": nan.tolist()})
         assert status == 400 and "input: contains NaN or infinite values" in body
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def test_second_full_reuses_finished_steps(e2e):
