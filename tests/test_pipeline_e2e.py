@@ -10,11 +10,15 @@ train_time_s), not read back from the dict it was written from.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from e2e_run import parent_of, runs_by_name
+
+from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -262,3 +266,23 @@ def test_registered_pyfunc_equals_coarse_on_local_outputs(e2e):
         [to_probabilities(m.predict(decomposition.crop(x, i), verbose=0)) for i, m in enumerate(local)]
     )
     assert np.allclose(probs, to_probabilities(coarse.predict(feats, verbose=0)), atol=1e-5)
+
+
+def test_coarse_heldout_benchmark_refits_the_runs_coarse_net(e2e):
+    """`benchmarks/coarse_heldout.py` on the run: the locals' figures are the run's, and it fits a coarse net
+    per seed and per fold."""
+    c = e2e["client"]
+    parent = parent_of(c)[0]
+    children = runs_by_name(c, parent.info.run_id)
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "coarse_heldout.py"), "--parent", parent.info.run_id]
+    res = subprocess.run(
+        [*cmd, "--seeds", "1", "--folds", "2", "--json"], env=e2e["env"], capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    ev = children["evaluate"].data.metrics
+    assert out["avg_prob_val_accuracy"] == pytest.approx(ev["val_accuracy/avg_prob"])
+    assert out["run_cnn_dnn_val_accuracy"] == children["train_coarse"].data.metrics["final_val_accuracy"]
+    assert np.mean(out["locals_val_accuracy"]) == pytest.approx(ev["val_accuracy/local_mean"])
+    assert len(out["train_per_seed"]) == 1 and len(out["heldout_per_fold"]) == len(out["avg_prob_per_fold"]) == 2
+    assert all(0 <= v <= 1 for v in out["train_per_seed"] + out["heldout_per_fold"])
