@@ -266,6 +266,11 @@ def work_dir(*parts: str) -> Path:
     return p
 
 
+def train_log(run_id: str) -> Path:
+    """Where the process that trains run ``run_id`` prints (its folder made): a failed step names it."""
+    return work_dir("logs", run_id) / "train.log"
+
+
 def ui_link(experiment_id: str) -> str:
     """The runs table (the MLflow 3 UI otherwise opens on its GenAI overview page)."""
     uri = mlflow.get_tracking_uri()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,7 +73,7 @@ def mlflow_env(tmp_path, monkeypatch):
 @contextlib.contextmanager
 def mlflow_server(folder: Path):
     """`mlflow server` on 127.0.0.1 (sqlite backend in ``folder``, artifacts through the server); its URL."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     proc = subprocess.Popen(
         [
@@ -109,10 +112,45 @@ def mlflow_server(folder: Path):
         proc.wait(timeout=30)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def post(url: str, payload) -> tuple[int, str]:
+    req = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@contextlib.contextmanager
+def served(model_uri: str, env: dict[str, str], cwd: Path | None = None) -> Iterator[str]:
+    """`mlflow models serve` of ``model_uri`` on 127.0.0.1 while the block runs; its base URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    proc = subprocess.Popen(
+        [*cmd, "--host", "127.0.0.1", "-p", str(port)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(180):
+            try:
+                urllib.request.urlopen(url + "/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def predict_two_step(local_models, coarse, decomposition, x, batch_size: int = 256):

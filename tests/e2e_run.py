@@ -3,16 +3,9 @@ conftest runs it once), and how they read it back."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 from conftest import ROOT
@@ -56,21 +49,6 @@ def parent_of(client):
     return parents
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(url: str, payload) -> tuple[int, str]:
-    req = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 def store_env(tmp: Path, **extra: str) -> dict[str, str]:
     """This process's environment for a subprocess that uses a store, work folder and cache of its own in
     ``tmp`` (no MLFLOW_ variable inherited), plus ``extra``."""
@@ -83,29 +61,3 @@ def store_env(tmp: Path, **extra: str) -> dict[str, str]:
         **extra,
     )
     return env
-
-
-@contextlib.contextmanager
-def served(model_uri: str, env: dict[str, str], cwd: Path | None = None) -> Iterator[str]:
-    """`mlflow models serve` of ``model_uri`` on 127.0.0.1 while the block runs; its base URL."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
-    proc = subprocess.Popen(
-        [*cmd, "--host", "127.0.0.1", "-p", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(180):
-            try:
-                urllib.request.urlopen(url + "/ping", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)

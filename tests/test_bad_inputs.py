@@ -239,7 +239,7 @@ SERVED_BAD = {
 
 @pytest.mark.slow
 def test_served_model_answers_400_with_the_reason(tiny_model):
-    from e2e_run import post, served
+    from conftest import post, served
 
     with served("models:/tiny@champion", {**os.environ, "MLFLOW_TRACKING_URI": tiny_model["uri"]}) as url:
         ok = np.zeros((1, 16, 16, 3)).tolist()

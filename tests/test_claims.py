@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import psutil
 import pytest
 from test_reliability import _client, _full, _runs, _wait_for_epoch
+
+from ddmlflow.tracking import train_log
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +92,7 @@ def _sigkilled_holder_taken_over() -> None:
     resumed = c.get_run(victim.info.run_id)
     assert resumed.info.status == "FINISHED" and resumed.data.metrics["epochs_run"] == 20
     assert _steps([resumed], "loss") == list(range(20))  # each epoch once: resumed, not retrained
-    log = (Path(os.environ["DDMLFLOW_WORK"]) / "logs" / victim.info.run_id / "train.log").read_text()
+    log = train_log(victim.info.run_id).read_text()
     assert log.count("Epoch 1/20") == 1  # the second attempt started from its checkpoint
     old, new = sorted(_parents(), key=lambda r: r.info.start_time)
     old = c.get_run(old.info.run_id)

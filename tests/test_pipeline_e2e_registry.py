@@ -8,7 +8,9 @@ import json
 
 import numpy as np
 import pytest
-from e2e_run import TINY, exp_id, mlflow_run, parent_of, post, runs_by_name, served
+from e2e_run import TINY, exp_id, mlflow_run, parent_of, runs_by_name
+
+from conftest import post, served
 
 pytestmark = pytest.mark.slow
 

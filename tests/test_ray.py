@@ -200,7 +200,7 @@ def decomposed(local_ray):
 
 def _jobs(exp, parent, decompose_run, boxes, **cfg):
     from ddmlflow.executors import Job
-    from ddmlflow.tracking import create_child, work_dir
+    from ddmlflow.tracking import create_child, train_log
 
     jobs = []
     for b in boxes:
@@ -213,7 +213,7 @@ def _jobs(exp, parent, decompose_run, boxes, **cfg):
                 run_id,
                 {"decompose_run": decompose_run, "box": b},
                 resolve("", **{**TINY, **cfg}),
-                log=work_dir("logs", run_id) / "train.log",
+                log=train_log(run_id),
             )
         )
     return jobs

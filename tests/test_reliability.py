@@ -13,6 +13,7 @@ import pytest
 
 from conftest import experiment_ids
 from ddmlflow.cli import main
+from ddmlflow.tracking import train_log
 
 SMALL = [
     "--n-train",
@@ -83,14 +84,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _log_of(run_id: str) -> Path:
-    """Where a training run's process prints."""
-    return Path(os.environ["DDMLFLOW_WORK"]) / "logs" / run_id / "train.log"
-
-
 def _job_log(run_id: str) -> str:
     """The end of what a training run's process printed."""
-    log = _log_of(run_id)
+    log = train_log(run_id)
     return log.read_text()[-2000:] if log.exists() else f"no log at {log}"
 
 
@@ -147,7 +143,7 @@ def test_sigkilled_local_is_isolated_then_resumed(mlflow_env):
     for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
         steps = sorted(m.step for m in c.get_metric_history(victim.info.run_id, metric))
         assert steps == [0, 1, 2, 3], (metric, steps)
-    log = _log_of(victim.info.run_id).read_text()
+    log = train_log(victim.info.run_id).read_text()
     assert log.count("Epoch 1/4") == 1  # the second attempt started from its last finished epoch
 
 

@@ -30,7 +30,7 @@ from ..results import Decomposed, Evaluation
 from ..reuse import Reuse
 from ..steps import STEPS, Step
 from ..tags import DEVICE_TAG, EXECUTOR_TAG, GROUP_TAG, NOTE_TAG, REUSED_TAG, run_tag
-from ..tracking import end_run, log_params, retry, say, ui_link, work_dir
+from ..tracking import end_run, log_params, retry, say, train_log, ui_link
 from . import COMMANDS
 
 
@@ -62,7 +62,7 @@ def _schedule(steps: Reuse, batch: list[Job], step: Step, name: str, inputs: dic
     """The run of a training step: reused when finished (same key), else a job added to ``batch``."""
     run_id, done = steps.get(step.name, name, inputs, cfg, tags)
     if not done:
-        batch.append(Job(step.name, name, run_id, inputs, cfg, log=work_dir("logs", run_id) / "train.log"))
+        batch.append(Job(step.name, name, run_id, inputs, cfg, log=train_log(run_id)))
     return run_id
 
 

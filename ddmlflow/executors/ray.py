@@ -89,12 +89,12 @@ def run_job(text: str, env: dict) -> dict:
     import mlflow
 
     from ..steps import job_step  # lazy: the step registry; only once the worker's environment is set
-    from ..tracking import get_run, retry, work_dir  # lazy: MLflow; only once the worker's environment is set
+    from ..tracking import get_run, retry, train_log  # lazy: MLflow; only once the worker's environment is set
 
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     job = Job.from_json(text)
     thread_policy(job)
-    log = work_dir("logs", job.run_id) / "train.log"
+    log = train_log(job.run_id)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
